@@ -1,0 +1,47 @@
+//! sigil: a zero-trust secrets and workload-identity broker.
+//!
+//! # Module map
+//!
+//! The **core** holds the domain rules. It is plain synchronous Rust that takes
+//! the current time as a parameter and does no I/O (no tokio, tonic, sled,
+//! `std::fs` or `std::net`):
+//!
+//! - [`id`] — SPIFFE IDs, trust domains, selectors and durations, built only by parsing.
+//! - [`keyring`] — the key hierarchy: passphrase → KEK → root key → data-key ring, and
+//!   the AES-256-GCM record envelope.
+//! - [`authority`] — the CA: X.509-SVID and JWT-SVID issuance, trust bundles, and the
+//!   checks every issued credential passes before it leaves.
+//! - [`registry`] — registration entries and their validation.
+//! - [`policy`] — the policy decision point (Rego, deny by default).
+//! - [`audit`] — typed audit events and the hash chain.
+//! - [`secret`] — the one type that holds secret bytes.
+//!
+//! The **edge** connects the core to the world:
+//!
+//! - [`clock`] — the one place that reads the wall clock.
+//! - [`store`] — the storage trait, its sled implementation, the sealed store and the
+//!   audit log file.
+//! - [`config`] — strict TOML configuration.
+//! - [`tls`] — rustls configurations that authenticate peers by SPIFFE ID.
+//! - [`api`] — generated gRPC types, proto ⇄ domain conversion, status mapping and the
+//!   authorization chokepoint.
+//! - [`server`] — the server process: state, services, listeners.
+//! - [`cli`] — the command line.
+//!
+//! Dependencies point from the edge into the core, never the other way;
+//! `scripts/check-layers.sh` enforces this.
+
+pub mod api;
+pub mod audit;
+pub mod authority;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod id;
+pub mod keyring;
+pub mod policy;
+pub mod registry;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod tls;
