@@ -1,4 +1,158 @@
-//! (filled in by its owner)
+//! The command line (SPEC §3.3): every admin, operator and workload command.
+//! Output is human text by default and stable JSON with `--json`; failures
+//! exit non-zero with a one-line reason on stderr.
+
+pub mod client;
+mod dev;
+mod entry;
+mod offline;
+mod ops;
+mod output;
+
+use clap::{Parser, Subcommand};
+use client::Target;
+use std::path::PathBuf;
+
+/// sigil: workload identities and secrets, checked on every request.
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about)]
+pub struct Cli {
+    /// Print stable JSON instead of human text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The server's admin socket (identifies you by your uid).
+    #[arg(long, global = true, env = "SIGIL_ADMIN_SOCKET")]
+    admin_socket: Option<PathBuf>,
+    /// The server's gRPC address, HOST:PORT (TLS 1.3).
+    #[arg(long, global = true, env = "SIGIL_SERVER")]
+    server: Option<String>,
+    /// PEM trust bundle for --server.
+    #[arg(long, global = true, env = "SIGIL_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+    /// Directory with svid.pem and key.pem to authenticate to --server with.
+    #[arg(long, global = true, env = "SIGIL_SVID_DIR")]
+    svid_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a development server with an embedded store (keys for development only).
+    Dev(dev::DevArgs),
+    /// Run the server.
+    Server {
+        /// server.toml
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Initialize, unseal, seal and inspect the store.
+    #[command(subcommand)]
+    Operator(ops::OperatorCmd),
+    /// Manage registration entries.
+    #[command(subcommand)]
+    Entry(entry::EntryCmd),
+    /// Show the trust bundle.
+    #[command(subcommand)]
+    Bundle(ops::BundleCmd),
+    /// Mint X.509-SVIDs.
+    #[command(subcommand)]
+    Svid(ops::SvidCmd),
+    /// Mint JWT-SVIDs.
+    #[command(subcommand)]
+    Jwt(ops::JwtCmd),
+    /// Evaluate, test and reload policies.
+    #[command(subcommand)]
+    Policy(ops::PolicyCmd),
+    /// Verify and read the audit log.
+    #[command(subcommand)]
+    Audit(ops::AuditCmd),
+}
+
+/// A command's failure: the one line printed on stderr.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Formats a gRPC status as one line.
+pub fn status_line(s: &tonic::Status) -> String {
+    let code = format!("{:?}", s.code());
+    let mut words = String::new();
+    for (i, ch) in code.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(ch.to_ascii_lowercase());
+    }
+    format!("{words}: {}", s.message().replace('\n', " "))
+}
+
+impl Cli {
+    fn target(&self) -> Result<Target, Failure> {
+        if let Some(path) = &self.admin_socket {
+            return Ok(Target::Admin(path.clone()));
+        }
+        if let Some(addr) = &self.server {
+            let ca_bundle = self.ca_bundle.clone().ok_or(client::ConnectError::NoBundle)?;
+            return Ok(Target::Tls {
+                addr: addr.clone(),
+                ca_bundle,
+                svid_dir: self.svid_dir.clone(),
+            });
+        }
+        Err(client::ConnectError::NoTarget.into())
+    }
+
+    async fn clients(&self) -> Result<client::Clients, Failure> {
+        Ok(client::Clients::connect(&self.target()?).await?)
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let out = output::Out { json: cli.json };
+    match &cli.command {
+        Command::Dev(args) => dev::run(args, &out).await,
+        Command::Server { config } => dev::run_server(config).await,
+        Command::Operator(cmd) => ops::operator(&cli, cmd, &out).await,
+        Command::Entry(cmd) => entry::run(&cli, cmd, &out).await,
+        Command::Bundle(cmd) => ops::bundle(&cli, cmd, &out).await,
+        Command::Svid(cmd) => ops::svid(&cli, cmd, &out).await,
+        Command::Jwt(cmd) => ops::jwt(&cli, cmd, &out).await,
+        Command::Policy(cmd) => ops::policy(&cli, cmd, &out).await,
+        Command::Audit(cmd) => ops::audit(&cli, cmd, &out).await,
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sigil=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the command line; returns the process exit status.
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => 0,
+        Err(Failure(msg)) => {
+            eprintln!("error: {}", msg.replace('\n', " "));
+            1
+        }
+    }
 }

@@ -3,10 +3,12 @@
 //! private field that can only be built by parsing, so holding one proves it
 //! is well formed.
 
+mod dns;
 mod duration;
 mod selector;
 mod spiffe_id;
 
+pub use dns::{DnsName, DnsNameError};
 pub use duration::{DurationError, Ttl};
 pub use selector::{Selector, SelectorError};
 pub use spiffe_id::{IdError, SpiffeId, TrustDomain};

@@ -1,1 +1,14 @@
-//! (filled in by its owner)
+//! The sigil server (SPEC §2): owns the sealed store, the authority, the
+//! entry registry, the PDP and the audit log, and serves the gRPC API on a
+//! TLS listener and the admin Unix socket.
+
+mod entries;
+mod heads;
+pub use heads::SealedHeads as SealedHeadsReader;
+mod run;
+mod state;
+
+pub use entries::Entries;
+pub use run::{run, Listeners, ServeError};
+pub use state::read_policy_dir;
+pub use state::{Server, ServerError};

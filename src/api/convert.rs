@@ -1,0 +1,48 @@
+//! Proto ⇄ domain conversion, in one place (STYLE §2). Incoming messages
+//! become drafts that the domain validates; outgoing ones are built from
+//! validated domain values.
+
+use super::pb;
+use crate::registry::{Entry, EntryDraft};
+
+/// The draft an incoming entry message describes.
+pub fn entry_draft(e: &pb::Entry) -> EntryDraft {
+    EntryDraft {
+        spiffe_id: e.spiffe_id.clone(),
+        parent_id: e.parent_id.clone(),
+        selectors: e.selectors.clone(),
+        x509_ttl_seconds: e.x509_ttl_seconds,
+        jwt_ttl_seconds: e.jwt_ttl_seconds,
+        dns_names: e.dns_names.clone(),
+        hint: e.hint.clone(),
+        admin: e.admin,
+        federates_with: e.federates_with.clone(),
+    }
+}
+
+fn wire_secs(v: Option<u64>) -> i64 {
+    v.and_then(|s| i64::try_from(s).ok()).unwrap_or(0)
+}
+
+/// The wire form of a stored entry.
+pub fn entry_to_pb(e: &Entry) -> pb::Entry {
+    pb::Entry {
+        id: e.id.as_str().to_owned(),
+        spiffe_id: e.spiffe_id.to_string(),
+        parent_id: e.parent_id.to_string(),
+        selectors: e.selectors.iter().map(ToString::to_string).collect(),
+        x509_ttl_seconds: wire_secs(e.x509_ttl_secs),
+        jwt_ttl_seconds: wire_secs(e.jwt_ttl_secs),
+        dns_names: e.dns_names.clone(),
+        hint: e.hint.clone(),
+        admin: e.admin,
+        federates_with: e.federates_with.iter().map(ToString::to_string).collect(),
+        revision: e.revision,
+        created_at: wire_secs(Some(e.created_at)),
+    }
+}
+
+/// A unix timestamp for the wire.
+pub fn wire_time(t: std::time::SystemTime) -> i64 {
+    wire_secs(Some(crate::clock::unix_seconds(t)))
+}

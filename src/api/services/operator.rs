@@ -1,0 +1,71 @@
+//! `sigil.v1.Operator`: init, unseal, seal, status, key rotation.
+
+use crate::api::gate::Gate;
+use crate::api::pb::{self, operator_server::Operator};
+use crate::policy::{Action, Resource};
+use crate::secret::Secret;
+use crate::server::Server;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug)]
+pub(super) struct OperatorService {
+    gate: Gate,
+    server: Arc<Server>,
+}
+
+impl OperatorService {
+    pub(super) fn new(gate: Gate, server: Arc<Server>) -> Self {
+        Self { gate, server }
+    }
+}
+
+fn store() -> Resource {
+    Resource::new("store", None)
+}
+
+#[tonic::async_trait]
+impl Operator for OperatorService {
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        self.gate.authorize(&req, Action::OperatorStatus, store()).await?;
+        let s = self.server.status();
+        Ok(Response::new(pb::StatusResponse {
+            initialized: s.initialized,
+            sealed: s.sealed,
+            trust_domain: s.trust_domain.unwrap_or_default(),
+            key_versions: s.key_versions,
+            active_key_version: s.active_key_version.unwrap_or(0),
+        }))
+    }
+
+    async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::InitResponse>, Status> {
+        self.gate.authorize(&req, Action::OperatorInit, store()).await?;
+        let passphrase = Secret::new(req.into_inner().passphrase);
+        self.server.clone().init(passphrase).await?;
+        Ok(Response::new(pb::InitResponse {
+            trust_domain: self.server.trust_domain().to_string(),
+        }))
+    }
+
+    async fn unseal(&self, req: Request<pb::UnsealRequest>) -> Result<Response<pb::UnsealResponse>, Status> {
+        self.gate.authorize(&req, Action::OperatorUnseal, store()).await?;
+        let passphrase = Secret::new(req.into_inner().passphrase);
+        self.server.clone().unseal(passphrase).await?;
+        Ok(Response::new(pb::UnsealResponse {}))
+    }
+
+    async fn seal(&self, req: Request<pb::SealRequest>) -> Result<Response<pb::SealResponse>, Status> {
+        self.gate.authorize(&req, Action::OperatorSeal, store()).await?;
+        self.server.seal();
+        Ok(Response::new(pb::SealResponse {}))
+    }
+
+    async fn rotate_keys(
+        &self,
+        req: Request<pb::RotateKeysRequest>,
+    ) -> Result<Response<pb::RotateKeysResponse>, Status> {
+        self.gate.authorize(&req, Action::OperatorRotateKeys, store()).await?;
+        let v = self.server.clone().rotate_keys().await?;
+        Ok(Response::new(pb::RotateKeysResponse { active_key_version: v }))
+    }
+}

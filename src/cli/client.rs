@@ -1,0 +1,161 @@
+//! Connecting to the server: over the admin Unix socket (identified by the
+//! kernel) or over TLS 1.3 on TCP (identified by an SVID).
+
+use crate::api::pb;
+use crate::id::TrustDomain;
+use crate::secret::Secret;
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// How the CLI reaches the server.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The admin socket at this path.
+    Admin(PathBuf),
+    /// TLS on TCP.
+    Tls {
+        /// `HOST:PORT`.
+        addr: String,
+        /// PEM bundle to trust.
+        ca_bundle: PathBuf,
+        /// Directory with `svid.pem` and `key.pem` to authenticate with.
+        svid_dir: Option<PathBuf>,
+    },
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Neither an admin socket nor a server address was given.
+    #[error("no server given: set --admin-socket / SIGIL_ADMIN_SOCKET or --server / SIGIL_SERVER")]
+    NoTarget,
+    /// TCP needs a CA bundle.
+    #[error("--server needs --ca-bundle / SIGIL_CA_BUNDLE to know whom to trust")]
+    NoBundle,
+    /// A file could not be read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The connection failed.
+    #[error("cannot connect to {target}: {source}")]
+    Transport {
+        /// Where.
+        target: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ConnectError> {
+    std::fs::read(path).map_err(|e| ConnectError::Read {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Connects to `target`.
+pub async fn connect(target: &Target) -> Result<Channel, ConnectError> {
+    match target {
+        Target::Admin(path) => connect_admin(path).await,
+        Target::Tls { addr, ca_bundle, svid_dir } => connect_tls(addr, ca_bundle, svid_dir.as_deref()).await,
+    }
+}
+
+async fn connect_admin(path: &Path) -> Result<Channel, ConnectError> {
+    let path = path.to_owned();
+    let shown = path.display().to_string();
+    // The URI is a placeholder: the connector ignores it and dials the socket.
+    Endpoint::from_static("http://admin.sock")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|source| ConnectError::Transport { target: shown, source })
+}
+
+async fn connect_tls(addr: &str, ca_bundle: &Path, svid_dir: Option<&Path>) -> Result<Channel, ConnectError> {
+    let roots = crate::tls::certs_from_pem(&ca_bundle.display().to_string(), &read(ca_bundle)?)?;
+    let server_id = server_id_from_roots(&roots)?;
+    let identity: Option<(Vec<Vec<u8>>, Secret)> = match svid_dir {
+        Some(dir) => {
+            let chain = crate::tls::certs_from_pem("svid.pem", &read(&dir.join("svid.pem"))?)?;
+            let key = crate::tls::key_from_pem("key.pem", &read(&dir.join("key.pem"))?)?;
+            Some((chain, key))
+        }
+        None => None,
+    };
+    let config = crate::tls::client_config(&roots, server_id, identity.as_ref().map(|(c, k)| (c.as_slice(), k)))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let addr = addr.to_owned();
+    let shown = addr.clone();
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|source| ConnectError::Transport { target: shown.clone(), source })?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let (addr, connector) = (addr.clone(), connector.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                // Any name will do: the verifier checks the SPIFFE ID instead.
+                let name = rustls_pki_types::ServerName::try_from("sigil-server")
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|source| ConnectError::Transport { target: shown, source })
+}
+
+/// The server's expected SPIFFE ID, `spiffe://<td>/sigil/server`, where the
+/// trust domain is read from the bundle's root certificate.
+fn server_id_from_roots(roots: &[Vec<u8>]) -> Result<crate::id::SpiffeId, ConnectError> {
+    let bad = || crate::tls::TlsError::BadBundle("root has no spiffe://<trust domain> URI SAN".into());
+    let td_id = roots.first().and_then(|r| crate::tls::peer_spiffe_id(r)).ok_or_else(bad)?;
+    let td = TrustDomain::parse(td_id.trust_domain_str()).map_err(|_| bad())?;
+    Ok(td.id("/sigil/server").map_err(|_| bad())?)
+}
+
+/// Typed clients over one channel.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// Operator service.
+    pub operator: pb::operator_client::OperatorClient<Channel>,
+    /// Entries service.
+    pub entries: pb::entries_client::EntriesClient<Channel>,
+    /// Bundle service.
+    pub bundle: pb::bundle_client::BundleClient<Channel>,
+    /// Node service.
+    pub node: pb::node_client::NodeClient<Channel>,
+    /// Policy service.
+    pub policy: pb::policy_client::PolicyClient<Channel>,
+    /// Audit service.
+    pub audit: pb::audit_client::AuditClient<Channel>,
+}
+
+impl Clients {
+    /// Clients sharing `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            operator: pb::operator_client::OperatorClient::new(channel.clone()),
+            entries: pb::entries_client::EntriesClient::new(channel.clone()),
+            bundle: pb::bundle_client::BundleClient::new(channel.clone()),
+            node: pb::node_client::NodeClient::new(channel.clone()),
+            policy: pb::policy_client::PolicyClient::new(channel.clone()),
+            audit: pb::audit_client::AuditClient::new(channel),
+        }
+    }
+
+    /// Connects to `target`.
+    pub async fn connect(target: &Target) -> Result<Self, ConnectError> {
+        Ok(Self::new(connect(target).await?))
+    }
+}

@@ -1,0 +1,176 @@
+//! `sigil server` and `sigil dev`: thin wrappers that load configuration,
+//! bind the listeners and call [`crate::server::run`].
+
+use super::output::Out;
+use super::Failure;
+use crate::config::ServerConfig;
+use crate::id::{Ttl, TrustDomain};
+use crate::server::{run, Listeners, Server};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The default policy, written into a dev data directory on first start.
+const DEFAULT_POLICY: &str = include_str!("../../config/policies/sigil.rego");
+
+#[derive(Debug, clap::Args)]
+pub(super) struct DevArgs {
+    /// Where the development store lives (reused on later runs).
+    #[arg(long, default_value = ".sigil-dev")]
+    data_dir: PathBuf,
+    /// The trust domain.
+    #[arg(long, default_value = "example.org")]
+    trust_domain: String,
+    /// gRPC over TLS listen address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+}
+
+/// Binds the admin socket, replacing a stale socket file. Any local user may
+/// connect: the server identifies callers by their kernel credentials and
+/// refuses non-operators, so file permissions are not the access control.
+fn bind_admin(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Failure(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    if path.exists() {
+        std::fs::remove_file(path).map_err(|e| Failure(format!("cannot remove stale {}: {e}", path.display())))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).map_err(|e| Failure(format!("cannot bind {}: {e}", path.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| Failure(format!("cannot set mode on {}: {e}", path.display())))?;
+    Ok(listener)
+}
+
+async fn bind(server: &Server) -> Result<Listeners, Failure> {
+    let cfg = server.config();
+    let tcp = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Failure(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    Ok(Listeners { tcp, admin: bind_admin(&cfg.admin_socket)? })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// `sigil server --config FILE`.
+pub(super) async fn run_server(config: &Path) -> Result<(), Failure> {
+    let config = ServerConfig::load(config)?;
+    let server = Server::open(config).await?;
+    let listeners = bind(&server).await?;
+    tracing::info!(listen = %server.config().listen, admin = %server.config().admin_socket.display(), "serving");
+    run(server, listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, Failure> {
+    std::fs::create_dir_all(p).map_err(|e| Failure(format!("cannot create {}: {e}", p.display())))?;
+    Ok(std::fs::canonicalize(p)?)
+}
+
+/// Creates the development unseal key once (mode 0600) and reuses it after.
+fn dev_passphrase(dir: &Path) -> Result<PathBuf, Failure> {
+    let path = dir.join("dev-unseal.key");
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| Failure("no randomness".into()))?;
+        let text = zeroize::Zeroizing::new(hex::encode(bytes));
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(path)
+}
+
+fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
+    let policy_dir = dir.join("policies");
+    std::fs::create_dir_all(&policy_dir)?;
+    let policy = policy_dir.join("sigil.rego");
+    if !policy.exists() {
+        std::fs::write(&policy, DEFAULT_POLICY)?;
+    }
+    let ttl = |s: &str| Ttl::parse(s).map_err(Failure::from);
+    Ok(ServerConfig {
+        trust_domain: TrustDomain::parse(&args.trust_domain).map_err(|e| Failure(format!("--trust-domain: {e}")))?,
+        data_dir: dir.join("server"),
+        listen: args.listen,
+        admin_socket: dir.join("admin.sock"),
+        admin_uids: Vec::new(),
+        unseal: Some(crate::config::UnsealConfig {
+            passphrase_file: Some(dev_passphrase(dir)?),
+            passphrase_env: None,
+        }),
+        policy_dir,
+        ca_ttl: ttl("24h")?,
+        x509_svid_ttl: ttl("1h")?,
+        jwt_svid_ttl: ttl("5m")?,
+    })
+}
+
+/// `sigil dev`: a server with an embedded store, initialized and unsealed
+/// with a development key.
+pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
+    let dir = absolute(&args.data_dir)?;
+    let config = dev_config(args, &dir)?;
+    let passphrase_file = config.unseal.as_ref().and_then(|u| u.passphrase_file.clone());
+    let server: Arc<Server> = Server::open(config).await?;
+    if !server.status().initialized {
+        let file = passphrase_file.ok_or_else(|| Failure("no dev passphrase".into()))?;
+        let passphrase = crate::config::read_secret_file(&file)?;
+        server.clone().init(passphrase).await.map_err(|e| Failure(tonic::Status::from(e).message().to_owned()))?;
+    }
+    let bundle_path = dir.join("bundle.pem");
+    let bundle = server.authority().map_err(|e| Failure(e.to_string()))?.bundle();
+    std::fs::write(&bundle_path, bundle.to_pem())?;
+    let listeners = bind(&server).await?;
+    let listen = listeners.tcp.local_addr()?;
+    let admin = server.config().admin_socket.clone();
+    eprintln!("WARNING: sigil dev keeps its unseal key next to its data ({}).", dir.display());
+    eprintln!("WARNING: these keys are for development only; never use them for real workloads.");
+    out.print(
+        &json!({
+            "SIGIL_ADMIN_SOCKET": admin.display().to_string(),
+            "SIGIL_SERVER": listen.to_string(),
+            "SIGIL_CA_BUNDLE": bundle_path.display().to_string(),
+            "trust_domain": server.trust_domain().to_string(),
+        }),
+        || {
+            format!(
+                "sigil dev is running (trust domain {}). In another shell:\n\n  export SIGIL_ADMIN_SOCKET={}\n  export SIGIL_SERVER={}\n  export SIGIL_CA_BUNDLE={}\n\nPress Ctrl-C to stop.",
+                server.trust_domain(),
+                admin.display(),
+                listen,
+                bundle_path.display()
+            )
+        },
+    );
+    run_and_wait(server, listeners).await
+}
+
+async fn run_and_wait(server: Arc<Server>, listeners: Listeners) -> Result<(), Failure> {
+    run(server, listeners, shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Serving: the TLS accept loop on TCP, the admin Unix socket, and the
+//! background renewal of the server's own SVID. `run` takes bound listeners
+//! so tests can bind port 0 and temporary sockets.
+
+use super::Server;
+use crate::clock;
+use crate::tls::TlsConn;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a sealed server checks whether renewal became possible.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
+/// The listeners the server serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC over TLS.
+    pub tcp: TcpListener,
+    /// The admin socket.
+    pub admin: UnixListener,
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be set up.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests.
+pub async fn run(
+    server: Arc<Server>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let routes = crate::api::router(server.clone())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (conn_tx, conn_rx) = mpsc::channel(64);
+    tokio::spawn(accept_tls(listeners.tcp, server.clone(), conn_tx, stop_rx.clone()));
+    tokio::spawn(renew_server_svid(server.clone(), stop_rx.clone()));
+
+    let tcp = tonic::transport::Server::builder()
+        .add_routes(routes.clone())
+        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stopped(stop_rx.clone()));
+    let admin = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listeners.admin), stopped(stop_rx));
+    let (a, b) = tokio::join!(tcp, admin);
+    a?;
+    b?;
+    Ok(())
+}
+
+/// Accepts TCP connections and completes TLS handshakes with the current
+/// server configuration. While sealed there is no server certificate, so
+/// connections are closed at once: the admin socket is the only way in.
+async fn accept_tls(
+    listener: TcpListener,
+    server: Arc<Server>,
+    conns: mpsc::Sender<Result<TlsConn, std::io::Error>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tls = server.tls_config();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(config) = tls.borrow().clone() else {
+            tracing::debug!(%peer, "refusing TLS connection while sealed");
+            continue;
+        };
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = conns.send(Ok(TlsConn::new(stream))).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Renews the server's SVID at half its lifetime; retries with backoff and
+/// never exits on a failure.
+async fn renew_server_svid(server: Arc<Server>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match server.server_svid_renewal_due() {
+            Some(due) => due.duration_since(clock::now()).unwrap_or_default(),
+            None => IDLE_CHECK,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if server.server_svid_renewal_due().is_some_and(|due| due <= clock::now()) {
+            match server.renew_server_svid(clock::now()) {
+                Ok(()) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::warn!(error = %e, "server SVID renewal failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+}

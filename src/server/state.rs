@@ -1,0 +1,399 @@
+//! The server's state and lifecycle: open (sealed), init, unseal, seal.
+//! Everything that needs keys becomes available at unseal and is dropped at
+//! seal.
+
+use super::entries::Entries;
+use super::heads::SealedHeads;
+use crate::api::ApiError;
+use crate::audit::VerifyReport;
+use crate::authority::Authority;
+use crate::clock;
+use crate::config::{ConfigError, ServerConfig};
+use crate::id::{Ttl, TrustDomain};
+use crate::policy::{Pdp, PolicyError};
+use crate::secret::Secret;
+use crate::store::audit_log::{AuditError, AuditLog};
+use crate::store::{SealStatus, SealedStore, SledStore, Store, StoreError, Table};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+const AUTHORITY_KEY: &[u8] = b"authority";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be created or has unsafe permissions.
+    #[error("data directory {path}: {message}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The audit log could not be opened or failed verification.
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
+    /// The policies could not be loaded.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// The policy directory could not be read.
+    #[error("policy directory {path}: {message}")]
+    PolicyDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Unseal material in the config could not be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Unsealing at start failed.
+    #[error("unseal at start: {0}")]
+    Unseal(String),
+}
+
+/// What exists only while unsealed.
+#[derive(Debug)]
+struct Active {
+    authority: Arc<Authority>,
+    server_svid_expires: SystemTime,
+    server_svid_issued: SystemTime,
+}
+
+/// The server. Shared by every service behind an `Arc`.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    store: Arc<SealedStore>,
+    heads: SealedHeads,
+    audit: AuditLog,
+    pdp: RwLock<Arc<Pdp>>,
+    entries: Entries,
+    active: RwLock<Option<Active>>,
+    tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
+    health: Mutex<Option<tonic_health::server::HealthReporter>>,
+    own_uid: u32,
+    /// Serializes init, unseal, seal and key rotation.
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+/// Reads every `*.rego` file in `dir`, sorted by name.
+pub fn read_policy_dir(dir: &Path) -> Result<Vec<(String, String)>, ServerError> {
+    let err = |message: String| ServerError::PolicyDir {
+        path: dir.to_owned(),
+        message,
+    };
+    let mut files = Vec::new();
+    for item in std::fs::read_dir(dir).map_err(|e| err(e.to_string()))? {
+        let path = item.map_err(|e| err(e.to_string()))?.path();
+        if path.extension().and_then(|e| e.to_str()) == Some("rego") {
+            let text = std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            files.push((name, text));
+        }
+    }
+    if files.is_empty() {
+        return Err(err("holds no *.rego file (everything would be denied)".into()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn create_private_dir(path: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| ServerError::DataDir {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the process's effective uid.
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+}
+
+impl Server {
+    /// Opens the store, audit log and policies. The server starts sealed
+    /// unless the config names unseal material and the store is initialized.
+    pub async fn open(config: ServerConfig) -> Result<Arc<Self>, ServerError> {
+        create_private_dir(&config.data_dir)?;
+        let raw: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
+        let store = Arc::new(SealedStore::new(raw));
+        let heads = SealedHeads(store.clone());
+        let audit = AuditLog::open(&config.data_dir.join("audit.log"), Arc::new(SealedHeads(store.clone())))?;
+        let pdp = Pdp::compile(&read_policy_dir(&config.policy_dir)?)?;
+        let (tls, _) = watch::channel(None);
+        let server = Arc::new(Self {
+            entries: Entries::new(store.clone(), config.trust_domain.clone()),
+            config,
+            store,
+            heads,
+            audit,
+            pdp: RwLock::new(Arc::new(pdp)),
+            active: RwLock::new(None),
+            tls,
+            health: Mutex::new(None),
+            own_uid: own_uid(),
+            lifecycle: tokio::sync::Mutex::new(()),
+        });
+        if let Some(unseal) = &server.config.unseal {
+            let passphrase = unseal.passphrase()?;
+            if server.status().initialized {
+                server
+                    .clone()
+                    .unseal(passphrase)
+                    .await
+                    .map_err(|e| ServerError::Unseal(tonic::Status::from(e).message().to_owned()))?;
+            } else {
+                tracing::warn!("store is not initialized; run `sigil operator init` (unseal config ignored until then)");
+            }
+        }
+        Ok(server)
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.config.trust_domain
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Default X.509-SVID lifetime.
+    pub fn x509_svid_ttl(&self) -> Ttl {
+        self.config.x509_svid_ttl
+    }
+
+    /// Default JWT-SVID lifetime.
+    pub fn jwt_svid_ttl(&self) -> Ttl {
+        self.config.jwt_svid_ttl
+    }
+
+    /// The active policies.
+    pub fn pdp(&self) -> Arc<Pdp> {
+        self.pdp.read().map(|p| p.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Compiles the policy directory again and swaps it in atomically; on any
+    /// error the old policies stay active.
+    pub fn reload_policy(&self) -> Result<Vec<String>, ApiError> {
+        let files = read_policy_dir(&self.config.policy_dir).map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
+        let pdp = Pdp::compile(&files)?;
+        let names = files.into_iter().map(|(n, _)| n).collect();
+        match self.pdp.write() {
+            Ok(mut p) => *p = Arc::new(pdp),
+            Err(p) => *p.into_inner() = Arc::new(pdp),
+        }
+        tracing::info!("policies reloaded");
+        Ok(names)
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The entry registry.
+    pub fn entries(&self) -> &Entries {
+        &self.entries
+    }
+
+    /// True while the store is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.active.read().map(|a| a.is_none()).unwrap_or(true)
+    }
+
+    /// Whether `uid` on the admin socket is an operator: root, the server's
+    /// own uid (whoever can read its data directory already holds its data),
+    /// or a uid listed in `admin_uids`.
+    pub fn is_operator_uid(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own_uid || self.config.admin_uids.contains(&uid)
+    }
+
+    /// Whether some entry for `id` carries the admin flag.
+    pub fn is_admin_identity(&self, id: &crate::id::SpiffeId) -> bool {
+        self.entries.is_admin(id)
+    }
+
+    /// Seal status.
+    pub fn status(&self) -> SealStatus {
+        self.store.status()
+    }
+
+    /// The authority, or `Sealed`.
+    pub fn authority(&self) -> Result<Arc<Authority>, ApiError> {
+        self.active
+            .read()
+            .ok()
+            .and_then(|a| a.as_ref().map(|a| a.authority.clone()))
+            .ok_or(ApiError::Sealed)
+    }
+
+    /// Watches the TLS configuration (None while sealed).
+    pub fn tls_config(&self) -> watch::Receiver<Option<Arc<rustls::ServerConfig>>> {
+        self.tls.subscribe()
+    }
+
+    /// Receives the gRPC health reporter so health follows the seal state.
+    pub fn set_health_reporter(&self, reporter: tonic_health::server::HealthReporter) {
+        if let Ok(mut h) = self.health.lock() {
+            *h = Some(reporter);
+        }
+        self.report_health();
+    }
+
+    fn report_health(&self) {
+        let reporter = self.health.lock().ok().and_then(|h| h.clone());
+        if let Some(r) = reporter {
+            let status = if self.is_sealed() {
+                tonic_health::ServingStatus::NotServing
+            } else {
+                tonic_health::ServingStatus::Serving
+            };
+            tokio::spawn(async move { r.set_service_status("", status).await });
+        }
+    }
+
+    /// Creates the key hierarchy and the CA; the server is unsealed after.
+    pub async fn init(self: Arc<Self>, passphrase: Secret) -> Result<(), ApiError> {
+        let _guard = self.lifecycle.lock().await;
+        let now = clock::now();
+        let this = self.clone();
+        // Argon2id is deliberately slow: keep it off the async workers.
+        tokio::task::spawn_blocking(move || this.store.init(&passphrase, &this.config.trust_domain, now))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let authority = Authority::generate(&self.config.trust_domain, now, self.config.ca_ttl.as_duration())?;
+        self.store.create(Table::META, AUTHORITY_KEY, authority.to_sealed_bytes().expose())?;
+        self.activate(authority, now)?;
+        tracing::info!(trust_domain = %self.config.trust_domain, "initialized and unsealed");
+        Ok(())
+    }
+
+    /// Unseals with `passphrase`; a wrong one changes nothing.
+    pub async fn unseal(self: Arc<Self>, passphrase: Secret) -> Result<(), ApiError> {
+        let _guard = self.lifecycle.lock().await;
+        if !self.is_sealed() {
+            return Ok(());
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.store.unseal(&passphrase))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        // A log that does not extend the head kept in the sealed store was
+        // truncated or rewritten: refuse to run on it.
+        if let Err(e) = self.verify_audit_now()? {
+            self.store.seal();
+            return Err(ApiError::FailedPrecondition(format!(
+                "audit log failed verification ({e}); the server stays sealed"
+            )));
+        }
+        let stored = self
+            .store
+            .get(Table::META, AUTHORITY_KEY)?
+            .ok_or_else(|| ApiError::Internal("initialized store holds no authority".into()))?;
+        let authority = Authority::from_sealed_bytes(stored.expose())?;
+        self.activate(authority, clock::now())?;
+        tracing::info!("unsealed");
+        Ok(())
+    }
+
+    fn activate(&self, authority: Authority, now: SystemTime) -> Result<(), ApiError> {
+        let authority = Arc::new(authority);
+        let count = self.entries.load()?;
+        let expires = self.install_server_svid(&authority, now)?;
+        if let Ok(mut a) = self.active.write() {
+            *a = Some(Active {
+                authority,
+                server_svid_expires: expires,
+                server_svid_issued: now,
+            });
+        }
+        self.report_health();
+        tracing::info!(entries = count, "authority active");
+        Ok(())
+    }
+
+    /// Issues the server's own SVID (key made here, held only in memory) and
+    /// publishes a TLS configuration presenting it.
+    fn install_server_svid(&self, authority: &Authority, now: SystemTime) -> Result<SystemTime, ApiError> {
+        let id = self
+            .config
+            .trust_domain
+            .id("/sigil/server")
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
+        let svid = authority.sign_x509_svid(&csr, &id, self.config.x509_svid_ttl.as_duration(), &[], now)?;
+        let roots = authority.bundle().x509_authorities;
+        let config = crate::tls::server_config(&svid.chain_der, &key, &roots)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.tls.send_replace(Some(Arc::new(config)));
+        Ok(svid.expires_at)
+    }
+
+    /// When the server's SVID should next be renewed (half its life), if unsealed.
+    pub fn server_svid_renewal_due(&self) -> Option<SystemTime> {
+        let a = self.active.read().ok()?;
+        let a = a.as_ref()?;
+        let life = a.server_svid_expires.duration_since(a.server_svid_issued).unwrap_or_default();
+        Some(a.server_svid_issued + life / 2)
+    }
+
+    /// Renews the server's SVID.
+    pub fn renew_server_svid(&self, now: SystemTime) -> Result<(), ApiError> {
+        let authority = self.authority()?;
+        let expires = self.install_server_svid(&authority, now)?;
+        if let Ok(mut a) = self.active.write() {
+            if let Some(a) = a.as_mut() {
+                a.server_svid_expires = expires;
+                a.server_svid_issued = now;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every key from memory.
+    pub fn seal(&self) {
+        self.store.seal();
+        if let Ok(mut a) = self.active.write() {
+            *a = None;
+        }
+        self.entries.clear();
+        self.tls.send_replace(None);
+        self.report_health();
+        tracing::info!("sealed");
+    }
+
+    /// Adds a data-key version.
+    pub async fn rotate_keys(self: Arc<Self>) -> Result<u32, ApiError> {
+        let _guard = self.lifecycle.lock().await;
+        Ok(self.store.rotate_data_key()?)
+    }
+
+    fn verify_audit_now(&self) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
+        let head = self.heads.stored()?;
+        Ok(self.audit.verify(head.as_ref()))
+    }
+
+    /// Verifies the audit chain against the stored head.
+    pub async fn verify_audit(&self) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
+        self.verify_audit_now()
+    }
+
+    /// The last `n` audit records.
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<String>, ApiError> {
+        Ok(self.audit.tail(n)?)
+    }
+}

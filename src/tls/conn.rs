@@ -1,0 +1,93 @@
+//! A TLS connection that tells tonic who the peer is, so handlers can read
+//! the client's certificate per request.
+
+use rustls_pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// What the chokepoint learns about a TLS peer: its address and, when it
+/// presented one, its verified certificate chain (leaf first).
+#[derive(Clone, Debug)]
+pub struct TlsConnInfo {
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+    /// The verified client chain, leaf first, if any.
+    pub peer_certs: Option<Vec<Vec<u8>>>,
+}
+
+/// A server-side TLS stream carrying [`TlsConnInfo`].
+#[derive(Debug)]
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: TlsConnInfo,
+}
+
+impl TlsConn {
+    /// Wraps an accepted stream, capturing the peer's verified chain.
+    pub fn new(inner: TlsStream<TcpStream>) -> Self {
+        let (tcp, session) = inner.get_ref();
+        let info = TlsConnInfo {
+            remote: tcp.peer_addr().ok(),
+            peer_certs: session
+                .peer_certificates()
+                .map(|cs| cs.iter().map(|c: &CertificateDer<'_>| c.as_ref().to_vec()).collect()),
+        };
+        Self { inner, info }
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = TlsConnInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The SPIFFE ID in a certificate's URI SAN, if it has exactly one that parses.
+pub fn peer_spiffe_id(leaf_der: &[u8]) -> Option<crate::id::SpiffeId> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(leaf_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
+        GeneralName::URI(u) => Some(*u),
+        _ => None,
+    });
+    let first = uris.next()?;
+    // The X509-SVID standard allows exactly one URI SAN; two is ambiguous.
+    if uris.next().is_some() {
+        return None;
+    }
+    crate::id::SpiffeId::parse(first).ok()
+}
