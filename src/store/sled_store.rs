@@ -1,0 +1,302 @@
+//! The embedded [`Store`] on sled (SPEC §5).
+//!
+//! All tables share one sled tree with keys `table ‖ 0x00 ‖ key`, so a batch
+//! spanning tables is a single atomic sled batch. Every write is followed by
+//! `flush()`, which writes sled's log and fsyncs it: once a write method
+//! returns, the write survives a killed process or a power cut.
+
+use std::path::{Path, PathBuf};
+
+use super::{CasConflict, Records, Store, StoreError, Table, WriteOp};
+
+/// Name of sled's data file inside the store directory (a sled 0.34 detail).
+const SLED_DATA_FILE: &str = "db";
+
+/// A sled database in one directory. Cheap to share behind an `Arc`; sled
+/// serializes concurrent writers internally.
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir`. Fails with
+    /// [`StoreError::Locked`] if another process has it open and
+    /// [`StoreError::Corrupt`] if its files cannot be recovered.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let had_data = std::fs::metadata(dir.join(SLED_DATA_FILE)).is_ok_and(|m| m.len() > 0);
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| classify(dir, e))?;
+        // sled discards a log it cannot parse and starts empty instead of
+        // failing. A data file that existed but yielded nothing is corruption,
+        // and must not look like a fresh store that invites a new `init`.
+        if had_data && !db.was_recovered() {
+            return Err(StoreError::Corrupt {
+                dir: dir.to_path_buf(),
+                reason: "the existing data file could not be recovered".into(),
+            });
+        }
+        Ok(SledStore {
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Durability point: an acknowledged write must be on disk (SPEC §5).
+        self.db.flush().map_err(|e| classify(&self.dir, e))?;
+        Ok(())
+    }
+
+    fn err(&self, e: sled::Error) -> StoreError {
+        classify(&self.dir, e)
+    }
+}
+
+/// The physical key of (`table`, `key`).
+fn physical_key(table: Table, key: &[u8]) -> Vec<u8> {
+    let name = table.name().as_bytes();
+    let mut out = Vec::with_capacity(name.len() + 1 + key.len());
+    out.extend_from_slice(name);
+    out.push(0);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Maps sled's errors to ours. sled reports a held lock only as an I/O error
+/// whose message starts with "could not acquire lock", so that is matched.
+fn classify(dir: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked {
+                dir: dir.to_path_buf(),
+            }
+        }
+        sled::Error::Io(io) => StoreError::Io(io),
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            reason: format!("corruption at {at:?}"),
+        },
+        sled::Error::Unsupported(reason) => StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            reason,
+        },
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = self
+            .db
+            .get(physical_key(table, key))
+            .map_err(|e| self.err(e))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.db
+            .insert(physical_key(table, key), value)
+            .map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    fn delete(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        let old = self
+            .db
+            .remove(physical_key(table, key))
+            .map_err(|e| self.err(e))?;
+        self.flush()?;
+        Ok(old.is_some())
+    }
+
+    fn compare_and_swap(
+        &self,
+        table: Table,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Result<(), CasConflict>, StoreError> {
+        let outcome = self
+            .db
+            .compare_and_swap(physical_key(table, key), expected, new)
+            .map_err(|e| self.err(e))?;
+        match outcome {
+            Ok(()) => {
+                self.flush()?;
+                Ok(Ok(()))
+            }
+            Err(conflict) => Ok(Err(CasConflict {
+                current: conflict.current.map(|v| v.to_vec()),
+            })),
+        }
+    }
+
+    fn batch(&self, ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for op in ops {
+            match *op {
+                WriteOp::Put { table, key, value } => batch.insert(physical_key(table, key), value),
+                WriteOp::Delete { table, key } => batch.remove(physical_key(table, key)),
+            }
+        }
+        self.db.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError> {
+        let full = physical_key(table, prefix);
+        let strip = table.name().len() + 1;
+        let mut out = Vec::new();
+        // sled iterates in lexicographic key order, which is the order the
+        // trait promises.
+        for item in self.db.scan_prefix(&full) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = k.get(strip..).unwrap_or_default().to_vec();
+            out.push((key, v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn put_get_delete() {
+        let (_dir, s) = open();
+        assert_eq!(s.get(Table::ENTRIES, b"a").unwrap(), None);
+        s.put(Table::ENTRIES, b"a", b"1").unwrap();
+        assert_eq!(s.get(Table::ENTRIES, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get(Table::AGENTS, b"a").unwrap(), None);
+        assert!(s.delete(Table::ENTRIES, b"a").unwrap());
+        assert!(!s.delete(Table::ENTRIES, b"a").unwrap());
+    }
+
+    #[test]
+    fn tables_do_not_leak_into_each_other_in_scans() {
+        let (_dir, s) = open();
+        s.put(Table::META, b"x", b"meta").unwrap();
+        s.put(Table::SECRETS, b"b/2", b"2").unwrap();
+        s.put(Table::SECRETS, b"b/1", b"1").unwrap();
+        s.put(Table::SECRETS, b"c", b"3").unwrap();
+        let all = s.scan_prefix(Table::SECRETS, b"").unwrap();
+        let keys: Vec<_> = all.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b"b/1"[..], b"b/2", b"c"]);
+        let b = s.scan_prefix(Table::SECRETS, b"b/").unwrap();
+        assert_eq!(
+            b,
+            vec![
+                (b"b/1".to_vec(), b"1".to_vec()),
+                (b"b/2".to_vec(), b"2".to_vec())
+            ]
+        );
+        assert_eq!(s.scan_prefix(Table::META, b"").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn compare_and_swap_reports_current_value() {
+        let (_dir, s) = open();
+        assert_eq!(
+            s.compare_and_swap(Table::SYS, b"k", None, Some(b"1"))
+                .unwrap(),
+            Ok(())
+        );
+        let lost = s
+            .compare_and_swap(Table::SYS, b"k", None, Some(b"2"))
+            .unwrap();
+        assert_eq!(
+            lost,
+            Err(CasConflict {
+                current: Some(b"1".to_vec())
+            })
+        );
+        assert_eq!(
+            s.compare_and_swap(Table::SYS, b"k", Some(b"1"), None)
+                .unwrap(),
+            Ok(())
+        );
+        assert_eq!(s.get(Table::SYS, b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn batch_applies_across_tables_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.put(Table::AGENTS, b"gone", b"x").unwrap();
+            s.batch(&[
+                WriteOp::Put {
+                    table: Table::ENTRIES,
+                    key: b"e",
+                    value: b"1",
+                },
+                WriteOp::Put {
+                    table: Table::META,
+                    key: b"m",
+                    value: b"2",
+                },
+                WriteOp::Delete {
+                    table: Table::AGENTS,
+                    key: b"gone",
+                },
+            ])
+            .unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(Table::ENTRIES, b"e").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get(Table::META, b"m").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(s.get(Table::AGENTS, b"gone").unwrap(), None);
+    }
+
+    #[test]
+    fn damaged_data_file_reports_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.put(Table::ENTRIES, b"a", b"1").unwrap();
+        }
+        let file = dir.path().join(SLED_DATA_FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.iter_mut().take(64).for_each(|b| *b ^= 0xff);
+        std::fs::write(&file, &bytes).unwrap();
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt { dir: d, .. }) => assert_eq!(d, dir.path()),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reopening_an_empty_store_is_not_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        drop(SledStore::open(dir.path()).unwrap());
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(Table::SYS, b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn second_open_of_same_directory_reports_locked() {
+        let (dir, _s) = open();
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Locked { dir: d }) => assert_eq!(d, dir.path()),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+    }
+}
