@@ -71,16 +71,15 @@ fn seal_status(e: &SealError) -> Status {
         }
         SealError::AlreadyInitialized => Status::already_exists("already initialized"),
         SealError::WrongPassphrase => Status::permission_denied("wrong passphrase: the store stays sealed"),
+        SealError::PassphraseTooShort => Status::invalid_argument(e.to_string()),
         SealError::AlreadyExists => Status::already_exists("already exists"),
         SealError::Conflict => Status::aborted("changed concurrently; read it again and retry"),
-        other => {
-            if let SealError::PassphraseTooShort { .. } = other {
-                return Status::invalid_argument(other.to_string());
-            }
-            tracing::error!(error = %other, "store error");
-            if matches!(other, SealError::Corrupt { .. }) {
-                return Status::new(Code::DataLoss, other.to_string());
-            }
+        SealError::Corrupt { .. } | SealError::MetaInvalid(_) => {
+            tracing::error!(error = %e, "stored data failed authentication");
+            Status::new(Code::DataLoss, e.to_string())
+        }
+        SealError::ReservedTable(_) | SealError::Keyring(_) | SealError::Backend(_) => {
+            tracing::error!(error = %e, "store error");
             Status::internal("internal error")
         }
     }

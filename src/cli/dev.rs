@@ -127,6 +127,7 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
         ca_ttl: ttl("24h")?,
         x509_svid_ttl: ttl("1h")?,
         jwt_svid_ttl: ttl("5m")?,
+        kdf_cost: crate::keyring::KdfCost::default(),
     })
 }
 
@@ -137,7 +138,7 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
     let config = dev_config(args, &dir)?;
     let passphrase_file = config.unseal.as_ref().and_then(|u| u.passphrase_file.clone());
     let server: Arc<Server> = Server::open(config).await?;
-    if !server.status().initialized {
+    if !server.status().map_err(|e| Failure(e.to_string()))?.initialized {
         let file = passphrase_file.ok_or_else(|| Failure("no dev passphrase".into()))?;
         let passphrase = crate::config::read_secret_file(&file)?;
         server.clone().init(passphrase).await.map_err(|e| Failure(tonic::Status::from(e).message().to_owned()))?;

@@ -38,7 +38,7 @@ pub(super) fn audit_verify(dir: &Path, passphrase_file: Option<&Path>, out: &Out
     let head = if have_passphrase {
         let passphrase = super::ops::read_passphrase(passphrase_file)?;
         let raw: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("store"))?);
-        let store = Arc::new(SealedStore::new(raw));
+        let store = Arc::new(SealedStore::new(raw, crate::keyring::KdfCost::default()));
         store.unseal(&passphrase)?;
         let heads = crate::server::SealedHeadsReader::new(store);
         heads.stored()?

@@ -126,6 +126,8 @@ pub struct ServerConfig {
     pub x509_svid_ttl: Ttl,
     /// Default JWT-SVID lifetime.
     pub jwt_svid_ttl: Ttl,
+    /// Argon2id cost for `init` (unseal uses the cost stored at init).
+    pub kdf_cost: crate::keyring::KdfCost,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -199,6 +201,7 @@ impl ServerConfig {
             ca_ttl: parse_ttl(path, "ca.ttl", raw.ca.ttl.as_deref(), "24h")?,
             x509_svid_ttl: parse_ttl(path, "ca.x509_svid_ttl", raw.ca.x509_svid_ttl.as_deref(), "1h")?,
             jwt_svid_ttl: parse_ttl(path, "ca.jwt_svid_ttl", raw.ca.jwt_svid_ttl.as_deref(), "5m")?,
+            kdf_cost: crate::keyring::KdfCost::default(),
         })
     }
 }

@@ -22,12 +22,13 @@ impl SealedHeads {
 impl SealedHeads {
     /// The stored head, `Err(Sealed)` while sealed.
     pub fn stored(&self) -> Result<Option<ChainHead>, SealError> {
-        match self.0.get(Table::META, HEAD_KEY)? {
+        match self.0.get(Table::STATE, HEAD_KEY)? {
             Some(v) => serde_json::from_slice(v.expose())
                 .map(Some)
                 .map_err(|_| SealError::Corrupt {
-                    table: Table::META.name().to_owned(),
+                    table: Table::STATE,
                     key: "audit-head".to_owned(),
+                    cause: crate::keyring::KeyringError::RecordAuthenticationFailed,
                 }),
             None => Ok(None),
         }
@@ -47,7 +48,7 @@ impl HeadStore for SealedHeads {
 
     fn save_head(&self, head: &ChainHead) -> Result<(), String> {
         let bytes = serde_json::to_vec(head).map_err(|e| e.to_string())?;
-        match self.0.put(Table::META, HEAD_KEY, &bytes) {
+        match self.0.put(Table::STATE, HEAD_KEY, &bytes) {
             Ok(()) => Ok(()),
             // Records appended while sealed (status, init, unseal attempts)
             // extend the chain past the stored head; the next append after

@@ -128,7 +128,7 @@ impl Server {
     pub async fn open(config: ServerConfig) -> Result<Arc<Self>, ServerError> {
         create_private_dir(&config.data_dir)?;
         let raw: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
-        let store = Arc::new(SealedStore::new(raw));
+        let store = Arc::new(SealedStore::new(raw, config.kdf_cost));
         let heads = SealedHeads(store.clone());
         let audit = AuditLog::open(&config.data_dir.join("audit.log"), Arc::new(SealedHeads(store.clone())))?;
         let pdp = Pdp::compile(&read_policy_dir(&config.policy_dir)?)?;
@@ -148,7 +148,7 @@ impl Server {
         });
         if let Some(unseal) = &server.config.unseal {
             let passphrase = unseal.passphrase()?;
-            if server.status().initialized {
+            if server.status().map_err(|e| ServerError::Unseal(e.to_string()))?.initialized {
                 server
                     .clone()
                     .unseal(passphrase)
@@ -228,8 +228,8 @@ impl Server {
     }
 
     /// Seal status.
-    pub fn status(&self) -> SealStatus {
-        self.store.status()
+    pub fn status(&self) -> Result<SealStatus, ApiError> {
+        Ok(self.store.status()?)
     }
 
     /// The authority, or `Sealed`.
@@ -276,7 +276,7 @@ impl Server {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         let authority = Authority::generate(&self.config.trust_domain, now, self.config.ca_ttl.as_duration())?;
-        self.store.create(Table::META, AUTHORITY_KEY, authority.to_sealed_bytes().expose())?;
+        self.store.create(Table::AUTHORITY, AUTHORITY_KEY, authority.to_sealed_bytes().expose())?;
         self.activate(authority, now)?;
         tracing::info!(trust_domain = %self.config.trust_domain, "initialized and unsealed");
         Ok(())
@@ -302,7 +302,7 @@ impl Server {
         }
         let stored = self
             .store
-            .get(Table::META, AUTHORITY_KEY)?
+            .get(Table::AUTHORITY, AUTHORITY_KEY)?
             .ok_or_else(|| ApiError::Internal("initialized store holds no authority".into()))?;
         let authority = Authority::from_sealed_bytes(stored.expose())?;
         self.activate(authority, clock::now())?;

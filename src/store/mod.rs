@@ -43,9 +43,13 @@ impl Table {
     pub const TOKENS: Table = Table("tokens");
     /// Just-in-time elevation requests and grants.
     pub const GRANTS: Table = Table("grants");
+    /// Registration-entry uniqueness index: hash of (SPIFFE ID, parent, selectors) → entry ID.
+    pub const ENTRY_INDEX: Table = Table("entry_index");
+    /// Server state records such as the audit chain head.
+    pub const STATE: Table = Table("state");
 
     /// Every table, for tools that walk the whole store.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::SYS,
         Table::ENTRIES,
         Table::AGENTS,
@@ -55,6 +59,8 @@ impl Table {
         Table::AUTHORITY,
         Table::TOKENS,
         Table::GRANTS,
+        Table::ENTRY_INDEX,
+        Table::STATE,
     ];
 
     /// The table's name.

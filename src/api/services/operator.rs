@@ -28,7 +28,7 @@ fn store() -> Resource {
 impl Operator for OperatorService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         self.gate.authorize(&req, Action::OperatorStatus, store()).await?;
-        let s = self.server.status();
+        let s = self.server.status()?;
         Ok(Response::new(pb::StatusResponse {
             initialized: s.initialized,
             sealed: s.sealed,

@@ -1,0 +1,158 @@
+//! Each class of bad input gets its specific status code and a message that
+//! names what was wrong, and nothing is stored.
+
+use crate::common::*;
+use sigil::api::pb;
+use tonic::Code;
+
+async fn refused(c: &mut sigil::cli::client::Clients, e: pb::Entry, code: Code, words: &str) {
+    let s = c.entries.create(pb::CreateEntryRequest { entry: Some(e) }).await.unwrap_err();
+    assert_eq!(s.code(), code, "{s:?}");
+    assert!(s.message().contains(words), "expected {words:?} in {:?}", s.message());
+}
+
+#[tokio::test]
+async fn bad_entries_are_refused_and_nothing_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut c = s.clients().await;
+    let inv = Code::InvalidArgument;
+
+    let mut e = entry("/web", 1);
+    e.spiffe_id = format!("spiffe://{TD}/a//b");
+    refused(&mut c, e, inv, "spiffe_id: path has an empty segment").await;
+    let mut e = entry("/web", 1);
+    e.spiffe_id = "spiffe://Example.org/web".into();
+    refused(&mut c, e, inv, "trust domain may only contain lowercase").await;
+    let mut e = entry("/web", 1);
+    e.spiffe_id = "http://example.org/web".into();
+    refused(&mut c, e, inv, "must start with \"spiffe://\"").await;
+    let mut e = entry("/web", 1);
+    e.spiffe_id = format!("spiffe://{TD}/{}", "a".repeat(3000));
+    refused(&mut c, e, inv, "longer than 2048 bytes").await;
+    let mut e = entry("/web", 1);
+    e.spiffe_id = "spiffe://other.org/web".into();
+    refused(&mut c, e, inv, "is not in trust domain example.org").await;
+    let mut e = entry("/web", 1);
+    e.selectors = vec!["k8s:ns:default".into()];
+    refused(&mut c, e, inv, "unknown selector type \"k8s\"").await;
+    let mut e = entry("/web", 1);
+    e.selectors = vec!["unix:uid:abc".into()];
+    refused(&mut c, e, inv, "needs a decimal number").await;
+    let mut e = entry("/web", 1);
+    e.selectors = vec![];
+    refused(&mut c, e, inv, "at least one selector").await;
+    let mut e = entry("/web", 1);
+    e.x509_ttl_seconds = -60;
+    refused(&mut c, e, inv, "x509_ttl: duration must be positive").await;
+    let mut e = entry("/web", 1);
+    e.jwt_ttl_seconds = -1;
+    refused(&mut c, e, inv, "jwt_ttl: duration must be positive").await;
+    let mut e = entry("/web", 1);
+    e.hint = "h".repeat(1000);
+    refused(&mut c, e, inv, "hint must be at most 256 bytes").await;
+    let mut e = entry("/web", 1);
+    e.selectors = vec![format!("unix:user:{}", "u".repeat(5000))];
+    refused(&mut c, e, inv, "longer than 1024 bytes").await;
+    let mut e = entry("/web", 1);
+    e.selectors = (0..100).map(|i| format!("unix:uid:{i}")).collect();
+    refused(&mut c, e, inv, "too many selectors").await;
+    let mut e = entry("/web", 1);
+    e.dns_names = vec!["bad_name.example".into()];
+    refused(&mut c, e, inv, "dns_names").await;
+    let mut e = entry("/sigil/server", 1);
+    e.admin = true;
+    refused(&mut c, e, inv, "reserved").await;
+
+    let listed = c.entries.list(pb::ListEntriesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.entries.is_empty(), "{listed:?}");
+
+    // A duplicate (same SPIFFE ID, parent and selectors) is AlreadyExists.
+    c.entries.create(pb::CreateEntryRequest { entry: Some(entry("/web", 1)) }).await.unwrap();
+    refused(&mut c, entry("/web", 1), Code::AlreadyExists, "same SPIFFE ID, parent ID and selectors").await;
+    let listed = c.entries.list(pb::ListEntriesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.entries.len(), 1);
+
+    // Unknown and malformed entry IDs.
+    let e = c.entries.show(pb::ShowEntryRequest { id: "0".repeat(32) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = c.entries.show(pb::ShowEntryRequest { id: "../etc".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = c.entries.create(pb::CreateEntryRequest { entry: None }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_issuance_requests_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut c = s.clients().await;
+    let id = format!("spiffe://{TD}/workload");
+
+    let garbage = c
+        .node
+        .sign_x509_svid(pb::SignX509SvidRequest { csr: b"not a csr".to_vec(), spiffe_id: id.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+    assert!(garbage.message().to_lowercase().contains("csr"), "{}", garbage.message());
+
+    let big = c
+        .node
+        .sign_x509_svid(pb::SignX509SvidRequest { csr: vec![0; 100_000], spiffe_id: id.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(big.code(), Code::InvalidArgument);
+    assert!(big.message().contains("larger than 16 KiB"), "{}", big.message());
+
+    let (_, csr) = sigil::authority::generate_key_and_csr(&sigil::id::SpiffeId::parse(&id).unwrap()).unwrap();
+    let neg = c
+        .node
+        .sign_x509_svid(pb::SignX509SvidRequest { csr: csr.clone(), spiffe_id: id.clone(), ttl_seconds: -5, dns_names: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(neg.code(), Code::InvalidArgument);
+    assert!(neg.message().contains("ttl: duration must be positive"), "{}", neg.message());
+
+    let bad_id = c
+        .node
+        .sign_x509_svid(pb::SignX509SvidRequest { csr: csr.clone(), spiffe_id: "spiffe://example.org/a/".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    assert!(bad_id.message().contains("path may not end with '/'"), "{}", bad_id.message());
+
+    let other_td = c
+        .node
+        .sign_x509_svid(pb::SignX509SvidRequest { csr, spiffe_id: "spiffe://other.org/a".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(other_td.code(), Code::InvalidArgument, "{other_td:?}");
+
+    let no_aud = c
+        .node
+        .mint_jwt_svid(pb::MintJwtSvidRequest { spiffe_id: id.clone(), audience: vec![], ttl_seconds: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(no_aud.code(), Code::InvalidArgument, "{no_aud:?}");
+    assert!(no_aud.message().contains("audience"), "{}", no_aud.message());
+
+    let zero_neg = c
+        .node
+        .mint_jwt_svid(pb::MintJwtSvidRequest { spiffe_id: id, audience: vec!["a".into()], ttl_seconds: -1 })
+        .await
+        .unwrap_err();
+    assert_eq!(zero_neg.code(), Code::InvalidArgument);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn zero_ttl_on_the_command_line_is_refused() {
+    let out = sigil(&["svid", "mint", "--spiffe-id", "spiffe://example.org/w", "--ttl", "0s", "--out", "/tmp/x"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("duration must be positive"), "{err}");
+    let out = sigil(&["entry", "create", "--spiffe-id", "x", "--parent-id", "y", "--selector", "unix:uid:1", "--x509-ttl", "-5m"], &[]);
+    assert!(!out.status.success());
+}

@@ -1,0 +1,174 @@
+//! Shared helpers: start a server, connect clients, run the binary.
+
+use sigil::api::pb;
+use sigil::cli::client::{Clients, Target};
+use sigil::config::ServerConfig;
+use sigil::id::{Ttl, TrustDomain};
+use sigil::secret::Secret;
+use sigil::server::{run, Listeners, Server};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub const PASSPHRASE: &str = "correct horse battery staple";
+pub const TD: &str = "example.org";
+
+/// The repository's policy directory.
+pub fn policy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies")
+}
+
+/// A server configuration rooted in `dir`.
+pub fn config(dir: &Path) -> ServerConfig {
+    ServerConfig {
+        trust_domain: TrustDomain::parse(TD).unwrap(),
+        data_dir: dir.join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_socket: dir.join("admin.sock"),
+        admin_uids: Vec::new(),
+        unseal: None,
+        policy_dir: policy_dir(),
+        ca_ttl: Ttl::parse("24h").unwrap(),
+        x509_svid_ttl: Ttl::parse("1h").unwrap(),
+        jwt_svid_ttl: Ttl::parse("5m").unwrap(),
+        kdf_cost: sigil::keyring::KdfCost::FAST_FOR_TESTS,
+    }
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub dir: PathBuf,
+    pub server: Arc<Server>,
+    pub addr: std::net::SocketAddr,
+    pub admin: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server over `dir` (creating or reusing its data).
+    pub async fn start_in(dir: &Path) -> TestServer {
+        Self::start_with(config(dir)).await
+    }
+
+    /// Starts a server with `config`.
+    pub async fn start_with(config: ServerConfig) -> TestServer {
+        let dir = config.data_dir.parent().unwrap().to_owned();
+        let admin = config.admin_socket.clone();
+        let server = Server::open(config).await.unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let _ = std::fs::remove_file(&admin);
+        let admin_listener = tokio::net::UnixListener::bind(&admin).unwrap();
+        let (tx, rx) = oneshot::channel();
+        let s = server.clone();
+        let task = tokio::spawn(async move {
+            run(s, Listeners { tcp, admin: admin_listener }, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer { dir, server, addr, admin, stop: Some(tx), task: Some(task) }
+    }
+
+    /// Starts a fresh server and initializes it.
+    pub async fn initialized(dir: &Path) -> TestServer {
+        let s = Self::start_in(dir).await;
+        s.clients()
+            .await
+            .operator
+            .init(pb::InitRequest { passphrase: PASSPHRASE.as_bytes().to_vec() })
+            .await
+            .unwrap();
+        s
+    }
+
+    /// Clients over the admin socket.
+    pub async fn clients(&self) -> Clients {
+        Clients::connect(&Target::Admin(self.admin.clone())).await.unwrap()
+    }
+
+    /// Clients over TLS, authenticating with the SVID files in `svid_dir`.
+    pub async fn tls_clients(&self, ca_bundle: &Path, svid_dir: Option<&Path>) -> Clients {
+        Clients::connect(&Target::Tls {
+            addr: self.addr.to_string(),
+            ca_bundle: ca_bundle.to_owned(),
+            svid_dir: svid_dir.map(Path::to_owned),
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Stops the server and waits until it has released its store.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        drop(self.server);
+        // Give pending connections a moment to drop their handles.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A passphrase as the API takes it.
+pub fn passphrase() -> Secret {
+    Secret::from(PASSPHRASE.to_string())
+}
+
+/// A valid entry message.
+pub fn entry(path: &str, uid: u32) -> pb::Entry {
+    pb::Entry {
+        spiffe_id: format!("spiffe://{TD}{path}"),
+        parent_id: format!("spiffe://{TD}/sigil/agent/node1"),
+        selectors: vec![format!("unix:uid:{uid}")],
+        ..pb::Entry::default()
+    }
+}
+
+/// Runs the built binary with `args` and `env`.
+pub fn sigil(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
+    cmd.args(args).env_remove("SIGIL_ADMIN_SOCKET").env_remove("SIGIL_SERVER").env("SIGIL_LOG", "error");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// stdout of a successful run, or a panic showing stderr.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every byte of every file under `dir`.
+pub fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// True when `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
