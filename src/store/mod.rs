@@ -1,1 +1,2 @@
 //! (filled in by its owner)
+pub mod audit_log;
