@@ -1,0 +1,70 @@
+# sigil default authorization policy (SPEC §2, §4).
+#
+# Input: see src/policy/input.rs. The PDP allows a request only when `allow`
+# is true and `deny` is empty; anything not allowed below is denied by default.
+package sigil.authz
+
+import rego.v1
+
+default allow := false
+
+# Calls anyone may make, authenticated or not: the operator needs status
+# while the server is sealed, and probes need health.
+public_actions := {"operator.status", "health"}
+
+# Credentials that count as authenticated for a workload or agent.
+authenticated := {"mtls", "token"}
+
+# What an admin workload (its registration entry carries `admin`) may do.
+# Listed one by one rather than by prefix, so an action added later is not
+# granted by accident.
+admin_workload_actions := {
+	"entry.create",
+	"entry.list",
+	"entry.show",
+	"entry.update",
+	"entry.delete",
+	"bundle.show",
+	"svid.mint",
+	"jwt.mint",
+	"policy.check",
+	"audit.verify",
+	"audit.tail",
+}
+
+# Each grant below adds a named reason; a request is allowed when at least
+# one grant applies. Naming every grant keeps the audit log explicit about
+# why something was allowed, and evaluates each condition once.
+allow if count(reasons) > 0
+
+# Operators proved who they are with kernel peer credentials on the admin
+# socket, which only the host's administrators can reach: they may do everything.
+reasons contains "operator on the admin socket" if {
+	input.subject.kind == "operator"
+	input.subject.authn == "admin_socket"
+}
+
+reasons contains "public action" if input.action in public_actions
+
+# Admin workloads, authenticated by SVID (mTLS) or a bearer token.
+reasons contains "admin workload" if {
+	input.subject.kind == "workload"
+	input.subject.admin == true
+	input.subject.authn in authenticated
+	input.action in admin_workload_actions
+}
+
+# Any authenticated workload or agent may read the trust bundle: it is
+# public material they need to verify their peers.
+reasons contains "authenticated bundle read" if {
+	input.subject.kind in {"workload", "agent"}
+	input.subject.authn in authenticated
+	input.action == "bundle.show"
+}
+
+# Explain denials to anonymous callers rather than only defaulting.
+deny contains msg if {
+	input.subject.kind == "anonymous"
+	not input.action in public_actions
+	msg := sprintf("anonymous callers may not perform %s", [input.action])
+}

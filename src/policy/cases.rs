@@ -1,0 +1,76 @@
+//! The built-in must-allow / must-deny cases every policy set must pass
+//! before it becomes active (STYLE §9). They are few on purpose: each is a
+//! property no sane deployment wants to lose, and a site's own policy is
+//! free to decide everything else.
+
+use super::input::{Action, Authn, Context, Input, Resource, Subject};
+
+/// What a case requires of the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// The decision must allow.
+    Allow,
+    /// The decision must deny.
+    Deny,
+}
+
+/// One built-in case.
+#[derive(Debug, Clone)]
+pub(crate) struct Case {
+    /// Named in `MustAllowFailed` / `MustDenyFailed`.
+    pub name: &'static str,
+    pub input: Input,
+    pub expect: Expect,
+}
+
+/// A fixed instant, so the cases do not depend on the clock.
+const CASE_TIME: u64 = 1_700_000_000;
+
+fn input(subject: Subject, action: Action, resource: &str, source: &str) -> Input {
+    Input {
+        subject,
+        action,
+        resource: Resource::kind(resource),
+        context: Context {
+            time: CASE_TIME,
+            source: source.to_string(),
+        },
+    }
+}
+
+/// The cases, in the order they are checked.
+pub(crate) fn builtin_cases() -> Vec<Case> {
+    let tcp = "tcp:127.0.0.1:40000";
+    let sock = "unix:uid=0";
+    let workload = || Subject::workload("spiffe://example.org/app", Authn::Mtls, false);
+    vec![
+        Case {
+            name: "anonymous caller may not create entries",
+            input: input(Subject::anonymous(), Action::EntryCreate, "entry", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "anonymous caller may not seal the server",
+            input: input(Subject::anonymous(), Action::OperatorSeal, "server", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "non-admin workload may not create entries",
+            input: input(workload(), Action::EntryCreate, "entry", tcp),
+            expect: Expect::Deny,
+        },
+        // Status must keep working for the operator, sealed or not: it is how
+        // they find out what state the server is in.
+        Case {
+            name: "operator on the admin socket may read status",
+            input: input(Subject::operator(0), Action::OperatorStatus, "server", sock),
+            expect: Expect::Allow,
+        },
+        // Without this an operator could lock themselves out of administration.
+        Case {
+            name: "operator on the admin socket may create entries",
+            input: input(Subject::operator(0), Action::EntryCreate, "entry", sock),
+            expect: Expect::Allow,
+        },
+    ]
+}

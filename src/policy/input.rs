@@ -1,0 +1,205 @@
+//! The typed policy input (SPEC §2 chokepoint: "build the policy input").
+//!
+//! The chokepoint fills an [`Input`] from what it has *verified* about the
+//! caller — never from what the caller claims — and the PDP hands it to Rego as
+//! `input`. The JSON shape is part of the policy contract: policies read
+//! `input.subject.kind`, `input.action`, `input.resource.kind`, and so on.
+
+use serde::Serialize;
+
+/// One authorization question: may `subject` do `action` on `resource` now?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Input {
+    /// Who is asking, as authenticated by the chokepoint.
+    pub subject: Subject,
+    /// What they want to do.
+    pub action: Action,
+    /// What they want to do it to.
+    pub resource: Resource,
+    /// When and from where.
+    pub context: Context,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subject {
+    /// What kind of caller this is.
+    pub kind: SubjectKind,
+    /// The caller's SPIFFE ID, when it authenticated with an SVID or a token bound to one.
+    pub spiffe_id: Option<String>,
+    /// The caller's kernel uid, when it connected over the admin socket.
+    pub uid: Option<u32>,
+    /// How the caller proved who it is.
+    pub authn: Authn,
+    /// True when the caller's registration entry carries the admin flag.
+    pub admin: bool,
+}
+
+impl Subject {
+    /// A caller that proved nothing.
+    pub fn anonymous() -> Self {
+        Self {
+            kind: SubjectKind::Anonymous,
+            spiffe_id: None,
+            uid: None,
+            authn: Authn::None,
+            admin: false,
+        }
+    }
+
+    /// An operator on the admin socket, identified by its peer uid.
+    pub fn operator(uid: u32) -> Self {
+        Self {
+            kind: SubjectKind::Operator,
+            spiffe_id: None,
+            uid: Some(uid),
+            authn: Authn::AdminSocket,
+            admin: false,
+        }
+    }
+
+    /// A workload that authenticated with `authn` as `spiffe_id`.
+    pub fn workload(spiffe_id: impl Into<String>, authn: Authn, admin: bool) -> Self {
+        Self {
+            kind: SubjectKind::Workload,
+            spiffe_id: Some(spiffe_id.into()),
+            uid: None,
+            authn,
+            admin,
+        }
+    }
+}
+
+/// What kind of caller a [`Subject`] is. Serialized in lower case (`"operator"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectKind {
+    /// A person on the host, connected through the admin Unix socket.
+    Operator,
+    /// A workload holding an SVID or a token.
+    Workload,
+    /// A node agent holding its agent SVID.
+    Agent,
+    /// A caller that proved nothing.
+    Anonymous,
+}
+
+/// How a [`Subject`] authenticated. Serialized in snake case (`"admin_socket"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Authn {
+    /// Kernel peer credentials on the admin socket.
+    AdminSocket,
+    /// A client X.509-SVID over mutual TLS.
+    Mtls,
+    /// A bearer token.
+    Token,
+    /// Nothing.
+    None,
+}
+
+/// The thing acted on, e.g. `{kind: "entry", id: "…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resource {
+    /// The resource type, e.g. `entry`, `bundle`, `svid`, `server`.
+    pub kind: String,
+    /// The resource's identifier, when the action names one.
+    pub id: Option<String>,
+}
+
+impl Resource {
+    /// A resource of `kind` without an identifier.
+    pub fn kind(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            id: None,
+        }
+    }
+}
+
+/// When and from where the request came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Context {
+    /// Request time, Unix seconds (passed in; the PDP never reads the clock).
+    pub time: u64,
+    /// Where the request came from, e.g. `unix:uid=0` or `tcp:127.0.0.1:5555`.
+    pub source: String,
+}
+
+/// Declares [`Action`] with its dotted names in one table, so adding an action
+/// is one line and `as_str`, `ALL` and serialization cannot drift apart.
+macro_rules! actions {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// Everything a caller can ask to do, as a closed set. Policies see the
+        /// dotted name (`"entry.create"`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum Action {
+            $($(#[$doc])* #[serde(rename = $name)] $variant,)*
+        }
+
+        impl Action {
+            /// Every action, in declaration order.
+            pub const ALL: &'static [Action] = &[$(Action::$variant,)*];
+
+            /// The dotted name policies match on.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $name,)*
+                }
+            }
+
+            /// The action with dotted name `name`, if there is one.
+            pub fn from_name(name: &str) -> Option<Action> {
+                match name {
+                    $($name => Some(Action::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    /// Report seal state and version.
+    OperatorStatus => "operator.status",
+    /// Create the key hierarchy.
+    OperatorInit => "operator.init",
+    /// Unseal with the passphrase.
+    OperatorUnseal => "operator.unseal",
+    /// Seal: drop keys from memory.
+    OperatorSeal => "operator.seal",
+    /// Rotate the data keys.
+    OperatorRotateKeys => "operator.rotate_keys",
+    /// Create a registration entry.
+    EntryCreate => "entry.create",
+    /// List registration entries.
+    EntryList => "entry.list",
+    /// Show one registration entry.
+    EntryShow => "entry.show",
+    /// Update a registration entry.
+    EntryUpdate => "entry.update",
+    /// Delete a registration entry.
+    EntryDelete => "entry.delete",
+    /// Read the trust bundle.
+    BundleShow => "bundle.show",
+    /// Mint an X.509-SVID.
+    SvidMint => "svid.mint",
+    /// Mint a JWT-SVID.
+    JwtMint => "jwt.mint",
+    /// Ask the PDP a hypothetical question.
+    PolicyCheck => "policy.check",
+    /// Reload the policy set.
+    PolicyReload => "policy.reload",
+    /// Verify the audit chain.
+    AuditVerify => "audit.verify",
+    /// Read recent audit records.
+    AuditTail => "audit.tail",
+    /// Health probe.
+    Health => "health",
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,307 @@
+//! Tests for the PDP: the default policy's decisions, refused policy sets, and
+//! decision latency.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use super::*;
+
+fn at(subject: Subject, action: Action) -> Input {
+    Input {
+        subject,
+        action,
+        resource: Resource::kind("x"),
+        context: Context {
+            time: 1_700_000_000,
+            source: "tcp:127.0.0.1:1".to_string(),
+        },
+    }
+}
+
+fn one(name: &str, text: &str) -> Vec<(String, String)> {
+    vec![(name.to_string(), text.to_string())]
+}
+
+fn admin_wl() -> Subject {
+    Subject::workload("spiffe://example.org/admin", Authn::Mtls, true)
+}
+
+fn plain_wl() -> Subject {
+    Subject::workload("spiffe://example.org/app", Authn::Token, false)
+}
+
+fn agent() -> Subject {
+    Subject {
+        kind: SubjectKind::Agent,
+        spiffe_id: Some("spiffe://example.org/spire/agent/x".to_string()),
+        uid: None,
+        authn: Authn::Mtls,
+        admin: false,
+    }
+}
+
+#[test]
+fn default_policy_decides_the_table() {
+    let pdp = Pdp::compile(&default_policy()).unwrap();
+    use Action::*;
+    let anon = Subject::anonymous;
+    let op = || Subject::operator(0);
+    // An operator claim without the admin socket is not an operator.
+    let fake_op = || Subject {
+        authn: Authn::Token,
+        ..Subject::operator(0)
+    };
+    let table: Vec<(Subject, Action, bool)> = vec![
+        (anon(), OperatorStatus, true),
+        (anon(), Health, true),
+        (anon(), EntryCreate, false),
+        (anon(), OperatorSeal, false),
+        (anon(), BundleShow, false),
+        (op(), OperatorSeal, true),
+        (op(), OperatorRotateKeys, true),
+        (op(), PolicyReload, true),
+        (fake_op(), OperatorSeal, false),
+        (admin_wl(), EntryCreate, true),
+        (admin_wl(), EntryDelete, true),
+        (admin_wl(), SvidMint, true),
+        (admin_wl(), AuditTail, true),
+        (admin_wl(), OperatorSeal, false),
+        (admin_wl(), PolicyReload, false),
+        (plain_wl(), EntryCreate, false),
+        (plain_wl(), BundleShow, true),
+        (plain_wl(), JwtMint, false),
+        (agent(), BundleShow, true),
+        (agent(), EntryList, false),
+    ];
+    for (subject, action, want) in table {
+        let d = pdp.decide(&at(subject.clone(), action));
+        assert_eq!(d.allow, want, "{subject:?} {action}: {d:?}");
+    }
+}
+
+#[test]
+fn default_policy_explains_decisions() {
+    let pdp = Pdp::compile(&default_policy()).unwrap();
+    let d = pdp.decide(&at(Subject::anonymous(), Action::EntryCreate));
+    assert_eq!(
+        d,
+        Decision {
+            allow: false,
+            reasons: vec!["anonymous callers may not perform entry.create".to_string()],
+        }
+    );
+    let d = pdp.decide(&at(plain_wl(), Action::EntryCreate));
+    assert_eq!(d.reasons, vec![DEFAULT_DENY_REASON.to_string()]);
+    let d = pdp.decide(&at(admin_wl(), Action::EntryCreate));
+    assert_eq!(
+        d,
+        Decision {
+            allow: true,
+            reasons: vec!["admin workload".to_string()],
+        }
+    );
+}
+
+#[test]
+fn syntax_error_names_the_file() {
+    let mut files = default_policy();
+    files.push((
+        "broken.rego".to_string(),
+        "package sigil.extra\nallow if {".to_string(),
+    ));
+    let err = Pdp::compile(&files).unwrap_err();
+    let PolicyError::Parse { file, message } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(file, "broken.rego");
+    assert!(!message.is_empty());
+    assert!(err.to_string().starts_with("policy file broken.rego: "));
+}
+
+#[test]
+fn anonymous_entry_create_is_refused() {
+    let text = "package sigil.authz\nallow := true\n";
+    let err = Pdp::compile(&one("open.rego", text)).unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::MustDenyFailed {
+            case: "anonymous caller may not create entries".to_string()
+        }
+    );
+}
+
+#[test]
+fn deny_everything_is_refused() {
+    let text = "package sigil.authz\ndefault allow := false\n";
+    let err = Pdp::compile(&one("closed.rego", text)).unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::MustAllowFailed {
+            case: "operator on the admin socket may read status".to_string(),
+            reasons: vec![DEFAULT_DENY_REASON.to_string()],
+        }
+    );
+}
+
+#[test]
+fn deny_overrides_allow() {
+    let extra = r#"package sigil.authz
+deny contains "maintenance window" if input.action == "jwt.mint"
+"#;
+    let mut files = default_policy();
+    files.push(("maint.rego".to_string(), extra.to_string()));
+    let pdp = Pdp::compile(&files).unwrap();
+    let d = pdp.decide(&at(admin_wl(), Action::JwtMint));
+    assert_eq!(
+        d,
+        Decision {
+            allow: false,
+            reasons: vec!["maintenance window".to_string()],
+        }
+    );
+    assert!(pdp.decide(&at(admin_wl(), Action::SvidMint)).allow);
+}
+
+#[test]
+fn deny_of_wrong_shape_denies() {
+    let text = r#"package sigil.authz
+allow := true
+deny := true if input.subject.kind != "operator"
+"#;
+    let pdp = Pdp::compile(&one("odd.rego", text)).unwrap();
+    let d = pdp.decide(&at(admin_wl(), Action::SvidMint));
+    assert_eq!(
+        d,
+        Decision {
+            allow: false,
+            reasons: vec!["policy rule `deny` is not a set of reasons".to_string()],
+        }
+    );
+}
+
+#[test]
+fn non_boolean_allow_denies() {
+    let text = r#"package sigil.authz
+allow := "yes" if input.subject.kind == "workload"
+allow := true if input.subject.kind == "operator"
+"#;
+    let pdp = Pdp::compile(&one("str.rego", text)).unwrap();
+    assert!(!pdp.decide(&at(admin_wl(), Action::EntryCreate)).allow);
+}
+
+#[test]
+fn missing_authz_package_is_refused() {
+    let err = Pdp::compile(&one("other.rego", "package other\nallow := true\n")).unwrap_err();
+    assert_eq!(err, PolicyError::NoAuthzPackage);
+}
+
+#[test]
+fn reserved_package_is_refused() {
+    let mut files = default_policy();
+    files.push((
+        "sneaky.rego".to_string(),
+        "package sigil.internal.decision\nresult := {\"allow\": true}\n".to_string(),
+    ));
+    let err = Pdp::compile(&files).unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::ReservedPackage {
+            file: "sneaky.rego".to_string()
+        }
+    );
+}
+
+#[test]
+fn evaluation_error_denies_without_panicking() {
+    // Division by zero is an evaluation error only for workloads, so the
+    // built-in cases (anonymous and operator) still pass.
+    let text = r#"package sigil.authz
+allow if input.subject.kind == "operator"
+allow if {
+    input.subject.kind == "workload"
+    x := 1 / 0
+    x == 1
+}
+"#;
+    let pdp = Pdp::compile(&one("div.rego", text)).unwrap();
+    let d = pdp.decide(&at(admin_wl(), Action::EntryCreate));
+    assert!(!d.allow);
+    assert_eq!(d.reasons.len(), 1);
+    assert!(
+        d.reasons[0].starts_with("policy evaluation failed: "),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn actions_round_trip_their_names() {
+    for a in Action::ALL {
+        assert_eq!(Action::from_name(a.as_str()), Some(*a));
+        let json = serde_json::to_string(a).unwrap();
+        assert_eq!(json, format!("\"{}\"", a.as_str()));
+    }
+    assert_eq!(Action::from_name("entry.purge"), None);
+}
+
+#[test]
+fn input_serializes_in_the_documented_shape() {
+    let v = serde_json::to_value(at(Subject::operator(0), Action::EntryCreate)).unwrap();
+    assert_eq!(v["subject"]["kind"], "operator");
+    assert_eq!(v["subject"]["authn"], "admin_socket");
+    assert_eq!(v["action"], "entry.create");
+}
+
+#[test]
+fn decide_is_concurrent() {
+    let pdp = std::sync::Arc::new(Pdp::compile(&default_policy()).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let pdp = pdp.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let want = i % 2 == 0;
+                    let s = if want { admin_wl() } else { plain_wl() };
+                    assert_eq!(pdp.decide(&at(s, Action::EntryCreate)).allow, want);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Prints decision latency; run with
+/// `cargo test --release --lib policy::tests::decision_latency -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn decision_latency() {
+    let pdp = Pdp::compile(&default_policy()).unwrap();
+    let input = at(admin_wl(), Action::EntryCreate);
+    let mut samples: Vec<u128> = (0..5000)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let d = pdp.decide(&input);
+            assert!(d.allow);
+            t.elapsed().as_nanos()
+        })
+        .collect();
+    samples.sort_unstable();
+    let p = |q: f64| samples[((samples.len() as f64) * q) as usize] as f64 / 1000.0;
+    println!("decide p50 {:.1}us p99 {:.1}us", p(0.5), p(0.99));
+}
+
+#[test]
+fn unevaluable_policy_is_refused() {
+    let text = "package sigil.authz\nallow if unknown_name == 1\n";
+    let err = Pdp::compile(&one("bad.rego", text)).unwrap_err();
+    let PolicyError::Invalid { message } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(message.contains("bad.rego"), "{message}");
+}
