@@ -9,8 +9,9 @@ import rego.v1
 default allow := false
 
 # Calls anyone may make, authenticated or not: the operator needs status
-# while the server is sealed, and probes need health.
-public_actions := {"operator.status", "health"}
+# while the server is sealed, probes need health, and reflection only
+# describes the API, which is public.
+public_actions := {"operator.status", "health", "reflection"}
 
 # Credentials that count as authenticated for a workload or agent.
 authenticated := {"mtls", "token"}

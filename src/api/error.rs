@@ -5,8 +5,8 @@
 use crate::authority::AuthorityError;
 use crate::policy::PolicyError;
 use crate::registry::EntryError;
-use crate::store::audit_log::AuditError;
 use crate::store::SealError;
+use crate::store::audit_log::AuditError;
 use tonic::{Code, Status};
 
 /// Everything a request can fail with.
@@ -70,7 +70,9 @@ fn seal_status(e: &SealError) -> Status {
             Status::failed_precondition("not initialized: run `sigil operator init`")
         }
         SealError::AlreadyInitialized => Status::already_exists("already initialized"),
-        SealError::WrongPassphrase => Status::permission_denied("wrong passphrase: the store stays sealed"),
+        SealError::WrongPassphrase => {
+            Status::permission_denied("wrong passphrase: the store stays sealed")
+        }
         SealError::PassphraseTooShort => Status::invalid_argument(e.to_string()),
         SealError::AlreadyExists => Status::already_exists("already exists"),
         SealError::Conflict => Status::aborted("changed concurrently; read it again and retry"),
@@ -91,7 +93,9 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
             ApiError::Denied(_) => Status::permission_denied(e.to_string()),
             ApiError::Sealed => Status::failed_precondition(e.to_string()),
-            ApiError::InvalidArgument(_) | ApiError::Entry(_) => Status::invalid_argument(e.to_string()),
+            ApiError::InvalidArgument(_) | ApiError::Entry(_) => {
+                Status::invalid_argument(e.to_string())
+            }
             ApiError::NotFound(_) => Status::not_found(e.to_string()),
             ApiError::AlreadyExists(_) => Status::already_exists(e.to_string()),
             ApiError::Conflict(_) => Status::aborted(e.to_string()),

@@ -11,7 +11,7 @@ use crate::clock;
 use crate::id::SpiffeId;
 use crate::policy::{Action, Authn, Context, Input, Resource, Subject, SubjectKind};
 use crate::server::Server;
-use crate::tls::{peer_spiffe_id, TlsConnInfo};
+use crate::tls::{TlsConnInfo, peer_spiffe_id};
 use std::sync::Arc;
 use tonic::transport::server::UdsConnectInfo;
 
@@ -59,7 +59,9 @@ impl Caller {
         let (kind, spiffe_id, uid, admin) = match self {
             Caller::Operator { uid } => (SubjectKind::Operator, None, Some(*uid), true),
             Caller::LocalUser { uid } => (SubjectKind::Anonymous, None, Some(*uid), false),
-            Caller::Workload { id, admin } => (SubjectKind::Workload, Some(id.to_string()), None, *admin),
+            Caller::Workload { id, admin } => {
+                (SubjectKind::Workload, Some(id.to_string()), None, *admin)
+            }
             Caller::Agent { id } => (SubjectKind::Agent, Some(id.to_string()), None, false),
             Caller::Anonymous => (SubjectKind::Anonymous, None, None, false),
         };
@@ -93,7 +95,8 @@ impl Gate {
         action: Action,
         resource: Resource,
     ) -> Result<Caller, ApiError> {
-        self.authorize_parts(req.extensions(), action, resource).await
+        self.authorize_parts(req.extensions(), action, resource)
+            .await
     }
 
     /// As [`Gate::authorize`], from a request's extensions.
@@ -127,7 +130,7 @@ impl Gate {
             authn: authn.as_str().to_owned(),
             action: action.as_str().to_owned(),
             resource: resource.audit_name(),
-            decision: if allow { "allow" } else { "deny" }.to_owned(),
+            decision: allow.into(),
             reasons: reasons.clone(),
             source,
         };

@@ -12,23 +12,34 @@ pub use gate::{Caller, Gate};
 pub use services::router;
 
 /// Generated protobuf and gRPC code for package `sigil.v1`.
-#[allow(missing_docs, clippy::all, clippy::pedantic, reason = "generated code")]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::allow_attributes_without_reason,
+    reason = "generated code"
+)]
 pub mod pb {
     tonic::include_proto!("sigil.v1");
 
     /// The encoded descriptor set that gRPC reflection serves.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
 
     // Messages that carry passphrases or bearer tokens print only their
     // non-secret fields.
     impl std::fmt::Debug for InitRequest {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("InitRequest").field("passphrase", &"<redacted>").finish()
+            f.debug_struct("InitRequest")
+                .field("passphrase", &"<redacted>")
+                .finish()
         }
     }
     impl std::fmt::Debug for UnsealRequest {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("UnsealRequest").field("passphrase", &"<redacted>").finish()
+            f.debug_struct("UnsealRequest")
+                .field("passphrase", &"<redacted>")
+                .finish()
         }
     }
     impl std::fmt::Debug for MintJwtSvidResponse {
@@ -47,9 +58,16 @@ mod tests {
 
     #[test]
     fn secret_carrying_messages_redact_debug() {
-        let a = pb::InitRequest { passphrase: b"marker-passphrase".to_vec() };
-        let b = pb::UnsealRequest { passphrase: b"marker-passphrase".to_vec() };
-        let c = pb::MintJwtSvidResponse { token: "marker.token.value".into(), expires_at: 5 };
+        let a = pb::InitRequest {
+            passphrase: b"marker-passphrase".to_vec(),
+        };
+        let b = pb::UnsealRequest {
+            passphrase: b"marker-passphrase".to_vec(),
+        };
+        let c = pb::MintJwtSvidResponse {
+            token: "marker.token.value".into(),
+            expires_at: 5,
+        };
         let shown = format!("{a:?}{b:?}{c:?}");
         assert!(!shown.contains("marker"), "{shown}");
     }

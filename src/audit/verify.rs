@@ -54,7 +54,7 @@ pub enum VerifyError {
         record: u64,
     },
     /// The log ends before the stored head: records were removed from the end.
-    #[error("audit log truncated: expected at least {expected_records} records, found {found}")]
+    #[error("audit record {}: missing; the log was truncated (expected at least {expected_records} records, found {found})", found + 1)]
     Truncated {
         /// The stored head's `seq`.
         expected_records: u64,
@@ -79,7 +79,8 @@ impl VerifyError {
             | VerifyError::BadSequence { record }
             | VerifyError::BrokenLink { record }
             | VerifyError::HeadMismatch { record } => Some(record),
-            VerifyError::Truncated { .. } => None,
+            // The first record that should be there and is not.
+            VerifyError::Truncated { found, .. } => Some(found.saturating_add(1)),
         }
     }
 }

@@ -104,6 +104,21 @@ pub enum AuthorityError {
     },
 }
 
+impl AuthorityError {
+    /// True when the request was at fault (a bad CSR, ID, DNS name, TTL or
+    /// audience) rather than the authority's own state.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(
+            self,
+            AuthorityError::Csr(_)
+                | AuthorityError::TrustDomainMismatch { .. }
+                | AuthorityError::InvalidDnsName { .. }
+                | AuthorityError::InvalidTtl
+                | AuthorityError::InvalidAudience
+        )
+    }
+}
+
 impl From<rcgen::Error> for AuthorityError {
     fn from(e: rcgen::Error) -> Self {
         // rcgen errors describe encodings and algorithms, never key bytes.

@@ -66,7 +66,11 @@ fn read(path: &Path) -> Result<Vec<u8>, ConnectError> {
 pub async fn connect(target: &Target) -> Result<Channel, ConnectError> {
     match target {
         Target::Admin(path) => connect_admin(path).await,
-        Target::Tls { addr, ca_bundle, svid_dir } => connect_tls(addr, ca_bundle, svid_dir.as_deref()).await,
+        Target::Tls {
+            addr,
+            ca_bundle,
+            svid_dir,
+        } => connect_tls(addr, ca_bundle, svid_dir.as_deref()).await,
     }
 }
 
@@ -77,13 +81,22 @@ async fn connect_admin(path: &Path) -> Result<Channel, ConnectError> {
     Endpoint::from_static("http://admin.sock")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
-        .map_err(|source| ConnectError::Transport { target: shown, source })
+        .map_err(|source| ConnectError::Transport {
+            target: shown,
+            source,
+        })
 }
 
-async fn connect_tls(addr: &str, ca_bundle: &Path, svid_dir: Option<&Path>) -> Result<Channel, ConnectError> {
+async fn connect_tls(
+    addr: &str,
+    ca_bundle: &Path,
+    svid_dir: Option<&Path>,
+) -> Result<Channel, ConnectError> {
     let roots = crate::tls::certs_from_pem(&ca_bundle.display().to_string(), &read(ca_bundle)?)?;
     let server_id = server_id_from_roots(&roots)?;
     let identity: Option<(Vec<Vec<u8>>, Secret)> = match svid_dir {
@@ -94,12 +107,19 @@ async fn connect_tls(addr: &str, ca_bundle: &Path, svid_dir: Option<&Path>) -> R
         }
         None => None,
     };
-    let config = crate::tls::client_config(&roots, server_id, identity.as_ref().map(|(c, k)| (c.as_slice(), k)))?;
+    let config = crate::tls::client_config(
+        &roots,
+        server_id,
+        identity.as_ref().map(|(c, k)| (c.as_slice(), k)),
+    )?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let addr = addr.to_owned();
     let shown = addr.clone();
     Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|source| ConnectError::Transport { target: shown.clone(), source })?
+        .map_err(|source| ConnectError::Transport {
+            target: shown.clone(),
+            source,
+        })?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let (addr, connector) = (addr.clone(), connector.clone());
             async move {
@@ -112,14 +132,21 @@ async fn connect_tls(addr: &str, ca_bundle: &Path, svid_dir: Option<&Path>) -> R
             }
         }))
         .await
-        .map_err(|source| ConnectError::Transport { target: shown, source })
+        .map_err(|source| ConnectError::Transport {
+            target: shown,
+            source,
+        })
 }
 
 /// The server's expected SPIFFE ID, `spiffe://<td>/sigil/server`, where the
 /// trust domain is read from the bundle's root certificate.
 fn server_id_from_roots(roots: &[Vec<u8>]) -> Result<crate::id::SpiffeId, ConnectError> {
-    let bad = || crate::tls::TlsError::BadBundle("root has no spiffe://<trust domain> URI SAN".into());
-    let td_id = roots.first().and_then(|r| crate::tls::peer_spiffe_id(r)).ok_or_else(bad)?;
+    let bad =
+        || crate::tls::TlsError::BadBundle("root has no spiffe://<trust domain> URI SAN".into());
+    let td_id = roots
+        .first()
+        .and_then(|r| crate::tls::peer_spiffe_id(r))
+        .ok_or_else(bad)?;
     let td = TrustDomain::parse(td_id.trust_domain_str()).map_err(|_| bad())?;
     Ok(td.id("/sigil/server").map_err(|_| bad())?)
 }

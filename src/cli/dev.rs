@@ -1,11 +1,11 @@
 //! `sigil server` and `sigil dev`: thin wrappers that load configuration,
 //! bind the listeners and call [`crate::server::run`].
 
-use super::output::Out;
 use super::Failure;
+use super::output::Out;
 use crate::config::ServerConfig;
-use crate::id::{Ttl, TrustDomain};
-use crate::server::{run, Listeners, Server};
+use crate::id::{TrustDomain, Ttl};
+use crate::server::{Listeners, Server, bind_admin_socket, run as serve};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,30 +27,14 @@ pub(super) struct DevArgs {
     listen: SocketAddr,
 }
 
-/// Binds the admin socket, replacing a stale socket file. Any local user may
-/// connect: the server identifies callers by their kernel credentials and
-/// refuses non-operators, so file permissions are not the access control.
-fn bind_admin(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Failure(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    if path.exists() {
-        std::fs::remove_file(path).map_err(|e| Failure(format!("cannot remove stale {}: {e}", path.display())))?;
-    }
-    let listener =
-        tokio::net::UnixListener::bind(path).map_err(|e| Failure(format!("cannot bind {}: {e}", path.display())))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| Failure(format!("cannot set mode on {}: {e}", path.display())))?;
-    Ok(listener)
-}
-
 async fn bind(server: &Server) -> Result<Listeners, Failure> {
     let cfg = server.config();
     let tcp = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Failure(format!("cannot listen on {}: {e}", cfg.listen)))?;
-    Ok(Listeners { tcp, admin: bind_admin(&cfg.admin_socket)? })
+    let admin = bind_admin_socket(&cfg.admin_socket)
+        .map_err(|e| Failure(format!("cannot bind {}: {e}", cfg.admin_socket.display())))?;
+    Ok(Listeners { tcp, admin })
 }
 
 async fn shutdown_signal() {
@@ -75,12 +59,13 @@ pub(super) async fn run_server(config: &Path) -> Result<(), Failure> {
     let server = Server::open(config).await?;
     let listeners = bind(&server).await?;
     tracing::info!(listen = %server.config().listen, admin = %server.config().admin_socket.display(), "serving");
-    run(server, listeners, shutdown_signal()).await?;
+    serve(server, listeners, shutdown_signal()).await?;
     Ok(())
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, Failure> {
-    std::fs::create_dir_all(p).map_err(|e| Failure(format!("cannot create {}: {e}", p.display())))?;
+    std::fs::create_dir_all(p)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", p.display())))?;
     Ok(std::fs::canonicalize(p)?)
 }
 
@@ -114,7 +99,8 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
     }
     let ttl = |s: &str| Ttl::parse(s).map_err(Failure::from);
     Ok(ServerConfig {
-        trust_domain: TrustDomain::parse(&args.trust_domain).map_err(|e| Failure(format!("--trust-domain: {e}")))?,
+        trust_domain: TrustDomain::parse(&args.trust_domain)
+            .map_err(|e| Failure(format!("--trust-domain: {e}")))?,
         data_dir: dir.join("server"),
         listen: args.listen,
         admin_socket: dir.join("admin.sock"),
@@ -136,20 +122,37 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
 pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
     let dir = absolute(&args.data_dir)?;
     let config = dev_config(args, &dir)?;
-    let passphrase_file = config.unseal.as_ref().and_then(|u| u.passphrase_file.clone());
+    let passphrase_file = config
+        .unseal
+        .as_ref()
+        .and_then(|u| u.passphrase_file.clone());
     let server: Arc<Server> = Server::open(config).await?;
-    if !server.status().map_err(|e| Failure(e.to_string()))?.initialized {
+    if !server
+        .status()
+        .map_err(|e| Failure(e.to_string()))?
+        .initialized
+    {
         let file = passphrase_file.ok_or_else(|| Failure("no dev passphrase".into()))?;
         let passphrase = crate::config::read_secret_file(&file)?;
-        server.clone().init(passphrase).await.map_err(|e| Failure(tonic::Status::from(e).message().to_owned()))?;
+        server
+            .clone()
+            .init(passphrase)
+            .await
+            .map_err(|e| Failure(tonic::Status::from(e).message().to_owned()))?;
     }
     let bundle_path = dir.join("bundle.pem");
-    let bundle = server.authority().map_err(|e| Failure(e.to_string()))?.bundle();
+    let bundle = server
+        .authority()
+        .map_err(|e| Failure(e.to_string()))?
+        .bundle();
     std::fs::write(&bundle_path, bundle.to_pem())?;
     let listeners = bind(&server).await?;
     let listen = listeners.tcp.local_addr()?;
     let admin = server.config().admin_socket.clone();
-    eprintln!("WARNING: sigil dev keeps its unseal key next to its data ({}).", dir.display());
+    eprintln!(
+        "WARNING: sigil dev keeps its unseal key next to its data ({}).",
+        dir.display()
+    );
     eprintln!("WARNING: these keys are for development only; never use them for real workloads.");
     out.print(
         &json!({
@@ -172,6 +175,6 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
 }
 
 async fn run_and_wait(server: Arc<Server>, listeners: Listeners) -> Result<(), Failure> {
-    run(server, listeners, shutdown_signal()).await?;
+    serve(server, listeners, shutdown_signal()).await?;
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! `sigil entry`: registration entry administration.
 
 use super::output::Out;
-use super::{status_line, Cli, Failure};
+use super::{Cli, Failure, status_line};
 use crate::api::pb;
 use crate::id::Ttl;
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct EntryFields {
@@ -86,7 +86,8 @@ pub(super) enum EntryCmd {
 }
 
 fn secs(t: Option<Ttl>) -> i64 {
-    t.map(|t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
+    t.map(|t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// The stable JSON form of an entry.
@@ -158,7 +159,13 @@ pub(super) async fn run(cli: &Cli, cmd: &EntryCmd, out: &Out) -> Result<(), Fail
     let mut c = cli.clients().await?.entries;
     let st = |s: tonic::Status| Failure(status_line(&s));
     match cmd {
-        EntryCmd::Create { spiffe_id, parent_id, selectors, admin, fields } => {
+        EntryCmd::Create {
+            spiffe_id,
+            parent_id,
+            selectors,
+            admin,
+            fields,
+        } => {
             let mut e = pb::Entry {
                 spiffe_id: spiffe_id.clone(),
                 parent_id: parent_id.clone(),
@@ -167,10 +174,17 @@ pub(super) async fn run(cli: &Cli, cmd: &EntryCmd, out: &Out) -> Result<(), Fail
                 ..pb::Entry::default()
             };
             apply(fields, &mut e);
-            let e = c.create(pb::CreateEntryRequest { entry: Some(e) }).await.map_err(st)?.into_inner();
+            let e = c
+                .create(pb::CreateEntryRequest { entry: Some(e) })
+                .await
+                .map_err(st)?
+                .into_inner();
             out.print(&entry_json(&e), || entry_text(&e));
         }
-        EntryCmd::List { parent_id, spiffe_id } => {
+        EntryCmd::List {
+            parent_id,
+            spiffe_id,
+        } => {
             let r = c
                 .list(pb::ListEntriesRequest {
                     parent_id: parent_id.clone().unwrap_or_default(),
@@ -190,11 +204,26 @@ pub(super) async fn run(cli: &Cli, cmd: &EntryCmd, out: &Out) -> Result<(), Fail
             });
         }
         EntryCmd::Show { id } => {
-            let e = c.show(pb::ShowEntryRequest { id: id.clone() }).await.map_err(st)?.into_inner();
+            let e = c
+                .show(pb::ShowEntryRequest { id: id.clone() })
+                .await
+                .map_err(st)?
+                .into_inner();
             out.print(&entry_json(&e), || entry_text(&e));
         }
-        EntryCmd::Update { id, spiffe_id, parent_id, selectors, admin, fields } => {
-            let mut e = c.show(pb::ShowEntryRequest { id: id.clone() }).await.map_err(st)?.into_inner();
+        EntryCmd::Update {
+            id,
+            spiffe_id,
+            parent_id,
+            selectors,
+            admin,
+            fields,
+        } => {
+            let mut e = c
+                .show(pb::ShowEntryRequest { id: id.clone() })
+                .await
+                .map_err(st)?
+                .into_inner();
             let revision = e.revision;
             if let Some(s) = spiffe_id {
                 e.spiffe_id = s.clone();
@@ -210,14 +239,19 @@ pub(super) async fn run(cli: &Cli, cmd: &EntryCmd, out: &Out) -> Result<(), Fail
             }
             apply(fields, &mut e);
             let e = c
-                .update(pb::UpdateEntryRequest { entry: Some(e), expected_revision: revision })
+                .update(pb::UpdateEntryRequest {
+                    entry: Some(e),
+                    expected_revision: revision,
+                })
                 .await
                 .map_err(st)?
                 .into_inner();
             out.print(&entry_json(&e), || entry_text(&e));
         }
         EntryCmd::Delete { id } => {
-            c.delete(pb::DeleteEntryRequest { id: id.clone() }).await.map_err(st)?;
+            c.delete(pb::DeleteEntryRequest { id: id.clone() })
+                .await
+                .map_err(st)?;
             out.print(&json!({"deleted": id}), || format!("deleted entry {id}"));
         }
     }

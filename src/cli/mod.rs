@@ -98,7 +98,10 @@ impl Cli {
             return Ok(Target::Admin(path.clone()));
         }
         if let Some(addr) = &self.server {
-            let ca_bundle = self.ca_bundle.clone().ok_or(client::ConnectError::NoBundle)?;
+            let ca_bundle = self
+                .ca_bundle
+                .clone()
+                .ok_or(client::ConnectError::NoBundle)?;
             return Ok(Target::Tls {
                 addr: addr.clone(),
                 ca_bundle,
@@ -141,7 +144,10 @@ fn init_tracing() {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -1,7 +1,7 @@
 //! Operator, bundle, SVID, JWT, policy and audit commands.
 
 use super::output::Out;
-use super::{status_line, Cli, Failure};
+use super::{Cli, Failure, status_line};
 use crate::api::pb;
 use crate::id::{SpiffeId, Ttl};
 use crate::secret::Secret;
@@ -46,7 +46,10 @@ pub(super) fn read_passphrase(file: Option<&Path>) -> Result<Secret, Failure> {
         bytes.pop();
     }
     if bytes.is_empty() {
-        return Err(Failure("no passphrase: use --passphrase-file, $SIGIL_UNSEAL_PASSPHRASE or standard input".into()));
+        return Err(Failure(
+            "no passphrase: use --passphrase-file, $SIGIL_UNSEAL_PASSPHRASE or standard input"
+                .into(),
+        ));
     }
     Ok(Secret::new(bytes))
 }
@@ -57,14 +60,25 @@ pub(super) async fn operator(cli: &Cli, cmd: &OperatorCmd, out: &Out) -> Result<
     match cmd {
         OperatorCmd::Init(a) => {
             let p = read_passphrase(a.passphrase_file.as_deref())?;
-            let r = c.init(pb::InitRequest { passphrase: p.expose().to_vec() }).await.map_err(st)?.into_inner();
-            out.print(&json!({"initialized": true, "sealed": false, "trust_domain": r.trust_domain}), || {
-                format!("initialized trust domain {} (unsealed)", r.trust_domain)
-            });
+            let r = c
+                .init(pb::InitRequest {
+                    passphrase: p.expose().to_vec(),
+                })
+                .await
+                .map_err(st)?
+                .into_inner();
+            out.print(
+                &json!({"initialized": true, "sealed": false, "trust_domain": r.trust_domain}),
+                || format!("initialized trust domain {} (unsealed)", r.trust_domain),
+            );
         }
         OperatorCmd::Unseal(a) => {
             let p = read_passphrase(a.passphrase_file.as_deref())?;
-            c.unseal(pb::UnsealRequest { passphrase: p.expose().to_vec() }).await.map_err(st)?;
+            c.unseal(pb::UnsealRequest {
+                passphrase: p.expose().to_vec(),
+            })
+            .await
+            .map_err(st)?;
             out.print(&json!({"sealed": false}), || "unsealed".into());
         }
         OperatorCmd::Seal => {
@@ -72,7 +86,11 @@ pub(super) async fn operator(cli: &Cli, cmd: &OperatorCmd, out: &Out) -> Result<
             out.print(&json!({"sealed": true}), || "sealed".into());
         }
         OperatorCmd::Status => {
-            let r = c.status(pb::StatusRequest {}).await.map_err(st)?.into_inner();
+            let r = c
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(st)?
+                .into_inner();
             let v = json!({
                 "initialized": r.initialized,
                 "sealed": r.sealed,
@@ -88,7 +106,11 @@ pub(super) async fn operator(cli: &Cli, cmd: &OperatorCmd, out: &Out) -> Result<
             });
         }
         OperatorCmd::RotateKeys => {
-            let r = c.rotate_keys(pb::RotateKeysRequest {}).await.map_err(st)?.into_inner();
+            let r = c
+                .rotate_keys(pb::RotateKeysRequest {})
+                .await
+                .map_err(st)?
+                .into_inner();
             out.print(&json!({"active_key_version": r.active_key_version}), || {
                 format!("active data-key version: {}", r.active_key_version)
             });
@@ -157,7 +179,8 @@ pub(super) enum SvidCmd {
 }
 
 fn ttl_secs(t: Option<Ttl>) -> i64 {
-    t.map(|t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
+    t.map(|t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
@@ -176,7 +199,12 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
 }
 
 pub(super) async fn svid(cli: &Cli, cmd: &SvidCmd, out: &Out) -> Result<(), Failure> {
-    let SvidCmd::Mint { spiffe_id, ttl, dns, out: dir } = cmd;
+    let SvidCmd::Mint {
+        spiffe_id,
+        ttl,
+        dns,
+        out: dir,
+    } = cmd;
     let id = SpiffeId::parse(spiffe_id).map_err(|e| Failure(format!("--spiffe-id: {e}")))?;
     let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
     let r = cli
@@ -192,11 +220,24 @@ pub(super) async fn svid(cli: &Cli, cmd: &SvidCmd, out: &Out) -> Result<(), Fail
         .await
         .map_err(|s| Failure(status_line(&s)))?
         .into_inner();
-    std::fs::create_dir_all(dir).map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
-    write_file(&dir.join("svid.pem"), crate::tls::certs_to_pem(&r.chain).as_bytes(), 0o644)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
+    write_file(
+        &dir.join("svid.pem"),
+        crate::tls::certs_to_pem(&r.chain).as_bytes(),
+        0o644,
+    )?;
     // The private key file is readable by its owner only.
-    write_file(&dir.join("key.pem"), crate::tls::key_to_pem(&key).expose(), 0o600)?;
-    write_file(&dir.join("bundle.pem"), crate::tls::certs_to_pem(&r.bundle).as_bytes(), 0o644)?;
+    write_file(
+        &dir.join("key.pem"),
+        crate::tls::key_to_pem(&key).expose(),
+        0o600,
+    )?;
+    write_file(
+        &dir.join("bundle.pem"),
+        crate::tls::certs_to_pem(&r.bundle).as_bytes(),
+        0o644,
+    )?;
     out.print(
         &json!({"spiffe_id": id.to_string(), "expires_at": r.expires_at, "dir": dir.display().to_string()}),
         || format!("wrote svid.pem, key.pem, bundle.pem for {id} to {}", dir.display()),
@@ -221,7 +262,11 @@ pub(super) enum JwtCmd {
 }
 
 pub(super) async fn jwt(cli: &Cli, cmd: &JwtCmd, out: &Out) -> Result<(), Failure> {
-    let JwtCmd::Mint { spiffe_id, audience, ttl } = cmd;
+    let JwtCmd::Mint {
+        spiffe_id,
+        audience,
+        ttl,
+    } = cmd;
     let r = cli
         .clients()
         .await?
@@ -234,7 +279,10 @@ pub(super) async fn jwt(cli: &Cli, cmd: &JwtCmd, out: &Out) -> Result<(), Failur
         .await
         .map_err(|s| Failure(status_line(&s)))?
         .into_inner();
-    out.print(&json!({"token": r.token, "expires_at": r.expires_at}), || r.token.clone());
+    out.print(
+        &json!({"token": r.token, "expires_at": r.expires_at}),
+        || r.token.clone(),
+    );
     Ok(())
 }
 
@@ -259,7 +307,8 @@ pub(super) enum PolicyCmd {
 pub(super) async fn policy(cli: &Cli, cmd: &PolicyCmd, out: &Out) -> Result<(), Failure> {
     match cmd {
         PolicyCmd::Check { input } => {
-            let text = std::fs::read_to_string(input).map_err(|e| Failure(format!("cannot read {}: {e}", input.display())))?;
+            let text = std::fs::read_to_string(input)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", input.display())))?;
             let r = cli
                 .clients()
                 .await?
@@ -286,7 +335,9 @@ pub(super) async fn policy(cli: &Cli, cmd: &PolicyCmd, out: &Out) -> Result<(), 
                 .await
                 .map_err(|s| Failure(status_line(&s)))?
                 .into_inner();
-            out.print(&json!({"files": r.files}), || format!("reloaded: {}", r.files.join(", ")));
+            out.print(&json!({"files": r.files}), || {
+                format!("reloaded: {}", r.files.join(", "))
+            });
         }
         PolicyCmd::Test { dir } => super::offline::policy_test(dir, out)?,
     }
@@ -314,9 +365,10 @@ pub(super) enum AuditCmd {
 
 pub(super) async fn audit(cli: &Cli, cmd: &AuditCmd, out: &Out) -> Result<(), Failure> {
     match cmd {
-        AuditCmd::Verify { data_dir: Some(dir), passphrase_file } => {
-            super::offline::audit_verify(dir, passphrase_file.as_deref(), out)
-        }
+        AuditCmd::Verify {
+            data_dir: Some(dir),
+            passphrase_file,
+        } => super::offline::audit_verify(dir, passphrase_file.as_deref(), out),
         AuditCmd::Verify { data_dir: None, .. } => {
             let r = cli
                 .clients()
@@ -350,14 +402,27 @@ pub(super) async fn audit(cli: &Cli, cmd: &AuditCmd, out: &Out) -> Result<(), Fa
 }
 
 /// Prints a verification result; a failure is an error naming the record.
-pub(super) fn report_verify(ok: bool, records: u64, bad: u64, error: &str, out: &Out) -> Result<(), Failure> {
+pub(super) fn report_verify(
+    ok: bool,
+    records: u64,
+    bad: u64,
+    error: &str,
+    out: &Out,
+) -> Result<(), Failure> {
     if ok {
-        out.print(&json!({"ok": true, "records": records}), || format!("OK: {records} records verified"));
+        out.print(&json!({"ok": true, "records": records}), || {
+            format!("OK: {records} records verified")
+        });
         Ok(())
     } else {
         if out.json {
-            println!("{}", json!({"ok": false, "bad_record": bad, "error": error}));
+            println!(
+                "{}",
+                json!({"ok": false, "bad_record": bad, "error": error})
+            );
         }
-        Err(Failure(format!("audit log verification failed at record {bad}: {error}")))
+        Err(Failure(format!(
+            "audit log verification failed at record {bad}: {error}"
+        )))
     }
 }

@@ -3,7 +3,7 @@
 //! variable), key files must be mode 0600, and everything is checked before
 //! anything binds.
 
-use crate::id::{Ttl, TrustDomain};
+use crate::id::{TrustDomain, Ttl};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -137,7 +137,12 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn parse_ttl(path: &Path, key: &'static str, v: Option<&str>, default: &str) -> Result<Ttl, ConfigError> {
+fn parse_ttl(
+    path: &Path,
+    key: &'static str,
+    v: Option<&str>,
+    default: &str,
+) -> Result<Ttl, ConfigError> {
     Ttl::parse(v.unwrap_or(default)).map_err(|e| ConfigError::Invalid {
         path: path.to_owned(),
         key,
@@ -172,19 +177,19 @@ impl ServerConfig {
             key,
             message,
         };
-        let trust_domain =
-            TrustDomain::parse(&raw.trust_domain).map_err(|e| invalid("trust_domain", e.to_string()))?;
+        let trust_domain = TrustDomain::parse(&raw.trust_domain)
+            .map_err(|e| invalid("trust_domain", e.to_string()))?;
         let listen = raw
             .listen
             .parse()
             .map_err(|e| invalid("listen", format!("{e} (expected HOST:PORT)")))?;
-        if let Some(u) = &raw.unseal {
-            if u.passphrase_file.is_some() == u.passphrase_env.is_some() {
-                return Err(invalid(
-                    "unseal",
-                    "set exactly one of passphrase_file or passphrase_env".into(),
-                ));
-            }
+        if let Some(u) = &raw.unseal
+            && u.passphrase_file.is_some() == u.passphrase_env.is_some()
+        {
+            return Err(invalid(
+                "unseal",
+                "set exactly one of passphrase_file or passphrase_env".into(),
+            ));
         }
         let unseal = raw.unseal.map(|u| UnsealConfig {
             passphrase_file: u.passphrase_file.map(|p| resolve(path, p)),
@@ -199,8 +204,18 @@ impl ServerConfig {
             unseal,
             policy_dir: resolve(path, raw.policy.dir),
             ca_ttl: parse_ttl(path, "ca.ttl", raw.ca.ttl.as_deref(), "24h")?,
-            x509_svid_ttl: parse_ttl(path, "ca.x509_svid_ttl", raw.ca.x509_svid_ttl.as_deref(), "1h")?,
-            jwt_svid_ttl: parse_ttl(path, "ca.jwt_svid_ttl", raw.ca.jwt_svid_ttl.as_deref(), "5m")?,
+            x509_svid_ttl: parse_ttl(
+                path,
+                "ca.x509_svid_ttl",
+                raw.ca.x509_svid_ttl.as_deref(),
+                "1h",
+            )?,
+            jwt_svid_ttl: parse_ttl(
+                path,
+                "ca.jwt_svid_ttl",
+                raw.ca.jwt_svid_ttl.as_deref(),
+                "5m",
+            )?,
             kdf_cost: crate::keyring::KdfCost::default(),
         })
     }
@@ -327,7 +342,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let text = std::fs::read_to_string(Path::new(EXAMPLE_DIR).join("server.example.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(Path::new(EXAMPLE_DIR).join("server.example.toml")).unwrap();
         let bad = format!("{text}\nlisten_port = 5\n");
         let err = ServerConfig::parse(Path::new("s.toml"), &bad).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
@@ -338,10 +354,24 @@ mod tests {
     fn bad_values_name_the_key() {
         let base = "trust_domain = \"Example.org\"\ndata_dir = \"d\"\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"a.sock\"\n[policy]\ndir = \"p\"\n";
         let err = ServerConfig::parse(Path::new("s.toml"), base).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "trust_domain", .. }), "{err}");
-        let fixed = base.replace("Example", "example").replace("127.0.0.1:0", "nowhere");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "trust_domain",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let fixed = base
+            .replace("Example", "example")
+            .replace("127.0.0.1:0", "nowhere");
         let err = ServerConfig::parse(Path::new("s.toml"), &fixed).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "listen", .. }), "{err}");
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "listen", .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -350,7 +380,10 @@ mod tests {
         let f = dir.path().join("pass");
         std::fs::write(&f, "correct horse\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(read_secret_file(&f), Err(ConfigError::InsecureMode { mode: 0o644, .. })));
+        assert!(matches!(
+            read_secret_file(&f),
+            Err(ConfigError::InsecureMode { mode: 0o644, .. })
+        ));
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_file(&f).unwrap().expose(), b"correct horse");
     }

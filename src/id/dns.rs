@@ -15,7 +15,9 @@ pub enum DnsNameError {
     #[error("DNS name {0:?} has an empty label or one longer than 63 bytes")]
     BadLabelLength(String),
     /// A label holds a character outside `[a-zA-Z0-9-]`, or starts or ends with `-`.
-    #[error("DNS name {0:?} has a label with a character outside [a-zA-Z0-9-] or a leading/trailing '-'")]
+    #[error(
+        "DNS name {0:?} has a label with a character outside [a-zA-Z0-9-] or a leading/trailing '-'"
+    )]
     BadLabel(String),
     /// A `*` appears other than as the whole first label.
     #[error("DNS name {0:?} may only use '*' as its whole first label")]
@@ -48,7 +50,9 @@ impl DnsName {
             if label.contains('*') {
                 return Err(DnsNameError::BadWildcard(input.to_owned()));
             }
-            let ok_chars = label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            let ok_chars = label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if !ok_chars || label.starts_with('-') || label.ends_with('-') {
                 return Err(DnsNameError::BadLabel(input.to_owned()));
             }
@@ -81,13 +85,28 @@ mod tests {
 
     #[test]
     fn rules() {
-        assert_eq!(DnsName::parse("Web.Example.org").unwrap().as_str(), "web.example.org");
+        assert_eq!(
+            DnsName::parse("Web.Example.org").unwrap().as_str(),
+            "web.example.org"
+        );
         assert!(DnsName::parse("*.example.org").is_ok());
         assert_eq!(DnsName::parse(""), Err(DnsNameError::Empty));
-        assert_eq!(DnsName::parse("a..b"), Err(DnsNameError::BadLabelLength("a..b".into())));
-        assert_eq!(DnsName::parse("-a.b"), Err(DnsNameError::BadLabel("-a.b".into())));
-        assert_eq!(DnsName::parse("a_b.c"), Err(DnsNameError::BadLabel("a_b.c".into())));
-        assert_eq!(DnsName::parse("a.*.c"), Err(DnsNameError::BadWildcard("a.*.c".into())));
+        assert_eq!(
+            DnsName::parse("a..b"),
+            Err(DnsNameError::BadLabelLength("a..b".into()))
+        );
+        assert_eq!(
+            DnsName::parse("-a.b"),
+            Err(DnsNameError::BadLabel("-a.b".into()))
+        );
+        assert_eq!(
+            DnsName::parse("a_b.c"),
+            Err(DnsNameError::BadLabel("a_b.c".into()))
+        );
+        assert_eq!(
+            DnsName::parse("a.*.c"),
+            Err(DnsNameError::BadWildcard("a.*.c".into()))
+        );
         assert_eq!(DnsName::parse(&"a".repeat(254)), Err(DnsNameError::TooLong));
     }
 

@@ -5,10 +5,10 @@
 //! `input`. The JSON shape is part of the policy contract: policies read
 //! `input.subject.kind`, `input.action`, `input.resource.kind`, and so on.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One authorization question: may `subject` do `action` on `resource` now?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Input {
     /// Who is asking, as authenticated by the chokepoint.
     pub subject: Subject,
@@ -21,7 +21,7 @@ pub struct Input {
 }
 
 /// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subject {
     /// What kind of caller this is.
     pub kind: SubjectKind,
@@ -71,7 +71,7 @@ impl Subject {
 }
 
 /// What kind of caller a [`Subject`] is. Serialized in lower case (`"operator"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectKind {
     /// A person on the host, connected through the admin Unix socket.
@@ -85,7 +85,7 @@ pub enum SubjectKind {
 }
 
 /// How a [`Subject`] authenticated. Serialized in snake case (`"admin_socket"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Authn {
     /// Kernel peer credentials on the admin socket.
@@ -98,8 +98,20 @@ pub enum Authn {
     None,
 }
 
+impl Authn {
+    /// The name policies and audit records use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authn::AdminSocket => "admin_socket",
+            Authn::Mtls => "mtls",
+            Authn::Token => "token",
+            Authn::None => "none",
+        }
+    }
+}
+
 /// The thing acted on, e.g. `{kind: "entry", id: "…"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
     /// The resource type, e.g. `entry`, `bundle`, `svid`, `server`.
     pub kind: String,
@@ -108,6 +120,22 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// A resource of `kind`, naming `id` when the action has one.
+    pub fn new(kind: impl Into<String>, id: Option<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            id,
+        }
+    }
+
+    /// The resource as written in audit records: `kind` or `kind:id`.
+    pub fn audit_name(&self) -> String {
+        match &self.id {
+            Some(id) => format!("{}:{id}", self.kind),
+            None => self.kind.clone(),
+        }
+    }
+
     /// A resource of `kind` without an identifier.
     pub fn kind(kind: impl Into<String>) -> Self {
         Self {
@@ -118,7 +146,7 @@ impl Resource {
 }
 
 /// When and from where the request came.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
     /// Request time, Unix seconds (passed in; the PDP never reads the clock).
     pub time: u64,
@@ -132,7 +160,7 @@ macro_rules! actions {
     ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
         /// Everything a caller can ask to do, as a closed set. Policies see the
         /// dotted name (`"entry.create"`).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum Action {
             $($(#[$doc])* #[serde(rename = $name)] $variant,)*
         }
@@ -196,6 +224,23 @@ actions! {
     AuditTail => "audit.tail",
     /// Health probe.
     Health => "health",
+    /// gRPC server reflection.
+    Reflection => "reflection",
+}
+
+impl Action {
+    /// Whether the action is answered while the store is sealed: only what an
+    /// operator needs to get the server unsealed, and probes.
+    pub fn allowed_while_sealed(self) -> bool {
+        matches!(
+            self,
+            Action::OperatorStatus
+                | Action::OperatorInit
+                | Action::OperatorUnseal
+                | Action::Health
+                | Action::Reflection
+        )
+    }
 }
 
 impl std::fmt::Display for Action {

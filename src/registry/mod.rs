@@ -3,7 +3,9 @@
 //! entry type, its validation and its stored form; persistence lives in the
 //! server's entry service.
 
-use crate::id::{DnsName, DurationError, IdError, Selector, SelectorError, SpiffeId, Ttl, TrustDomain};
+use crate::id::{
+    DnsName, DurationError, IdError, Selector, SelectorError, SpiffeId, TrustDomain, Ttl,
+};
 use serde::{Deserialize, Serialize};
 
 /// Most selectors one entry may carry.
@@ -223,7 +225,11 @@ impl EntryDraft {
         let dns_names = self
             .dns_names
             .iter()
-            .map(|d| DnsName::parse(d).map(|d| d.as_str().to_owned()).map_err(EntryError::DnsName))
+            .map(|d| {
+                DnsName::parse(d)
+                    .map(|d| d.as_str().to_owned())
+                    .map_err(EntryError::DnsName)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if self.hint.len() > MAX_HINT_LEN || self.hint.chars().any(char::is_control) {
             return Err(EntryError::BadHint);
@@ -289,7 +295,11 @@ mod tests {
         EntryDraft {
             spiffe_id: "spiffe://example.org/web".into(),
             parent_id: "spiffe://example.org/node".into(),
-            selectors: vec!["unix:uid:1000".into(), "unix:uid:1000".into(), "unix:gid:5".into()],
+            selectors: vec![
+                "unix:uid:1000".into(),
+                "unix:uid:1000".into(),
+                "unix:gid:5".into(),
+            ],
             ..EntryDraft::default()
         }
     }
@@ -312,7 +322,13 @@ mod tests {
         assert_eq!(check(d), Err(EntryError::SpiffeId(IdError::EmptySegment)));
         let mut d = draft();
         d.spiffe_id = "spiffe://other.org/web".into();
-        assert!(matches!(check(d), Err(EntryError::WrongTrustDomain { field: "spiffe_id", .. })));
+        assert!(matches!(
+            check(d),
+            Err(EntryError::WrongTrustDomain {
+                field: "spiffe_id",
+                ..
+            })
+        ));
         let mut d = draft();
         d.spiffe_id = "spiffe://example.org/sigil/server".into();
         assert!(matches!(check(d), Err(EntryError::ReservedId(_))));
@@ -321,12 +337,20 @@ mod tests {
         assert_eq!(check(d), Err(EntryError::NoSelectors));
         let mut d = draft();
         d.selectors = vec!["k8s:ns:default".into()];
-        assert_eq!(check(d), Err(EntryError::Selector(SelectorError::UnknownType("k8s".into()))));
+        assert_eq!(
+            check(d),
+            Err(EntryError::Selector(SelectorError::UnknownType(
+                "k8s".into()
+            )))
+        );
         let mut d = draft();
         d.x509_ttl_seconds = -5;
         assert_eq!(
             check(d),
-            Err(EntryError::Ttl { field: "x509_ttl", source: DurationError::NotPositive })
+            Err(EntryError::Ttl {
+                field: "x509_ttl",
+                source: DurationError::NotPositive
+            })
         );
         let mut d = draft();
         d.hint = "h".repeat(300);
@@ -348,6 +372,9 @@ mod tests {
     #[test]
     fn entry_ids() {
         assert!(EntryId::parse(&"a".repeat(32)).is_ok());
-        assert_eq!(EntryId::parse("xyz"), Err(EntryError::BadEntryId("xyz".into())));
+        assert_eq!(
+            EntryId::parse("xyz"),
+            Err(EntryError::BadEntryId("xyz".into()))
+        );
     }
 }

@@ -25,7 +25,8 @@ pub struct Entries {
 }
 
 fn decode(bytes: &[u8]) -> Result<Entry, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("stored entry does not decode: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Internal(format!("stored entry does not decode: {e}")))
 }
 
 fn encode(e: &Entry) -> Result<Vec<u8>, ApiError> {
@@ -51,7 +52,10 @@ impl Entries {
             map.insert(e.id.clone(), e);
         }
         let n = map.len();
-        *self.cache.write().map_err(|_| ApiError::Internal("entry cache poisoned".into()))? = map;
+        *self
+            .cache
+            .write()
+            .map_err(|_| ApiError::Internal("entry cache poisoned".into()))? = map;
         Ok(n)
     }
 
@@ -73,10 +77,18 @@ impl Entries {
         let mut id = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
             .map_err(|_| ApiError::Internal("no randomness".into()))?;
-        let entry = draft.validate(&self.trust_domain, EntryId::from_random(id), 1, clock::unix_seconds(now))?;
+        let entry = draft.validate(
+            &self.trust_domain,
+            EntryId::from_random(id),
+            1,
+            clock::unix_seconds(now),
+        )?;
         let _guard = self.write.lock().await;
         let ukey = entry.uniqueness_key();
-        match self.store.create(Table::ENTRY_INDEX, &ukey, entry.id.as_str().as_bytes()) {
+        match self
+            .store
+            .create(Table::ENTRY_INDEX, &ukey, entry.id.as_str().as_bytes())
+        {
             Ok(()) => {}
             Err(SealError::AlreadyExists) => {
                 let existing = self.store.get(Table::ENTRY_INDEX, &ukey)?;
@@ -96,18 +108,26 @@ impl Entries {
                 }
                 // The index outlived its entry (a crash between the two
                 // writes): take it over.
-                self.store.put(Table::ENTRY_INDEX, &ukey, entry.id.as_str().as_bytes())?;
+                self.store
+                    .put(Table::ENTRY_INDEX, &ukey, entry.id.as_str().as_bytes())?;
             }
             Err(e) => return Err(e.into()),
         }
-        self.store.create(Table::ENTRIES, entry.id.as_str().as_bytes(), &encode(&entry)?)?;
+        self.store.create(
+            Table::ENTRIES,
+            entry.id.as_str().as_bytes(),
+            &encode(&entry)?,
+        )?;
         self.cache_put(entry.clone());
         Ok(entry)
     }
 
     /// Every entry, ordered by ID.
     pub fn list(&self) -> Vec<Entry> {
-        self.cache.read().map(|c| c.values().cloned().collect()).unwrap_or_default()
+        self.cache
+            .read()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// One entry.
@@ -128,7 +148,12 @@ impl Entries {
     }
 
     /// Replaces an entry's fields; `expected_revision` 0 skips the check.
-    pub async fn update(&self, id: &EntryId, draft: &EntryDraft, expected_revision: u64) -> Result<Entry, ApiError> {
+    pub async fn update(
+        &self,
+        id: &EntryId,
+        draft: &EntryDraft,
+        expected_revision: u64,
+    ) -> Result<Entry, ApiError> {
         let _guard = self.write.lock().await;
         let old = self.get(id)?;
         if expected_revision != 0 && expected_revision != old.revision {
@@ -138,7 +163,12 @@ impl Entries {
                 old.revision
             )));
         }
-        let new = draft.validate(&self.trust_domain, id.clone(), old.revision + 1, old.created_at)?;
+        let new = draft.validate(
+            &self.trust_domain,
+            id.clone(),
+            old.revision + 1,
+            old.created_at,
+        )?;
         let (old_key, new_key) = (old.uniqueness_key(), new.uniqueness_key());
         if old_key != new_key {
             self.store
@@ -168,7 +198,8 @@ impl Entries {
         let _guard = self.write.lock().await;
         let old = self.get(id)?;
         self.store.delete(Table::ENTRIES, id.as_str().as_bytes())?;
-        self.store.delete(Table::ENTRY_INDEX, &old.uniqueness_key())?;
+        self.store
+            .delete(Table::ENTRY_INDEX, &old.uniqueness_key())?;
         if let Ok(mut c) = self.cache.write() {
             c.remove(id);
         }

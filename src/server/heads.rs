@@ -23,13 +23,15 @@ impl SealedHeads {
     /// The stored head, `Err(Sealed)` while sealed.
     pub fn stored(&self) -> Result<Option<ChainHead>, SealError> {
         match self.0.get(Table::STATE, HEAD_KEY)? {
-            Some(v) => serde_json::from_slice(v.expose())
-                .map(Some)
-                .map_err(|_| SealError::Corrupt {
-                    table: Table::STATE,
-                    key: "audit-head".to_owned(),
-                    cause: crate::keyring::KeyringError::RecordAuthenticationFailed,
-                }),
+            Some(v) => {
+                serde_json::from_slice(v.expose())
+                    .map(Some)
+                    .map_err(|_| SealError::Corrupt {
+                        table: Table::STATE,
+                        key: "audit-head".to_owned(),
+                        cause: crate::keyring::KeyringError::RecordAuthenticationFailed,
+                    })
+            }
             None => Ok(None),
         }
     }

@@ -9,6 +9,6 @@ mod run;
 mod state;
 
 pub use entries::Entries;
-pub use run::{run, Listeners, ServeError};
+pub use run::{Listeners, ServeError, bind_admin_socket, run};
 pub use state::read_policy_dir;
 pub use state::{Server, ServerError};

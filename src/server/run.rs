@@ -37,6 +37,25 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// Binds the admin socket at `path`, creating its directory and replacing a
+/// stale socket file. Any local user may connect: the server identifies
+/// callers by their kernel credentials and refuses non-operators, so file
+/// permissions are not the access control (and a refusal is audited).
+pub fn bind_admin_socket(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
 /// Serves until `shutdown` completes, then drains in-flight requests.
 pub async fn run(
     server: Arc<Server>,
@@ -54,7 +73,12 @@ pub async fn run(
     };
 
     let (conn_tx, conn_rx) = mpsc::channel(64);
-    tokio::spawn(accept_tls(listeners.tcp, server.clone(), conn_tx, stop_rx.clone()));
+    tokio::spawn(accept_tls(
+        listeners.tcp,
+        server.clone(),
+        conn_tx,
+        stop_rx.clone(),
+    ));
     tokio::spawn(renew_server_svid(server.clone(), stop_rx.clone()));
 
     let tcp = tonic::transport::Server::builder()
@@ -123,7 +147,10 @@ async fn renew_server_svid(server: Arc<Server>, mut stop: watch::Receiver<bool>)
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if server.server_svid_renewal_due().is_some_and(|due| due <= clock::now()) {
+        if server
+            .server_svid_renewal_due()
+            .is_some_and(|due| due <= clock::now())
+        {
             match server.renew_server_svid(clock::now()) {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(e) => {

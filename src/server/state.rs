@@ -9,7 +9,7 @@ use crate::audit::VerifyReport;
 use crate::authority::Authority;
 use crate::clock;
 use crate::config::{ConfigError, ServerConfig};
-use crate::id::{Ttl, TrustDomain};
+use crate::id::{TrustDomain, Ttl};
 use crate::policy::{Pdp, PolicyError};
 use crate::secret::Secret;
 use crate::store::audit_log::{AuditError, AuditLog};
@@ -92,13 +92,19 @@ pub fn read_policy_dir(dir: &Path) -> Result<Vec<(String, String)>, ServerError>
     for item in std::fs::read_dir(dir).map_err(|e| err(e.to_string()))? {
         let path = item.map_err(|e| err(e.to_string()))?.path();
         if path.extension().and_then(|e| e.to_str()) == Some("rego") {
-            let text = std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| err(format!("{}: {e}", path.display())))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             files.push((name, text));
         }
     }
     if files.is_empty() {
-        return Err(err("holds no *.rego file (everything would be denied)".into()));
+        return Err(err(
+            "holds no *.rego file (everything would be denied)".into()
+        ));
     }
     files.sort();
     Ok(files)
@@ -119,7 +125,9 @@ fn create_private_dir(path: &Path) -> Result<(), ServerError> {
 fn own_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     // /proc/self is owned by the process's effective uid.
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
 
 impl Server {
@@ -130,7 +138,10 @@ impl Server {
         let raw: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
         let store = Arc::new(SealedStore::new(raw, config.kdf_cost));
         let heads = SealedHeads(store.clone());
-        let audit = AuditLog::open(&config.data_dir.join("audit.log"), Arc::new(SealedHeads(store.clone())))?;
+        let audit = AuditLog::open(
+            &config.data_dir.join("audit.log"),
+            Arc::new(SealedHeads(store.clone())),
+        )?;
         let pdp = Pdp::compile(&read_policy_dir(&config.policy_dir)?)?;
         let (tls, _) = watch::channel(None);
         let server = Arc::new(Self {
@@ -148,14 +159,18 @@ impl Server {
         });
         if let Some(unseal) = &server.config.unseal {
             let passphrase = unseal.passphrase()?;
-            if server.status().map_err(|e| ServerError::Unseal(e.to_string()))?.initialized {
-                server
-                    .clone()
-                    .unseal(passphrase)
-                    .await
-                    .map_err(|e| ServerError::Unseal(tonic::Status::from(e).message().to_owned()))?;
+            if server
+                .status()
+                .map_err(|e| ServerError::Unseal(e.to_string()))?
+                .initialized
+            {
+                server.clone().unseal(passphrase).await.map_err(|e| {
+                    ServerError::Unseal(tonic::Status::from(e).message().to_owned())
+                })?;
             } else {
-                tracing::warn!("store is not initialized; run `sigil operator init` (unseal config ignored until then)");
+                tracing::warn!(
+                    "store is not initialized; run `sigil operator init` (unseal config ignored until then)"
+                );
             }
         }
         Ok(server)
@@ -183,13 +198,17 @@ impl Server {
 
     /// The active policies.
     pub fn pdp(&self) -> Arc<Pdp> {
-        self.pdp.read().map(|p| p.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.pdp
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Compiles the policy directory again and swaps it in atomically; on any
     /// error the old policies stay active.
     pub fn reload_policy(&self) -> Result<Vec<String>, ApiError> {
-        let files = read_policy_dir(&self.config.policy_dir).map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
+        let files = read_policy_dir(&self.config.policy_dir)
+            .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
         let pdp = Pdp::compile(&files)?;
         let names = files.into_iter().map(|(n, _)| n).collect();
         match self.pdp.write() {
@@ -272,11 +291,22 @@ impl Server {
         let now = clock::now();
         let this = self.clone();
         // Argon2id is deliberately slow: keep it off the async workers.
-        tokio::task::spawn_blocking(move || this.store.init(&passphrase, &this.config.trust_domain, now))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
-        let authority = Authority::generate(&self.config.trust_domain, now, self.config.ca_ttl.as_duration())?;
-        self.store.create(Table::AUTHORITY, AUTHORITY_KEY, authority.to_sealed_bytes().expose())?;
+        tokio::task::spawn_blocking(move || {
+            this.store.init(&passphrase, &this.config.trust_domain, now)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let authority = Authority::generate(
+            &self.config.trust_domain,
+            now,
+            self.config.ca_ttl.as_duration(),
+            &ring::rand::SystemRandom::new(),
+        )?;
+        self.store.create(
+            Table::AUTHORITY,
+            AUTHORITY_KEY,
+            authority.to_sealed_bytes().expose(),
+        )?;
         self.activate(authority, now)?;
         tracing::info!(trust_domain = %self.config.trust_domain, "initialized and unsealed");
         Ok(())
@@ -328,14 +358,24 @@ impl Server {
 
     /// Issues the server's own SVID (key made here, held only in memory) and
     /// publishes a TLS configuration presenting it.
-    fn install_server_svid(&self, authority: &Authority, now: SystemTime) -> Result<SystemTime, ApiError> {
+    fn install_server_svid(
+        &self,
+        authority: &Authority,
+        now: SystemTime,
+    ) -> Result<SystemTime, ApiError> {
         let id = self
             .config
             .trust_domain
             .id("/sigil/server")
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
-        let svid = authority.sign_x509_svid(&csr, &id, self.config.x509_svid_ttl.as_duration(), &[], now)?;
+        let svid = authority.sign_x509_svid(
+            &csr,
+            &id,
+            self.config.x509_svid_ttl.as_duration(),
+            &[],
+            now,
+        )?;
         let roots = authority.bundle().x509_authorities;
         let config = crate::tls::server_config(&svid.chain_der, &key, &roots)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -347,7 +387,10 @@ impl Server {
     pub fn server_svid_renewal_due(&self) -> Option<SystemTime> {
         let a = self.active.read().ok()?;
         let a = a.as_ref()?;
-        let life = a.server_svid_expires.duration_since(a.server_svid_issued).unwrap_or_default();
+        let life = a
+            .server_svid_expires
+            .duration_since(a.server_svid_issued)
+            .unwrap_or_default();
         Some(a.server_svid_issued + life / 2)
     }
 
@@ -355,11 +398,11 @@ impl Server {
     pub fn renew_server_svid(&self, now: SystemTime) -> Result<(), ApiError> {
         let authority = self.authority()?;
         let expires = self.install_server_svid(&authority, now)?;
-        if let Ok(mut a) = self.active.write() {
-            if let Some(a) = a.as_mut() {
-                a.server_svid_expires = expires;
-                a.server_svid_issued = now;
-            }
+        if let Ok(mut a) = self.active.write()
+            && let Some(a) = a.as_mut()
+        {
+            a.server_svid_expires = expires;
+            a.server_svid_issued = now;
         }
         Ok(())
     }
@@ -382,13 +425,17 @@ impl Server {
         Ok(self.store.rotate_data_key()?)
     }
 
-    fn verify_audit_now(&self) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
+    fn verify_audit_now(
+        &self,
+    ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
         let head = self.heads.stored()?;
         Ok(self.audit.verify(head.as_ref()))
     }
 
     /// Verifies the audit chain against the stored head.
-    pub async fn verify_audit(&self) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
+    pub async fn verify_audit(
+        &self,
+    ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
         self.verify_audit_now()
     }
 

@@ -180,6 +180,16 @@ impl AuditLog {
         wait.await.map_err(|_| AuditError::Closed)?
     }
 
+    /// Verifies the chain as it is on disk now against `head`. Read the head
+    /// before calling: the head is saved only after its records are durable,
+    /// so a head read first is never ahead of the file read after it. A
+    /// record being written concurrently is left out, not reported.
+    pub fn verify(&self, head: Option<&ChainHead>) -> Result<VerifyReport, VerifyError> {
+        let bytes = std::fs::read(&self.path).map_err(|_| VerifyError::Malformed { record: 1 })?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        verify(bytes.get(..complete).unwrap_or_default(), head)
+    }
+
     /// The bodies (JSON) of the last `n` complete records, oldest first.
     /// Reads the file; does not verify the chain (use [`verify_file`]).
     pub fn tail(&self, n: usize) -> Result<Vec<String>, AuditError> {

@@ -1,12 +1,14 @@
 //! The client side: trust only the bundle's roots and only a server that
 //! presents the expected SPIFFE ID.
 
-use super::{provider, TlsError};
+use super::{TlsError, provider};
 use crate::id::SpiffeId;
 use crate::secret::Secret;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, Error as RustlsError, SignatureScheme};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor, UnixTime};
+use rustls_pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor, UnixTime,
+};
 use std::sync::Arc;
 
 /// Verifies a server's chain against the trust bundle, then its SPIFFE ID.
@@ -60,14 +62,20 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             None,
             None,
         )
-        .map_err(|e| RustlsError::General(format!("server certificate does not chain to the trust bundle: {e:?}")))?;
+        .map_err(|e| {
+            RustlsError::General(format!(
+                "server certificate does not chain to the trust bundle: {e:?}"
+            ))
+        })?;
         match super::peer_spiffe_id(end_entity.as_ref()) {
             Some(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
             Some(id) => Err(RustlsError::General(format!(
                 "server presented {id}, expected {}",
                 self.expected
             ))),
-            None => Err(RustlsError::General("server certificate has no SPIFFE ID".into())),
+            None => Err(RustlsError::General(
+                "server certificate has no SPIFFE ID".into(),
+            )),
         }
     }
 
@@ -78,7 +86,9 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
         // The client config only offers TLS 1.3.
-        Err(RustlsError::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(RustlsError::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -87,11 +97,18 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -110,7 +127,10 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match identity {
         Some((chain, key)) => {
-            let certs = chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
+            let certs = chain
+                .iter()
+                .map(|c| CertificateDer::from(c.clone()))
+                .collect();
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.expose().to_vec()));
             builder
                 .with_client_auth_cert(certs, key)

@@ -32,9 +32,11 @@ impl TlsConn {
         let (tcp, session) = inner.get_ref();
         let info = TlsConnInfo {
             remote: tcp.peer_addr().ok(),
-            peer_certs: session
-                .peer_certificates()
-                .map(|cs| cs.iter().map(|c: &CertificateDer<'_>| c.as_ref().to_vec()).collect()),
+            peer_certs: session.peer_certificates().map(|cs| {
+                cs.iter()
+                    .map(|c: &CertificateDer<'_>| c.as_ref().to_vec())
+                    .collect()
+            }),
         };
         Self { inner, info }
     }
@@ -48,13 +50,21 @@ impl tonic::transport::server::Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -9,8 +9,8 @@ mod client;
 mod conn;
 mod server;
 
-pub use client::{client_config, SpiffeServerVerifier};
-pub use conn::{peer_spiffe_id, TlsConnInfo, TlsConn};
+pub use client::{SpiffeServerVerifier, client_config};
+pub use conn::{TlsConn, TlsConnInfo, peer_spiffe_id};
 pub use server::server_config;
 
 use rustls::crypto::CryptoProvider;
@@ -63,11 +63,12 @@ pub fn certs_from_pem(what: &str, pem: &[u8]) -> Result<Vec<Vec<u8>>, TlsError> 
 /// Parses a PEM PKCS#8 private key.
 pub fn key_from_pem(what: &str, pem: &[u8]) -> Result<crate::secret::Secret, TlsError> {
     use rustls_pki_types::pem::PemObject;
-    let key = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|e| TlsError::Pem {
-        what: what.to_owned(),
-        // The error names the PEM problem, never the key bytes.
-        message: e.to_string(),
-    })?;
+    let key =
+        rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|e| TlsError::Pem {
+            what: what.to_owned(),
+            // The error names the PEM problem, never the key bytes.
+            message: e.to_string(),
+        })?;
     Ok(crate::secret::Secret::from_slice(key.secret_pkcs8_der()))
 }
 
@@ -91,7 +92,8 @@ pub fn certs_to_pem(certs: &[Vec<u8>]) -> String {
 pub fn key_to_pem(pkcs8: &crate::secret::Secret) -> crate::secret::Secret {
     use base64::Engine;
     let mut out = String::from("-----BEGIN PRIVATE KEY-----\n");
-    let b64 = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pkcs8.expose()));
+    let b64 =
+        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pkcs8.expose()));
     for chunk in b64.as_bytes().chunks(64) {
         out.push_str(&String::from_utf8_lossy(chunk));
         out.push('\n');

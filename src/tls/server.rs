@@ -2,7 +2,7 @@
 //! bundle, and also accept clients without a certificate (they authenticate
 //! with a bearer token, or are refused by the chokepoint).
 
-use super::{provider, TlsError};
+use super::{TlsError, provider};
 use crate::secret::Secret;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
@@ -11,7 +11,11 @@ use std::sync::Arc;
 
 /// Builds a TLS 1.3-only server configuration presenting `chain` (leaf
 /// first) with `key`, verifying client certificates against `roots`.
-pub fn server_config(chain: &[Vec<u8>], key: &Secret, roots: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    chain: &[Vec<u8>],
+    key: &Secret,
+    roots: &[Vec<u8>],
+) -> Result<ServerConfig, TlsError> {
     let mut store = RootCertStore::empty();
     for r in roots {
         store
@@ -25,7 +29,10 @@ pub fn server_config(chain: &[Vec<u8>], key: &Secret, roots: &[Vec<u8>]) -> Resu
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::BadBundle(e.to_string()))?;
-    let certs = chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
+    let certs = chain
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.expose().to_vec()));
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])

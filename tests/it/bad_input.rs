@@ -6,12 +6,20 @@ use sigil::api::pb;
 use tonic::Code;
 
 async fn refused(c: &mut sigil::cli::client::Clients, e: pb::Entry, code: Code, words: &str) {
-    let s = c.entries.create(pb::CreateEntryRequest { entry: Some(e) }).await.unwrap_err();
+    let s = c
+        .entries
+        .create(pb::CreateEntryRequest { entry: Some(e) })
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), code, "{s:?}");
-    assert!(s.message().contains(words), "expected {words:?} in {:?}", s.message());
+    assert!(
+        s.message().contains(words),
+        "expected {words:?} in {:?}",
+        s.message()
+    );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_entries_are_refused_and_nothing_is_stored() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
@@ -64,26 +72,61 @@ async fn bad_entries_are_refused_and_nothing_is_stored() {
     e.admin = true;
     refused(&mut c, e, inv, "reserved").await;
 
-    let listed = c.entries.list(pb::ListEntriesRequest::default()).await.unwrap().into_inner();
+    let listed = c
+        .entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.entries.is_empty(), "{listed:?}");
 
     // A duplicate (same SPIFFE ID, parent and selectors) is AlreadyExists.
-    c.entries.create(pb::CreateEntryRequest { entry: Some(entry("/web", 1)) }).await.unwrap();
-    refused(&mut c, entry("/web", 1), Code::AlreadyExists, "same SPIFFE ID, parent ID and selectors").await;
-    let listed = c.entries.list(pb::ListEntriesRequest::default()).await.unwrap().into_inner();
+    c.entries
+        .create(pb::CreateEntryRequest {
+            entry: Some(entry("/web", 1)),
+        })
+        .await
+        .unwrap();
+    refused(
+        &mut c,
+        entry("/web", 1),
+        Code::AlreadyExists,
+        "same SPIFFE ID, parent ID and selectors",
+    )
+    .await;
+    let listed = c
+        .entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.entries.len(), 1);
 
     // Unknown and malformed entry IDs.
-    let e = c.entries.show(pb::ShowEntryRequest { id: "0".repeat(32) }).await.unwrap_err();
+    let e = c
+        .entries
+        .show(pb::ShowEntryRequest { id: "0".repeat(32) })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    let e = c.entries.show(pb::ShowEntryRequest { id: "../etc".into() }).await.unwrap_err();
+    let e = c
+        .entries
+        .show(pb::ShowEntryRequest {
+            id: "../etc".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let e = c.entries.create(pb::CreateEntryRequest { entry: None }).await.unwrap_err();
+    let e = c
+        .entries
+        .create(pb::CreateEntryRequest { entry: None })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_issuance_requests_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
@@ -92,67 +135,143 @@ async fn bad_issuance_requests_are_refused() {
 
     let garbage = c
         .node
-        .sign_x509_svid(pb::SignX509SvidRequest { csr: b"not a csr".to_vec(), spiffe_id: id.clone(), ..Default::default() })
+        .sign_x509_svid(pb::SignX509SvidRequest {
+            csr: b"not a csr".to_vec(),
+            spiffe_id: id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
-    assert!(garbage.message().to_lowercase().contains("csr"), "{}", garbage.message());
+    assert!(
+        garbage.message().to_lowercase().contains("csr"),
+        "{}",
+        garbage.message()
+    );
 
     let big = c
         .node
-        .sign_x509_svid(pb::SignX509SvidRequest { csr: vec![0; 100_000], spiffe_id: id.clone(), ..Default::default() })
+        .sign_x509_svid(pb::SignX509SvidRequest {
+            csr: vec![0; 100_000],
+            spiffe_id: id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(big.code(), Code::InvalidArgument);
-    assert!(big.message().contains("larger than 16 KiB"), "{}", big.message());
+    assert!(
+        big.message().contains("larger than 16 KiB"),
+        "{}",
+        big.message()
+    );
 
-    let (_, csr) = sigil::authority::generate_key_and_csr(&sigil::id::SpiffeId::parse(&id).unwrap()).unwrap();
+    let (_, csr) =
+        sigil::authority::generate_key_and_csr(&sigil::id::SpiffeId::parse(&id).unwrap()).unwrap();
     let neg = c
         .node
-        .sign_x509_svid(pb::SignX509SvidRequest { csr: csr.clone(), spiffe_id: id.clone(), ttl_seconds: -5, dns_names: vec![] })
+        .sign_x509_svid(pb::SignX509SvidRequest {
+            csr: csr.clone(),
+            spiffe_id: id.clone(),
+            ttl_seconds: -5,
+            dns_names: vec![],
+        })
         .await
         .unwrap_err();
     assert_eq!(neg.code(), Code::InvalidArgument);
-    assert!(neg.message().contains("ttl: duration must be positive"), "{}", neg.message());
+    assert!(
+        neg.message().contains("ttl: duration must be positive"),
+        "{}",
+        neg.message()
+    );
 
     let bad_id = c
         .node
-        .sign_x509_svid(pb::SignX509SvidRequest { csr: csr.clone(), spiffe_id: "spiffe://example.org/a/".into(), ..Default::default() })
+        .sign_x509_svid(pb::SignX509SvidRequest {
+            csr: csr.clone(),
+            spiffe_id: "spiffe://example.org/a/".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(bad_id.code(), Code::InvalidArgument);
-    assert!(bad_id.message().contains("path may not end with '/'"), "{}", bad_id.message());
+    assert!(
+        bad_id.message().contains("path may not end with '/'"),
+        "{}",
+        bad_id.message()
+    );
 
     let other_td = c
         .node
-        .sign_x509_svid(pb::SignX509SvidRequest { csr, spiffe_id: "spiffe://other.org/a".into(), ..Default::default() })
+        .sign_x509_svid(pb::SignX509SvidRequest {
+            csr,
+            spiffe_id: "spiffe://other.org/a".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(other_td.code(), Code::InvalidArgument, "{other_td:?}");
 
     let no_aud = c
         .node
-        .mint_jwt_svid(pb::MintJwtSvidRequest { spiffe_id: id.clone(), audience: vec![], ttl_seconds: 0 })
+        .mint_jwt_svid(pb::MintJwtSvidRequest {
+            spiffe_id: id.clone(),
+            audience: vec![],
+            ttl_seconds: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(no_aud.code(), Code::InvalidArgument, "{no_aud:?}");
-    assert!(no_aud.message().contains("audience"), "{}", no_aud.message());
+    assert!(
+        no_aud.message().contains("audience"),
+        "{}",
+        no_aud.message()
+    );
 
     let zero_neg = c
         .node
-        .mint_jwt_svid(pb::MintJwtSvidRequest { spiffe_id: id, audience: vec!["a".into()], ttl_seconds: -1 })
+        .mint_jwt_svid(pb::MintJwtSvidRequest {
+            spiffe_id: id,
+            audience: vec!["a".into()],
+            ttl_seconds: -1,
+        })
         .await
         .unwrap_err();
     assert_eq!(zero_neg.code(), Code::InvalidArgument);
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_ttl_on_the_command_line_is_refused() {
-    let out = sigil(&["svid", "mint", "--spiffe-id", "spiffe://example.org/w", "--ttl", "0s", "--out", "/tmp/x"], &[]);
+    let out = sigil(
+        &[
+            "svid",
+            "mint",
+            "--spiffe-id",
+            "spiffe://example.org/w",
+            "--ttl",
+            "0s",
+            "--out",
+            "/tmp/x",
+        ],
+        &[],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("duration must be positive"), "{err}");
-    let out = sigil(&["entry", "create", "--spiffe-id", "x", "--parent-id", "y", "--selector", "unix:uid:1", "--x509-ttl", "-5m"], &[]);
+    let out = sigil(
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "x",
+            "--parent-id",
+            "y",
+            "--selector",
+            "unix:uid:1",
+            "--x509-ttl",
+            "-5m",
+        ],
+        &[],
+    );
     assert!(!out.status.success());
 }

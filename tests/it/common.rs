@@ -3,9 +3,8 @@
 use sigil::api::pb;
 use sigil::cli::client::{Clients, Target};
 use sigil::config::ServerConfig;
-use sigil::id::{Ttl, TrustDomain};
-use sigil::secret::Secret;
-use sigil::server::{run, Listeners, Server};
+use sigil::id::{TrustDomain, Ttl};
+use sigil::server::{Listeners, Server, run};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -38,7 +37,6 @@ pub fn config(dir: &Path) -> ServerConfig {
 
 /// A server running in this process.
 pub struct TestServer {
-    pub dir: PathBuf,
     pub server: Arc<Server>,
     pub addr: std::net::SocketAddr,
     pub admin: PathBuf,
@@ -54,23 +52,34 @@ impl TestServer {
 
     /// Starts a server with `config`.
     pub async fn start_with(config: ServerConfig) -> TestServer {
-        let dir = config.data_dir.parent().unwrap().to_owned();
         let admin = config.admin_socket.clone();
         let server = Server::open(config).await.unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let _ = std::fs::remove_file(&admin);
-        let admin_listener = tokio::net::UnixListener::bind(&admin).unwrap();
+        let admin_listener = sigil::server::bind_admin_socket(&admin).unwrap();
         let (tx, rx) = oneshot::channel();
         let s = server.clone();
         let task = tokio::spawn(async move {
-            run(s, Listeners { tcp, admin: admin_listener }, async {
-                let _ = rx.await;
-            })
+            run(
+                s,
+                Listeners {
+                    tcp,
+                    admin: admin_listener,
+                },
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await
             .unwrap();
         });
-        TestServer { dir, server, addr, admin, stop: Some(tx), task: Some(task) }
+        TestServer {
+            server,
+            addr,
+            admin,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Starts a fresh server and initializes it.
@@ -79,7 +88,9 @@ impl TestServer {
         s.clients()
             .await
             .operator
-            .init(pb::InitRequest { passphrase: PASSPHRASE.as_bytes().to_vec() })
+            .init(pb::InitRequest {
+                passphrase: PASSPHRASE.as_bytes().to_vec(),
+            })
             .await
             .unwrap();
         s
@@ -87,7 +98,9 @@ impl TestServer {
 
     /// Clients over the admin socket.
     pub async fn clients(&self) -> Clients {
-        Clients::connect(&Target::Admin(self.admin.clone())).await.unwrap()
+        Clients::connect(&Target::Admin(self.admin.clone()))
+            .await
+            .unwrap()
     }
 
     /// Clients over TLS, authenticating with the SVID files in `svid_dir`.
@@ -115,11 +128,6 @@ impl TestServer {
     }
 }
 
-/// A passphrase as the API takes it.
-pub fn passphrase() -> Secret {
-    Secret::from(PASSPHRASE.to_string())
-}
-
 /// A valid entry message.
 pub fn entry(path: &str, uid: u32) -> pb::Entry {
     pb::Entry {
@@ -133,7 +141,10 @@ pub fn entry(path: &str, uid: u32) -> pb::Entry {
 /// Runs the built binary with `args` and `env`.
 pub fn sigil(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
-    cmd.args(args).env_remove("SIGIL_ADMIN_SOCKET").env_remove("SIGIL_SERVER").env("SIGIL_LOG", "error");
+    cmd.args(args)
+        .env_remove("SIGIL_ADMIN_SOCKET")
+        .env_remove("SIGIL_SERVER")
+        .env("SIGIL_LOG", "error");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -39,10 +39,10 @@ fn spawn(cfg: &Path) -> Child {
 
 async fn connect(sock: &Path) -> Clients {
     for _ in 0..200 {
-        if let Ok(mut c) = Clients::connect(&Target::Admin(sock.to_owned())).await {
-            if c.operator.status(pb::StatusRequest {}).await.is_ok() {
-                return c;
-            }
+        if let Ok(mut c) = Clients::connect(&Target::Admin(sock.to_owned())).await
+            && c.operator.status(pb::StatusRequest {}).await.is_ok()
+        {
+            return c;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -56,7 +56,12 @@ async fn acknowledged_creates_survive_sigkill() {
     let sock = tmp.path().join("admin.sock");
     let mut child = spawn(&cfg);
     let mut c = connect(&sock).await;
-    c.operator.init(pb::InitRequest { passphrase: PASSPHRASE.as_bytes().to_vec() }).await.unwrap();
+    c.operator
+        .init(pb::InitRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
 
     // Four concurrent writers; kill the server while they are writing.
     let mut tasks = Vec::new();
@@ -66,7 +71,11 @@ async fn acknowledged_creates_survive_sigkill() {
             let mut acked = Vec::new();
             for i in 0..10_000u32 {
                 let e = entry(&format!("/crash/{w}/{i}"), w * 100_000 + i);
-                match c.entries.create(pb::CreateEntryRequest { entry: Some(e) }).await {
+                match c
+                    .entries
+                    .create(pb::CreateEntryRequest { entry: Some(e) })
+                    .await
+                {
                     Ok(r) => acked.push(r.into_inner().id),
                     Err(_) => break,
                 }
@@ -81,13 +90,22 @@ async fn acknowledged_creates_survive_sigkill() {
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
-    assert!(acked.len() > 10, "the writers made progress before the kill ({})", acked.len());
+    assert!(
+        acked.len() > 10,
+        "the writers made progress before the kill ({})",
+        acked.len()
+    );
     drop(c);
 
     // Restart: the config unseals at start; the store opens cleanly.
     let mut child = spawn(&cfg);
     let mut c = connect(&sock).await;
-    let st = c.operator.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let st = c
+        .operator
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!st.sealed, "{st:?}");
     let listed: BTreeSet<String> = c
         .entries
@@ -100,9 +118,18 @@ async fn acknowledged_creates_survive_sigkill() {
         .map(|e| e.id)
         .collect();
     let missing: Vec<_> = acked.difference(&listed).collect();
-    assert!(missing.is_empty(), "{} acknowledged creates lost: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged creates lost: {missing:?}",
+        missing.len()
+    );
     // The audit chain survived the kill too.
-    let report = c.audit.verify(pb::VerifyAuditRequest {}).await.unwrap().into_inner();
+    let report = c
+        .audit
+        .verify(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(report.ok, "{report:?}");
     child.kill().unwrap();
     child.wait().unwrap();

@@ -10,26 +10,51 @@ use std::process::Command;
 use tonic::Code;
 
 fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
 fn mint(s: &TestServer, id: &str, dir: &Path, extra: &[&str]) {
     let admin = s.admin.to_str().unwrap();
-    let mut args = vec!["svid", "mint", "--spiffe-id", id, "--out", dir.to_str().unwrap()];
+    let mut args = vec![
+        "svid",
+        "mint",
+        "--spiffe-id",
+        id,
+        "--out",
+        dir.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     ok(sigil(&args, &[("SIGIL_ADMIN_SOCKET", admin)]));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minted_x509_svid_verifies_with_openssl_and_follows_the_standard() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
     let out = tmp.path().join("svid");
-    mint(&s, "spiffe://example.org/ns/prod/web", &out, &["--ttl", "30m", "--dns", "web.example.org"]);
-    let (svid, bundle, key) = (out.join("svid.pem"), out.join("bundle.pem"), out.join("key.pem"));
-    let (good, text) = openssl(&["verify", "-CAfile", bundle.to_str().unwrap(), svid.to_str().unwrap()]);
+    mint(
+        &s,
+        "spiffe://example.org/ns/prod/web",
+        &out,
+        &["--ttl", "30m", "--dns", "web.example.org"],
+    );
+    let (svid, bundle, key) = (
+        out.join("svid.pem"),
+        out.join("bundle.pem"),
+        out.join("key.pem"),
+    );
+    let (good, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        bundle.to_str().unwrap(),
+        svid.to_str().unwrap(),
+    ]);
     assert!(good, "{text}");
     assert!(text.contains(": OK"), "{text}");
 
@@ -42,11 +67,17 @@ async fn minted_x509_svid_verifies_with_openssl_and_follows_the_standard() {
     assert!(x.contains("Digital Signature"), "{x}");
     assert!(!x.contains("Certificate Sign"), "{x}");
     assert!(!x.contains("CRL Sign"), "{x}");
-    assert!(x.contains("TLS Web Server Authentication, TLS Web Client Authentication"), "{x}");
+    assert!(
+        x.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+        "{x}"
+    );
 
     // The key file is private and matches the leaf.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let (_, leaf_pub) = openssl(&["x509", "-in", svid.to_str().unwrap(), "-noout", "-pubkey"]);
     let (_, key_pub) = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
     assert_eq!(leaf_pub, key_pub);
@@ -65,17 +96,28 @@ async fn minted_x509_svid_verifies_with_openssl_and_follows_the_standard() {
 }
 
 fn b64url(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minted_jwt_verifies_against_the_spiffe_bundle() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
     let admin = s.admin.to_str().unwrap();
     let env = [("SIGIL_ADMIN_SOCKET", admin)];
     let token = ok(sigil(
-        &["jwt", "mint", "--spiffe-id", "spiffe://example.org/ci", "--audience", "vault", "--audience", "db"],
+        &[
+            "jwt",
+            "mint",
+            "--spiffe-id",
+            "spiffe://example.org/ci",
+            "--audience",
+            "vault",
+            "--audience",
+            "db",
+        ],
         &env,
     ));
     let token = token.trim();
@@ -91,9 +133,15 @@ async fn minted_jwt_verifies_against_the_spiffe_bundle() {
     assert_eq!(header["typ"], "JWT");
     let kid = header["kid"].as_str().unwrap();
     let keys = bundle["keys"].as_array().unwrap();
-    assert!(keys.iter().all(|k| k["kid"].is_string()), "every JWK has a kid: {bundle}");
+    assert!(
+        keys.iter().all(|k| k["kid"].is_string()),
+        "every JWK has a kid: {bundle}"
+    );
     assert!(bundle["spiffe_sequence"].is_u64(), "{bundle}");
-    let jwk = keys.iter().find(|k| k["use"] == "jwt-svid" && k["kid"] == kid).expect("kid in bundle");
+    let jwk = keys
+        .iter()
+        .find(|k| k["use"] == "jwt-svid" && k["kid"] == kid)
+        .expect("kid in bundle");
     let mut point = vec![4u8];
     point.extend(b64url(jwk["x"].as_str().unwrap()));
     point.extend(b64url(jwk["y"].as_str().unwrap()));
@@ -104,7 +152,10 @@ async fn minted_jwt_verifies_against_the_spiffe_bundle() {
     let claims: serde_json::Value = serde_json::from_slice(&b64url(parts[1])).unwrap();
     assert_eq!(claims["sub"], "spiffe://example.org/ci");
     assert_eq!(claims["aud"], serde_json::json!(["vault", "db"]));
-    let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
     assert_eq!(exp - iat, 300, "default JWT-SVID TTL is 5m");
 
     // sigil's own validator agrees, and refuses the wrong audience.
@@ -117,19 +168,22 @@ async fn minted_jwt_verifies_against_the_spiffe_bundle() {
     sigil::authority::validate_jwt_svid(token, "vault", &parsed.jwt_bundle(), now).unwrap();
     assert!(matches!(
         sigil::authority::validate_jwt_svid(token, "other", &parsed.jwt_bundle(), now),
-        Err(sigil::authority::JwtError::AudienceMismatch { .. })
+        Err(sigil::authority::JwtError::AudienceMismatch)
     ));
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_callers_are_authorized_by_their_svid() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
     let mut c = s.clients().await;
     let mut ops = entry("/ops", 1234);
     ops.admin = true;
-    c.entries.create(pb::CreateEntryRequest { entry: Some(ops) }).await.unwrap();
+    c.entries
+        .create(pb::CreateEntryRequest { entry: Some(ops) })
+        .await
+        .unwrap();
 
     let admin_dir = tmp.path().join("ops");
     let user_dir = tmp.path().join("user");
@@ -139,20 +193,44 @@ async fn mtls_callers_are_authorized_by_their_svid() {
 
     // An admin identity may list entries over TLS.
     let mut admin = s.tls_clients(&bundle, Some(&admin_dir)).await;
-    let listed = admin.entries.list(pb::ListEntriesRequest::default()).await.unwrap().into_inner();
+    let listed = admin
+        .entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.entries.len(), 1);
 
     // A workload without the admin flag is denied, and so is a caller with
     // no certificate at all.
     let mut user = s.tls_clients(&bundle, Some(&user_dir)).await;
-    let e = user.entries.create(pb::CreateEntryRequest { entry: Some(entry("/evil", 1)) }).await.unwrap_err();
+    let e = user
+        .entries
+        .create(pb::CreateEntryRequest {
+            entry: Some(entry("/evil", 1)),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let mut anon = s.tls_clients(&bundle, None).await;
-    let e = anon.entries.list(pb::ListEntriesRequest::default()).await.unwrap_err();
+    let e = anon
+        .entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // Any authenticated workload may read the bundle.
     user.bundle.get(pb::GetBundleRequest {}).await.unwrap();
-    let listed = c.entries.list(pb::ListEntriesRequest::default()).await.unwrap().into_inner();
-    assert_eq!(listed.entries.len(), 1, "nothing was stored by denied calls");
+    let listed = c
+        .entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.entries.len(),
+        1,
+        "nothing was stored by denied calls"
+    );
     s.stop().await;
 }

@@ -11,14 +11,16 @@ fn assert_sealed<T: std::fmt::Debug>(r: Result<T, tonic::Status>, what: &str) {
     assert!(s.message().starts_with("sealed"), "{what}: {}", s.message());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_server_refuses_everything_but_status_init_unseal() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
     let mut c = s.clients().await;
     let created = c
         .entries
-        .create(pb::CreateEntryRequest { entry: Some(entry("/web", 1000)) })
+        .create(pb::CreateEntryRequest {
+            entry: Some(entry("/web", 1000)),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -27,22 +29,59 @@ async fn sealed_server_refuses_everything_but_status_init_unseal() {
     // A restart without unseal material comes up sealed.
     let s = TestServer::start_in(tmp.path()).await;
     let mut c = s.clients().await;
-    let st = c.operator.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let st = c
+        .operator
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(st.initialized && st.sealed, "{st:?}");
     assert_eq!(st.trust_domain, TD);
 
-    assert_sealed(c.entries.list(pb::ListEntriesRequest::default()).await, "entry list");
-    assert_sealed(c.entries.create(pb::CreateEntryRequest { entry: Some(entry("/x", 1)) }).await, "entry create");
-    assert_sealed(c.entries.show(pb::ShowEntryRequest { id: created.id.clone() }).await, "entry show");
     assert_sealed(
-        c.entries.update(pb::UpdateEntryRequest { entry: Some(created.clone()), expected_revision: 0 }).await,
+        c.entries.list(pb::ListEntriesRequest::default()).await,
+        "entry list",
+    );
+    assert_sealed(
+        c.entries
+            .create(pb::CreateEntryRequest {
+                entry: Some(entry("/x", 1)),
+            })
+            .await,
+        "entry create",
+    );
+    assert_sealed(
+        c.entries
+            .show(pb::ShowEntryRequest {
+                id: created.id.clone(),
+            })
+            .await,
+        "entry show",
+    );
+    assert_sealed(
+        c.entries
+            .update(pb::UpdateEntryRequest {
+                entry: Some(created.clone()),
+                expected_revision: 0,
+            })
+            .await,
         "entry update",
     );
-    assert_sealed(c.entries.delete(pb::DeleteEntryRequest { id: created.id.clone() }).await, "entry delete");
+    assert_sealed(
+        c.entries
+            .delete(pb::DeleteEntryRequest {
+                id: created.id.clone(),
+            })
+            .await,
+        "entry delete",
+    );
     assert_sealed(c.bundle.get(pb::GetBundleRequest {}).await, "bundle");
     assert_sealed(
         c.node
-            .sign_x509_svid(pb::SignX509SvidRequest { spiffe_id: format!("spiffe://{TD}/w"), ..Default::default() })
+            .sign_x509_svid(pb::SignX509SvidRequest {
+                spiffe_id: format!("spiffe://{TD}/w"),
+                ..Default::default()
+            })
             .await,
         "svid mint",
     );
@@ -56,70 +95,169 @@ async fn sealed_server_refuses_everything_but_status_init_unseal() {
             .await,
         "jwt mint",
     );
-    assert_sealed(c.operator.rotate_keys(pb::RotateKeysRequest {}).await, "rotate keys");
-    assert_sealed(c.audit.tail(pb::TailAuditRequest { count: 5 }).await, "audit tail");
-    assert_sealed(c.audit.verify(pb::VerifyAuditRequest {}).await, "audit verify");
+    assert_sealed(
+        c.operator.rotate_keys(pb::RotateKeysRequest {}).await,
+        "rotate keys",
+    );
+    assert_sealed(
+        c.audit.tail(pb::TailAuditRequest { count: 5 }).await,
+        "audit tail",
+    );
+    assert_sealed(
+        c.audit.verify(pb::VerifyAuditRequest {}).await,
+        "audit verify",
+    );
     assert_sealed(c.policy.reload(pb::ReloadRequest {}).await, "policy reload");
     // A second init is refused.
-    let again = c.operator.init(pb::InitRequest { passphrase: PASSPHRASE.as_bytes().to_vec() }).await.unwrap_err();
+    let again = c
+        .operator
+        .init(pb::InitRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists);
 
     // A wrong passphrase is refused without touching stored data.
     let before = all_file_bytes(&tmp.path().join("data/store"));
-    let wrong = c.operator.unseal(pb::UnsealRequest { passphrase: b"not the passphrase".to_vec() }).await.unwrap_err();
+    let wrong = c
+        .operator
+        .unseal(pb::UnsealRequest {
+            passphrase: b"not the passphrase".to_vec(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(wrong.code(), Code::PermissionDenied, "{wrong:?}");
-    assert!(wrong.message().contains("wrong passphrase"), "{}", wrong.message());
+    assert!(
+        wrong.message().contains("wrong passphrase"),
+        "{}",
+        wrong.message()
+    );
     let after = all_file_bytes(&tmp.path().join("data/store"));
     let db = |v: &Vec<(std::path::PathBuf, Vec<u8>)>| {
-        v.iter().filter(|(p, _)| p.ends_with("db") || p.ends_with("conf")).cloned().collect::<Vec<_>>()
+        v.iter()
+            .filter(|(p, _)| p.ends_with("db") || p.ends_with("conf"))
+            .cloned()
+            .collect::<Vec<_>>()
     };
-    assert_eq!(db(&before), db(&after), "wrong passphrase changed the store");
-    assert!(c.operator.status(pb::StatusRequest {}).await.unwrap().into_inner().sealed);
+    assert_eq!(
+        db(&before),
+        db(&after),
+        "wrong passphrase changed the store"
+    );
+    assert!(
+        c.operator
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .sealed
+    );
 
     // The right one unseals and everything works again.
-    c.operator.unseal(pb::UnsealRequest { passphrase: PASSPHRASE.as_bytes().to_vec() }).await.unwrap();
-    let listed = c.entries.list(pb::ListEntriesRequest::default()).await.unwrap().into_inner();
+    c.operator
+        .unseal(pb::UnsealRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
+    let listed = c
+        .entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.entries.len(), 1);
     assert_eq!(listed.entries[0].id, created.id);
     c.bundle.get(pb::GetBundleRequest {}).await.unwrap();
 
     // Seal again over the API: keys leave memory at once.
     c.operator.seal(pb::SealRequest {}).await.unwrap();
-    assert_sealed(c.entries.list(pb::ListEntriesRequest::default()).await, "after seal");
+    assert_sealed(
+        c.entries.list(pb::ListEntriesRequest::default()).await,
+        "after seal",
+    );
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_passphrase_and_uninitialized_unseal_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::start_in(tmp.path()).await;
     let mut c = s.clients().await;
-    let e = c.operator.unseal(pb::UnsealRequest { passphrase: PASSPHRASE.as_bytes().to_vec() }).await.unwrap_err();
+    let e = c
+        .operator
+        .unseal(pb::UnsealRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("not initialized"), "{}", e.message());
-    let e = c.operator.init(pb::InitRequest { passphrase: b"short".to_vec() }).await.unwrap_err();
+    let e = c
+        .operator
+        .init(pb::InitRequest {
+            passphrase: b"short".to_vec(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let st = c.operator.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let st = c
+        .operator
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!st.initialized);
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_keys_keeps_old_records_readable() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
     let mut c = s.clients().await;
-    c.entries.create(pb::CreateEntryRequest { entry: Some(entry("/a", 1)) }).await.unwrap();
-    let v = c.operator.rotate_keys(pb::RotateKeysRequest {}).await.unwrap().into_inner();
+    c.entries
+        .create(pb::CreateEntryRequest {
+            entry: Some(entry("/a", 1)),
+        })
+        .await
+        .unwrap();
+    let v = c
+        .operator
+        .rotate_keys(pb::RotateKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(v.active_key_version, 2);
-    c.entries.create(pb::CreateEntryRequest { entry: Some(entry("/b", 2)) }).await.unwrap();
-    let st = c.operator.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    c.entries
+        .create(pb::CreateEntryRequest {
+            entry: Some(entry("/b", 2)),
+        })
+        .await
+        .unwrap();
+    let st = c
+        .operator
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.key_versions, vec![1, 2]);
     s.stop().await;
     let s = TestServer::start_in(tmp.path()).await;
     let mut c = s.clients().await;
-    c.operator.unseal(pb::UnsealRequest { passphrase: PASSPHRASE.as_bytes().to_vec() }).await.unwrap();
-    let listed = c.entries.list(pb::ListEntriesRequest::default()).await.unwrap().into_inner();
+    c.operator
+        .unseal(pb::UnsealRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
+    let listed = c
+        .entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.entries.len(), 2);
     s.stop().await;
 }

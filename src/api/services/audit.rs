@@ -24,8 +24,13 @@ const MAX_TAIL: usize = 1000;
 
 #[tonic::async_trait]
 impl Audit for AuditService {
-    async fn verify(&self, req: Request<pb::VerifyAuditRequest>) -> Result<Response<pb::VerifyAuditResponse>, Status> {
-        self.gate.authorize(&req, Action::AuditVerify, Resource::new("audit", None)).await?;
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::AuditVerify, Resource::new("audit", None))
+            .await?;
         let resp = match self.server.verify_audit().await? {
             Ok(report) => pb::VerifyAuditResponse {
                 ok: true,
@@ -36,16 +41,23 @@ impl Audit for AuditService {
             Err(e) => pb::VerifyAuditResponse {
                 ok: false,
                 records: 0,
-                bad_record: e.record(),
+                bad_record: e.record().unwrap_or(0),
                 error: e.to_string(),
             },
         };
         Ok(Response::new(resp))
     }
 
-    async fn tail(&self, req: Request<pb::TailAuditRequest>) -> Result<Response<pb::TailAuditResponse>, Status> {
-        self.gate.authorize(&req, Action::AuditTail, Resource::new("audit", None)).await?;
-        let n = usize::try_from(req.get_ref().count).unwrap_or(MAX_TAIL).clamp(1, MAX_TAIL);
+    async fn tail(
+        &self,
+        req: Request<pb::TailAuditRequest>,
+    ) -> Result<Response<pb::TailAuditResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::AuditTail, Resource::new("audit", None))
+            .await?;
+        let n = usize::try_from(req.get_ref().count)
+            .unwrap_or(MAX_TAIL)
+            .clamp(1, MAX_TAIL);
         let records = self.server.audit_tail(n)?;
         Ok(Response::new(pb::TailAuditResponse { records }))
     }

@@ -21,9 +21,18 @@ impl BundleService {
 
 #[tonic::async_trait]
 impl Bundle for BundleService {
-    async fn get(&self, req: Request<pb::GetBundleRequest>) -> Result<Response<pb::GetBundleResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::GetBundleResponse>, Status> {
         let td = self.server.trust_domain().to_string();
-        self.gate.authorize(&req, Action::BundleShow, Resource::new("bundle", Some(td.clone()))).await?;
+        self.gate
+            .authorize(
+                &req,
+                Action::BundleShow,
+                Resource::new("bundle", Some(td.clone())),
+            )
+            .await?;
         let bundle = self.server.authority()?.bundle();
         Ok(Response::new(pb::GetBundleResponse {
             trust_domain: td,

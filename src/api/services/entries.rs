@@ -1,9 +1,9 @@
 //! `sigil.v1.Entries`: registration entry administration.
 
+use crate::api::ApiError;
 use crate::api::convert::{entry_draft, entry_to_pb};
 use crate::api::gate::Gate;
 use crate::api::pb::{self, entries_server::Entries};
-use crate::api::ApiError;
 use crate::clock;
 use crate::policy::{Action, Resource};
 use crate::registry::EntryId;
@@ -33,15 +33,32 @@ fn parse_id(id: &str) -> Result<EntryId, ApiError> {
 
 #[tonic::async_trait]
 impl Entries for EntriesService {
-    async fn create(&self, req: Request<pb::CreateEntryRequest>) -> Result<Response<pb::Entry>, Status> {
-        self.gate.authorize(&req, Action::EntryCreate, entry(None)).await?;
-        let msg = req.into_inner().entry.ok_or_else(|| ApiError::InvalidArgument("entry is required".into()))?;
-        let created = self.server.entries().create(&entry_draft(&msg), clock::now()).await?;
+    async fn create(
+        &self,
+        req: Request<pb::CreateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        self.gate
+            .authorize(&req, Action::EntryCreate, entry(None))
+            .await?;
+        let msg = req
+            .into_inner()
+            .entry
+            .ok_or_else(|| ApiError::InvalidArgument("entry is required".into()))?;
+        let created = self
+            .server
+            .entries()
+            .create(&entry_draft(&msg), clock::now())
+            .await?;
         Ok(Response::new(entry_to_pb(&created)))
     }
 
-    async fn list(&self, req: Request<pb::ListEntriesRequest>) -> Result<Response<pb::ListEntriesResponse>, Status> {
-        self.gate.authorize(&req, Action::EntryList, entry(None)).await?;
+    async fn list(
+        &self,
+        req: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::EntryList, entry(None))
+            .await?;
         let filter = req.into_inner();
         let entries = self
             .server
@@ -55,18 +72,35 @@ impl Entries for EntriesService {
         Ok(Response::new(pb::ListEntriesResponse { entries }))
     }
 
-    async fn show(&self, req: Request<pb::ShowEntryRequest>) -> Result<Response<pb::Entry>, Status> {
+    async fn show(
+        &self,
+        req: Request<pb::ShowEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
         let id = req.get_ref().id.clone();
-        self.gate.authorize(&req, Action::EntryShow, entry(Some(&id))).await?;
+        self.gate
+            .authorize(&req, Action::EntryShow, entry(Some(&id)))
+            .await?;
         let found = self.server.entries().get(&parse_id(&id)?)?;
         Ok(Response::new(entry_to_pb(&found)))
     }
 
-    async fn update(&self, req: Request<pb::UpdateEntryRequest>) -> Result<Response<pb::Entry>, Status> {
-        let id = req.get_ref().entry.as_ref().map(|e| e.id.clone()).unwrap_or_default();
-        self.gate.authorize(&req, Action::EntryUpdate, entry(Some(&id))).await?;
+    async fn update(
+        &self,
+        req: Request<pb::UpdateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let id = req
+            .get_ref()
+            .entry
+            .as_ref()
+            .map(|e| e.id.clone())
+            .unwrap_or_default();
+        self.gate
+            .authorize(&req, Action::EntryUpdate, entry(Some(&id)))
+            .await?;
         let msg = req.into_inner();
-        let body = msg.entry.ok_or_else(|| ApiError::InvalidArgument("entry is required".into()))?;
+        let body = msg
+            .entry
+            .ok_or_else(|| ApiError::InvalidArgument("entry is required".into()))?;
         let updated = self
             .server
             .entries()
@@ -75,9 +109,14 @@ impl Entries for EntriesService {
         Ok(Response::new(entry_to_pb(&updated)))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteEntryRequest>) -> Result<Response<pb::DeleteEntryResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteEntryRequest>,
+    ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
         let id = req.get_ref().id.clone();
-        self.gate.authorize(&req, Action::EntryDelete, entry(Some(&id))).await?;
+        self.gate
+            .authorize(&req, Action::EntryDelete, entry(Some(&id)))
+            .await?;
         self.server.entries().delete(&parse_id(&id)?).await?;
         Ok(Response::new(pb::DeleteEntryResponse {}))
     }

@@ -32,24 +32,25 @@ pub fn router(server: Arc<Server>) -> Result<Routes, tonic_reflection::server::E
         .build_v1()?;
     let mut routes = Routes::default();
     routes = routes
-        .add_service(pb::operator_server::OperatorServer::new(operator::OperatorService::new(
+        .add_service(pb::operator_server::OperatorServer::new(
+            operator::OperatorService::new(gate.clone(), server.clone()),
+        ))
+        .add_service(pb::entries_server::EntriesServer::new(
+            entries::EntriesService::new(gate.clone(), server.clone()),
+        ))
+        .add_service(pb::bundle_server::BundleServer::new(
+            bundle::BundleService::new(gate.clone(), server.clone()),
+        ))
+        .add_service(pb::node_server::NodeServer::new(node::NodeService::new(
             gate.clone(),
             server.clone(),
         )))
-        .add_service(pb::entries_server::EntriesServer::new(entries::EntriesService::new(
-            gate.clone(),
-            server.clone(),
-        )))
-        .add_service(pb::bundle_server::BundleServer::new(bundle::BundleService::new(
-            gate.clone(),
-            server.clone(),
-        )))
-        .add_service(pb::node_server::NodeServer::new(node::NodeService::new(gate.clone(), server.clone())))
-        .add_service(pb::policy_server::PolicyServer::new(policy::PolicyService::new(
-            gate.clone(),
-            server.clone(),
-        )))
-        .add_service(pb::audit_server::AuditServer::new(audit::AuditService::new(gate.clone(), server)))
+        .add_service(pb::policy_server::PolicyServer::new(
+            policy::PolicyService::new(gate.clone(), server.clone()),
+        ))
+        .add_service(pb::audit_server::AuditServer::new(
+            audit::AuditService::new(gate.clone(), server),
+        ))
         .add_service(Guarded::new(health, gate.clone(), Action::Health))
         .add_service(Guarded::new(reflection, gate, Action::Reflection));
     Ok(routes)
@@ -66,7 +67,11 @@ struct Guarded<S> {
 
 impl<S> Guarded<S> {
     fn new(inner: S, gate: Gate, action: Action) -> Self {
-        Self { inner, gate, action }
+        Self {
+            inner,
+            gate,
+            action,
+        }
     }
 }
 
@@ -94,7 +99,10 @@ where
         let action = self.action;
         Box::pin(async move {
             let resource = Resource::new("rpc", Some(req.uri().path().to_owned()));
-            match gate.authorize_parts(req.extensions(), action, resource).await {
+            match gate
+                .authorize_parts(req.extensions(), action, resource)
+                .await
+            {
                 Ok(_) => {
                     futures::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
                     inner.call(req).await

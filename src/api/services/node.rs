@@ -1,9 +1,9 @@
 //! `sigil.v1.Node`: X.509-SVID signing from CSRs and JWT-SVID minting.
 
+use crate::api::ApiError;
 use crate::api::convert::wire_time;
 use crate::api::gate::Gate;
 use crate::api::pb::{self, node_server::Node};
-use crate::api::ApiError;
 use crate::clock;
 use crate::id::{SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
@@ -48,7 +48,11 @@ impl Node for NodeService {
     ) -> Result<Response<pb::SignX509SvidResponse>, Status> {
         let target = req.get_ref().spiffe_id.clone();
         self.gate
-            .authorize(&req, Action::SvidMint, Resource::new("spiffe_id", Some(target.clone())))
+            .authorize(
+                &req,
+                Action::SvidMint,
+                Resource::new("spiffe_id", Some(target.clone())),
+            )
             .await?;
         let msg = req.into_inner();
         let id = spiffe_id(&target)?;
@@ -61,7 +65,13 @@ impl Node for NodeService {
         }
         let authority = self.server.authority()?;
         let svid = authority
-            .sign_x509_svid(&msg.csr, &id, ttl.as_duration(), &msg.dns_names, clock::now())
+            .sign_x509_svid(
+                &msg.csr,
+                &id,
+                ttl.as_duration(),
+                &msg.dns_names,
+                clock::now(),
+            )
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::SignX509SvidResponse {
             chain: svid.chain_der.clone(),
@@ -76,7 +86,11 @@ impl Node for NodeService {
     ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
         let target = req.get_ref().spiffe_id.clone();
         self.gate
-            .authorize(&req, Action::JwtMint, Resource::new("spiffe_id", Some(target.clone())))
+            .authorize(
+                &req,
+                Action::JwtMint,
+                Resource::new("spiffe_id", Some(target.clone())),
+            )
             .await?;
         let msg = req.into_inner();
         let id = spiffe_id(&target)?;

@@ -26,8 +26,13 @@ fn store() -> Resource {
 
 #[tonic::async_trait]
 impl Operator for OperatorService {
-    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        self.gate.authorize(&req, Action::OperatorStatus, store()).await?;
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::OperatorStatus, store())
+            .await?;
         let s = self.server.status()?;
         Ok(Response::new(pb::StatusResponse {
             initialized: s.initialized,
@@ -38,8 +43,13 @@ impl Operator for OperatorService {
         }))
     }
 
-    async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::InitResponse>, Status> {
-        self.gate.authorize(&req, Action::OperatorInit, store()).await?;
+    async fn init(
+        &self,
+        req: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::InitResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::OperatorInit, store())
+            .await?;
         let passphrase = Secret::new(req.into_inner().passphrase);
         self.server.clone().init(passphrase).await?;
         Ok(Response::new(pb::InitResponse {
@@ -47,15 +57,25 @@ impl Operator for OperatorService {
         }))
     }
 
-    async fn unseal(&self, req: Request<pb::UnsealRequest>) -> Result<Response<pb::UnsealResponse>, Status> {
-        self.gate.authorize(&req, Action::OperatorUnseal, store()).await?;
+    async fn unseal(
+        &self,
+        req: Request<pb::UnsealRequest>,
+    ) -> Result<Response<pb::UnsealResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::OperatorUnseal, store())
+            .await?;
         let passphrase = Secret::new(req.into_inner().passphrase);
         self.server.clone().unseal(passphrase).await?;
         Ok(Response::new(pb::UnsealResponse {}))
     }
 
-    async fn seal(&self, req: Request<pb::SealRequest>) -> Result<Response<pb::SealResponse>, Status> {
-        self.gate.authorize(&req, Action::OperatorSeal, store()).await?;
+    async fn seal(
+        &self,
+        req: Request<pb::SealRequest>,
+    ) -> Result<Response<pb::SealResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::OperatorSeal, store())
+            .await?;
         self.server.seal();
         Ok(Response::new(pb::SealResponse {}))
     }
@@ -64,8 +84,12 @@ impl Operator for OperatorService {
         &self,
         req: Request<pb::RotateKeysRequest>,
     ) -> Result<Response<pb::RotateKeysResponse>, Status> {
-        self.gate.authorize(&req, Action::OperatorRotateKeys, store()).await?;
+        self.gate
+            .authorize(&req, Action::OperatorRotateKeys, store())
+            .await?;
         let v = self.server.clone().rotate_keys().await?;
-        Ok(Response::new(pb::RotateKeysResponse { active_key_version: v }))
+        Ok(Response::new(pb::RotateKeysResponse {
+            active_key_version: v,
+        }))
     }
 }
