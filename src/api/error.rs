@@ -13,10 +13,10 @@ use tonic::{Code, Status};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The caller could not be identified.
-    #[error("unauthenticated: {0}")]
+    #[error("{0}")]
     Unauthenticated(String),
     /// The policy decision point denied the request.
-    #[error("permission denied: {0}")]
+    #[error("{0}")]
     Denied(String),
     /// The store is sealed; only status, init and unseal are answered.
     #[error("sealed: the server is sealed; run `sigil operator unseal`")]

@@ -105,10 +105,8 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
         listen: args.listen,
         admin_socket: dir.join("admin.sock"),
         admin_uids: Vec::new(),
-        unseal: Some(crate::config::UnsealConfig {
-            passphrase_file: Some(dev_passphrase(dir)?),
-            passphrase_env: None,
-        }),
+        // Unsealed explicitly below, after a first start initializes.
+        unseal: None,
         policy_dir,
         ca_ttl: ttl("24h")?,
         x509_svid_ttl: ttl("1h")?,
@@ -122,23 +120,13 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
 pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
     let dir = absolute(&args.data_dir)?;
     let config = dev_config(args, &dir)?;
-    let passphrase_file = config
-        .unseal
-        .as_ref()
-        .and_then(|u| u.passphrase_file.clone());
+    let passphrase = crate::config::read_secret_file(&dev_passphrase(&dir)?)?;
     let server: Arc<Server> = Server::open(config).await?;
-    if !server
-        .status()
-        .map_err(|e| Failure(e.to_string()))?
-        .initialized
-    {
-        let file = passphrase_file.ok_or_else(|| Failure("no dev passphrase".into()))?;
-        let passphrase = crate::config::read_secret_file(&file)?;
-        server
-            .clone()
-            .init(passphrase)
-            .await
-            .map_err(|e| Failure(tonic::Status::from(e).message().to_owned()))?;
+    let api_err = |e| Failure(tonic::Status::from(e).message().to_owned());
+    if server.status().map_err(api_err)?.initialized {
+        server.clone().unseal(passphrase).await.map_err(api_err)?;
+    } else {
+        server.clone().init(passphrase).await.map_err(api_err)?;
     }
     let bundle_path = dir.join("bundle.pem");
     let bundle = server

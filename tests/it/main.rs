@@ -17,6 +17,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod crash;
+mod grpc;
 mod issuance;
 mod lifecycle;
 mod policy;
