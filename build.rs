@@ -4,6 +4,10 @@
 use prost::Message;
 use std::path::PathBuf;
 
+/// The SPIFFE Workload API (no package) compiles on its own, so its
+/// messages land in their own module.
+const WORKLOAD_PROTO: &str = "proto/spiffe/workload.proto";
+
 const PROTOS: &[&str] = &[
     "proto/sigil/v1/operator.proto",
     "proto/sigil/v1/entries.proto",
@@ -11,6 +15,7 @@ const PROTOS: &[&str] = &[
     "proto/sigil/v1/node.proto",
     "proto/sigil/v1/policy.proto",
     "proto/sigil/v1/audit.proto",
+    "proto/sigil/v1/agents.proto",
 ];
 
 /// Messages that carry passphrases, keys or bearer tokens: their derived
@@ -19,15 +24,27 @@ const REDACTED: &[&str] = &[
     ".sigil.v1.InitRequest",
     ".sigil.v1.UnsealRequest",
     ".sigil.v1.MintJwtSvidResponse",
+    ".sigil.v1.CreateJoinTokenResponse",
+    ".sigil.v1.AttestAgentRequest",
+    ".X509SVID",
+    ".JWTSVID",
+    ".ValidateJWTSVIDRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for p in PROTOS {
+    for p in PROTOS.iter().chain([&WORKLOAD_PROTO]) {
         println!("cargo:rerun-if-changed={p}");
     }
-    let fds = protox::compile(PROTOS, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let fds = protox::compile(PROTOS, ["proto"])?;
     std::fs::write(out.join("sigil_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .skip_debug(REDACTED.iter().copied())
+        .compile_fds(fds)?;
+
+    // The Workload API has no package; prost names its output `_.rs`.
+    let fds = protox::compile([WORKLOAD_PROTO], ["proto"])?;
+    std::fs::write(out.join("workload_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .skip_debug(REDACTED.iter().copied())
         .compile_fds(fds)?;

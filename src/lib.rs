@@ -26,11 +26,13 @@
 //! - [`api`] — generated gRPC types, proto ⇄ domain conversion, status mapping and the
 //!   authorization chokepoint.
 //! - [`server`] — the server process: state, services, listeners.
+//! - [`agent`] — the node agent: server session, SVID cache, Workload API.
 //! - [`cli`] — the command line.
 //!
 //! Dependencies point from the edge into the core, never the other way;
 //! `scripts/check-layers.sh` enforces this.
 
+pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod authority;

@@ -42,11 +42,73 @@ pub mod pb {
                 .finish()
         }
     }
+    impl std::fmt::Debug for CreateJoinTokenResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("CreateJoinTokenResponse")
+                .field("token", &"<redacted>")
+                .field("agent_id", &self.agent_id)
+                .field("expires_at", &self.expires_at)
+                .finish()
+        }
+    }
+    impl std::fmt::Debug for AttestAgentRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("AttestAgentRequest")
+                .field("join_token", &"<redacted>")
+                .field("csr_len", &self.csr.len())
+                .finish()
+        }
+    }
     impl std::fmt::Debug for MintJwtSvidResponse {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("MintJwtSvidResponse")
                 .field("token", &"<redacted>")
                 .field("expires_at", &self.expires_at)
+                .finish()
+        }
+    }
+}
+
+/// Generated code for the SPIFFE Workload API (the proto has no package).
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::allow_attributes_without_reason,
+    reason = "generated code"
+)]
+pub mod workload {
+    tonic::include_proto!("_");
+
+    /// The encoded descriptor set that gRPC reflection serves on the agent socket.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/workload_descriptor.bin"));
+
+    // Messages that carry private keys or bearer tokens print only their
+    // non-secret fields.
+    impl std::fmt::Debug for X509svid {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("X509svid")
+                .field("spiffe_id", &self.spiffe_id)
+                .field("x509_svid_key", &"<redacted>")
+                .field("hint", &self.hint)
+                .finish_non_exhaustive()
+        }
+    }
+    impl std::fmt::Debug for Jwtsvid {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Jwtsvid")
+                .field("spiffe_id", &self.spiffe_id)
+                .field("svid", &"<redacted>")
+                .field("hint", &self.hint)
+                .finish()
+        }
+    }
+    impl std::fmt::Debug for ValidateJwtsvidRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ValidateJwtsvidRequest")
+                .field("audience", &self.audience)
+                .field("svid", &"<redacted>")
                 .finish()
         }
     }

@@ -139,6 +139,24 @@ impl Bundle {
         serde_json::to_string(&doc).unwrap_or_default()
     }
 
+    /// The JWT bundle as the Workload API serves it: a JWKS of the JWT keys
+    /// only, each with its `kid`.
+    pub fn to_jwt_jwks_json(&self) -> String {
+        let keys: Vec<Value> = self
+            .jwt_authorities
+            .iter()
+            .map(|a| {
+                let mut jwk = Map::new();
+                jwk.insert("use".into(), "jwt-svid".into());
+                jwk.insert("kid".into(), a.kid.clone().into());
+                insert_ec_point(&mut jwk, "P-256", &a.public_key);
+                Value::Object(jwk)
+            })
+            .collect();
+        // Serializing a `Value` with string keys cannot fail.
+        serde_json::to_string(&json!({ "keys": keys })).unwrap_or_default()
+    }
+
     /// Parses a SPIFFE bundle JWKS for `td`. Keys with an unknown `use` are ignored, as
     /// the bundle standard requires; known ones must be well formed.
     pub fn from_spiffe_json(td: &TrustDomain, json: &str) -> Result<Self, BundleError> {

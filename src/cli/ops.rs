@@ -212,6 +212,7 @@ pub(super) async fn svid(cli: &Cli, cmd: &SvidCmd, out: &Out) -> Result<(), Fail
         .await?
         .node
         .sign_x509_svid(pb::SignX509SvidRequest {
+            entry_id: String::new(),
             csr,
             spiffe_id: id.to_string(),
             ttl_seconds: ttl_secs(*ttl),
@@ -272,6 +273,7 @@ pub(super) async fn jwt(cli: &Cli, cmd: &JwtCmd, out: &Out) -> Result<(), Failur
         .await?
         .node
         .mint_jwt_svid(pb::MintJwtSvidRequest {
+            entry_id: String::new(),
             spiffe_id: spiffe_id.clone(),
             audience: audience.clone(),
             ttl_seconds: ttl_secs(*ttl),

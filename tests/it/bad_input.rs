@@ -203,6 +203,7 @@ async fn bad_issuance_requests_are_refused() {
     let other_td = c
         .node
         .sign_x509_svid(pb::SignX509SvidRequest {
+            entry_id: String::new(),
             csr,
             spiffe_id: "spiffe://other.org/a".into(),
             ..Default::default()
@@ -214,6 +215,7 @@ async fn bad_issuance_requests_are_refused() {
     let no_aud = c
         .node
         .mint_jwt_svid(pb::MintJwtSvidRequest {
+            entry_id: String::new(),
             spiffe_id: id.clone(),
             audience: vec![],
             ttl_seconds: 0,
@@ -230,6 +232,7 @@ async fn bad_issuance_requests_are_refused() {
     let zero_neg = c
         .node
         .mint_jwt_svid(pb::MintJwtSvidRequest {
+            entry_id: String::new(),
             spiffe_id: id,
             audience: vec!["a".into()],
             ttl_seconds: -1,

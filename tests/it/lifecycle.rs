@@ -88,6 +88,7 @@ async fn sealed_server_refuses_everything_but_status_init_unseal() {
     assert_sealed(
         c.node
             .mint_jwt_svid(pb::MintJwtSvidRequest {
+                entry_id: String::new(),
                 spiffe_id: format!("spiffe://{TD}/w"),
                 audience: vec!["a".into()],
                 ttl_seconds: 0,

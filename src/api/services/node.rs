@@ -80,6 +80,31 @@ impl Node for NodeService {
         }))
     }
 
+    async fn attest_agent(
+        &self,
+        _req: Request<pb::AttestAgentRequest>,
+    ) -> Result<Response<pb::AgentSvidResponse>, Status> {
+        Err(Status::unimplemented("agent attestation"))
+    }
+
+    async fn renew_agent(
+        &self,
+        _req: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::AgentSvidResponse>, Status> {
+        Err(Status::unimplemented("agent renewal"))
+    }
+
+    type SyncEntriesStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::SyncEntriesResponse, Status>> + Send>,
+    >;
+
+    async fn sync_entries(
+        &self,
+        _req: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<Self::SyncEntriesStream>, Status> {
+        Err(Status::unimplemented("entry sync"))
+    }
+
     async fn mint_jwt_svid(
         &self,
         req: Request<pb::MintJwtSvidRequest>,
