@@ -174,6 +174,7 @@ async fn bad_issuance_requests_are_refused() {
             spiffe_id: id.clone(),
             ttl_seconds: -5,
             dns_names: vec![],
+            entry_id: String::new(),
         })
         .await
         .unwrap_err();
