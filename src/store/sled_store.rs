@@ -2,8 +2,8 @@
 //!
 //! All tables share one sled tree with keys `table ‖ 0x00 ‖ key`, so a batch
 //! spanning tables is a single atomic sled batch. Every write is followed by
-//! `flush()`, which writes sled's log and fsyncs it: once a write method
-//! returns, the write survives a killed process or a power cut.
+//! sled's `flush()` and an `fdatasync` of sled's data file: once a write
+//! method returns, the write survives a killed process or a power cut.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +17,8 @@ const SLED_DATA_FILE: &str = "db";
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
+    /// sled's data file, kept open to `fdatasync` it after each flush.
+    data: std::fs::File,
     dir: PathBuf,
 }
 
@@ -39,8 +41,14 @@ impl SledStore {
                 reason: "the existing data file could not be recovered".into(),
             });
         }
+        let data = std::fs::File::open(dir.join(SLED_DATA_FILE)).map_err(StoreError::Io)?;
+        // The directory entry of a newly created data file must be durable too.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::Io)?;
         Ok(SledStore {
             db,
+            data,
             dir: dir.to_path_buf(),
         })
     }
@@ -53,6 +61,11 @@ impl SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         // Durability point: an acknowledged write must be on disk (SPEC §5).
         self.db.flush().map_err(|e| classify(&self.dir, e))?;
+        // sled 0.34 flushes its log with sync_file_range, which persists
+        // neither the file's metadata nor the drive's write cache; an
+        // fdatasync on the data file does both, so the write survives a
+        // power cut and not only a killed process.
+        self.data.sync_data().map_err(StoreError::Io)?;
         Ok(())
     }
 
