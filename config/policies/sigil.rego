@@ -9,9 +9,10 @@ import rego.v1
 default allow := false
 
 # Calls anyone may make, authenticated or not: the operator needs status
-# while the server is sealed, probes need health, and reflection only
-# describes the API, which is public.
-public_actions := {"operator.status", "health", "reflection"}
+# while the server is sealed, probes need health, reflection only describes
+# the API, which is public, and a new agent proves itself with its one-time
+# join token inside the call (the server checks the token).
+public_actions := {"operator.status", "health", "reflection", "agent.attest"}
 
 # Credentials that count as authenticated for a workload or agent.
 authenticated := {"mtls", "token"}
@@ -31,7 +32,14 @@ admin_workload_actions := {
 	"policy.check",
 	"audit.verify",
 	"audit.tail",
+	"agent.token.create",
+	"agent.list",
+	"agent.ban",
 }
+
+# What an attested agent may do with its agent SVID. Issuance is further
+# limited by the server to the entries the agent is authorized for.
+agent_actions := {"agent.renew", "agent.sync", "svid.mint", "jwt.mint", "bundle.show"}
 
 # Each grant below adds a named reason; a request is allowed when at least
 # one grant applies. Naming every grant keeps the audit log explicit about
@@ -53,6 +61,12 @@ reasons contains "admin workload" if {
 	input.subject.admin == true
 	input.subject.authn in authenticated
 	input.action in admin_workload_actions
+}
+
+reasons contains "attested agent" if {
+	input.subject.kind == "agent"
+	input.subject.authn == "mtls"
+	input.action in agent_actions
 }
 
 # Any authenticated workload or agent may read the trust bundle: it is

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
+pub mod session;
+
 /// Why the agent could not provide a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentError {

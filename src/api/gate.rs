@@ -180,6 +180,11 @@ impl Gate {
                 return (Caller::Anonymous, Authn::None, source);
             }
             let caller = if id.path().starts_with("/sigil/agent/") {
+                // An agent SVID counts only while the agent is attested and
+                // not banned: a ban takes effect before the SVID expires.
+                if !self.server.agents().is_active(&id) {
+                    return (Caller::Anonymous, Authn::None, source);
+                }
                 Caller::Agent { id }
             } else {
                 let admin = self.server.is_admin_identity(&id);

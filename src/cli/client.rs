@@ -2,7 +2,6 @@
 //! kernel) or over TLS 1.3 on TCP (identified by an SVID).
 
 use crate::api::pb;
-use crate::id::TrustDomain;
 use crate::secret::Secret;
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
@@ -98,7 +97,7 @@ async fn connect_tls(
     svid_dir: Option<&Path>,
 ) -> Result<Channel, ConnectError> {
     let roots = crate::tls::certs_from_pem(&ca_bundle.display().to_string(), &read(ca_bundle)?)?;
-    let server_id = server_id_from_roots(&roots)?;
+    let server_id = crate::tls::server_id_from_roots(&roots)?;
     let identity: Option<(Vec<Vec<u8>>, Secret)> = match svid_dir {
         Some(dir) => {
             let chain = crate::tls::certs_from_pem("svid.pem", &read(&dir.join("svid.pem"))?)?;
@@ -112,43 +111,12 @@ async fn connect_tls(
         server_id,
         identity.as_ref().map(|(c, k)| (c.as_slice(), k)),
     )?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let addr = addr.to_owned();
-    let shown = addr.clone();
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|source| ConnectError::Transport {
-            target: shown.clone(),
-            source,
-        })?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (addr, connector) = (addr.clone(), connector.clone());
-            async move {
-                let tcp = tokio::net::TcpStream::connect(&addr).await?;
-                // Any name will do: the verifier checks the SPIFFE ID instead.
-                let name = rustls_pki_types::ServerName::try_from("sigil-server")
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
+    crate::tls::channel::connect(addr, Arc::new(config))
         .await
         .map_err(|source| ConnectError::Transport {
-            target: shown,
+            target: addr.to_owned(),
             source,
         })
-}
-
-/// The server's expected SPIFFE ID, `spiffe://<td>/sigil/server`, where the
-/// trust domain is read from the bundle's root certificate.
-fn server_id_from_roots(roots: &[Vec<u8>]) -> Result<crate::id::SpiffeId, ConnectError> {
-    let bad =
-        || crate::tls::TlsError::BadBundle("root has no spiffe://<trust domain> URI SAN".into());
-    let td_id = roots
-        .first()
-        .and_then(|r| crate::tls::peer_spiffe_id(r))
-        .ok_or_else(bad)?;
-    let td = TrustDomain::parse(td_id.trust_domain_str()).map_err(|_| bad())?;
-    Ok(td.id("/sigil/server").map_err(|_| bad())?)
 }
 
 /// Typed clients over one channel.
@@ -166,6 +134,8 @@ pub struct Clients {
     pub policy: pb::policy_client::PolicyClient<Channel>,
     /// Audit service.
     pub audit: pb::audit_client::AuditClient<Channel>,
+    /// Agents service.
+    pub agents: pb::agents_client::AgentsClient<Channel>,
 }
 
 impl Clients {
@@ -177,7 +147,8 @@ impl Clients {
             bundle: pb::bundle_client::BundleClient::new(channel.clone()),
             node: pb::node_client::NodeClient::new(channel.clone()),
             policy: pb::policy_client::PolicyClient::new(channel.clone()),
-            audit: pb::audit_client::AuditClient::new(channel),
+            audit: pb::audit_client::AuditClient::new(channel.clone()),
+            agents: pb::agents_client::AgentsClient::new(channel),
         }
     }
 

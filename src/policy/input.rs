@@ -226,6 +226,18 @@ actions! {
     Health => "health",
     /// gRPC server reflection.
     Reflection => "reflection",
+    /// Prove a join token and receive a first agent SVID.
+    AgentAttest => "agent.attest",
+    /// Renew an agent's own SVID.
+    AgentRenew => "agent.renew",
+    /// Receive the entries an agent is authorized for.
+    AgentSync => "agent.sync",
+    /// Create a join token.
+    JoinTokenCreate => "agent.token.create",
+    /// List attested agents.
+    AgentList => "agent.list",
+    /// Ban an agent.
+    AgentBan => "agent.ban",
 }
 
 impl Action {

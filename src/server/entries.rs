@@ -22,6 +22,8 @@ pub struct Entries {
     cache: RwLock<BTreeMap<EntryId, Entry>>,
     /// Serializes writers on this server so the cache follows the store.
     write: tokio::sync::Mutex<()>,
+    /// Bumped after every change, so agent streams push it at once.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn decode(bytes: &[u8]) -> Result<Entry, ApiError> {
@@ -41,7 +43,40 @@ impl Entries {
             trust_domain,
             cache: RwLock::new(BTreeMap::new()),
             write: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// A receiver that sees every change to the entry set.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The entries agent `agent` may obtain: those whose parent is the agent,
+    /// and, transitively, those whose parent is one of those entries' IDs.
+    pub fn authorized_for(&self, agent: &SpiffeId) -> Vec<Entry> {
+        let Ok(cache) = self.cache.read() else {
+            return Vec::new();
+        };
+        let mut parents = std::collections::HashSet::from([agent.clone()]);
+        let mut taken = std::collections::BTreeMap::new();
+        loop {
+            let before = taken.len();
+            for e in cache.values() {
+                if !taken.contains_key(&e.id) && parents.contains(&e.parent_id) {
+                    parents.insert(e.spiffe_id.clone());
+                    taken.insert(e.id.clone(), e.clone());
+                }
+            }
+            if taken.len() == before {
+                break;
+            }
+        }
+        taken.into_values().collect()
     }
 
     /// Reads every entry from the store into the cache (at unseal).
@@ -64,12 +99,14 @@ impl Entries {
         if let Ok(mut c) = self.cache.write() {
             c.clear();
         }
+        self.changed();
     }
 
     fn cache_put(&self, e: Entry) {
         if let Ok(mut c) = self.cache.write() {
             c.insert(e.id.clone(), e);
         }
+        self.changed();
     }
 
     /// Validates and stores a new entry; a duplicate is `AlreadyExists`.
@@ -128,6 +165,11 @@ impl Entries {
             .read()
             .map(|c| c.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// One entry, if `agent` is authorized for it.
+    pub fn get_for_agent(&self, agent: &SpiffeId, id: &EntryId) -> Option<Entry> {
+        self.authorized_for(agent).into_iter().find(|e| &e.id == id)
     }
 
     /// One entry.
@@ -203,6 +245,7 @@ impl Entries {
         if let Ok(mut c) = self.cache.write() {
             c.remove(id);
         }
+        self.changed();
         Ok(())
     }
 }

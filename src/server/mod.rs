@@ -2,12 +2,14 @@
 //! entry registry, the PDP and the audit log, and serves the gRPC API on a
 //! TLS listener and the admin Unix socket.
 
+mod agents;
 mod entries;
 mod heads;
 pub use heads::SealedHeads as SealedHeadsReader;
 mod run;
 mod state;
 
+pub use agents::{AgentRecord, Agents, JoinToken};
 pub use entries::Entries;
 pub use run::{Listeners, ServeError, bind_admin_socket, run};
 pub use state::read_policy_dir;

@@ -2,6 +2,7 @@
 //! Everything that needs keys becomes available at unseal and is dropped at
 //! seal.
 
+use super::agents::Agents;
 use super::entries::Entries;
 use super::heads::SealedHeads;
 use crate::api::ApiError;
@@ -74,6 +75,7 @@ pub struct Server {
     audit: AuditLog,
     pdp: RwLock<Arc<Pdp>>,
     entries: Entries,
+    agents: Agents,
     active: RwLock<Option<Active>>,
     tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
     health: Mutex<Option<tonic_health::server::HealthReporter>>,
@@ -146,6 +148,7 @@ impl Server {
         let (tls, _) = watch::channel(None);
         let server = Arc::new(Self {
             entries: Entries::new(store.clone(), config.trust_domain.clone()),
+            agents: Agents::new(store.clone(), config.trust_domain.clone()),
             config,
             store,
             heads,
@@ -227,6 +230,11 @@ impl Server {
     /// The entry registry.
     pub fn entries(&self) -> &Entries {
         &self.entries
+    }
+
+    /// Join tokens and agents.
+    pub fn agents(&self) -> &Agents {
+        &self.agents
     }
 
     /// True while the store is sealed.
@@ -343,6 +351,7 @@ impl Server {
     fn activate(&self, authority: Authority, now: SystemTime) -> Result<(), ApiError> {
         let authority = Arc::new(authority);
         let count = self.entries.load()?;
+        self.agents.load()?;
         let expires = self.install_server_svid(&authority, now)?;
         if let Ok(mut a) = self.active.write() {
             *a = Some(Active {
@@ -414,6 +423,7 @@ impl Server {
             *a = None;
         }
         self.entries.clear();
+        self.agents.clear();
         self.tls.send_replace(None);
         self.report_health();
         tracing::info!("sealed");

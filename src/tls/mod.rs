@@ -5,6 +5,7 @@
 //! read its SPIFFE ID per request; clients check the chain and then that the
 //! server presents exactly the SPIFFE ID they expect.
 
+pub mod channel;
 mod client;
 mod conn;
 mod server;
@@ -70,6 +71,18 @@ pub fn key_from_pem(what: &str, pem: &[u8]) -> Result<crate::secret::Secret, Tls
             message: e.to_string(),
         })?;
     Ok(crate::secret::Secret::from_slice(key.secret_pkcs8_der()))
+}
+
+/// The server's expected SPIFFE ID, `spiffe://<td>/sigil/server`, for the
+/// trust domain named by the first root's URI SAN.
+pub fn server_id_from_roots(roots: &[Vec<u8>]) -> Result<crate::id::SpiffeId, TlsError> {
+    let bad = || TlsError::BadBundle("root has no spiffe://<trust domain> URI SAN".into());
+    let td_id = roots
+        .first()
+        .and_then(|r| peer_spiffe_id(r))
+        .ok_or_else(bad)?;
+    let td = crate::id::TrustDomain::parse(td_id.trust_domain_str()).map_err(|_| bad())?;
+    td.id("/sigil/server").map_err(|_| bad())
 }
 
 /// Encodes DER certificates as PEM CERTIFICATE blocks.

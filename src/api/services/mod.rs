@@ -1,6 +1,7 @@
 //! The gRPC services and the router that serves them, with health and
 //! reflection behind the same chokepoint.
 
+mod agents;
 mod audit;
 mod bundle;
 mod entries;
@@ -47,6 +48,9 @@ pub fn router(server: Arc<Server>) -> Result<Routes, tonic_reflection::server::E
         )))
         .add_service(pb::policy_server::PolicyServer::new(
             policy::PolicyService::new(gate.clone(), server.clone()),
+        ))
+        .add_service(pb::agents_server::AgentsServer::new(
+            agents::AgentsService::new(gate.clone(), server.clone()),
         ))
         .add_service(pb::audit_server::AuditServer::new(
             audit::AuditService::new(gate.clone(), server),

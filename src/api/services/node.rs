@@ -1,14 +1,19 @@
-//! `sigil.v1.Node`: X.509-SVID signing from CSRs and JWT-SVID minting.
+//! `sigil.v1.Node`: X.509-SVID signing from CSRs, JWT-SVID minting, agent
+//! attestation and renewal, and the entry push stream to agents.
 
 use crate::api::ApiError;
-use crate::api::convert::wire_time;
-use crate::api::gate::Gate;
+use crate::api::convert::{entry_to_pb, wire_time};
+use crate::api::gate::{Caller, Gate};
 use crate::api::pb::{self, node_server::Node};
 use crate::clock;
 use crate::id::{SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
+use crate::registry::{Entry, EntryId};
 use crate::server::Server;
+use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 #[derive(Debug)]
@@ -20,6 +25,51 @@ pub(super) struct NodeService {
 impl NodeService {
     pub(super) fn new(gate: Gate, server: Arc<Server>) -> Self {
         Self { gate, server }
+    }
+
+    /// The entry an agent asks to issue for: it must be one the agent is
+    /// authorized for, and its SPIFFE ID must be the one requested.
+    fn agent_entry(
+        &self,
+        agent: &SpiffeId,
+        entry_id: &str,
+        spiffe_id: &SpiffeId,
+    ) -> Result<Entry, ApiError> {
+        let id = EntryId::parse(entry_id)?;
+        let entry = self
+            .server
+            .entries()
+            .get_for_agent(agent, &id)
+            .ok_or_else(|| {
+                ApiError::Denied(format!("entry {entry_id} is not authorized for {agent}"))
+            })?;
+        if &entry.spiffe_id != spiffe_id {
+            return Err(ApiError::Denied(format!(
+                "entry {entry_id} does not issue {spiffe_id}"
+            )));
+        }
+        self.server.agents().touch(agent, clock::now());
+        Ok(entry)
+    }
+
+    fn agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<pb::AgentSvidResponse, ApiError> {
+        check_csr(csr)?;
+        let now = clock::now();
+        let authority = self.server.authority()?;
+        let svid = authority.sign_x509_svid(
+            csr,
+            id,
+            self.server.x509_svid_ttl().as_duration(),
+            &[],
+            now,
+        )?;
+        self.server.agents().record_svid(id, svid.expires_at, now)?;
+        Ok(pb::AgentSvidResponse {
+            spiffe_id: id.to_string(),
+            chain: svid.chain_der,
+            expires_at: wire_time(svid.expires_at),
+            bundle_json: authority.bundle().to_spiffe_json(),
+        })
     }
 }
 
@@ -35,10 +85,31 @@ fn ttl(secs: i64, default: Ttl) -> Result<Ttl, ApiError> {
     Ttl::from_wire(secs).map_err(|e| ApiError::InvalidArgument(format!("ttl: {e}")))
 }
 
+/// An entry's TTL when it sets one, else `default`.
+fn entry_ttl(secs: Option<u64>, default: Ttl) -> Ttl {
+    secs.and_then(|s| Ttl::from_secs(s).ok()).unwrap_or(default)
+}
+
 /// Most DNS names one SVID may carry.
 const MAX_DNS_NAMES: usize = 32;
 /// Largest CSR accepted, in bytes; a P-256 CSR is a few hundred.
 const MAX_CSR_LEN: usize = 16 * 1024;
+
+fn check_csr(csr: &[u8]) -> Result<(), ApiError> {
+    if csr.len() > MAX_CSR_LEN {
+        return Err(ApiError::InvalidArgument("csr: larger than 16 KiB".into()));
+    }
+    Ok(())
+}
+
+fn require_agent(caller: Caller) -> Result<SpiffeId, ApiError> {
+    match caller {
+        Caller::Agent { id } => Ok(id),
+        _ => Err(ApiError::Denied(
+            "only an attested agent may call this".into(),
+        )),
+    }
+}
 
 #[tonic::async_trait]
 impl Node for NodeService {
@@ -47,7 +118,8 @@ impl Node for NodeService {
         req: Request<pb::SignX509SvidRequest>,
     ) -> Result<Response<pb::SignX509SvidResponse>, Status> {
         let target = req.get_ref().spiffe_id.clone();
-        self.gate
+        let caller = self
+            .gate
             .authorize(
                 &req,
                 Action::SvidMint,
@@ -56,53 +128,34 @@ impl Node for NodeService {
             .await?;
         let msg = req.into_inner();
         let id = spiffe_id(&target)?;
-        let ttl = ttl(msg.ttl_seconds, self.server.x509_svid_ttl())?;
-        if msg.csr.len() > MAX_CSR_LEN {
-            return Err(ApiError::InvalidArgument("csr: larger than 16 KiB".into()).into());
-        }
-        if msg.dns_names.len() > MAX_DNS_NAMES {
-            return Err(ApiError::InvalidArgument("dns_names: at most 32".into()).into());
-        }
+        check_csr(&msg.csr)?;
+        let (ttl, dns) = match &caller {
+            Caller::Agent { id: agent } => {
+                let entry = self.agent_entry(agent, &msg.entry_id, &id)?;
+                (
+                    entry_ttl(entry.x509_ttl_secs, self.server.x509_svid_ttl()),
+                    entry.dns_names,
+                )
+            }
+            _ => {
+                if msg.dns_names.len() > MAX_DNS_NAMES {
+                    return Err(ApiError::InvalidArgument("dns_names: at most 32".into()).into());
+                }
+                (
+                    ttl(msg.ttl_seconds, self.server.x509_svid_ttl())?,
+                    msg.dns_names,
+                )
+            }
+        };
         let authority = self.server.authority()?;
         let svid = authority
-            .sign_x509_svid(
-                &msg.csr,
-                &id,
-                ttl.as_duration(),
-                &msg.dns_names,
-                clock::now(),
-            )
+            .sign_x509_svid(&msg.csr, &id, ttl.as_duration(), &dns, clock::now())
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::SignX509SvidResponse {
-            chain: svid.chain_der.clone(),
+            chain: svid.chain_der,
             bundle: authority.bundle().x509_authorities,
             expires_at: wire_time(svid.expires_at),
         }))
-    }
-
-    async fn attest_agent(
-        &self,
-        _req: Request<pb::AttestAgentRequest>,
-    ) -> Result<Response<pb::AgentSvidResponse>, Status> {
-        Err(Status::unimplemented("agent attestation"))
-    }
-
-    async fn renew_agent(
-        &self,
-        _req: Request<pb::RenewAgentRequest>,
-    ) -> Result<Response<pb::AgentSvidResponse>, Status> {
-        Err(Status::unimplemented("agent renewal"))
-    }
-
-    type SyncEntriesStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<pb::SyncEntriesResponse, Status>> + Send>,
-    >;
-
-    async fn sync_entries(
-        &self,
-        _req: Request<pb::SyncEntriesRequest>,
-    ) -> Result<Response<Self::SyncEntriesStream>, Status> {
-        Err(Status::unimplemented("entry sync"))
     }
 
     async fn mint_jwt_svid(
@@ -110,7 +163,8 @@ impl Node for NodeService {
         req: Request<pb::MintJwtSvidRequest>,
     ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
         let target = req.get_ref().spiffe_id.clone();
-        self.gate
+        let caller = self
+            .gate
             .authorize(
                 &req,
                 Action::JwtMint,
@@ -119,7 +173,13 @@ impl Node for NodeService {
             .await?;
         let msg = req.into_inner();
         let id = spiffe_id(&target)?;
-        let ttl = ttl(msg.ttl_seconds, self.server.jwt_svid_ttl())?;
+        let ttl = match &caller {
+            Caller::Agent { id: agent } => {
+                let entry = self.agent_entry(agent, &msg.entry_id, &id)?;
+                entry_ttl(entry.jwt_ttl_secs, self.server.jwt_svid_ttl())
+            }
+            _ => ttl(msg.ttl_seconds, self.server.jwt_svid_ttl())?,
+        };
         let jwt = self
             .server
             .authority()?
@@ -131,5 +191,138 @@ impl Node for NodeService {
             token,
             expires_at: wire_time(jwt.expires_at),
         }))
+    }
+
+    async fn attest_agent(
+        &self,
+        req: Request<pb::AttestAgentRequest>,
+    ) -> Result<Response<pb::AgentSvidResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::AgentAttest, Resource::new("agent", None))
+            .await?;
+        let msg = req.into_inner();
+        check_csr(&msg.csr)?;
+        // The token is the proof of identity: it is checked and consumed
+        // before anything is signed, and only its hash is ever stored.
+        let agent = self.server.agents().redeem(&msg.join_token, clock::now())?;
+        let resp = self.agent_svid(&agent, &msg.csr)?;
+        tracing::info!(agent = %agent, "agent attested");
+        Ok(Response::new(resp))
+    }
+
+    async fn renew_agent(
+        &self,
+        req: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::AgentSvidResponse>, Status> {
+        let caller = self
+            .gate
+            .authorize(&req, Action::AgentRenew, Resource::new("agent", None))
+            .await?;
+        let agent = require_agent(caller)?;
+        Ok(Response::new(
+            self.agent_svid(&agent, &req.into_inner().csr)?,
+        ))
+    }
+
+    type SyncEntriesStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::SyncEntriesResponse, Status>> + Send>,
+    >;
+
+    async fn sync_entries(
+        &self,
+        req: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<Self::SyncEntriesStream>, Status> {
+        let caller = self
+            .gate
+            .authorize(&req, Action::AgentSync, Resource::new("agent", None))
+            .await?;
+        let agent = require_agent(caller)?;
+        self.server.agents().touch(&agent, clock::now());
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(push_entries(
+            self.server.clone(),
+            agent,
+            req.into_inner().known,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+type SyncSender = mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>;
+
+/// Pushes to one agent what changed since what it holds, then every later
+/// change as it happens. Ends when the agent goes away, is banned, or the
+/// server seals.
+async fn push_entries(
+    server: Arc<Server>,
+    agent: SpiffeId,
+    mut sent: HashMap<String, u64>,
+    tx: SyncSender,
+) {
+    let mut changes = server.entries().changes();
+    let mut bans = server.agents().bans();
+    let mut bundle_sent: Option<String> = None;
+    let mut first = true;
+    loop {
+        changes.borrow_and_update();
+        bans.borrow_and_update();
+        if !server.agents().is_active(&agent) {
+            let _ = tx
+                .send(Err(Status::permission_denied(format!(
+                    "agent {agent} is banned"
+                ))))
+                .await;
+            return;
+        }
+        let Ok(authority) = server.authority() else {
+            let _ = tx
+                .send(Err(Status::unavailable(ApiError::Sealed.to_string())))
+                .await;
+            return;
+        };
+        let authorized = server.entries().authorized_for(&agent);
+        let mut msg = pb::SyncEntriesResponse {
+            synced: first,
+            ..Default::default()
+        };
+        for e in &authorized {
+            if sent.get(e.id.as_str()) != Some(&e.revision) {
+                msg.upserts.push(entry_to_pb(e));
+            }
+        }
+        let live: std::collections::HashSet<&str> =
+            authorized.iter().map(|e| e.id.as_str()).collect();
+        msg.deletes = sent
+            .keys()
+            .filter(|k| !live.contains(k.as_str()))
+            .cloned()
+            .collect();
+        let bundle = authority.bundle().to_spiffe_json();
+        if bundle_sent.as_ref() != Some(&bundle) {
+            msg.bundle_json = bundle.clone();
+        }
+        if first
+            || !msg.upserts.is_empty()
+            || !msg.deletes.is_empty()
+            || !msg.bundle_json.is_empty()
+        {
+            for e in &msg.upserts {
+                sent.insert(e.id.clone(), e.revision);
+            }
+            for d in &msg.deletes {
+                sent.remove(d);
+            }
+            if tx.send(Ok(msg)).await.is_err() {
+                return;
+            }
+            bundle_sent = Some(bundle);
+        }
+        first = false;
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            r = bans.changed() => if r.is_err() { return },
+            _ = tx.closed() => return,
+        }
     }
 }

@@ -1,0 +1,447 @@
+//! The agent's session with the server: its own identity (join-token
+//! attestation first, then renewal at half-life), the mTLS channel built
+//! from it, the entry push stream, and the [`Issuer`] that signs workload
+//! credentials through the server.
+//!
+//! The agent SVID and the trust bundle are kept in the data directory (key
+//! mode 0600) so a restart needs no new join token.
+
+use super::{AgentError, Issuer};
+use crate::api::pb::{self, node_client::NodeClient};
+use crate::authority::Bundle;
+use crate::clock;
+use crate::id::{SpiffeId, TrustDomain};
+use crate::registry::{Entry, EntryId};
+use crate::secret::Secret;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tonic::transport::Channel;
+
+/// How long one call to the server may take before the agent gives up on it
+/// (and serves from its cache instead).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the agent could not start its session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// There is no usable stored SVID and no join token was given.
+    #[error("no usable agent SVID in {0}: start the agent with --join-token")]
+    NeedJoinToken(PathBuf),
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The server refused or could not be reached during attestation.
+    #[error("attestation failed: {0}")]
+    Attestation(String),
+    /// The server's answer could not be used.
+    #[error("bad answer from the server: {0}")]
+    BadAnswer(String),
+}
+
+/// The agent's own credentials.
+struct Identity {
+    id: SpiffeId,
+    chain: Vec<Vec<u8>>,
+    key: Secret,
+    issued: SystemTime,
+    expires: SystemTime,
+    roots: Vec<Vec<u8>>,
+}
+
+/// The session: identity, channel and data directory.
+pub struct Session {
+    addr: String,
+    dir: PathBuf,
+    trust_domain: TrustDomain,
+    identity: RwLock<Arc<Identity>>,
+    channel: RwLock<Channel>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("addr", &self.addr)
+            .field("agent", &self.agent_id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> SessionError {
+    SessionError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename) with `mode`.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SessionError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| file_err(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| file_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
+}
+
+fn leaf_validity(leaf: &[u8]) -> Option<(SystemTime, SystemTime)> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    let to = |t: ASN1Time| {
+        u64::try_from(t.timestamp())
+            .ok()
+            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+    };
+    Some((
+        to(cert.validity().not_before)?,
+        to(cert.validity().not_after)?,
+    ))
+}
+
+fn status_error(s: &tonic::Status) -> AgentError {
+    match s.code() {
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+            AgentError::Denied(s.message().to_owned())
+        }
+        tonic::Code::InvalidArgument => AgentError::Invalid(s.message().to_owned()),
+        _ => AgentError::ServerUnavailable(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+fn from_wire_time(t: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0))
+}
+
+impl Session {
+    /// Starts the session: loads the stored agent SVID if it is still valid,
+    /// otherwise attests with `join_token`.
+    pub async fn start(
+        addr: &str,
+        dir: &Path,
+        bootstrap_bundle: &Path,
+        join_token: Option<&Secret>,
+    ) -> Result<Arc<Self>, SessionError> {
+        let pem = std::fs::read(bootstrap_bundle).map_err(|e| file_err(bootstrap_bundle, e))?;
+        let bootstrap_roots =
+            crate::tls::certs_from_pem(&bootstrap_bundle.display().to_string(), &pem)?;
+        let server_id = crate::tls::server_id_from_roots(&bootstrap_roots)?;
+        let trust_domain = server_id.trust_domain();
+        let identity = match Self::load(dir, clock::now()) {
+            Some(id) => id,
+            None => {
+                let token =
+                    join_token.ok_or_else(|| SessionError::NeedJoinToken(dir.to_owned()))?;
+                Self::attest(addr, &bootstrap_roots, &trust_domain, token).await?
+            }
+        };
+        let channel = Self::channel(addr, &identity)?;
+        let session = Arc::new(Self {
+            addr: addr.to_owned(),
+            dir: dir.to_owned(),
+            trust_domain,
+            identity: RwLock::new(Arc::new(identity)),
+            channel: RwLock::new(channel),
+        });
+        session.persist()?;
+        Ok(session)
+    }
+
+    fn load(dir: &Path, now: SystemTime) -> Option<Identity> {
+        let chain = crate::tls::certs_from_pem(
+            "agent_svid.pem",
+            &std::fs::read(dir.join("agent_svid.pem")).ok()?,
+        )
+        .ok()?;
+        let key = crate::tls::key_from_pem(
+            "agent_key.pem",
+            &std::fs::read(dir.join("agent_key.pem")).ok()?,
+        )
+        .ok()?;
+        let roots =
+            crate::tls::certs_from_pem("bundle.pem", &std::fs::read(dir.join("bundle.pem")).ok()?)
+                .ok()?;
+        let leaf = chain.first()?;
+        let id = crate::tls::peer_spiffe_id(leaf)?;
+        let (issued, expires) = leaf_validity(leaf)?;
+        if expires <= now {
+            tracing::warn!(agent = %id, "stored agent SVID has expired; a join token is needed");
+            return None;
+        }
+        Some(Identity {
+            id,
+            chain,
+            key,
+            issued,
+            expires,
+            roots,
+        })
+    }
+
+    async fn attest(
+        addr: &str,
+        roots: &[Vec<u8>],
+        td: &TrustDomain,
+        token: &Secret,
+    ) -> Result<Identity, SessionError> {
+        let server_id = td
+            .id("/sigil/server")
+            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        // No client certificate yet: the join token in the request is the proof.
+        let config = crate::tls::client_config(roots, server_id, None)?;
+        let channel = crate::tls::channel::connect(addr, Arc::new(config))
+            .await
+            .map_err(|e| SessionError::Attestation(format!("cannot reach {addr}: {e}")))?;
+        // The agent's key is made here and never leaves the node.
+        let placeholder = td
+            .id("/sigil/agent/pending")
+            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        let (key, csr) = crate::authority::generate_key_and_csr(&placeholder)
+            .map_err(|e| SessionError::Attestation(e.to_string()))?;
+        let token = String::from_utf8(token.expose().to_vec())
+            .map_err(|_| SessionError::Attestation("join token is not text".into()))?;
+        let resp = NodeClient::new(channel)
+            .attest_agent(pb::AttestAgentRequest {
+                join_token: token,
+                csr,
+            })
+            .await
+            .map_err(|s| SessionError::Attestation(s.message().to_owned()))?
+            .into_inner();
+        let identity = Self::identity_from(resp, key, td)?;
+        tracing::info!(agent = %identity.id, "attested with a join token");
+        Ok(identity)
+    }
+
+    fn identity_from(
+        resp: pb::AgentSvidResponse,
+        key: Secret,
+        td: &TrustDomain,
+    ) -> Result<Identity, SessionError> {
+        let bundle = Bundle::from_spiffe_json(td, &resp.bundle_json)
+            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        let leaf = resp
+            .chain
+            .first()
+            .ok_or_else(|| SessionError::BadAnswer("empty chain".into()))?;
+        // Check the new SVID the way a peer will before relying on it.
+        let id = crate::authority::verify_x509_svid(
+            leaf,
+            resp.chain.get(1..).unwrap_or_default(),
+            &bundle.x509_authorities,
+            clock::now(),
+        )
+        .map_err(|e| SessionError::BadAnswer(format!("agent SVID: {e}")))?;
+        let (issued, expires) = leaf_validity(leaf)
+            .ok_or_else(|| SessionError::BadAnswer("agent SVID validity".into()))?;
+        Ok(Identity {
+            id,
+            chain: resp.chain,
+            key,
+            issued,
+            expires,
+            roots: bundle.x509_authorities,
+        })
+    }
+
+    fn channel(addr: &str, identity: &Identity) -> Result<Channel, SessionError> {
+        let server_id = identity
+            .id
+            .trust_domain()
+            .id("/sigil/server")
+            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        let config = crate::tls::client_config(
+            &identity.roots,
+            server_id,
+            Some((&identity.chain, &identity.key)),
+        )?;
+        crate::tls::channel::connect_lazy(addr, Arc::new(config), REQUEST_TIMEOUT)
+            .map_err(|e| SessionError::Attestation(e.to_string()))
+    }
+
+    fn persist(&self) -> Result<(), SessionError> {
+        let id = self.current();
+        std::fs::create_dir_all(&self.dir).map_err(|e| file_err(&self.dir, e))?;
+        write_atomic(
+            &self.dir.join("agent_key.pem"),
+            crate::tls::key_to_pem(&id.key).expose(),
+            0o600,
+        )?;
+        write_atomic(
+            &self.dir.join("agent_svid.pem"),
+            crate::tls::certs_to_pem(&id.chain).as_bytes(),
+            0o644,
+        )?;
+        write_atomic(
+            &self.dir.join("bundle.pem"),
+            crate::tls::certs_to_pem(&id.roots).as_bytes(),
+            0o644,
+        )
+    }
+
+    fn current(&self) -> Arc<Identity> {
+        self.identity
+            .read()
+            .map(|i| i.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The agent's SPIFFE ID.
+    pub fn agent_id(&self) -> SpiffeId {
+        self.current().id.clone()
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// When the agent SVID should be renewed (half its life).
+    pub fn renew_at(&self) -> SystemTime {
+        let id = self.current();
+        id.issued + id.expires.duration_since(id.issued).unwrap_or_default() / 2
+    }
+
+    /// A client for the Node service over the current channel.
+    pub fn node(&self) -> NodeClient<Channel> {
+        let ch = self
+            .channel
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        NodeClient::new(ch)
+    }
+
+    /// Renews the agent SVID with a fresh key and switches the channel to it.
+    pub async fn renew(&self) -> Result<(), AgentError> {
+        let id = self.agent_id();
+        let (key, csr) = crate::authority::generate_key_and_csr(&id)
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        let resp = self
+            .node()
+            .renew_agent(pb::RenewAgentRequest { csr })
+            .await
+            .map_err(|s| status_error(&s))?
+            .into_inner();
+        let identity = Self::identity_from(resp, key, &self.trust_domain)
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        let channel = Self::channel(&self.addr, &identity)
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        if let Ok(mut i) = self.identity.write() {
+            *i = Arc::new(identity);
+        }
+        if let Ok(mut c) = self.channel.write() {
+            *c = channel;
+        }
+        self.persist()
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        tracing::info!(agent = %id, "agent SVID renewed");
+        Ok(())
+    }
+
+    /// Applies a new bundle: trusted for the next connections and kept on disk.
+    pub fn set_roots(&self, roots: Vec<Vec<u8>>) {
+        let current = self.current();
+        if current.roots == roots {
+            return;
+        }
+        let next = Identity {
+            id: current.id.clone(),
+            chain: current.chain.clone(),
+            key: current.key.clone(),
+            issued: current.issued,
+            expires: current.expires,
+            roots,
+        };
+        match Self::channel(&self.addr, &next) {
+            Ok(channel) => {
+                if let Ok(mut i) = self.identity.write() {
+                    *i = Arc::new(next);
+                }
+                if let Ok(mut c) = self.channel.write() {
+                    *c = channel;
+                }
+                if let Err(e) = self.persist() {
+                    tracing::warn!(error = %e, "could not store the new bundle");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "new bundle not usable for TLS"),
+        }
+    }
+
+    /// Converts a pushed entry to the domain type.
+    pub fn entry_from_wire(&self, e: &pb::Entry) -> Result<Entry, AgentError> {
+        let id = EntryId::parse(&e.id).map_err(|err| AgentError::Invalid(err.to_string()))?;
+        crate::api::convert::entry_draft(e)
+            .validate(
+                &self.trust_domain,
+                id,
+                e.revision,
+                u64::try_from(e.created_at).unwrap_or(0),
+            )
+            .map_err(|err| AgentError::Invalid(err.to_string()))
+    }
+}
+
+/// Signs workload credentials through the server's Node service.
+#[derive(Debug)]
+pub struct NodeIssuer(pub Arc<Session>);
+
+#[tonic::async_trait]
+impl Issuer for NodeIssuer {
+    async fn sign_x509(
+        &self,
+        entry: &Entry,
+        csr_der: Vec<u8>,
+    ) -> Result<(Vec<Vec<u8>>, SystemTime), AgentError> {
+        let resp = self
+            .0
+            .node()
+            .sign_x509_svid(pb::SignX509SvidRequest {
+                entry_id: entry.id.as_str().to_owned(),
+                csr: csr_der,
+                spiffe_id: entry.spiffe_id.to_string(),
+                ttl_seconds: 0,
+                dns_names: Vec::new(),
+            })
+            .await
+            .map_err(|s| status_error(&s))?
+            .into_inner();
+        Ok((resp.chain, from_wire_time(resp.expires_at)))
+    }
+
+    async fn mint_jwt(
+        &self,
+        entry: &Entry,
+        audiences: Vec<String>,
+    ) -> Result<(Secret, SystemTime), AgentError> {
+        let resp = self
+            .0
+            .node()
+            .mint_jwt_svid(pb::MintJwtSvidRequest {
+                entry_id: entry.id.as_str().to_owned(),
+                spiffe_id: entry.spiffe_id.to_string(),
+                audience: audiences,
+                ttl_seconds: 0,
+            })
+            .await
+            .map_err(|s| status_error(&s))?
+            .into_inner();
+        Ok((Secret::from(resp.token), from_wire_time(resp.expires_at)))
+    }
+}

@@ -1,0 +1,305 @@
+//! Join tokens and attested agents (SPEC §2 "agent ... attests itself to the
+//! server (join token first)").
+//!
+//! A join token is stored only as its SHA-256 hash, so the store never holds
+//! a usable token. It names the agent's SPIFFE ID in advance
+//! (`spiffe://<td>/sigil/agent/<name>`), so operators can register entries
+//! for a node before it joins. Using a token is a compare-and-swap on its
+//! record: of two concurrent attempts exactly one wins.
+
+use crate::api::ApiError;
+use crate::clock;
+use crate::id::{SpiffeId, TrustDomain};
+use crate::secret::Secret;
+use crate::store::{SealError, SealedStore, Table};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// How often `last_seen` is written back at most, per agent.
+const LAST_SEEN_GRANULARITY: u64 = 60;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct TokenRecord {
+    agent_id: String,
+    expires_at: u64,
+    used_at: Option<u64>,
+}
+
+/// What the server knows about an attested agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: String,
+    /// When it first attested (Unix seconds).
+    pub attested_at: u64,
+    /// When it was last heard from (Unix seconds).
+    pub last_seen: u64,
+    /// When its current SVID expires (Unix seconds).
+    pub svid_expires_at: u64,
+    /// Banned agents are refused everything.
+    pub banned: bool,
+}
+
+/// A newly created join token. The token is a one-time secret.
+#[derive(Debug)]
+pub struct JoinToken {
+    /// The token to hand to the agent.
+    pub token: Secret,
+    /// The SPIFFE ID the agent will get.
+    pub agent_id: SpiffeId,
+    /// When the token stops being accepted.
+    pub expires_at: SystemTime,
+}
+
+/// Join tokens and agents.
+#[derive(Debug)]
+pub struct Agents {
+    store: Arc<SealedStore>,
+    trust_domain: TrustDomain,
+    cache: RwLock<HashMap<String, AgentRecord>>,
+    /// Bumped when an agent is banned, so its open streams end at once.
+    bans: watch::Sender<u64>,
+}
+
+fn token_key(token: &str) -> Vec<u8> {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
+    .into_bytes()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Internal(format!("stored {what} does not decode: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::Internal(format!("record does not encode: {e}")))
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
+    let mut b = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| ApiError::Internal("no randomness".into()))?;
+    Ok(b)
+}
+
+impl Agents {
+    /// Agents over `store`; empty until [`Agents::load`].
+    pub fn new(store: Arc<SealedStore>, trust_domain: TrustDomain) -> Self {
+        Self {
+            store,
+            trust_domain,
+            cache: RwLock::new(HashMap::new()),
+            bans: watch::channel(0).0,
+        }
+    }
+
+    /// Reads every agent record into memory (at unseal).
+    pub fn load(&self) -> Result<usize, ApiError> {
+        let mut map = HashMap::new();
+        for (_, v) in self.store.scan_prefix(Table::AGENTS, b"")? {
+            let r: AgentRecord = decode(v.expose(), "agent")?;
+            map.insert(r.spiffe_id.clone(), r);
+        }
+        let n = map.len();
+        if let Ok(mut c) = self.cache.write() {
+            *c = map;
+        }
+        Ok(n)
+    }
+
+    /// Forgets cached records (at seal).
+    pub fn clear(&self) {
+        if let Ok(mut c) = self.cache.write() {
+            c.clear();
+        }
+    }
+
+    /// Notified when any agent is banned.
+    pub fn bans(&self) -> watch::Receiver<u64> {
+        self.bans.subscribe()
+    }
+
+    /// True when `id` is an attested agent that is not banned.
+    pub fn is_active(&self, id: &SpiffeId) -> bool {
+        self.cache
+            .read()
+            .map(|c| c.get(id.as_str()).is_some_and(|r| !r.banned))
+            .unwrap_or(false)
+    }
+
+    /// Every agent, ordered by SPIFFE ID.
+    pub fn list(&self) -> Vec<AgentRecord> {
+        let mut v: Vec<AgentRecord> = self
+            .cache
+            .read()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
+        v
+    }
+
+    /// Creates a one-time token for an agent called `name` (random if None).
+    pub fn create_join_token(
+        &self,
+        ttl: Duration,
+        name: Option<&str>,
+        now: SystemTime,
+    ) -> Result<JoinToken, ApiError> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => hex::encode(random_bytes::<8>()?),
+        };
+        let agent_id = self
+            .trust_domain
+            .id(&format!("/sigil/agent/{name}"))
+            .map_err(|e| ApiError::InvalidArgument(format!("agent_name: {e}")))?;
+        use base64::Engine;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
+        let expires_at = now + ttl;
+        let record = TokenRecord {
+            agent_id: agent_id.to_string(),
+            expires_at: clock::unix_seconds(expires_at),
+            used_at: None,
+        };
+        self.store
+            .create(Table::JOIN_TOKENS, &token_key(&token), &encode(&record)?)?;
+        Ok(JoinToken {
+            token: Secret::from(token),
+            agent_id,
+            expires_at,
+        })
+    }
+
+    /// Consumes `token`, returning the agent ID it names. Unknown, used and
+    /// expired tokens are refused with a reason that says which.
+    pub fn redeem(&self, token: &str, now: SystemTime) -> Result<SpiffeId, ApiError> {
+        let key = token_key(token);
+        let stored = self
+            .store
+            .get(Table::JOIN_TOKENS, &key)?
+            .ok_or_else(|| ApiError::Denied("join token refused: unknown token".into()))?;
+        let record: TokenRecord = decode(stored.expose(), "join token")?;
+        if record.used_at.is_some() {
+            return Err(ApiError::Denied("join token refused: already used".into()));
+        }
+        let now_s = clock::unix_seconds(now);
+        if now_s >= record.expires_at {
+            return Err(ApiError::Denied("join token refused: expired".into()));
+        }
+        let used = TokenRecord {
+            used_at: Some(now_s),
+            ..record.clone()
+        };
+        match self.store.compare_and_put(
+            Table::JOIN_TOKENS,
+            &key,
+            Some(&encode(&record)?),
+            Some(&encode(&used)?),
+        ) {
+            Ok(()) => {}
+            Err(SealError::Conflict) => {
+                return Err(ApiError::Denied("join token refused: already used".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let id =
+            SpiffeId::parse(&record.agent_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if self
+            .cache
+            .read()
+            .map(|c| c.get(id.as_str()).is_some_and(|r| r.banned))
+            .unwrap_or(false)
+        {
+            return Err(ApiError::Denied(format!("agent {id} is banned")));
+        }
+        Ok(id)
+    }
+
+    /// Records that `id` holds an SVID until `expires` (attestation or renewal).
+    pub fn record_svid(
+        &self,
+        id: &SpiffeId,
+        expires: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), ApiError> {
+        let now_s = clock::unix_seconds(now);
+        let record = {
+            let cache = self
+                .cache
+                .read()
+                .map_err(|_| ApiError::Internal("agent cache poisoned".into()))?;
+            match cache.get(id.as_str()) {
+                Some(r) if r.banned => {
+                    return Err(ApiError::Denied(format!("agent {id} is banned")));
+                }
+                Some(r) => AgentRecord {
+                    last_seen: now_s,
+                    svid_expires_at: clock::unix_seconds(expires),
+                    ..r.clone()
+                },
+                None => AgentRecord {
+                    spiffe_id: id.to_string(),
+                    attested_at: now_s,
+                    last_seen: now_s,
+                    svid_expires_at: clock::unix_seconds(expires),
+                    banned: false,
+                },
+            }
+        };
+        self.store
+            .put(Table::AGENTS, id.as_str().as_bytes(), &encode(&record)?)?;
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(record.spiffe_id.clone(), record);
+        }
+        Ok(())
+    }
+
+    /// Notes that `id` was heard from; written back at most once a minute.
+    pub fn touch(&self, id: &SpiffeId, now: SystemTime) {
+        let now_s = clock::unix_seconds(now);
+        let stale = self.cache.read().ok().and_then(|c| {
+            c.get(id.as_str())
+                .filter(|r| r.last_seen + LAST_SEEN_GRANULARITY <= now_s)
+                .cloned()
+        });
+        if let Some(r) = stale {
+            let r = AgentRecord {
+                last_seen: now_s,
+                ..r
+            };
+            let written = encode(&r)
+                .and_then(|b| Ok(self.store.put(Table::AGENTS, id.as_str().as_bytes(), &b)?));
+            if let Err(e) = written {
+                tracing::warn!(agent = %id, error = %e, "could not record last-seen time");
+            }
+            if let Ok(mut c) = self.cache.write() {
+                c.insert(r.spiffe_id.clone(), r);
+            }
+        }
+    }
+
+    /// Bans `id`: it is refused from now on and its streams end.
+    pub fn ban(&self, id: &SpiffeId) -> Result<(), ApiError> {
+        let mut r = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(id.as_str()).cloned())
+            .ok_or_else(|| ApiError::NotFound(format!("agent {id}")))?;
+        r.banned = true;
+        self.store
+            .put(Table::AGENTS, id.as_str().as_bytes(), &encode(&r)?)?;
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(r.spiffe_id.clone(), r);
+        }
+        self.bans.send_modify(|n| *n += 1);
+        tracing::warn!(agent = %id, "agent banned");
+        Ok(())
+    }
+}
