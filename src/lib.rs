@@ -19,6 +19,7 @@
 //! The **edge** connects the core to the world:
 //!
 //! - [`clock`] — the one place that reads the wall clock.
+//! - [`attest`] — Unix workload attestation: peer credentials and `/proc` → selectors.
 //! - [`store`] — the storage trait, its sled implementation, the sealed store and the
 //!   audit log file.
 //! - [`config`] — strict TOML configuration.
@@ -34,6 +35,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod attest;
 pub mod audit;
 pub mod authority;
 pub mod cli;

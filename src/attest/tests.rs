@@ -1,0 +1,273 @@
+//! Attestation against the real `/proc` of this test process and of children
+//! it spawns.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn sel(text: &str) -> Selector {
+    Selector::parse(text).unwrap()
+}
+
+fn own_status() -> parse::StatusIds {
+    parse::parse_status(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap()
+}
+
+fn own_cred() -> PeerCred {
+    let status = own_status();
+    PeerCred {
+        pid: i32::try_from(std::process::id()).unwrap(),
+        uid: status.effective_uid(),
+        gid: status.effective_gid(),
+    }
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref())
+}
+
+fn name(db: &str, id: u32) -> Option<String> {
+    let text = std::fs::read_to_string(db).unwrap_or_default();
+    parse::name_for_id(&text, id).map(str::to_owned)
+}
+
+/// The selectors attestation must give for a process with these facts.
+fn expected(cred: &PeerCred, groups: &[u32], exe: &Path, digest: Option<String>) -> Vec<Selector> {
+    let mut out = vec![
+        sel(&format!("unix:uid:{}", cred.uid)),
+        sel(&format!("unix:gid:{}", cred.gid)),
+        sel(&format!("unix:path:{}", exe.display())),
+    ];
+    if let Some(user) = name("/etc/passwd", cred.uid) {
+        out.push(sel(&format!("unix:user:{user}")));
+    }
+    if let Some(group) = name("/etc/group", cred.gid) {
+        out.push(sel(&format!("unix:group:{group}")));
+    }
+    for gid in groups {
+        out.push(sel(&format!("unix:supplementary_gid:{gid}")));
+    }
+    if let Some(hex) = digest {
+        out.push(sel(&format!("unix:sha256:{hex}")));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A child process killed and reaped when dropped.
+struct Kid(Child);
+
+impl Kid {
+    fn spawn(cmd: &mut Command) -> Self {
+        Self(cmd.spawn().unwrap())
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.0.id()).unwrap()
+    }
+
+    /// Waits until the child has exec'd a binary whose path ends with `suffix`.
+    fn exe_when(&self, suffix: &str) -> PathBuf {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(target) = std::fs::read_link(format!("/proc/{}/exe", self.pid()))
+                && target.to_string_lossy().ends_with(suffix)
+            {
+                return target;
+            }
+            assert!(Instant::now() < deadline, "child never ran {suffix}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn attests_own_process_exactly() {
+    let cred = own_cred();
+    let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
+    let want = expected(&cred, &own_status().groups, &exe, Some(sha256_hex(&exe)));
+    let got = Attestor::new(AttestConfig::default())
+        .attest(&cred)
+        .unwrap();
+    assert_eq!(got, want);
+    assert!(got.contains(&sel(&format!("unix:uid:{}", cred.uid))));
+}
+
+#[test]
+fn root_is_named_root() {
+    let cred = own_cred();
+    if cred.uid != 0 || name("/etc/passwd", 0).as_deref() != Some("root") {
+        return;
+    }
+    let got = attest(&cred, &AttestConfig::default()).unwrap();
+    assert!(got.contains(&sel("unix:user:root")));
+}
+
+#[test]
+fn digest_is_cached_by_file_identity() {
+    let attestor = Attestor::new(AttestConfig::default());
+    let first = attestor.attest(&own_cred()).unwrap();
+    assert_eq!(attestor.digests.len(), 1);
+    let second = attestor.attest(&own_cred()).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(attestor.digests.len(), 1);
+}
+
+#[test]
+fn size_limit_omits_only_sha256() {
+    let cred = own_cred();
+    let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
+    let cfg = AttestConfig {
+        max_exe_bytes: 1,
+        ..AttestConfig::default()
+    };
+    let got = attest(&cred, &cfg).unwrap();
+    assert_eq!(got, expected(&cred, &own_status().groups, &exe, None));
+    assert!(!got.iter().any(|s| s.value().starts_with("sha256:")));
+}
+
+#[test]
+fn names_come_from_configured_files() {
+    let cred = own_cred();
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, format!("svc-x:x:{}:0::/:/bin/sh\n", cred.uid)).unwrap();
+    let cfg = AttestConfig {
+        passwd_path: passwd,
+        group_path: dir.path().join("missing"),
+        ..AttestConfig::default()
+    };
+    let got = attest(&cred, &cfg).unwrap();
+    assert!(got.contains(&sel("unix:user:svc-x")));
+    assert!(!got.iter().any(|s| s.value().starts_with("group:")));
+}
+
+#[test]
+fn attests_child_sleep() {
+    let kid = Kid::spawn(Command::new("sleep").arg("30"));
+    let exe = kid.exe_when("sleep");
+    let cred = PeerCred {
+        pid: kid.pid(),
+        ..own_cred()
+    };
+    let got = attest(&cred, &AttestConfig::default()).unwrap();
+    assert!(got.contains(&sel(&format!("unix:path:{}", exe.display()))));
+    assert!(got.contains(&sel(&format!("unix:sha256:{}", sha256_hex(&exe)))));
+}
+
+#[test]
+fn attests_child_under_other_uid() {
+    let kid = Kid::spawn(Command::new("setpriv").args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "sleep",
+        "30",
+    ]));
+    let exe = kid.exe_when("/sleep");
+    let cred = PeerCred {
+        pid: kid.pid(),
+        uid: 65534,
+        gid: 65534,
+    };
+    let got = attest(&cred, &AttestConfig::default()).unwrap();
+    assert_eq!(got, expected(&cred, &[], &exe, Some(sha256_hex(&exe))));
+    assert!(got.contains(&sel("unix:uid:65534")));
+    if name("/etc/passwd", 65534).as_deref() == Some("nobody") {
+        assert!(got.contains(&sel("unix:user:nobody")));
+    }
+}
+
+#[test]
+fn exited_process_is_gone() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    child.wait().unwrap();
+    let cred = PeerCred { pid, ..own_cred() };
+    assert_eq!(
+        attest(&cred, &AttestConfig::default()),
+        Err(AttestError::ProcessGone { pid })
+    );
+}
+
+#[test]
+fn claimed_uid_must_match_proc() {
+    let real = own_cred();
+    let cred = PeerCred { uid: 12345, ..real };
+    assert_eq!(
+        attest(&cred, &AttestConfig::default()),
+        Err(AttestError::CredentialMismatch {
+            pid: real.pid,
+            what: "uid",
+            expected: 12345,
+            found: real.uid,
+        })
+    );
+}
+
+#[test]
+fn claimed_gid_must_match_proc() {
+    let real = own_cred();
+    let cred = PeerCred {
+        gid: real.gid.wrapping_add(7),
+        ..real
+    };
+    assert_eq!(
+        attest(&cred, &AttestConfig::default()),
+        Err(AttestError::CredentialMismatch {
+            pid: real.pid,
+            what: "gid",
+            expected: real.gid.wrapping_add(7),
+            found: real.gid,
+        })
+    );
+}
+
+#[test]
+fn non_positive_pid_is_no_pid() {
+    for pid in [0, -1] {
+        let cred = PeerCred { pid, ..own_cred() };
+        assert_eq!(
+            attest(&cred, &AttestConfig::default()),
+            Err(AttestError::NoPid)
+        );
+    }
+}
+
+#[tokio::test]
+async fn socket_credentials_convert_and_attest() {
+    let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+    let cred = PeerCred::try_from(a.peer_cred().unwrap()).unwrap();
+    assert_eq!(cred, own_cred());
+    let attestor = Attestor::new(AttestConfig::default());
+    let got = tokio::task::spawn_blocking(move || attestor.attest(&cred))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.contains(&sel(&format!("unix:uid:{}", cred.uid))));
+}
+
+#[test]
+fn attestor_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Attestor>();
+}
