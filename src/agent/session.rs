@@ -64,6 +64,8 @@ pub struct Session {
     trust_domain: TrustDomain,
     identity: RwLock<Arc<Identity>>,
     channel: RwLock<Channel>,
+    /// The last full bundle received (also kept as bundle.json).
+    bundle: RwLock<Option<Arc<Bundle>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -142,12 +144,19 @@ impl Session {
             crate::tls::certs_from_pem(&bootstrap_bundle.display().to_string(), &pem)?;
         let server_id = crate::tls::server_id_from_roots(&bootstrap_roots)?;
         let trust_domain = server_id.trust_domain();
-        let identity = match Self::load(dir, clock::now()) {
-            Some(id) => id,
+        let (identity, bundle) = match Self::load(dir, clock::now()) {
+            Some(id) => {
+                let bundle = std::fs::read_to_string(dir.join("bundle.json"))
+                    .ok()
+                    .and_then(|j| Bundle::from_spiffe_json(&trust_domain, &j).ok());
+                (id, bundle)
+            }
             None => {
                 let token =
                     join_token.ok_or_else(|| SessionError::NeedJoinToken(dir.to_owned()))?;
-                Self::attest(addr, &bootstrap_roots, &trust_domain, token).await?
+                let (id, bundle) =
+                    Self::attest(addr, &bootstrap_roots, &trust_domain, token).await?;
+                (id, Some(bundle))
             }
         };
         let channel = Self::channel(addr, &identity)?;
@@ -157,8 +166,12 @@ impl Session {
             trust_domain,
             identity: RwLock::new(Arc::new(identity)),
             channel: RwLock::new(channel),
+            bundle: RwLock::new(None),
         });
         session.persist()?;
+        if let Some(b) = bundle {
+            session.set_bundle(&b);
+        }
         Ok(session)
     }
 
@@ -198,7 +211,7 @@ impl Session {
         roots: &[Vec<u8>],
         td: &TrustDomain,
         token: &Secret,
-    ) -> Result<Identity, SessionError> {
+    ) -> Result<(Identity, Bundle), SessionError> {
         let server_id = td
             .id("/sigil/server")
             .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
@@ -223,16 +236,16 @@ impl Session {
             .await
             .map_err(|s| SessionError::Attestation(s.message().to_owned()))?
             .into_inner();
-        let identity = Self::identity_from(resp, key, td)?;
+        let (identity, bundle) = Self::identity_from(resp, key, td)?;
         tracing::info!(agent = %identity.id, "attested with a join token");
-        Ok(identity)
+        Ok((identity, bundle))
     }
 
     fn identity_from(
         resp: pb::AgentSvidResponse,
         key: Secret,
         td: &TrustDomain,
-    ) -> Result<Identity, SessionError> {
+    ) -> Result<(Identity, Bundle), SessionError> {
         let bundle = Bundle::from_spiffe_json(td, &resp.bundle_json)
             .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
         let leaf = resp
@@ -249,14 +262,16 @@ impl Session {
         .map_err(|e| SessionError::BadAnswer(format!("agent SVID: {e}")))?;
         let (issued, expires) = leaf_validity(leaf)
             .ok_or_else(|| SessionError::BadAnswer("agent SVID validity".into()))?;
-        Ok(Identity {
+        let roots = bundle.x509_authorities.clone();
+        let identity = Identity {
             id,
             chain: resp.chain,
             key,
             issued,
             expires,
-            roots: bundle.x509_authorities,
-        })
+            roots,
+        };
+        Ok((identity, bundle))
     }
 
     fn channel(addr: &str, identity: &Identity) -> Result<Channel, SessionError> {
@@ -338,7 +353,7 @@ impl Session {
             .await
             .map_err(|s| status_error(&s))?
             .into_inner();
-        let identity = Self::identity_from(resp, key, &self.trust_domain)
+        let (identity, bundle) = Self::identity_from(resp, key, &self.trust_domain)
             .map_err(|e| AgentError::Internal(e.to_string()))?;
         let channel = Self::channel(&self.addr, &identity)
             .map_err(|e| AgentError::Internal(e.to_string()))?;
@@ -350,12 +365,30 @@ impl Session {
         }
         self.persist()
             .map_err(|e| AgentError::Internal(e.to_string()))?;
+        self.set_bundle(&bundle);
         tracing::info!(agent = %id, "agent SVID renewed");
         Ok(())
     }
 
-    /// Applies a new bundle: trusted for the next connections and kept on disk.
-    pub fn set_roots(&self, roots: Vec<Vec<u8>>) {
+    /// The last bundle received from the server, if any.
+    pub fn bundle(&self) -> Option<Arc<Bundle>> {
+        self.bundle.read().ok().and_then(|b| b.clone())
+    }
+
+    /// Applies a new bundle: trusted for the next connections and kept on
+    /// disk, so a restart while the server is away still has it.
+    pub fn set_bundle(&self, bundle: &Bundle) {
+        if let Ok(mut b) = self.bundle.write() {
+            *b = Some(Arc::new(bundle.clone()));
+        }
+        let path = self.dir.join("bundle.json");
+        if let Err(e) = write_atomic(&path, bundle.to_spiffe_json().as_bytes(), 0o644) {
+            tracing::warn!(error = %e, "could not store the bundle");
+        }
+        self.set_roots(bundle.x509_authorities.clone());
+    }
+
+    fn set_roots(&self, roots: Vec<Vec<u8>>) {
         let current = self.current();
         if current.roots == roots {
             return;

@@ -2,6 +2,7 @@
 //! Output is human text by default and stable JSON with `--json`; failures
 //! exit non-zero with a one-line reason on stderr.
 
+mod agents;
 pub mod client;
 mod dev;
 mod entry;
@@ -67,6 +68,12 @@ enum Command {
     /// Verify and read the audit log.
     #[command(subcommand)]
     Audit(ops::AuditCmd),
+    /// Create join tokens for new agents.
+    #[command(subcommand, name = "join-token")]
+    JoinToken(agents::JoinTokenCmd),
+    /// List and ban attested agents.
+    #[command(subcommand, name = "agent-node")]
+    AgentNode(agents::AgentNodeCmd),
 }
 
 /// A command's failure: the one line printed on stderr.
@@ -128,6 +135,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Jwt(cmd) => ops::jwt(&cli, cmd, &out).await,
         Command::Policy(cmd) => ops::policy(&cli, cmd, &out).await,
         Command::Audit(cmd) => ops::audit(&cli, cmd, &out).await,
+        Command::JoinToken(cmd) => agents::join_token(&cli, cmd, &out).await,
+        Command::AgentNode(cmd) => agents::agent_node(&cli, cmd, &out).await,
     }
 }
 
