@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
+pub mod run;
 pub mod session;
 
 /// Why the agent could not provide a credential.

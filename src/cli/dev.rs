@@ -5,7 +5,13 @@ use super::Failure;
 use super::output::Out;
 use crate::config::ServerConfig;
 use crate::id::{TrustDomain, Ttl};
-use crate::server::{Listeners, Server, bind_admin_socket, run as serve};
+use super::client::{Clients, Target};
+use super::status_line;
+use crate::agent::run::{Agent, AgentOptions};
+use crate::agent::workload::bind_workload_socket;
+use crate::api::pb;
+use crate::secret::Secret;
+use crate::server::{Server, bind_admin_socket, run as serve};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,7 +43,7 @@ async fn bind(server: &Server) -> Result<Listeners, Failure> {
     Ok(Listeners { tcp, admin })
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -137,32 +143,88 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
     let listeners = bind(&server).await?;
     let listen = listeners.tcp.local_addr()?;
     let admin = server.config().admin_socket.clone();
+    let td = server.trust_domain().clone();
+
+    // The server first, then the agent that attests to it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server_task = tokio::spawn(serve(server, listeners, stopped(stop_rx.clone())));
+    let token = dev_bootstrap(&admin, &td).await?;
+    let opts = AgentOptions {
+        server: listen.to_string(),
+        trust_bundle: bundle_path.clone(),
+        data_dir: dir.join("agent"),
+        attest: crate::attest::AttestConfig::default(),
+    };
+    let agent = Agent::start(&opts, Some(&token)).await?;
+    let socket = dir.join("agent.sock");
+    let listener = bind_workload_socket(&socket)
+        .map_err(|e| Failure(format!("cannot bind {}: {e}", socket.display())))?;
+    let agent_task = tokio::spawn({
+        let stop = stopped(stop_rx);
+        async move { agent.run(&opts, listener, stop).await }
+    });
+
     eprintln!(
         "WARNING: sigil dev keeps its unseal key next to its data ({}).",
         dir.display()
     );
     eprintln!("WARNING: these keys are for development only; never use them for real workloads.");
+    let endpoint = format!("unix://{}", socket.display());
     out.print(
         &json!({
+            "SPIFFE_ENDPOINT_SOCKET": endpoint,
             "SIGIL_ADMIN_SOCKET": admin.display().to_string(),
             "SIGIL_SERVER": listen.to_string(),
             "SIGIL_CA_BUNDLE": bundle_path.display().to_string(),
-            "trust_domain": server.trust_domain().to_string(),
+            "trust_domain": td.to_string(),
+            "admin_spiffe_id": format!("spiffe://{td}/dev/admin"),
         }),
         || {
             format!(
-                "sigil dev is running (trust domain {}). In another shell:\n\n  export SIGIL_ADMIN_SOCKET={}\n  export SIGIL_SERVER={}\n  export SIGIL_CA_BUNDLE={}\n\nPress Ctrl-C to stop.",
-                server.trust_domain(),
+                "sigil dev is running (trust domain {td}); you are spiffe://{td}/dev/admin.\nIn another shell:\n\n  export SPIFFE_ENDPOINT_SOCKET={endpoint}\n  export SIGIL_ADMIN_SOCKET={}\n  export SIGIL_SERVER={listen}\n  export SIGIL_CA_BUNDLE={}\n\nPress Ctrl-C to stop.",
                 admin.display(),
-                listen,
                 bundle_path.display()
             )
         },
     );
-    run_and_wait(server, listeners).await
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let (s, a) = tokio::join!(server_task, agent_task);
+    s.map_err(|e| Failure(e.to_string()))??;
+    a.map_err(|e| Failure(e.to_string()))??;
+    Ok(())
 }
 
-async fn run_and_wait(server: Arc<Server>, listeners: Listeners) -> Result<(), Failure> {
-    serve(server, listeners, shutdown_signal()).await?;
-    Ok(())
+/// Through the admin socket (so both are authorized and audited like any
+/// operator call): a join token for the dev agent, and an admin entry for
+/// the invoking user's uid under it.
+async fn dev_bootstrap(admin: &Path, td: &TrustDomain) -> Result<Secret, Failure> {
+    let mut c = Clients::connect(&Target::Admin(admin.to_owned())).await?;
+    let token = c
+        .agents
+        .create_join_token(pb::CreateJoinTokenRequest {
+            ttl_seconds: 600,
+            agent_name: "dev".into(),
+        })
+        .await
+        .map_err(|s| Failure(status_line(&s)))?
+        .into_inner();
+    let uid = crate::server::own_uid();
+    let entry = pb::Entry {
+        spiffe_id: format!("spiffe://{td}/dev/admin"),
+        parent_id: token.agent_id.clone(),
+        selectors: vec![format!("unix:uid:{uid}")],
+        admin: true,
+        hint: "dev-admin".into(),
+        ..pb::Entry::default()
+    };
+    match c.entries.create(pb::CreateEntryRequest { entry: Some(entry) }).await {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+        Err(s) => return Err(Failure(status_line(&s))),
+    }
+    Ok(Secret::from(token.token))
 }

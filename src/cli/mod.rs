@@ -2,6 +2,7 @@
 //! Output is human text by default and stable JSON with `--json`; failures
 //! exit non-zero with a one-line reason on stderr.
 
+mod agent;
 mod agents;
 pub mod client;
 mod dev;
@@ -46,6 +47,15 @@ enum Command {
         /// server.toml
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Run the node agent: the SPIFFE Workload API on a Unix socket.
+    Agent {
+        /// agent.toml
+        #[arg(long)]
+        config: PathBuf,
+        /// One-time join token (needed only when no valid agent SVID is stored).
+        #[arg(long, env = "SIGIL_JOIN_TOKEN")]
+        join_token: Option<String>,
     },
     /// Initialize, unseal, seal and inspect the store.
     #[command(subcommand)]
@@ -128,6 +138,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Dev(args) => dev::run(args, &out).await,
         Command::Server { config } => dev::run_server(config).await,
+        Command::Agent { config, join_token } => agent::run(config, join_token.clone()).await,
         Command::Operator(cmd) => ops::operator(&cli, cmd, &out).await,
         Command::Entry(cmd) => entry::run(&cli, cmd, &out).await,
         Command::Bundle(cmd) => ops::bundle(&cli, cmd, &out).await,

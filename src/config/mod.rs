@@ -251,11 +251,18 @@ impl AgentConfig {
         Self::parse(path, &read(path)?)
     }
 
-    /// Checks `text` as the contents of `path`.
+    /// Checks `text` as the contents of `path`. Relative paths are resolved
+    /// against the file's directory.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let raw: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.message().to_owned() + &location(text, e.span()),
+        })?;
+        Ok(Self {
+            server: raw.server,
+            trust_bundle: resolve(path, raw.trust_bundle),
+            data_dir: resolve(path, raw.data_dir),
+            socket: resolve(path, raw.socket),
         })
     }
 }

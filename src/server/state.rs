@@ -124,7 +124,8 @@ fn create_private_dir(path: &Path) -> Result<(), ServerError> {
         })
 }
 
-fn own_uid() -> u32 {
+/// The process's effective uid.
+pub fn own_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     // /proc/self is owned by the process's effective uid.
     std::fs::metadata("/proc/self")
