@@ -50,11 +50,23 @@ impl TestServer {
         Self::start_with(config(dir)).await
     }
 
+    /// Starts a server with `config`, listening on `addr` (port 0 for any).
+    pub async fn start_at(config: ServerConfig, addr: std::net::SocketAddr) -> TestServer {
+        let admin = config.admin_socket.clone();
+        let server = Server::open(config).await.unwrap();
+        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve(server, tcp, admin)
+    }
+
     /// Starts a server with `config`.
     pub async fn start_with(config: ServerConfig) -> TestServer {
         let admin = config.admin_socket.clone();
         let server = Server::open(config).await.unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(server, tcp, admin)
+    }
+
+    fn serve(server: Arc<Server>, tcp: tokio::net::TcpListener, admin: PathBuf) -> TestServer {
         let addr = tcp.local_addr().unwrap();
         let admin_listener = sigil::server::bind_admin_socket(&admin).unwrap();
         let (tx, rx) = oneshot::channel();
@@ -182,4 +194,117 @@ pub fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// True when `needle` occurs in `hay`.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// An agent running in this process against a [`TestServer`].
+pub struct TestAgent {
+    pub agent: sigil::agent::run::Agent,
+    pub socket: PathBuf,
+    pub id: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestAgent {
+    /// Attests a new agent called `name` with a fresh join token and serves
+    /// its Workload API on a socket in `dir`.
+    pub async fn start(server: &TestServer, dir: &Path, name: &str) -> TestAgent {
+        let mut c = server.clients().await;
+        let token = c
+            .agents
+            .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: 0, agent_name: name.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let pem = c.bundle.get(pb::GetBundleRequest {}).await.unwrap().into_inner().pem;
+        std::fs::create_dir_all(dir).unwrap();
+        let bundle = dir.join("bootstrap.pem");
+        std::fs::write(&bundle, pem).unwrap();
+        let opts = agent_options(server, dir);
+        let agent = sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token.token)))
+            .await
+            .unwrap();
+        Self::serve(agent, opts, token.agent_id)
+    }
+
+    /// Restarts an agent from its stored state (no join token).
+    pub async fn restart(server_addr: std::net::SocketAddr, dir: &Path, id: &str) -> TestAgent {
+        let opts = sigil::agent::run::AgentOptions {
+            server: server_addr.to_string(),
+            trust_bundle: dir.join("bootstrap.pem"),
+            data_dir: dir.join("state"),
+            attest: sigil::attest::AttestConfig::default(),
+        };
+        let agent = sigil::agent::run::Agent::start(&opts, None).await.unwrap();
+        Self::serve(agent, opts, id.to_owned())
+    }
+
+    fn serve(agent: sigil::agent::run::Agent, opts: sigil::agent::run::AgentOptions, id: String) -> TestAgent {
+        let socket = opts.data_dir.parent().unwrap().join("agent.sock");
+        let listener = sigil::agent::workload::bind_workload_socket(&socket).unwrap();
+        let (tx, rx) = oneshot::channel();
+        let a = agent.clone();
+        let task = tokio::spawn(async move {
+            a.run(&opts, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestAgent { agent, socket, id, stop: Some(tx), task: Some(task) }
+    }
+
+    /// The endpoint as SPIFFE clients take it.
+    pub fn endpoint(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    /// Stops serving.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+fn agent_options(server: &TestServer, dir: &Path) -> sigil::agent::run::AgentOptions {
+    sigil::agent::run::AgentOptions {
+        server: server.addr.to_string(),
+        trust_bundle: dir.join("bootstrap.pem"),
+        data_dir: dir.join("state"),
+        attest: sigil::attest::AttestConfig::default(),
+    }
+}
+
+/// Creates an entry under `parent` for `uid`.
+pub async fn register(server: &TestServer, parent: &str, path: &str, uid: u32, hint: &str, x509_ttl: i64) -> pb::Entry {
+    let mut c = server.clients().await;
+    let e = pb::Entry {
+        spiffe_id: format!("spiffe://{TD}{path}"),
+        parent_id: parent.to_owned(),
+        selectors: vec![format!("unix:uid:{uid}")],
+        hint: hint.to_owned(),
+        x509_ttl_seconds: x509_ttl,
+        ..pb::Entry::default()
+    };
+    c.entries.create(pb::CreateEntryRequest { entry: Some(e) }).await.unwrap().into_inner()
+}
+
+/// Waits until `f` returns Some, polling every 20 ms for up to `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "condition not met within {secs}s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
