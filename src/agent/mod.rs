@@ -7,6 +7,8 @@
 //! signed — the server session implements it) and [`IdentityProvider`] (what
 //! the Workload API needs — the cache implements it).
 
+pub mod workload;
+
 use crate::authority::Bundle;
 use crate::id::{Selector, SpiffeId};
 use crate::registry::Entry;
