@@ -10,7 +10,7 @@ mod rpc;
 mod socket;
 mod streams;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use socket::{bind_workload_socket, serve_workload_api};
 

@@ -68,7 +68,9 @@ mod tests {
     fn claims_round_trip() {
         let v = json!({"sub": "spiffe://td/w", "aud": ["a", "b"], "exp": 1_700_000_000u64,
             "x": {"n": null, "t": true, "f": 1.5}});
-        let Value::Object(m) = v.clone() else { unreachable!() };
+        let Value::Object(m) = v.clone() else {
+            unreachable!()
+        };
         assert_eq!(Value::Object(from_struct(&to_struct(m))), v);
     }
 

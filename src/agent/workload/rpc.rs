@@ -25,7 +25,11 @@ fn x509_fingerprint(r: &wpb::X509svidResponse) -> X509Fingerprint {
         .iter()
         .map(|s| (s.spiffe_id.clone(), s.x509_svid.clone()))
         .collect();
-    let bundle = r.svids.first().map(|s| s.bundle.clone()).unwrap_or_default();
+    let bundle = r
+        .svids
+        .first()
+        .map(|s| s.bundle.clone())
+        .unwrap_or_default();
     (svids, bundle)
 }
 
@@ -190,8 +194,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(status(WorkloadError::MissingAudience));
         }
         if !req.spiffe_id.is_empty() {
-            SpiffeId::parse(&req.spiffe_id)
-                .map_err(|e| status(WorkloadError::BadSpiffeId(e)))?;
+            SpiffeId::parse(&req.spiffe_id).map_err(|e| status(WorkloadError::BadSpiffeId(e)))?;
         }
         let selectors = self.caller(&request).await.map_err(status)?;
         let r = self

@@ -8,7 +8,7 @@
 //! The Workload API served on a real Unix socket, exercised with the
 //! off-the-shelf `spiffe` client and a raw tonic client.
 
-mod fixture;
+pub(crate) mod fixture;
 mod raw;
 
 use fixture::{Harness, entry};
@@ -36,10 +36,7 @@ async fn spiffe_client_fetches_default_svid_and_context_with_unique_hints() {
         .iter()
         .map(|s| s.spiffe_id().to_string())
         .collect();
-    assert_eq!(
-        ids,
-        ["spiffe://example.org/web", "spiffe://example.org/db"]
-    );
+    assert_eq!(ids, ["spiffe://example.org/web", "spiffe://example.org/db"]);
     let hints: Vec<_> = ctx.svids().iter().map(|s| s.hint()).collect();
     assert_eq!(hints, [Some("web"), Some("db")]);
     assert_eq!(
@@ -111,7 +108,10 @@ async fn spiffe_client_fetches_jwt_svids_with_exact_audiences() {
     );
 
     let db = spiffe::SpiffeId::new("spiffe://example.org/db").unwrap();
-    let only = client.fetch_all_jwt_svids(["aud1"], Some(&db)).await.unwrap();
+    let only = client
+        .fetch_all_jwt_svids(["aud1"], Some(&db))
+        .await
+        .unwrap();
     assert_eq!(only.len(), 1);
     assert_eq!(only[0].spiffe_id(), &db);
 }
@@ -144,8 +144,14 @@ fn status_mapping_is_fixed() {
             E::Agent(AgentError::ServerUnavailable("down".into())),
             Code::Unavailable,
         ),
-        (E::Agent(AgentError::Denied("no".into())), Code::PermissionDenied),
-        (E::Agent(AgentError::Internal("secret detail".into())), Code::Internal),
+        (
+            E::Agent(AgentError::Denied("no".into())),
+            Code::PermissionDenied,
+        ),
+        (
+            E::Agent(AgentError::Internal("secret detail".into())),
+            Code::Internal,
+        ),
     ];
     for (e, code) in cases {
         let s = to_status(&e);

@@ -1,7 +1,9 @@
 //! A fake identity provider over a real authority, a fixed attestor, and
 //! the Workload API served on a Unix socket in a temporary directory.
 
-use super::super::{Attest, WorkloadApi, bind_workload_socket, serve_workload_api, workload_routes};
+use super::super::{
+    Attest, WorkloadApi, bind_workload_socket, serve_workload_api, workload_routes,
+};
 use crate::agent::{AgentError, IdentityProvider, JwtIdentity, X509Identity};
 use crate::api::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use crate::authority::{Authority, Bundle, generate_key_and_csr};
@@ -17,10 +19,10 @@ use tokio::sync::{oneshot, watch};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The selector every test workload has.
-pub(super) const SELECTOR: &str = "unix:uid:1000";
+pub(crate) const SELECTOR: &str = "unix:uid:1000";
 
 /// An entry for `spiffe://example.org<path>` requiring [`SELECTOR`].
-pub(super) fn entry(n: u8, path: &str, hint: &str) -> Entry {
+pub(crate) fn entry(n: u8, path: &str, hint: &str) -> Entry {
     let td = TrustDomain::parse("example.org").unwrap();
     Entry {
         id: EntryId::from_random([n; 16]),
@@ -38,7 +40,7 @@ pub(super) fn entry(n: u8, path: &str, hint: &str) -> Entry {
     }
 }
 
-pub(super) fn authority(td: &str) -> Authority {
+pub(crate) fn authority(td: &str) -> Authority {
     Authority::generate(
         &TrustDomain::parse(td).unwrap(),
         SystemTime::now(),
@@ -49,7 +51,7 @@ pub(super) fn authority(td: &str) -> Authority {
 }
 
 /// Issues from a real authority, caches X.509-SVIDs per entry.
-pub(super) struct FakeProvider {
+pub(crate) struct FakeProvider {
     pub authority: Authority,
     pub entries: Mutex<Vec<Arc<Entry>>>,
     pub svids: Mutex<HashMap<String, Arc<X509Identity>>>,
@@ -134,7 +136,7 @@ impl IdentityProvider for FakeProvider {
 }
 
 /// Answers every caller with the same outcome.
-pub(super) struct FixedAttest(pub Result<Vec<Selector>, String>);
+pub(crate) struct FixedAttest(pub Result<Vec<Selector>, String>);
 
 impl Attest for FixedAttest {
     fn attest(&self, _cred: &UCred) -> Result<Vec<Selector>, String> {
@@ -143,7 +145,7 @@ impl Attest for FixedAttest {
 }
 
 /// A running Workload API; stops when dropped.
-pub(super) struct Harness {
+pub(crate) struct Harness {
     pub provider: Arc<FakeProvider>,
     pub socket: PathBuf,
     _dir: tempfile::TempDir,
@@ -210,7 +212,7 @@ impl Harness {
 }
 
 /// A request carrying the security header.
-pub(super) fn with_header<T>(msg: T) -> tonic::Request<T> {
+pub(crate) fn with_header<T>(msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.metadata_mut()
         .insert("workload.spiffe.io", "true".parse().unwrap());
@@ -218,7 +220,7 @@ pub(super) fn with_header<T>(msg: T) -> tonic::Request<T> {
 }
 
 /// The SPIFFE ID of a token, read without verification (test helper).
-pub(super) fn sub_of(token: &str) -> SpiffeId {
+pub(crate) fn sub_of(token: &str) -> SpiffeId {
     use base64::Engine as _;
     let payload = token.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -23,10 +23,7 @@ fn jwt_request(aud: &[&str], spiffe_id: &str) -> wpb::JwtsvidRequest {
 async fn requests_without_the_security_header_are_invalid() {
     let h = Harness::start(vec![entry(1, "/web", "")]).await;
     let mut c = h.raw_client().await;
-    let e = c
-        .fetch_jwtsvid(jwt_request(&["a"], ""))
-        .await
-        .unwrap_err();
+    let e = c.fetch_jwtsvid(jwt_request(&["a"], "")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(e.message(), "security header missing from request");
     let e = c.fetch_x509svid(wpb::X509svidRequest {}).await.unwrap_err();
@@ -98,7 +95,10 @@ async fn jwt_request_errors() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = c
-        .fetch_jwtsvid(with_header(jwt_request(&["a"], "spiffe://example.org/other")))
+        .fetch_jwtsvid(with_header(jwt_request(
+            &["a"],
+            "spiffe://example.org/other",
+        )))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -130,7 +130,11 @@ async fn validate_reports_the_broken_rule_and_returns_claims() {
             svid: svid.into(),
         })
     };
-    let ok = c.validate_jwtsvid(validate("a2", &token)).await.unwrap().into_inner();
+    let ok = c
+        .validate_jwtsvid(validate("a2", &token))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ok.spiffe_id, "spiffe://example.org/web");
     let claims = crate::agent::workload::claims::from_struct(&ok.claims.unwrap());
     assert_eq!(claims["aud"], serde_json::json!(["a1", "a2"]));
@@ -143,15 +147,26 @@ async fn validate_reports_the_broken_rule_and_returns_claims() {
     assert_eq!(e.message(), "audience must be specified");
     let e = c.validate_jwtsvid(validate("a1", "")).await.unwrap_err();
     assert_eq!(e.message(), "svid must be specified");
-    let e = c.validate_jwtsvid(validate("a1", "garbage")).await.unwrap_err();
+    let e = c
+        .validate_jwtsvid(validate("a1", "garbage"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
     let foreign = authority("other.org");
     let id = crate::id::SpiffeId::parse("spiffe://other.org/w").unwrap();
     let t = foreign
-        .mint_jwt_svid(&id, &["a1".into()], Duration::from_secs(60), std::time::SystemTime::now())
+        .mint_jwt_svid(
+            &id,
+            &["a1".into()],
+            Duration::from_secs(60),
+            std::time::SystemTime::now(),
+        )
         .unwrap();
-    let e = c.validate_jwtsvid(validate("a1", t.token_str())).await.unwrap_err();
+    let e = c
+        .validate_jwtsvid(validate("a1", t.token_str()))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(e.message(), "no bundle for trust domain \"other.org\"");
 }
@@ -257,10 +272,7 @@ async fn wit_svid_rpcs_are_unimplemented() {
     grpc.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static("/SpiffeWorkloadAPI/FetchWITSVID");
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    let e = grpc
-        .unary(with_header(()), path, codec)
-        .await
-        .unwrap_err();
+    let e = grpc.unary(with_header(()), path, codec).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
 }
 
