@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod rotation;
+pub mod workload;
 
 use crate::authority::Bundle;
 use crate::id::{Selector, SpiffeId};

@@ -10,6 +10,7 @@ mod entry;
 mod offline;
 mod ops;
 mod output;
+mod workload;
 
 use clap::{Parser, Subcommand};
 use client::Target;
@@ -66,10 +67,10 @@ enum Command {
     /// Show the trust bundle.
     #[command(subcommand)]
     Bundle(ops::BundleCmd),
-    /// Mint X.509-SVIDs.
+    /// Mint or fetch X.509-SVIDs.
     #[command(subcommand)]
     Svid(ops::SvidCmd),
-    /// Mint JWT-SVIDs.
+    /// Mint, fetch and validate JWT-SVIDs.
     #[command(subcommand)]
     Jwt(ops::JwtCmd),
     /// Evaluate, test and reload policies.
@@ -142,7 +143,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Operator(cmd) => ops::operator(&cli, cmd, &out).await,
         Command::Entry(cmd) => entry::run(&cli, cmd, &out).await,
         Command::Bundle(cmd) => ops::bundle(&cli, cmd, &out).await,
+        Command::Svid(ops::SvidCmd::Fetch(args)) => workload::svid_fetch(args, &out).await,
         Command::Svid(cmd) => ops::svid(&cli, cmd, &out).await,
+        Command::Jwt(ops::JwtCmd::Fetch(args)) => workload::jwt_fetch(args, &out).await,
+        Command::Jwt(ops::JwtCmd::Validate(args)) => workload::jwt_validate(args, &out).await,
         Command::Jwt(cmd) => ops::jwt(&cli, cmd, &out).await,
         Command::Policy(cmd) => ops::policy(&cli, cmd, &out).await,
         Command::Audit(cmd) => ops::audit(&cli, cmd, &out).await,

@@ -176,6 +176,9 @@ pub(super) enum SvidCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Fetch this workload's default X.509-SVID from the Workload API
+    /// ($SPIFFE_ENDPOINT_SOCKET).
+    Fetch(super::workload::SvidFetchArgs),
 }
 
 fn ttl_secs(t: Option<Ttl>) -> i64 {
@@ -183,7 +186,7 @@ fn ttl_secs(t: Option<Ttl>) -> i64 {
         .unwrap_or(0)
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -204,7 +207,11 @@ pub(super) async fn svid(cli: &Cli, cmd: &SvidCmd, out: &Out) -> Result<(), Fail
         ttl,
         dns,
         out: dir,
-    } = cmd;
+    } = cmd
+    else {
+        // Fetch goes to the Workload API client (see `dispatch`).
+        return Err(Failure("not an admin command".into()));
+    };
     let id = SpiffeId::parse(spiffe_id).map_err(|e| Failure(format!("--spiffe-id: {e}")))?;
     let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
     let r = cli
@@ -260,6 +267,10 @@ pub(super) enum JwtCmd {
         #[arg(long)]
         ttl: Option<Ttl>,
     },
+    /// Fetch JWT-SVIDs from the Workload API ($SPIFFE_ENDPOINT_SOCKET).
+    Fetch(super::workload::JwtFetchArgs),
+    /// Validate a JWT-SVID through the Workload API ($SPIFFE_ENDPOINT_SOCKET).
+    Validate(super::workload::JwtValidateArgs),
 }
 
 pub(super) async fn jwt(cli: &Cli, cmd: &JwtCmd, out: &Out) -> Result<(), Failure> {
@@ -267,7 +278,11 @@ pub(super) async fn jwt(cli: &Cli, cmd: &JwtCmd, out: &Out) -> Result<(), Failur
         spiffe_id,
         audience,
         ttl,
-    } = cmd;
+    } = cmd
+    else {
+        // Fetch goes to the Workload API client (see `dispatch`).
+        return Err(Failure("not an admin command".into()));
+    };
     let r = cli
         .clients()
         .await?
