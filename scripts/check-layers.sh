@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-core=(src/id src/keyring src/authority src/registry src/policy src/audit src/secret.rs)
+core=(src/id src/keyring src/authority src/registry src/policy src/audit src/secret.rs
+      src/agent/rotation.rs src/attest/parse.rs)
 forbidden='(\btokio\b|\btonic\b|\bsled\b|std::fs|std::net|std::process|clock::now|SystemTime::now|Instant::now|crate::(store|api|tls|config|server|cli)\b)'
 
 status=0

@@ -9,6 +9,8 @@
 
 pub mod cache;
 pub mod rotation;
+pub mod run;
+pub mod session;
 pub mod workload;
 
 use crate::authority::Bundle;
@@ -18,9 +20,6 @@ use crate::secret::Secret;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
-
-pub mod run;
-pub mod session;
 
 /// Why the agent could not provide a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

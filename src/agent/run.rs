@@ -4,7 +4,7 @@
 
 use super::cache::IdentityCache;
 use super::session::{NodeIssuer, Session, SessionError};
-use super::workload::{serve_workload_api, workload_routes, Attest, WorkloadApi};
+use super::workload::{Attest, WorkloadApi, serve_workload_api, workload_routes};
 use crate::api::pb;
 use crate::attest::{AttestConfig, Attestor, PeerCred};
 use crate::authority::Bundle;
@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
+
+/// How long open Workload API streams may stay after shutdown begins.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -71,8 +74,12 @@ pub struct Agent {
 impl Agent {
     /// Starts the session (attesting with `join_token` if there is no usable
     /// stored SVID) and fills the cache with the last known bundle.
-    pub async fn start(opts: &AgentOptions, join_token: Option<&Secret>) -> Result<Agent, AgentRunError> {
-        let session = Session::start(&opts.server, &opts.data_dir, &opts.trust_bundle, join_token).await?;
+    pub async fn start(
+        opts: &AgentOptions,
+        join_token: Option<&Secret>,
+    ) -> Result<Agent, AgentRunError> {
+        let session =
+            Session::start(&opts.server, &opts.data_dir, &opts.trust_bundle, join_token).await?;
         let cache = IdentityCache::new(Arc::new(NodeIssuer(session.clone())));
         if let Some(b) = session.bundle() {
             cache.set_bundle((*b).clone());
@@ -89,19 +96,37 @@ impl Agent {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AgentRunError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(sync_entries(self.session.clone(), self.cache.clone(), stop_rx.clone()));
+        tokio::spawn(sync_entries(
+            self.session.clone(),
+            self.cache.clone(),
+            stop_rx.clone(),
+        ));
         tokio::spawn(renew_agent(self.session.clone(), stop_rx.clone()));
         tokio::spawn(self.cache.clone().run_rotation(stop_rx.clone()));
-        let api = WorkloadApi::new(self.cache.clone(), Arc::new(UnixAttest(Attestor::new(opts.attest.clone()))));
+        let api = WorkloadApi::new(
+            self.cache.clone(),
+            Arc::new(UnixAttest(Attestor::new(opts.attest.clone()))),
+        );
         let routes = workload_routes(api)?;
+        let (begin_tx, mut begin_rx) = watch::channel(false);
         let mut stopped = stop_rx;
-        let result = serve_workload_api(listener, routes, async move {
+        let serve = serve_workload_api(listener, routes, async move {
             tokio::select! {
                 () = shutdown => {}
                 _ = stopped.wait_for(|s| *s) => {}
             }
-        })
-        .await;
+            let _ = begin_tx.send(true);
+        });
+        // Workload streams stay open for as long as clients hold them; after
+        // a short grace period they are cut off so shutdown completes.
+        let deadline = async {
+            let _ = begin_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN_GRACE).await;
+        };
+        let result = tokio::select! {
+            r = serve => r,
+            () = deadline => Ok(()),
+        };
         let _ = stop_tx.send(true);
         Ok(result?)
     }
@@ -133,7 +158,11 @@ fn apply(session: &Session, cache: &IdentityCache, msg: pb::SyncEntriesResponse)
 
 /// Keeps the entry stream open: resumes from what the cache holds after
 /// every disconnect, with backoff, and never exits on a failure.
-async fn sync_entries(session: Arc<Session>, cache: Arc<IdentityCache>, mut stop: watch::Receiver<bool>) {
+async fn sync_entries(
+    session: Arc<Session>,
+    cache: Arc<IdentityCache>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = std::sync::atomic::AtomicBool::new(false);
@@ -174,7 +203,10 @@ async fn sync_entries(session: Arc<Session>, cache: Arc<IdentityCache>, mut stop
 async fn renew_agent(session: Arc<Session>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let wait = session.renew_at().duration_since(clock::now()).unwrap_or_default();
+        let wait = session
+            .renew_at()
+            .duration_since(clock::now())
+            .unwrap_or_default();
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,

@@ -26,6 +26,8 @@ pub(super) async fn run(config: &Path, join_token: Option<String>) -> Result<(),
     let listener = bind_workload_socket(&config.socket)
         .map_err(|e| Failure(format!("cannot bind {}: {e}", config.socket.display())))?;
     tracing::info!(agent = %agent.session.agent_id(), socket = %config.socket.display(), "serving the Workload API");
-    agent.run(&opts, listener, super::dev::shutdown_signal()).await?;
+    agent
+        .run(&opts, listener, super::dev::shutdown_signal())
+        .await?;
     Ok(())
 }

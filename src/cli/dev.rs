@@ -2,16 +2,16 @@
 //! bind the listeners and call [`crate::server::run`].
 
 use super::Failure;
-use super::output::Out;
-use crate::config::ServerConfig;
-use crate::id::{TrustDomain, Ttl};
 use super::client::{Clients, Target};
+use super::output::Out;
 use super::status_line;
 use crate::agent::run::{Agent, AgentOptions};
 use crate::agent::workload::bind_workload_socket;
 use crate::api::pb;
+use crate::config::ServerConfig;
+use crate::id::{TrustDomain, Ttl};
 use crate::secret::Secret;
-use crate::server::{Server, bind_admin_socket, run as serve};
+use crate::server::{Listeners, Server, bind_admin_socket, run as serve};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -221,7 +221,11 @@ async fn dev_bootstrap(admin: &Path, td: &TrustDomain) -> Result<Secret, Failure
         hint: "dev-admin".into(),
         ..pb::Entry::default()
     };
-    match c.entries.create(pb::CreateEntryRequest { entry: Some(entry) }).await {
+    match c
+        .entries
+        .create(pb::CreateEntryRequest { entry: Some(entry) })
+        .await
+    {
         Ok(_) => {}
         Err(s) if s.code() == tonic::Code::AlreadyExists => {}
         Err(s) => return Err(Failure(status_line(&s))),

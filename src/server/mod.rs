@@ -13,4 +13,4 @@ pub use agents::{AgentRecord, Agents, JoinToken};
 pub use entries::Entries;
 pub use run::{Listeners, ServeError, bind_admin_socket, run};
 pub use state::read_policy_dir;
-pub use state::{own_uid, Server, ServerError};
+pub use state::{Server, ServerError, own_uid};

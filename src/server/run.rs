@@ -56,7 +56,12 @@ pub fn bind_admin_socket(path: &std::path::Path) -> std::io::Result<UnixListener
     Ok(listener)
 }
 
-/// Serves until `shutdown` completes, then drains in-flight requests.
+/// How long in-flight requests may take to finish after shutdown begins.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves until `shutdown` completes, then drains in-flight requests (long
+/// streams are told to end; anything still open after a short grace period
+/// is cut off).
 pub async fn run(
     server: Arc<Server>,
     listeners: Listeners,
@@ -64,8 +69,10 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let routes = crate::api::router(server.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = server.clone();
     tokio::spawn(async move {
         shutdown.await;
+        stopping.begin_shutdown();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -86,10 +93,22 @@ pub async fn run(
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stopped(stop_rx.clone()));
     let admin = tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listeners.admin), stopped(stop_rx));
-    let (a, b) = tokio::join!(tcp, admin);
-    a?;
-    b?;
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listeners.admin),
+            stopped(stop_rx.clone()),
+        );
+    let both = async { tokio::join!(tcp, admin) };
+    let deadline = async {
+        stopped(stop_rx).await;
+        tokio::time::sleep(DRAIN_GRACE).await;
+    };
+    tokio::select! {
+        (a, b) = both => {
+            a?;
+            b?;
+        }
+        () = deadline => tracing::warn!("requests still open after the drain period were cut off"),
+    }
     Ok(())
 }
 

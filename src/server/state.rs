@@ -82,6 +82,8 @@ pub struct Server {
     own_uid: u32,
     /// Serializes init, unseal, seal and key rotation.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Set when the server begins shutting down, so long streams end.
+    stopping: watch::Sender<bool>,
 }
 
 /// Reads every `*.rego` file in `dir`, sorted by name.
@@ -160,6 +162,7 @@ impl Server {
             health: Mutex::new(None),
             own_uid: own_uid(),
             lifecycle: tokio::sync::Mutex::new(()),
+            stopping: watch::channel(false).0,
         });
         if let Some(unseal) = &server.config.unseal {
             let passphrase = unseal.passphrase()?;
@@ -178,6 +181,16 @@ impl Server {
             }
         }
         Ok(server)
+    }
+
+    /// Tells long-lived streams that the server is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Becomes true when the server begins shutting down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// The trust domain.

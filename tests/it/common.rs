@@ -51,7 +51,9 @@ impl TestServer {
     }
 
     /// Starts a server with `config`, listening on `addr` (port 0 for any).
+    /// Logs go to the test output when SIGIL_TEST_LOG names a filter.
     pub async fn start_at(config: ServerConfig, addr: std::net::SocketAddr) -> TestServer {
+        init_logs();
         let admin = config.admin_socket.clone();
         let server = Server::open(config).await.unwrap();
         let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -60,6 +62,7 @@ impl TestServer {
 
     /// Starts a server with `config`.
     pub async fn start_with(config: ServerConfig) -> TestServer {
+        init_logs();
         let admin = config.admin_socket.clone();
         let server = Server::open(config).await.unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -212,18 +215,28 @@ impl TestAgent {
         let mut c = server.clients().await;
         let token = c
             .agents
-            .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: 0, agent_name: name.into() })
+            .create_join_token(pb::CreateJoinTokenRequest {
+                ttl_seconds: 0,
+                agent_name: name.into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        let pem = c.bundle.get(pb::GetBundleRequest {}).await.unwrap().into_inner().pem;
+        let pem = c
+            .bundle
+            .get(pb::GetBundleRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pem;
         std::fs::create_dir_all(dir).unwrap();
         let bundle = dir.join("bootstrap.pem");
         std::fs::write(&bundle, pem).unwrap();
         let opts = agent_options(server, dir);
-        let agent = sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token.token)))
-            .await
-            .unwrap();
+        let agent =
+            sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token.token)))
+                .await
+                .unwrap();
         Self::serve(agent, opts, token.agent_id)
     }
 
@@ -239,7 +252,11 @@ impl TestAgent {
         Self::serve(agent, opts, id.to_owned())
     }
 
-    fn serve(agent: sigil::agent::run::Agent, opts: sigil::agent::run::AgentOptions, id: String) -> TestAgent {
+    fn serve(
+        agent: sigil::agent::run::Agent,
+        opts: sigil::agent::run::AgentOptions,
+        id: String,
+    ) -> TestAgent {
         let socket = opts.data_dir.parent().unwrap().join("agent.sock");
         let listener = sigil::agent::workload::bind_workload_socket(&socket).unwrap();
         let (tx, rx) = oneshot::channel();
@@ -251,7 +268,13 @@ impl TestAgent {
             .await
             .unwrap();
         });
-        TestAgent { agent, socket, id, stop: Some(tx), task: Some(task) }
+        TestAgent {
+            agent,
+            socket,
+            id,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// The endpoint as SPIFFE clients take it.
@@ -280,7 +303,14 @@ fn agent_options(server: &TestServer, dir: &Path) -> sigil::agent::run::AgentOpt
 }
 
 /// Creates an entry under `parent` for `uid`.
-pub async fn register(server: &TestServer, parent: &str, path: &str, uid: u32, hint: &str, x509_ttl: i64) -> pb::Entry {
+pub async fn register(
+    server: &TestServer,
+    parent: &str,
+    path: &str,
+    uid: u32,
+    hint: &str,
+    x509_ttl: i64,
+) -> pb::Entry {
     let mut c = server.clients().await;
     let e = pb::Entry {
         spiffe_id: format!("spiffe://{TD}{path}"),
@@ -290,7 +320,11 @@ pub async fn register(server: &TestServer, parent: &str, path: &str, uid: u32, h
         x509_ttl_seconds: x509_ttl,
         ..pb::Entry::default()
     };
-    c.entries.create(pb::CreateEntryRequest { entry: Some(e) }).await.unwrap().into_inner()
+    c.entries
+        .create(pb::CreateEntryRequest { entry: Some(e) })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// Waits until `f` returns Some, polling every 20 ms for up to `secs`.
@@ -304,7 +338,19 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "condition not met within {secs}s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn init_logs() {
+    if let Ok(filter) = std::env::var("SIGIL_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
 }

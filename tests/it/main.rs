@@ -12,6 +12,7 @@
 
 mod common;
 
+mod agent;
 mod at_rest;
 mod audit;
 mod bad_input;

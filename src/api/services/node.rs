@@ -262,6 +262,7 @@ async fn push_entries(
 ) {
     let mut changes = server.entries().changes();
     let mut bans = server.agents().bans();
+    let mut stopping = server.stopping();
     let mut bundle_sent: Option<String> = None;
     let mut first = true;
     loop {
@@ -322,6 +323,10 @@ async fn push_entries(
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             r = bans.changed() => if r.is_err() { return },
+            () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                let _ = tx.send(Err(Status::unavailable("server shutting down"))).await;
+                return;
+            }
             _ = tx.closed() => return,
         }
     }
