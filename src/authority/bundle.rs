@@ -91,17 +91,7 @@ pub enum BundleError {
 impl Bundle {
     /// The roots as PEM `CERTIFICATE` blocks.
     pub fn to_pem(&self) -> String {
-        let mut out = String::new();
-        for der in &self.x509_authorities {
-            out.push_str("-----BEGIN CERTIFICATE-----\n");
-            let b64 = STANDARD.encode(der);
-            for line in b64.as_bytes().chunks(64) {
-                out.push_str(std::str::from_utf8(line).unwrap_or_default());
-                out.push('\n');
-            }
-            out.push_str("-----END CERTIFICATE-----\n");
-        }
-        out
+        certs_to_pem(&self.x509_authorities)
     }
 
     /// The roots as concatenated DER (the Workload API bundle value).
@@ -325,4 +315,19 @@ fn x509_kid(cert: &X509Certificate<'_>) -> String {
             hex::encode(digest.as_ref().get(..20).unwrap_or_default())
         }
     }
+}
+
+/// DER certificates as PEM `CERTIFICATE` blocks, in order.
+pub fn certs_to_pem(certs: &[Vec<u8>]) -> String {
+    let mut out = String::new();
+    for der in certs {
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = STANDARD.encode(der);
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).unwrap_or_default());
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
 }

@@ -87,18 +87,7 @@ pub fn server_id_from_roots(roots: &[Vec<u8>]) -> Result<crate::id::SpiffeId, Tl
 
 /// Encodes DER certificates as PEM CERTIFICATE blocks.
 pub fn certs_to_pem(certs: &[Vec<u8>]) -> String {
-    use base64::Engine;
-    let mut out = String::new();
-    for der in certs {
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        for chunk in b64.as_bytes().chunks(64) {
-            out.push_str(&String::from_utf8_lossy(chunk));
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
-    out
+    crate::authority::certs_to_pem(certs)
 }
 
 /// Encodes a PKCS#8 private key as PEM; the result is itself secret.
