@@ -14,7 +14,12 @@ pub(super) fn options(config: &AgentConfig) -> AgentOptions {
         server: config.server.clone(),
         trust_bundle: config.trust_bundle.clone(),
         data_dir: config.data_dir.clone(),
-        attest: crate::attest::AttestConfig::default(),
+        attest: crate::attest::AttestConfig {
+            max_exe_bytes: config
+                .max_exe_bytes
+                .unwrap_or(crate::attest::AttestConfig::default().max_exe_bytes),
+            ..crate::attest::AttestConfig::default()
+        },
     }
 }
 

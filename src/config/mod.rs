@@ -243,6 +243,10 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// The Workload API socket.
     pub socket: PathBuf,
+    /// Executables larger than this many bytes are not hashed for the
+    /// `unix:sha256` selector (default 256 MiB).
+    #[serde(default)]
+    pub max_exe_bytes: Option<u64>,
 }
 
 impl AgentConfig {
@@ -263,6 +267,7 @@ impl AgentConfig {
             trust_bundle: resolve(path, raw.trust_bundle),
             data_dir: resolve(path, raw.data_dir),
             socket: resolve(path, raw.socket),
+            max_exe_bytes: raw.max_exe_bytes,
         })
     }
 }

@@ -18,6 +18,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod crash;
+mod dev;
 mod grpc;
 mod issuance;
 mod lifecycle;

@@ -1,0 +1,98 @@
+//! `sigil dev` run exactly as a user would: it prints the environment,
+//! serves the invoking user's identity on the Workload API, stops cleanly on
+//! SIGTERM, and reuses its directory on the next run.
+
+use crate::common::*;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+fn start_dev(dir: &std::path::Path) -> (std::process::Child, serde_json::Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args([
+            "dev",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .env("SIGIL_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let env: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    (child, env)
+}
+
+fn stop(child: std::process::Child) -> String {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "sigil dev exited with {}", out.status);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn dev_serves_the_invoking_user_and_restarts_on_the_same_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (child, env) = start_dev(&dir);
+    let endpoint = env["SPIFFE_ENDPOINT_SOCKET"].as_str().unwrap().to_owned();
+    assert!(endpoint.starts_with("unix:///"), "{endpoint}");
+    for key in ["SIGIL_ADMIN_SOCKET", "SIGIL_SERVER", "SIGIL_CA_BUNDLE"] {
+        assert!(env[key].is_string(), "{key} missing from {env}");
+    }
+    let out_dir = tmp.path().join("me");
+    let fetched: serde_json::Value = serde_json::from_str(&ok(sigil(
+        &[
+            "svid",
+            "fetch",
+            "--json",
+            "--write",
+            out_dir.to_str().unwrap(),
+        ],
+        &[("SPIFFE_ENDPOINT_SOCKET", &endpoint)],
+    )))
+    .unwrap();
+    assert_eq!(fetched["spiffe_id"], "spiffe://example.org/dev/admin");
+    let bundle_before = std::fs::read(env["SIGIL_CA_BUNDLE"].as_str().unwrap()).unwrap();
+
+    // The identity from the Workload API is an admin over TLS.
+    let listed = ok(sigil(
+        &[
+            "entry",
+            "list",
+            "--json",
+            "--svid-dir",
+            out_dir.to_str().unwrap(),
+        ],
+        &[
+            ("SIGIL_SERVER", env["SIGIL_SERVER"].as_str().unwrap()),
+            ("SIGIL_CA_BUNDLE", env["SIGIL_CA_BUNDLE"].as_str().unwrap()),
+        ],
+    ));
+    assert!(
+        listed.contains("spiffe://example.org/dev/admin"),
+        "{listed}"
+    );
+    let stderr = stop(child);
+    assert!(stderr.contains("development only"), "{stderr}");
+
+    // A second run reuses the directory: same CA, same entries.
+    let (child, env) = start_dev(&dir);
+    let bundle_after = std::fs::read(env["SIGIL_CA_BUNDLE"].as_str().unwrap()).unwrap();
+    assert_eq!(bundle_before, bundle_after);
+    let endpoint = env["SPIFFE_ENDPOINT_SOCKET"].as_str().unwrap().to_owned();
+    let text = ok(sigil(
+        &["jwt", "fetch", "--audience", "ci"],
+        &[("SPIFFE_ENDPOINT_SOCKET", &endpoint)],
+    ));
+    assert_eq!(text.trim().split('.').count(), 3, "{text}");
+    stop(child);
+}
