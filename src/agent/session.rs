@@ -96,6 +96,9 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SessionError
         .mode(mode)
         .open(&tmp)
         .map_err(|e| file_err(&tmp, e))?;
+    // A stale temp file keeps its old mode; set the intended one first.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| file_err(&tmp, e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| file_err(&tmp, e))?;
@@ -127,7 +130,9 @@ fn status_error(s: &tonic::Status) -> AgentError {
 }
 
 fn from_wire_time(t: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0))
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(u64::try_from(t).unwrap_or(0)))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 impl Session {

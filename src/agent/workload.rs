@@ -186,12 +186,18 @@ impl WorkloadApi {
             return Err(WorkloadError::BundleUnknown);
         }
         let mut svids = Vec::with_capacity(entries.len());
+        let mut first_error = None;
         for entry in entries {
-            let id = self
-                .provider
-                .x509_svid(&entry)
-                .await
-                .map_err(WorkloadError::Agent)?;
+            // One identity that cannot be issued right now (the server is
+            // away and it was never cached) must not hide the cached ones.
+            let id = match self.provider.x509_svid(&entry).await {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!(entry = %entry.id.as_str(), error = %e, "SVID unavailable; left out of the response");
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
             svids.push(wpb::X509svid {
                 spiffe_id: id.spiffe_id.to_string(),
                 x509_svid: id.chain_der.concat(),
@@ -199,6 +205,11 @@ impl WorkloadApi {
                 bundle: bundle.clone(),
                 hint: entry.hint.clone(),
             });
+        }
+        if svids.is_empty()
+            && let Some(e) = first_error
+        {
+            return Err(WorkloadError::Agent(e));
         }
         Ok(wpb::X509svidResponse {
             svids,

@@ -75,6 +75,15 @@ impl Caller {
     }
 }
 
+fn currently_valid(leaf: &[u8], now: std::time::SystemTime) -> bool {
+    use x509_parser::prelude::*;
+    let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
+        return false;
+    };
+    let now = i64::try_from(clock::unix_seconds(now)).unwrap_or(i64::MAX);
+    cert.validity().not_before.timestamp() <= now && now < cert.validity().not_after.timestamp()
+}
+
 /// The chokepoint every handler calls first.
 #[derive(Clone, Debug)]
 pub struct Gate {
@@ -173,6 +182,12 @@ impl Gate {
             // rustls already verified the chain against the bundle during
             // the handshake; here we only read which identity it proved.
             let leaf = tls.peer_certs.as_ref().and_then(|c| c.first());
+            // The chain was verified at the handshake, but an HTTP/2
+            // connection outlives certificates: an SVID that has expired
+            // since then proves nothing.
+            if leaf.is_some_and(|l| !currently_valid(l, clock::now())) {
+                return (Caller::Anonymous, Authn::None, source);
+            }
             let Some(id) = leaf.and_then(|l| peer_spiffe_id(l)) else {
                 return (Caller::Anonymous, Authn::None, source);
             };

@@ -196,7 +196,10 @@ pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Fai
         .mode(mode)
         .open(path)
         .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
-    f.write_all(bytes)
+    // `mode` applies only when the file is created: set it on an existing
+    // file too, so a private key never lands in a file others can read.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
         .and_then(|()| f.sync_all())
         .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))
 }

@@ -110,6 +110,9 @@ impl Authn {
     }
 }
 
+/// Longest resource id kept in policy input and audit records, in bytes.
+pub const MAX_RESOURCE_ID: usize = 512;
+
 /// The thing acted on, e.g. `{kind: "entry", id: "…"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
@@ -120,8 +123,22 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// A resource of `kind`, naming `id` when the action has one.
+    /// A resource of `kind`, naming `id` when the action has one. The id
+    /// comes from the request before it is validated, so it is cut to
+    /// [`MAX_RESOURCE_ID`] bytes: a caller must not be able to write large
+    /// records into the audit log.
     pub fn new(kind: impl Into<String>, id: Option<String>) -> Self {
+        let id = id.map(|mut id| {
+            if id.len() > MAX_RESOURCE_ID {
+                let mut cut = MAX_RESOURCE_ID;
+                while !id.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                id.truncate(cut);
+                id.push_str("…(truncated)");
+            }
+            id
+        });
         Self {
             kind: kind.into(),
             id,

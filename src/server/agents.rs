@@ -62,6 +62,9 @@ pub struct Agents {
     cache: RwLock<HashMap<String, AgentRecord>>,
     /// Bumped when an agent is banned, so its open streams end at once.
     bans: watch::Sender<u64>,
+    /// Serializes read-modify-write of agent records, so a renewal racing a
+    /// ban can never write back a copy read before the ban.
+    mutate: std::sync::Mutex<()>,
 }
 
 fn token_key(token: &str) -> Vec<u8> {
@@ -96,6 +99,7 @@ impl Agents {
             trust_domain,
             cache: RwLock::new(HashMap::new()),
             bans: watch::channel(0).0,
+            mutate: std::sync::Mutex::new(()),
         }
     }
 
@@ -262,10 +266,14 @@ impl Agents {
 
     /// Notes that `id` was heard from; written back at most once a minute.
     pub fn touch(&self, id: &SpiffeId, now: SystemTime) {
+        let _guard = self
+            .mutate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now_s = clock::unix_seconds(now);
         let stale = self.cache.read().ok().and_then(|c| {
             c.get(id.as_str())
-                .filter(|r| r.last_seen + LAST_SEEN_GRANULARITY <= now_s)
+                .filter(|r| !r.banned && r.last_seen + LAST_SEEN_GRANULARITY <= now_s)
                 .cloned()
         });
         if let Some(r) = stale {
@@ -286,6 +294,10 @@ impl Agents {
 
     /// Bans `id`: it is refused from now on and its streams end.
     pub fn ban(&self, id: &SpiffeId) -> Result<(), ApiError> {
+        let _guard = self
+            .mutate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut r = self
             .cache
             .read()

@@ -318,18 +318,10 @@ impl Server {
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-        let authority = Authority::generate(
-            &self.config.trust_domain,
-            now,
-            self.config.ca_ttl.as_duration(),
-            &ring::rand::SystemRandom::new(),
-        )?;
-        self.store.create(
-            Table::AUTHORITY,
-            AUTHORITY_KEY,
-            authority.to_sealed_bytes().expose(),
-        )?;
-        self.activate(authority, now)?;
+        if let Err(e) = self.finish_unseal() {
+            self.seal_now();
+            return Err(e);
+        }
         tracing::info!(trust_domain = %self.config.trust_domain, "initialized and unsealed");
         Ok(())
     }
@@ -344,22 +336,49 @@ impl Server {
         tokio::task::spawn_blocking(move || this.store.unseal(&passphrase))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
+        // Whatever fails from here on, the keys must not stay in memory
+        // while the server reports itself sealed.
+        match self.finish_unseal() {
+            Ok(()) => {
+                tracing::info!("unsealed");
+                Ok(())
+            }
+            Err(e) => {
+                self.seal_now();
+                Err(e)
+            }
+        }
+    }
+
+    fn finish_unseal(&self) -> Result<(), ApiError> {
         // A log that does not extend the head kept in the sealed store was
         // truncated or rewritten: refuse to run on it.
         if let Err(e) = self.verify_audit_now()? {
-            self.store.seal();
             return Err(ApiError::FailedPrecondition(format!(
                 "audit log failed verification ({e}); the server stays sealed"
             )));
         }
-        let stored = self
-            .store
-            .get(Table::AUTHORITY, AUTHORITY_KEY)?
-            .ok_or_else(|| ApiError::Internal("initialized store holds no authority".into()))?;
-        let authority = Authority::from_sealed_bytes(stored.expose())?;
-        self.activate(authority, clock::now())?;
-        tracing::info!("unsealed");
-        Ok(())
+        let now = clock::now();
+        let authority = match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
+            Some(stored) => Authority::from_sealed_bytes(stored.expose())?,
+            // A fresh store, or one whose init stopped before the CA was
+            // stored: make the CA now.
+            None => {
+                let authority = Authority::generate(
+                    &self.config.trust_domain,
+                    now,
+                    self.config.ca_ttl.as_duration(),
+                    &ring::rand::SystemRandom::new(),
+                )?;
+                self.store.create(
+                    Table::AUTHORITY,
+                    AUTHORITY_KEY,
+                    authority.to_sealed_bytes().expose(),
+                )?;
+                authority
+            }
+        };
+        self.activate(authority, now)
     }
 
     fn activate(&self, authority: Authority, now: SystemTime) -> Result<(), ApiError> {
@@ -430,8 +449,13 @@ impl Server {
         Ok(())
     }
 
-    /// Drops every key from memory.
-    pub fn seal(&self) {
+    /// Drops every key from memory, after any init or unseal in progress.
+    pub async fn seal(&self) {
+        let _guard = self.lifecycle.lock().await;
+        self.seal_now();
+    }
+
+    fn seal_now(&self) {
         self.store.seal();
         if let Ok(mut a) = self.active.write() {
             *a = None;

@@ -279,3 +279,57 @@ async fn zero_ttl_on_the_command_line_is_refused() {
     );
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_identities_cannot_be_minted_and_audit_records_stay_small() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut c = s.clients().await;
+    for id in [
+        "spiffe://example.org/sigil/server",
+        "spiffe://example.org/sigil/agent/x",
+    ] {
+        let (_, csr) =
+            sigil::authority::generate_key_and_csr(&sigil::id::SpiffeId::parse(id).unwrap())
+                .unwrap();
+        let e = c
+            .node
+            .sign_x509_svid(pb::SignX509SvidRequest {
+                entry_id: String::new(),
+                csr,
+                spiffe_id: id.into(),
+                ttl_seconds: 0,
+                dns_names: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains("reserved for sigil's own components"),
+            "{}",
+            e.message()
+        );
+    }
+    // A huge id in a request is cut before it reaches the audit log.
+    let huge = "a".repeat(100_000);
+    let e = c
+        .entries
+        .show(pb::ShowEntryRequest { id: huge })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let tail = c
+        .audit
+        .tail(pb::TailAuditRequest { count: 3 })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(
+        tail.iter().all(|r| r.len() < 2_000),
+        "audit records stay small"
+    );
+    assert!(tail.iter().any(|r| r.contains("(truncated)")), "{tail:?}");
+    drop(c);
+    s.stop().await;
+}

@@ -74,7 +74,17 @@ impl NodeService {
 }
 
 fn spiffe_id(s: &str) -> Result<SpiffeId, ApiError> {
-    SpiffeId::parse(s).map_err(|e| ApiError::InvalidArgument(format!("spiffe_id: {e}")))
+    let id =
+        SpiffeId::parse(s).map_err(|e| ApiError::InvalidArgument(format!("spiffe_id: {e}")))?;
+    // sigil's own identities (the server, agents) are issued only by sigil:
+    // an SVID for /sigil/server would let its holder impersonate the server
+    // to agents, and one under /sigil/agent/ would make it an agent.
+    if id.path() == "/sigil" || id.path().starts_with("/sigil/") {
+        return Err(ApiError::InvalidArgument(format!(
+            "spiffe_id: {id} is reserved for sigil's own components"
+        )));
+    }
+    Ok(id)
 }
 
 /// A requested TTL: 0 means the default; anything else must be positive.

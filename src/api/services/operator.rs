@@ -76,7 +76,7 @@ impl Operator for OperatorService {
         self.gate
             .authorize(&req, Action::OperatorSeal, store())
             .await?;
-        self.server.seal();
+        self.server.seal().await;
         Ok(Response::new(pb::SealResponse {}))
     }
 
