@@ -24,6 +24,7 @@ use crate::authority::{Bundle, generate_key_and_csr, validate_x509_svid_leaf};
 use crate::clock;
 use crate::id::{Selector, SpiffeId};
 use crate::registry::Entry;
+use crate::secret::Secret;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -363,7 +364,7 @@ impl IdentityCache {
             .map_err(|e| AgentError::Internal(format!("key generation failed: {e}")))?;
         let issued_at = (self.clock)();
         let (chain_der, expires_at) = self.issuer.sign_x509(entry, csr).await?;
-        check_issued(entry, &chain_der, expires_at, (self.clock)())?;
+        check_issued(entry, &chain_der, &key_pkcs8, expires_at, (self.clock)())?;
         let jitter = self.draw_jitter()?;
         Ok(CachedX509 {
             renew_at: rotation::renew_at(issued_at, expires_at, jitter),
@@ -426,12 +427,20 @@ impl IdentityCache {
 fn check_issued(
     entry: &Entry,
     chain_der: &[Vec<u8>],
+    key_pkcs8: &Secret,
     expires_at: SystemTime,
     now: SystemTime,
 ) -> Result<(), AgentError> {
     let leaf = chain_der
         .first()
         .ok_or_else(|| AgentError::Internal("the server returned an empty chain".into()))?;
+    // The Workload API hands out the key with the leaf: they must match, or
+    // the workload would hold a certificate it cannot use.
+    if !leaf_matches_key(leaf, key_pkcs8) {
+        return Err(AgentError::Internal(
+            "the server returned an X.509-SVID for another key".into(),
+        ));
+    }
     let id = validate_x509_svid_leaf(leaf, now).map_err(|e| {
         AgentError::Internal(format!("the server returned an invalid X.509-SVID: {e}"))
     })?;
@@ -447,6 +456,23 @@ fn check_issued(
         ));
     }
     Ok(())
+}
+
+fn leaf_matches_key(leaf: &[u8], key_pkcs8: &Secret) -> bool {
+    use ring::signature::KeyPair;
+    use x509_parser::prelude::FromDer;
+    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(leaf) else {
+        return false;
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let Ok(pair) = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        key_pkcs8.expose(),
+        &rng,
+    ) else {
+        return false;
+    };
+    cert.public_key().subject_public_key.data.as_ref() == pair.public_key().as_ref()
 }
 
 #[tonic::async_trait]

@@ -138,6 +138,14 @@ pub(super) fn verification_algorithm(
     None
 }
 
+/// Checks that `csr_der` is a well-formed CSR whose self-signature verifies
+/// with an accepted algorithm, without signing anything.
+pub fn check_csr(csr_der: &[u8]) -> Result<(), AuthorityError> {
+    parse_and_verify(csr_der)
+        .map(|_| ())
+        .map_err(AuthorityError::Csr)
+}
+
 /// Generates a P-256 key with ring and a CSR for it carrying `spiffe_id` as URI SAN.
 /// Returns the unencrypted PKCS#8 DER key (the form the Workload API hands out) and the
 /// CSR DER.

@@ -26,7 +26,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::id::{SpiffeId, TrustDomain};
 
 pub use bundle::{Bundle, BundleError, JwtAuthority, certs_to_pem};
-pub use csr::{CsrError, generate_key_and_csr};
+pub use csr::{CsrError, check_csr, generate_key_and_csr};
 pub use jwt::{JwtBundle, JwtClaims, JwtError, JwtSvid, validate_jwt_svid};
 pub use x509::{SvidError, X509Svid, validate_x509_svid_leaf, verify_x509_svid};
 

@@ -68,11 +68,11 @@ impl JwtCache {
         audiences: &[String],
     ) -> Result<Arc<JwtIdentity>, AgentError> {
         let audiences = dedup_in_order(audiences)?;
-        let mut sorted = audiences.clone();
-        sorted.sort();
+        // Keyed on the list in the caller's order, not the sorted set: the
+        // token's `aud` must be exactly what this caller asked for.
         let key = Key {
             spiffe_id: entry.spiffe_id.clone(),
-            audiences: sorted,
+            audiences: audiences.clone(),
         };
         match self.lookup(&key, (self.clock)()) {
             Lookup::Serve(token) => Ok(token),

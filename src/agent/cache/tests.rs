@@ -366,7 +366,7 @@ async fn outage_serves_cached_until_expiry() {
 }
 
 #[tokio::test]
-async fn jwt_is_cached_per_audience_set_with_exact_aud() {
+async fn jwt_is_cached_per_audience_list_with_exact_aud() {
     let f = fixture();
     let e = entry("web", &["unix:uid:1"], 1, 1);
     f.cache.set_entries(vec![e.clone()]);
@@ -382,12 +382,19 @@ async fn jwt_is_cached_per_audience_set_with_exact_aud() {
     let claims = validate_jwt_svid(token, "a", &bundle, f.clock.now()).unwrap();
     assert_eq!(claims.audiences, strings(&["b", "a"]));
 
-    let again = f.cache.jwt_svid(&e, &strings(&["a", "b"])).await.unwrap();
+    // The same list hits the cache; the same set in another order is a
+    // different request, because `aud` must be exactly what was asked.
+    let again = f.cache.jwt_svid(&e, &strings(&["b", "a"])).await.unwrap();
     assert!(Arc::ptr_eq(&first, &again));
     assert_eq!(jwt_calls(&f), 1);
-    f.cache.jwt_svid(&e, &strings(&["c"])).await.unwrap();
+    let reordered = f.cache.jwt_svid(&e, &strings(&["a", "b"])).await.unwrap();
     assert_eq!(jwt_calls(&f), 2);
-    assert_eq!(f.cache.cached_jwt_count(), 2);
+    let token = std::str::from_utf8(reordered.token.expose()).unwrap();
+    let claims = validate_jwt_svid(token, "a", &bundle, f.clock.now()).unwrap();
+    assert_eq!(claims.audiences, strings(&["a", "b"]));
+    f.cache.jwt_svid(&e, &strings(&["c"])).await.unwrap();
+    assert_eq!(jwt_calls(&f), 3);
+    assert_eq!(f.cache.cached_jwt_count(), 3);
     assert!(matches!(
         f.cache.jwt_svid(&e, &[]).await,
         Err(AgentError::Invalid(_))

@@ -212,6 +212,8 @@ impl Node for NodeService {
             .await?;
         let msg = req.into_inner();
         check_csr(&msg.csr)?;
+        // A malformed CSR must not burn a valid token: check it first.
+        crate::authority::check_csr(&msg.csr).map_err(ApiError::from)?;
         // The token is the proof of identity: it is checked and consumed
         // before anything is signed, and only its hash is ever stored.
         let agent = self.server.agents().redeem(&msg.join_token, clock::now())?;
