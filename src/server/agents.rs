@@ -18,6 +18,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
+/// How long expired join tokens are kept before they are deleted.
+const TOKEN_RETENTION_SECS: u64 = 86_400;
+
 /// How often `last_seen` is written back at most, per agent.
 const LAST_SEEN_GRANULARITY: u64 = 60;
 
@@ -171,6 +174,7 @@ impl Agents {
             expires_at: clock::unix_seconds(expires_at),
             used_at: None,
         };
+        self.prune_tokens(now)?;
         self.store
             .create(Table::JOIN_TOKENS, &token_key(&token), &encode(&record)?)?;
         Ok(JoinToken {
@@ -178,6 +182,21 @@ impl Agents {
             agent_id,
             expires_at,
         })
+    }
+
+    /// Deletes tokens that expired more than a day ago (used or not): they
+    /// can never be accepted again, and keeping them would grow the table
+    /// without bound. The day keeps "expired" (rather than "unknown") as the
+    /// answer to a late attempt.
+    fn prune_tokens(&self, now: SystemTime) -> Result<(), ApiError> {
+        let now_s = clock::unix_seconds(now).saturating_sub(TOKEN_RETENTION_SECS);
+        for (key, value) in self.store.scan_prefix(Table::JOIN_TOKENS, b"")? {
+            let record: TokenRecord = decode(value.expose(), "join token")?;
+            if record.expires_at <= now_s {
+                self.store.delete(Table::JOIN_TOKENS, &key)?;
+            }
+        }
+        Ok(())
     }
 
     /// Consumes `token`, returning the agent ID it names. Unknown, used and

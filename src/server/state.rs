@@ -480,15 +480,21 @@ impl Server {
         Ok(self.audit.verify(head.as_ref()))
     }
 
-    /// Verifies the audit chain against the stored head.
+    /// Verifies the audit chain against the stored head (reads and hashes
+    /// the whole log, so off the async workers).
     pub async fn verify_audit(
-        &self,
+        self: Arc<Self>,
     ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
-        self.verify_audit_now()
+        tokio::task::spawn_blocking(move || self.verify_audit_now())
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
     }
 
     /// The last `n` audit records.
-    pub fn audit_tail(&self, n: usize) -> Result<Vec<String>, ApiError> {
-        Ok(self.audit.tail(n)?)
+    pub async fn audit_tail(self: Arc<Self>, n: usize) -> Result<Vec<String>, ApiError> {
+        tokio::task::spawn_blocking(move || self.audit.tail(n))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::from)
     }
 }

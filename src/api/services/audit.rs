@@ -31,7 +31,7 @@ impl Audit for AuditService {
         self.gate
             .authorize(&req, Action::AuditVerify, Resource::new("audit", None))
             .await?;
-        let resp = match self.server.verify_audit().await? {
+        let resp = match self.server.clone().verify_audit().await? {
             Ok(report) => pb::VerifyAuditResponse {
                 ok: true,
                 records: report.records,
@@ -58,7 +58,7 @@ impl Audit for AuditService {
         let n = usize::try_from(req.get_ref().count)
             .unwrap_or(MAX_TAIL)
             .clamp(1, MAX_TAIL);
-        let records = self.server.audit_tail(n)?;
+        let records = self.server.clone().audit_tail(n).await?;
         Ok(Response::new(pb::TailAuditResponse { records }))
     }
 }
