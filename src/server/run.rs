@@ -145,6 +145,10 @@ async fn accept_tls(
                 continue;
             }
         };
+        // Small gRPC frames must not wait for delayed ACKs (Nagle).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         let Some(config) = tls.borrow().clone() else {
             tracing::debug!(%peer, "refusing TLS connection while sealed");
             continue;

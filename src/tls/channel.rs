@@ -28,6 +28,9 @@ fn connector(
         let (addr, connector) = (addr.clone(), connector.clone());
         async move {
             let tcp = tokio::net::TcpStream::connect(&addr).await?;
+            // gRPC sends small frames and waits for answers: Nagle's
+            // algorithm would hold them for the peer's delayed ACK.
+            tcp.set_nodelay(true)?;
             // Any name will do: the verifier checks the SPIFFE ID instead.
             let name = rustls_pki_types::ServerName::try_from("sigil-server")
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
