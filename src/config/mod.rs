@@ -195,7 +195,7 @@ impl ServerConfig {
             passphrase_file: u.passphrase_file.map(|p| resolve(path, p)),
             passphrase_env: u.passphrase_env,
         });
-        Ok(Self {
+        Self {
             trust_domain,
             data_dir: resolve(path, raw.data_dir),
             listen,
@@ -217,7 +217,23 @@ impl ServerConfig {
                 "5m",
             )?,
             kdf_cost: crate::keyring::KdfCost::default(),
-        })
+        }
+        .checked(path)
+    }
+
+    /// Cross-field rules: the CA must outlive the SVIDs it signs.
+    fn checked(self, path: &Path) -> Result<Self, ConfigError> {
+        if self.ca_ttl <= self.x509_svid_ttl || self.ca_ttl <= self.jwt_svid_ttl {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "ca.ttl",
+                message: format!(
+                    "must be longer than ca.x509_svid_ttl ({}) and ca.jwt_svid_ttl ({})",
+                    self.x509_svid_ttl, self.jwt_svid_ttl
+                ),
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -382,6 +398,18 @@ mod tests {
         let err = ServerConfig::parse(Path::new("s.toml"), &fixed).unwrap_err();
         assert!(
             matches!(err, ConfigError::Invalid { key: "listen", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ca_must_outlive_its_svids() {
+        let text =
+            std::fs::read_to_string(Path::new(EXAMPLE_DIR).join("server.example.toml")).unwrap();
+        let bad = text.replace("ttl = \"24h\"", "ttl = \"30m\"");
+        let err = ServerConfig::parse(Path::new("s.toml"), &bad).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "ca.ttl", .. }),
             "{err}"
         );
     }

@@ -359,18 +359,32 @@ impl Server {
             )));
         }
         let now = clock::now();
-        let authority = match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
-            Some(stored) => Authority::from_sealed_bytes(stored.expose())?,
-            // A fresh store, or one whose init stopped before the CA was
-            // stored: make the CA now.
-            None => {
+        let stored = match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
+            Some(stored) => Some(Authority::from_sealed_bytes(stored.expose())?),
+            None => None,
+        };
+        // A server that stays down past its CA's life comes back with a CA
+        // that can sign nothing. Until CA rotation exists, replace a CA that
+        // cannot outlive one default SVID: everything it issued has expired
+        // or is about to, so agents re-attest with join tokens.
+        let usable_until = now + self.config.x509_svid_ttl.as_duration();
+        let authority = match stored {
+            Some(a) if a.ca_not_after() > usable_until => a,
+            previous => {
+                if previous.is_some() {
+                    tracing::warn!(
+                        "the stored CA has expired or is about to; generating a new one"
+                    );
+                }
+                // Also covers a fresh store, or one whose init stopped
+                // before the CA was stored.
                 let authority = Authority::generate(
                     &self.config.trust_domain,
                     now,
                     self.config.ca_ttl.as_duration(),
                     &ring::rand::SystemRandom::new(),
                 )?;
-                self.store.create(
+                self.store.put(
                     Table::AUTHORITY,
                     AUTHORITY_KEY,
                     authority.to_sealed_bytes().expose(),
