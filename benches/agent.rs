@@ -14,7 +14,8 @@
 //! background load hits both alike. Run as root with `cargo bench --bench
 //! agent`: workload processes are started under other uids with `setpriv`.
 
-use std::error::Error;
+mod common;
+use common::{BenchResult, Rates, Runner, SLICES, WINDOW, compare};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -31,20 +32,10 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-type BenchResult<T> = Result<T, Box<dyn Error>>;
 type Workload = SpiffeWorkloadApiClient<Channel>;
-/// Runs one side of a comparison for about the given time; returns the
-/// number of calls completed.
-type Runner<'a> = Box<dyn FnMut(Duration) -> BenchResult<u64> + 'a>;
 
 const SIGIL: &str = env!("CARGO_BIN_EXE_sigil");
 const TRUST_DOMAIN: &str = "example.org";
-/// Total time spent on each comparison (figure and raw limit share it).
-const WINDOW: Duration = Duration::from_secs(6);
-/// How many alternating slices a window is cut into (half for each side).
-const SLICES: u32 = 6;
-/// Unmeasured warm-up before each comparison.
-const WARMUP: Duration = Duration::from_millis(300);
 /// Registered workloads, one entry each, for uids from [`FIRST_UID`].
 const WORKLOADS: u32 = 1_000;
 /// Of those, how many fetch an SVID (every tenth uid).
@@ -367,45 +358,6 @@ where
         ops += 1;
     }
     Ok(ops)
-}
-
-/// Operations per second of each side of a comparison.
-struct Rates {
-    figure: f64,
-    raw: f64,
-}
-
-/// Runs `runner` until `span` has passed; returns (operations, seconds).
-fn timed(runner: &mut Runner<'_>, span: Duration) -> BenchResult<(u64, f64)> {
-    let start = Instant::now();
-    let ops = runner(span)?;
-    Ok((ops, start.elapsed().as_secs_f64()))
-}
-
-/// Measures `figure` and `raw` in alternating slices of [`WINDOW`].
-fn compare(mut figure: Runner<'_>, mut raw: Runner<'_>) -> BenchResult<Rates> {
-    timed(&mut figure, WARMUP)?;
-    timed(&mut raw, WARMUP)?;
-    let half = WINDOW / SLICES / 2;
-    let (mut fig, mut lim) = ((0, 0.0), (0, 0.0));
-    let add = |sum: &mut (u64, f64), (ops, secs): (u64, f64)| {
-        sum.0 += ops;
-        sum.1 += secs;
-    };
-    for round in 0..SLICES {
-        // Alternate which side goes first so neither always follows the other.
-        if round % 2 == 0 {
-            add(&mut fig, timed(&mut figure, half)?);
-            add(&mut lim, timed(&mut raw, half)?);
-        } else {
-            add(&mut lim, timed(&mut raw, half)?);
-            add(&mut fig, timed(&mut figure, half)?);
-        }
-    }
-    Ok(Rates {
-        figure: fig.0 as f64 / fig.1,
-        raw: lim.0 as f64 / lim.1,
-    })
 }
 
 fn print_rates(figure: &str, rates: &Rates, target: f64) {

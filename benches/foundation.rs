@@ -13,7 +13,8 @@
 //! target directory (a real disk; a tmpfs would make `fdatasync` free), or
 //! under `$SIGIL_BENCH_DIR` when set.
 
-use std::error::Error;
+mod common;
+use common::{BenchResult, Rates, Runner, SLICES, WINDOW, compare};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,14 +33,6 @@ use sigil::policy::{Action, Authn, Context, Input, Pdp, Resource, Subject, defau
 use sigil::store::audit_log::{AuditLog, MemoryHeadStore};
 use sigil::store::{SledStore, Store, Table};
 
-type BenchResult<T> = Result<T, Box<dyn Error>>;
-
-/// Total time spent on each comparison (figure and raw limit share it).
-const WINDOW: Duration = Duration::from_secs(6);
-/// How many alternating slices a window is cut into (half for each side).
-const SLICES: u32 = 6;
-/// Unmeasured warm-up before each comparison.
-const WARMUP: Duration = Duration::from_millis(300);
 /// Distinct CSRs issued from, in turn.
 const CSR_POOL: usize = 64;
 /// Size of the message the raw verify + sign pair works on, about a CSR's
@@ -49,16 +42,6 @@ const RAW_MESSAGE_LEN: usize = 300;
 const AUDIT_TASKS: usize = 32;
 /// Timed calls per policy input.
 const PDP_CALLS: usize = 20_000;
-
-/// Runs one side of a comparison for about the given time; returns the
-/// number of operations completed.
-type Runner<'a> = Box<dyn FnMut(Duration) -> BenchResult<u64> + 'a>;
-
-/// Operations per second of each side of a comparison.
-struct Rates {
-    figure: f64,
-    raw: f64,
-}
 
 fn main() -> BenchResult<()> {
     let dir = bench_dir()?;
@@ -84,39 +67,6 @@ fn bench_dir() -> BenchResult<tempfile::TempDir> {
     };
     std::fs::create_dir_all(&parent)?;
     Ok(tempfile::tempdir_in(parent)?)
-}
-
-/// Runs `runner` until `span` has passed; returns (operations, seconds).
-fn timed(runner: &mut Runner<'_>, span: Duration) -> BenchResult<(u64, f64)> {
-    let start = Instant::now();
-    let ops = runner(span)?;
-    Ok((ops, start.elapsed().as_secs_f64()))
-}
-
-/// Measures `figure` and `raw` in alternating slices of [`WINDOW`].
-fn compare(mut figure: Runner<'_>, mut raw: Runner<'_>) -> BenchResult<Rates> {
-    timed(&mut figure, WARMUP)?;
-    timed(&mut raw, WARMUP)?;
-    let half = WINDOW / SLICES / 2;
-    let (mut fig, mut lim) = ((0, 0.0), (0, 0.0));
-    let add = |sum: &mut (u64, f64), (ops, secs): (u64, f64)| {
-        sum.0 += ops;
-        sum.1 += secs;
-    };
-    for round in 0..SLICES {
-        // Alternate which side goes first so neither always follows the other.
-        if round % 2 == 0 {
-            add(&mut fig, timed(&mut figure, half)?);
-            add(&mut lim, timed(&mut raw, half)?);
-        } else {
-            add(&mut lim, timed(&mut raw, half)?);
-            add(&mut fig, timed(&mut figure, half)?);
-        }
-    }
-    Ok(Rates {
-        figure: fig.0 as f64 / fig.1,
-        raw: lim.0 as f64 / lim.1,
-    })
 }
 
 /// Calls `op` until `span` has passed; returns how many calls completed.

@@ -1,0 +1,60 @@
+//! What both benchmarks share: measuring a figure against its raw limit in
+//! alternating slices of one window, so background load hits both sides.
+
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+/// Errors end a benchmark run with a message.
+pub type BenchResult<T> = Result<T, Box<dyn Error>>;
+
+/// Runs one side of a comparison for about the given time; returns the
+/// number of operations completed.
+pub type Runner<'a> = Box<dyn FnMut(Duration) -> BenchResult<u64> + 'a>;
+
+/// Total time spent on each comparison (figure and raw limit share it).
+pub const WINDOW: Duration = Duration::from_secs(6);
+/// How many alternating slices a window is cut into (half for each side).
+pub const SLICES: u32 = 6;
+/// Unmeasured warm-up before each comparison.
+pub const WARMUP: Duration = Duration::from_millis(300);
+
+/// Operations per second of each side of a comparison.
+pub struct Rates {
+    /// The figure measured.
+    pub figure: f64,
+    /// Its raw limit.
+    pub raw: f64,
+}
+
+/// Runs `runner` until `span` has passed; returns (operations, seconds).
+pub fn timed(runner: &mut Runner<'_>, span: Duration) -> BenchResult<(u64, f64)> {
+    let start = Instant::now();
+    let ops = runner(span)?;
+    Ok((ops, start.elapsed().as_secs_f64()))
+}
+
+/// Measures `figure` and `raw` in alternating slices of [`WINDOW`].
+pub fn compare(mut figure: Runner<'_>, mut raw: Runner<'_>) -> BenchResult<Rates> {
+    timed(&mut figure, WARMUP)?;
+    timed(&mut raw, WARMUP)?;
+    let half = WINDOW / SLICES / 2;
+    let (mut fig, mut lim) = ((0, 0.0), (0, 0.0));
+    let add = |sum: &mut (u64, f64), (ops, secs): (u64, f64)| {
+        sum.0 += ops;
+        sum.1 += secs;
+    };
+    for round in 0..SLICES {
+        // Alternate which side goes first so neither always follows the other.
+        if round % 2 == 0 {
+            add(&mut fig, timed(&mut figure, half)?);
+            add(&mut lim, timed(&mut raw, half)?);
+        } else {
+            add(&mut lim, timed(&mut raw, half)?);
+            add(&mut fig, timed(&mut figure, half)?);
+        }
+    }
+    Ok(Rates {
+        figure: fig.0 as f64 / fig.1,
+        raw: lim.0 as f64 / lim.1,
+    })
+}
