@@ -72,12 +72,7 @@ async fn bad_entries_are_refused_and_nothing_is_stored() {
     e.admin = true;
     refused(&mut c, e, inv, "reserved").await;
 
-    let listed = c
-        .entries
-        .list(pb::ListEntriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_entries(&mut c).await;
     assert!(listed.entries.is_empty(), "{listed:?}");
 
     // A duplicate (same SPIFFE ID, parent and selectors) is AlreadyExists.
@@ -94,12 +89,7 @@ async fn bad_entries_are_refused_and_nothing_is_stored() {
         "same SPIFFE ID, parent ID and selectors",
     )
     .await;
-    let listed = c
-        .entries
-        .list(pb::ListEntriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_entries(&mut c).await;
     assert_eq!(listed.entries.len(), 1);
 
     // Unknown and malformed entry IDs.

@@ -354,3 +354,22 @@ fn init_logs() {
             .try_init();
     }
 }
+
+/// Unseals with the test passphrase.
+pub async fn unseal(c: &mut Clients) {
+    c.operator
+        .unseal(pb::UnsealRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Every entry, as the API lists them.
+pub async fn list_entries(c: &mut Clients) -> pb::ListEntriesResponse {
+    c.entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}

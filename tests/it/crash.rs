@@ -107,12 +107,8 @@ async fn acknowledged_creates_survive_sigkill() {
         .unwrap()
         .into_inner();
     assert!(!st.sealed, "{st:?}");
-    let listed: BTreeSet<String> = c
-        .entries
-        .list(pb::ListEntriesRequest::default())
+    let listed: BTreeSet<String> = list_entries(&mut c)
         .await
-        .unwrap()
-        .into_inner()
         .entries
         .into_iter()
         .map(|e| e.id)

@@ -193,12 +193,7 @@ async fn mtls_callers_are_authorized_by_their_svid() {
 
     // An admin identity may list entries over TLS.
     let mut admin = s.tls_clients(&bundle, Some(&admin_dir)).await;
-    let listed = admin
-        .entries
-        .list(pb::ListEntriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_entries(&mut admin).await;
     assert_eq!(listed.entries.len(), 1);
 
     // A workload without the admin flag is denied, and so is a caller with
@@ -221,12 +216,7 @@ async fn mtls_callers_are_authorized_by_their_svid() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // Any authenticated workload may read the bundle.
     user.bundle.get(pb::GetBundleRequest {}).await.unwrap();
-    let listed = c
-        .entries
-        .list(pb::ListEntriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_entries(&mut c).await;
     assert_eq!(
         listed.entries.len(),
         1,

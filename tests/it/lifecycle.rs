@@ -156,18 +156,8 @@ async fn sealed_server_refuses_everything_but_status_init_unseal() {
     );
 
     // The right one unseals and everything works again.
-    c.operator
-        .unseal(pb::UnsealRequest {
-            passphrase: PASSPHRASE.as_bytes().to_vec(),
-        })
-        .await
-        .unwrap();
-    let listed = c
-        .entries
-        .list(pb::ListEntriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    unseal(&mut c).await;
+    let listed = list_entries(&mut c).await;
     assert_eq!(listed.entries.len(), 1);
     assert_eq!(listed.entries[0].id, created.id);
     c.bundle.get(pb::GetBundleRequest {}).await.unwrap();
@@ -247,18 +237,8 @@ async fn rotate_keys_keeps_old_records_readable() {
     s.stop().await;
     let s = TestServer::start_in(tmp.path()).await;
     let mut c = s.clients().await;
-    c.operator
-        .unseal(pb::UnsealRequest {
-            passphrase: PASSPHRASE.as_bytes().to_vec(),
-        })
-        .await
-        .unwrap();
-    let listed = c
-        .entries
-        .list(pb::ListEntriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    unseal(&mut c).await;
+    let listed = list_entries(&mut c).await;
     assert_eq!(listed.entries.len(), 2);
     s.stop().await;
 }
