@@ -217,9 +217,7 @@ impl Session {
         td: &TrustDomain,
         token: &Secret,
     ) -> Result<(Identity, Bundle), SessionError> {
-        let server_id = td
-            .id("/sigil/server")
-            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        let server_id = td.server_id();
         // No client certificate yet: the join token in the request is the proof.
         let config = crate::tls::client_config(roots, server_id, None)?;
         let channel = crate::tls::channel::connect(addr, Arc::new(config))
@@ -227,7 +225,7 @@ impl Session {
             .map_err(|e| SessionError::Attestation(format!("cannot reach {addr}: {e}")))?;
         // The agent's key is made here and never leaves the node.
         let placeholder = td
-            .id("/sigil/agent/pending")
+            .agent_id("pending")
             .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
         let (key, csr) = crate::authority::generate_key_and_csr(&placeholder)
             .map_err(|e| SessionError::Attestation(e.to_string()))?;
@@ -280,11 +278,7 @@ impl Session {
     }
 
     fn channel(addr: &str, identity: &Identity) -> Result<Channel, SessionError> {
-        let server_id = identity
-            .id
-            .trust_domain()
-            .id("/sigil/server")
-            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        let server_id = identity.id.trust_domain().server_id();
         let config = crate::tls::client_config(
             &identity.roots,
             server_id,

@@ -194,7 +194,7 @@ impl Gate {
             if id.trust_domain_str() != self.server.trust_domain().as_str() {
                 return (Caller::Anonymous, Authn::None, source);
             }
-            let caller = if id.path().starts_with("/sigil/agent/") {
+            let caller = if id.agent_name().is_some() {
                 // An agent SVID counts only while the agent is attested and
                 // not banned: a ban takes effect before the SVID expires.
                 if !self.server.agents().is_active(&id) {

@@ -9,6 +9,15 @@ const MAX_ID_LEN: usize = 2048;
 /// The SPIFFE-ID standard caps a trust domain name at 255 bytes.
 const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
+/// Everything under this path belongs to sigil's own components: only sigil
+/// issues identities there (an entry or a minted SVID for one would let its
+/// holder impersonate the server or an agent).
+const RESERVED_PATH: &str = "/sigil";
+/// The server's identity path.
+const SERVER_PATH: &str = "/sigil/server";
+/// Agents live one segment below this prefix: `/sigil/agent/<name>`.
+const AGENT_PREFIX: &str = "/sigil/agent/";
+
 /// Why a string is not a valid SPIFFE ID or trust domain. Each variant names
 /// the rule of the SPIFFE-ID standard that was broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +61,9 @@ pub enum IdError {
     /// The whole ID is longer than 2048 bytes.
     #[error("SPIFFE ID is longer than 2048 bytes")]
     TooLong,
+    /// An agent name must be exactly one path segment (no `/`).
+    #[error("agent name must be a single path segment (no '/')")]
+    AgentNameNotOneSegment,
 }
 
 /// A trust domain name such as `example.org`.
@@ -91,6 +103,28 @@ impl TrustDomain {
     /// Builds the SPIFFE ID `spiffe://<td><path>`; `path` must start with `/`.
     pub fn id(&self, path: &str) -> Result<SpiffeId, IdError> {
         SpiffeId::parse(&format!("{SCHEME}{}{path}", self.0))
+    }
+
+    /// The server's own identity, `spiffe://<td>/sigil/server`.
+    pub fn server_id(&self) -> SpiffeId {
+        // A valid trust domain (at most 255 bytes) plus a fixed, valid path
+        // always makes a valid ID, so this is built without re-parsing.
+        SpiffeId {
+            full: format!("{SCHEME}{}{SERVER_PATH}", self.0),
+            path_start: SCHEME.len() + self.0.len(),
+        }
+    }
+
+    /// The identity of the agent called `name`, `spiffe://<td>/sigil/agent/<name>`.
+    /// `name` must be exactly one valid path segment.
+    pub fn agent_id(&self, name: &str) -> Result<SpiffeId, IdError> {
+        if name.contains('/') {
+            return Err(IdError::AgentNameNotOneSegment);
+        }
+        if name.is_empty() {
+            return Err(IdError::EmptySegment);
+        }
+        self.id(&format!("{AGENT_PREFIX}{name}"))
     }
 }
 
@@ -198,6 +232,29 @@ impl SpiffeId {
     /// The whole ID.
     pub fn as_str(&self) -> &str {
         &self.full
+    }
+
+    /// True for identities only sigil issues: the server, agents, and
+    /// anything else under `/sigil`.
+    pub fn is_reserved(&self) -> bool {
+        let path = self.path();
+        path == RESERVED_PATH
+            || path
+                .strip_prefix(RESERVED_PATH)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// True when this is the server's identity in its trust domain.
+    pub fn is_server(&self) -> bool {
+        self.path() == SERVER_PATH
+    }
+
+    /// The agent name when this is an agent's identity
+    /// (`/sigil/agent/<name>`, one segment), else `None`.
+    pub fn agent_name(&self) -> Option<&str> {
+        self.path()
+            .strip_prefix(AGENT_PREFIX)
+            .filter(|name| !name.is_empty() && !name.contains('/'))
     }
 
     /// True when this ID is `other` or lies under it (`other` followed by `/…`).
@@ -341,6 +398,41 @@ mod tests {
             TrustDomain::parse("spiffe://example.org/x"),
             Err(IdError::BadTrustDomainChar { found: '/' })
         );
+    }
+
+    #[test]
+    fn reserved_identities_are_built_in_one_place() {
+        let td = TrustDomain::parse("example.org").unwrap();
+        let server = td.server_id();
+        assert_eq!(server.as_str(), "spiffe://example.org/sigil/server");
+        assert_eq!(
+            server,
+            SpiffeId::parse("spiffe://example.org/sigil/server").unwrap()
+        );
+        assert!(server.is_server() && server.is_reserved());
+        assert_eq!(server.agent_name(), None);
+
+        let agent = td.agent_id("node1").unwrap();
+        assert_eq!(agent.as_str(), "spiffe://example.org/sigil/agent/node1");
+        assert_eq!(agent.agent_name(), Some("node1"));
+        assert!(agent.is_reserved() && !agent.is_server());
+
+        assert_eq!(td.agent_id("a/b"), Err(IdError::AgentNameNotOneSegment));
+        assert_eq!(td.agent_id(""), Err(IdError::EmptySegment));
+        assert_eq!(td.agent_id(".."), Err(IdError::DotSegment));
+        assert_eq!(td.agent_id("a b"), Err(IdError::BadPathChar { found: ' ' }));
+
+        for (id, reserved) in [
+            ("spiffe://example.org/sigil", true),
+            ("spiffe://example.org/sigil/x/y", true),
+            ("spiffe://example.org/sigilx", false),
+            ("spiffe://example.org/app/sigil", false),
+            ("spiffe://example.org", false),
+        ] {
+            assert_eq!(SpiffeId::parse(id).unwrap().is_reserved(), reserved, "{id}");
+        }
+        let nested = SpiffeId::parse("spiffe://example.org/sigil/agent/a/b").unwrap();
+        assert_eq!(nested.agent_name(), None);
     }
 
     #[test]

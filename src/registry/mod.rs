@@ -203,7 +203,7 @@ impl EntryDraft {
         in_domain("parent_id", &parent_id, td)?;
         // sigil's own identities are minted by sigil itself; letting an entry
         // claim one would let a workload impersonate the server or an agent.
-        if spiffe_id.path() == "/sigil" || spiffe_id.path().starts_with("/sigil/") {
+        if spiffe_id.is_reserved() {
             return Err(EntryError::ReservedId(spiffe_id.to_string()));
         }
         if self.selectors.is_empty() {

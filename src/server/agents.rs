@@ -164,7 +164,7 @@ impl Agents {
         };
         let agent_id = self
             .trust_domain
-            .id(&format!("/sigil/agent/{name}"))
+            .agent_id(&name)
             .map_err(|e| ApiError::InvalidArgument(format!("agent_name: {e}")))?;
         use base64::Engine;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);

@@ -419,11 +419,7 @@ impl Server {
         authority: &Authority,
         now: SystemTime,
     ) -> Result<SystemTime, ApiError> {
-        let id = self
-            .config
-            .trust_domain
-            .id("/sigil/server")
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let id = self.config.trust_domain.server_id();
         let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
         let svid = authority.sign_x509_svid(
             &csr,

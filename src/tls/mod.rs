@@ -82,7 +82,7 @@ pub fn server_id_from_roots(roots: &[Vec<u8>]) -> Result<crate::id::SpiffeId, Tl
         .and_then(|r| peer_spiffe_id(r))
         .ok_or_else(bad)?;
     let td = crate::id::TrustDomain::parse(td_id.trust_domain_str()).map_err(|_| bad())?;
-    td.id("/sigil/server").map_err(|_| bad())
+    Ok(td.server_id())
 }
 
 /// Encodes DER certificates as PEM CERTIFICATE blocks.

@@ -79,7 +79,7 @@ fn spiffe_id(s: &str) -> Result<SpiffeId, ApiError> {
     // sigil's own identities (the server, agents) are issued only by sigil:
     // an SVID for /sigil/server would let its holder impersonate the server
     // to agents, and one under /sigil/agent/ would make it an agent.
-    if id.path() == "/sigil" || id.path().starts_with("/sigil/") {
+    if id.is_reserved() {
         return Err(ApiError::InvalidArgument(format!(
             "spiffe_id: {id} is reserved for sigil's own components"
         )));
