@@ -10,7 +10,5 @@ pub fn now() -> SystemTime {
 
 /// Seconds since the Unix epoch for `t`, saturating at zero for times before it.
 pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::unix_time::seconds(t)
 }

@@ -15,6 +15,7 @@
 //! - [`policy`] — the policy decision point (Rego, deny by default).
 //! - [`audit`] — typed audit events and the hash chain.
 //! - [`secret`] — the one type that holds secret bytes.
+//! - [`unix_time`] — converting a given time to Unix seconds.
 //!
 //! The **edge** connects the core to the world:
 //!
@@ -49,3 +50,4 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod unix_time;

@@ -9,7 +9,7 @@ use super::ApiError;
 use crate::audit::Event;
 use crate::clock;
 use crate::id::SpiffeId;
-use crate::policy::{Action, Authn, Context, Input, Resource, Subject, SubjectKind};
+use crate::policy::{Action, Authn, Context, Input, Resource, Subject};
 use crate::server::Server;
 use crate::tls::{TlsConnInfo, peer_spiffe_id};
 use std::sync::Arc;
@@ -55,22 +55,15 @@ impl Caller {
         }
     }
 
+    /// The policy subject, built with the same constructors the policy's
+    /// built-in cases use, so the self-test checks what the gate sends.
     fn subject(&self, authn: Authn) -> Subject {
-        let (kind, spiffe_id, uid, admin) = match self {
-            Caller::Operator { uid } => (SubjectKind::Operator, None, Some(*uid), true),
-            Caller::LocalUser { uid } => (SubjectKind::Anonymous, None, Some(*uid), false),
-            Caller::Workload { id, admin } => {
-                (SubjectKind::Workload, Some(id.to_string()), None, *admin)
-            }
-            Caller::Agent { id } => (SubjectKind::Agent, Some(id.to_string()), None, false),
-            Caller::Anonymous => (SubjectKind::Anonymous, None, None, false),
-        };
-        Subject {
-            kind,
-            spiffe_id,
-            uid,
-            authn,
-            admin,
+        match self {
+            Caller::Operator { uid } => Subject::operator(*uid),
+            Caller::LocalUser { uid } => Subject::local_user(*uid),
+            Caller::Workload { id, admin } => Subject::workload(id.as_str(), authn, *admin),
+            Caller::Agent { id } => Subject::agent(id.as_str()),
+            Caller::Anonymous => Subject::anonymous(),
         }
     }
 }
@@ -208,5 +201,27 @@ impl Gate {
             return (caller, Authn::Mtls, source);
         }
         (Caller::Anonymous, Authn::None, "unknown".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::SubjectKind;
+
+    #[test]
+    fn gate_subjects_are_the_policy_constructors() {
+        let op = Caller::Operator { uid: 0 }.subject(Authn::AdminSocket);
+        assert_eq!(op, Subject::operator(0));
+        assert!(op.admin, "operators administer the server");
+        assert_eq!(
+            Caller::LocalUser { uid: 1000 }.subject(Authn::AdminSocket),
+            Subject::local_user(1000)
+        );
+        let id = SpiffeId::parse("spiffe://example.org/sigil/agent/n1").unwrap();
+        let agent = Caller::Agent { id }.subject(Authn::Mtls);
+        assert_eq!(agent.kind, SubjectKind::Agent);
+        assert_eq!(agent, Subject::agent("spiffe://example.org/sigil/agent/n1"));
+        assert_eq!(Caller::Anonymous.subject(Authn::None), Subject::anonymous());
     }
 }

@@ -237,7 +237,7 @@ impl fmt::Debug for Authority {
 
 /// Seconds since the Unix epoch; times before it count as zero.
 fn unix(t: SystemTime) -> u64 {
-    crate::clock::unix_seconds(t)
+    crate::unix_time::seconds(t)
 }
 
 /// The time `secs` seconds after the Unix epoch.

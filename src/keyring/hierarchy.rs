@@ -12,7 +12,6 @@ use zeroize::Zeroizing;
 use super::KeyringError;
 use super::envelope::{self, OpenFailure};
 use super::kdf::{self, KEY_LEN, KdfCost, KdfParams};
-use crate::clock;
 use crate::id::TrustDomain;
 use crate::secret::Secret;
 
@@ -135,7 +134,7 @@ impl Keys {
             format: META_FORMAT,
             kdf: kdf_params,
             trust_domain: trust_domain.as_str().to_string(),
-            created: clock::unix_seconds(now),
+            created: crate::unix_time::seconds(now),
             kek_check: Vec::new(),
             root_wrapped: Vec::new(),
             key_versions: Vec::new(),

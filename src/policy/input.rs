@@ -47,13 +47,37 @@ impl Subject {
         }
     }
 
-    /// An operator on the admin socket, identified by its peer uid.
+    /// An operator on the admin socket, identified by its peer uid. Operators
+    /// administer the server, so they carry the admin flag.
     pub fn operator(uid: u32) -> Self {
         Self {
             kind: SubjectKind::Operator,
             spiffe_id: None,
             uid: Some(uid),
             authn: Authn::AdminSocket,
+            admin: true,
+        }
+    }
+
+    /// A local user on the admin socket who is not an operator: the kernel
+    /// vouches for the uid, which proves nothing else.
+    pub fn local_user(uid: u32) -> Self {
+        Self {
+            kind: SubjectKind::Anonymous,
+            spiffe_id: None,
+            uid: Some(uid),
+            authn: Authn::AdminSocket,
+            admin: false,
+        }
+    }
+
+    /// A node agent that authenticated with its agent SVID.
+    pub fn agent(spiffe_id: impl Into<String>) -> Self {
+        Self {
+            kind: SubjectKind::Agent,
+            spiffe_id: Some(spiffe_id.into()),
+            uid: None,
+            authn: Authn::Mtls,
             admin: false,
         }
     }
