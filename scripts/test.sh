@@ -15,6 +15,26 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
+# The interop test's gRPC C-core client: Python grpcio, pinned in
+# tests/python/requirements.txt, in a venv under target/. Rebuilt only when
+# the pins change (or it was never completed).
+pyenv=target/pyenv
+pyreqs=tests/python/requirements.txt
+if ! [ -x "$pyenv/bin/python" ] || ! cmp -s "$pyreqs" "$pyenv/requirements.txt"; then
+  echo "== python venv for the grpcio interop test ($pyenv)"
+  rm -rf "$pyenv"
+  if ! python3 -m venv "$pyenv"; then
+    # Debian's own python3 ships venv (with ensurepip) as a separate package.
+    echo "installing: python3 python3-venv"
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv
+    rm -rf "$pyenv"
+    /usr/bin/python3 -m venv "$pyenv"
+  fi
+  "$pyenv/bin/python" -m pip install -q --disable-pip-version-check \
+    --only-binary=:all: -r "$pyreqs"
+  cp "$pyreqs" "$pyenv/requirements.txt"
+fi
+
 echo "== layer check"
 scripts/check-layers.sh
 echo "== rustfmt"

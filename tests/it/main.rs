@@ -20,6 +20,7 @@ mod cli;
 mod crash;
 mod dev;
 mod grpc;
+mod interop;
 mod issuance;
 mod lifecycle;
 mod policy;
