@@ -5,8 +5,9 @@ use crate::api::ApiError;
 use crate::api::convert::{entry_to_pb, wire_time};
 use crate::api::gate::{Caller, Gate};
 use crate::api::pb::{self, node_server::Node};
+use crate::authority::{AuthorityError, check_audiences};
 use crate::clock;
-use crate::id::{SpiffeId, Ttl};
+use crate::id::{IdError, SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
 use crate::registry::{Entry, EntryId};
 use crate::server::Server;
@@ -74,8 +75,11 @@ impl NodeService {
 }
 
 fn spiffe_id(s: &str) -> Result<SpiffeId, ApiError> {
-    let id =
-        SpiffeId::parse(s).map_err(|e| ApiError::InvalidArgument(format!("spiffe_id: {e}")))?;
+    let invalid = |e: IdError| ApiError::InvalidArgument(format!("spiffe_id: {e}"));
+    let id = SpiffeId::parse(s).map_err(invalid)?;
+    // SVIDs name workloads: the bare trust domain ID is the CA's, never a leaf's
+    // (X509-SVID §3.1) nor a JWT-SVID's `sub` (JWT-SVID §3.1).
+    id.check_workload().map_err(invalid)?;
     // sigil's own identities (the server, agents) are issued only by sigil:
     // an SVID for /sigil/server would let its holder impersonate the server
     // to agents, and one under /sigil/agent/ would make it an agent.
@@ -183,6 +187,10 @@ impl Node for NodeService {
             .await?;
         let msg = req.into_inner();
         let id = spiffe_id(&target)?;
+        // Refused before signing: a token too large for validators would otherwise be
+        // signed, fail the authority's own check and reach the caller as an internal
+        // error.
+        check_audiences(&msg.audience).map_err(|e| ApiError::from(AuthorityError::from(e)))?;
         let ttl = match &caller {
             Caller::Agent { id: agent } => {
                 let entry = self.agent_entry(agent, &msg.entry_id, &id)?;
