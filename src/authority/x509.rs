@@ -201,7 +201,7 @@ pub fn validate_x509_svid_leaf(leaf_der: &[u8], now: SystemTime) -> Result<Spiff
 /// extendedKeyUsage, when present, with both serverAuth and clientAuth (X509-SVID §4.4
 /// puts that on issuers; clients do not check EKU, so a leaf without it would pass
 /// them and then fail in one direction of mTLS).
-fn check_issued_leaf(leaf_der: &[u8], now: SystemTime) -> Result<SpiffeId, SvidError> {
+pub(super) fn check_issued_leaf(leaf_der: &[u8], now: SystemTime) -> Result<SpiffeId, SvidError> {
     let cert = parse_cert(leaf_der)?;
     let id = check_leaf(&cert, now)?;
     let eku = cert

@@ -8,7 +8,7 @@ mod duration;
 mod selector;
 mod spiffe_id;
 
-pub use dns::{DnsName, DnsNameError, MAX_DNS_NAME_LEN};
+pub use dns::{DnsName, DnsNameError};
 pub use duration::{DurationError, Ttl};
 pub use selector::{Selector, SelectorError};
 pub use spiffe_id::{IdError, MAX_ID_LEN, SpiffeId, TrustDomain};

@@ -9,7 +9,7 @@ use crate::authority::{AuthorityError, check_audiences};
 use crate::clock;
 use crate::id::{IdError, SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
-use crate::registry::{Entry, EntryId};
+use crate::registry::{Entry, EntryId, MAX_DNS_NAMES};
 use crate::server::Server;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,8 +104,6 @@ fn entry_ttl(secs: Option<u64>, default: Ttl) -> Ttl {
     secs.and_then(|s| Ttl::from_secs(s).ok()).unwrap_or(default)
 }
 
-/// Most DNS names one SVID may carry.
-const MAX_DNS_NAMES: usize = 32;
 /// Largest CSR accepted, in bytes; a P-256 CSR is a few hundred.
 const MAX_CSR_LEN: usize = 16 * 1024;
 
@@ -153,7 +151,10 @@ impl Node for NodeService {
             }
             _ => {
                 if msg.dns_names.len() > MAX_DNS_NAMES {
-                    return Err(ApiError::InvalidArgument("dns_names: at most 32".into()).into());
+                    return Err(ApiError::InvalidArgument(format!(
+                        "dns_names: at most {MAX_DNS_NAMES}"
+                    ))
+                    .into());
                 }
                 (
                     ttl(msg.ttl_seconds, self.server.x509_svid_ttl())?,

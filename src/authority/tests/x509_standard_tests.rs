@@ -157,6 +157,37 @@ fn x509_svid_4_4_leaf_eku_has_server_and_client_auth() {
 }
 
 #[test]
+fn x509_svid_4_4_the_issuer_check_refuses_an_eku_without_both_purposes() {
+    // The template always sets both; this is the re-check that would catch a template
+    // that did not.
+    use crate::authority::x509::check_issued_leaf;
+    let (_, leaf, _) = issued();
+    assert_eq!(
+        check_issued_leaf(&leaf, t0()),
+        Ok(id("spiffe://example.org/ns/web"))
+    );
+    for purposes in [
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+        vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning],
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2028, 1, 1);
+        params.subject_alt_names = vec![SanType::URI("spiffe://example.org/w".try_into().unwrap())];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = purposes;
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(
+            check_issued_leaf(&der, t0()),
+            Err(SvidError::MissingServerOrClientAuth)
+        );
+    }
+}
+
+#[test]
 fn x509_svid_5_2_validators_reject_a_leaf_without_a_path() {
     let (leaf, _) = foreign_leaf(&["spiffe://example.org"]);
     assert_eq!(
