@@ -17,7 +17,7 @@ pub use socket::{bind_workload_socket, serve_workload_api};
 use super::{AgentError, IdentityProvider};
 use crate::api::workload as wpb;
 use crate::api::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
-use crate::authority::{Bundle, JwtError};
+use crate::authority::{AudienceError, Bundle, JwtError};
 use crate::id::{IdError, Selector, SpiffeId, TrustDomain};
 use crate::registry::Entry;
 use std::collections::HashSet;
@@ -61,6 +61,9 @@ pub enum WorkloadError {
     /// No audience was given, or an empty one.
     #[error("audience must be specified")]
     MissingAudience,
+    /// The audiences break a size limit or hold a control character.
+    #[error("audience: {0}")]
+    BadAudience(AudienceError),
     /// The token to validate is empty.
     #[error("svid must be specified")]
     MissingToken,
@@ -85,6 +88,7 @@ pub fn to_status(e: &WorkloadError) -> Status {
     match e {
         E::MissingSecurityHeader
         | E::MissingAudience
+        | E::BadAudience(_)
         | E::MissingToken
         | E::BadSpiffeId(_)
         | E::UnknownTrustDomain(_)

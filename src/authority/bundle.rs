@@ -1,6 +1,15 @@
 //! Trust bundles (SPEC §3.1, the SPIFFE Trust Domain and Bundle standard): the X.509 roots
 //! and JWT keys of one trust domain, as PEM, as concatenated DER, and as the SPIFFE bundle
-//! JWKS (`keys`, `spiffe_sequence`, `spiffe_refresh_hint`), where every key has a `kid`.
+//! JWKS (`keys`, `spiffe_sequence`, `spiffe_refresh_hint`).
+//!
+//! Published JWKs follow the SVID standards to the letter: an `x509-svid` key has `use`,
+//! `kty` and its key parameters, and `x5c` with exactly one CA certificate, and no `kid`
+//! (X509-SVID §6.1: it "MUST NOT be set"); a `jwt-svid` key has `use`, `kid` (JWT-SVID
+//! §6.1: it "MUST be set"), `kty`, `crv`, `x`, `y`. Parsing follows the consumer rules:
+//! unknown `use` or key types are ignored (Trust Domain and Bundle §4.1.3, §4.2.1), an
+//! `x509-svid` key without `x5c` is ignored and only the first `x5c` value is read
+//! (X509-SVID §6.2), and members the standards do not use, such as a `kid` on an
+//! `x509-svid` key, are ignored.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -9,7 +18,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::ParsedExtension;
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
 };
@@ -68,8 +76,8 @@ pub enum BundleError {
         /// The member name.
         name: &'static str,
     },
-    /// An `x509-svid` key's `x5c` is not exactly one base64 DER certificate.
-    #[error("x509-svid key must have x5c with exactly one certificate")]
+    /// An `x509-svid` key's first `x5c` value is not a base64 DER certificate.
+    #[error("x509-svid key's x5c does not hold a base64 DER certificate")]
     BadX509Authority,
     /// A `jwt-svid` key has no non-empty `kid`.
     #[error("jwt-svid key has no kid")]
@@ -80,9 +88,9 @@ pub enum BundleError {
         /// The repeated key id.
         kid: String,
     },
-    /// A `jwt-svid` key is not an EC P-256 key (the only kind ES256 tokens use).
-    #[error("jwt-svid key must be kty EC, crv P-256")]
-    UnsupportedJwtKey,
+    /// A `jwt-svid` key has no `kty` (Trust Domain and Bundle §4.2.1: it "MUST be set").
+    #[error("jwt-svid key has no kty")]
+    MissingKeyType,
     /// A `jwt-svid` key's `x`/`y` are not 32-byte unpadded base64url values.
     #[error("jwt-svid key coordinates are malformed")]
     BadJwtKeyCoordinates,
@@ -108,18 +116,16 @@ impl Bundle {
         b
     }
 
-    /// The SPIFFE bundle JWKS. Roots carry `use: x509-svid`, `x5c` and their public key
-    /// parameters with a `kid` derived from the SubjectKeyIdentifier; JWT keys carry
+    /// The SPIFFE bundle JWKS. Roots carry `use: x509-svid`, `x5c` (exactly the one
+    /// certificate) and their public key parameters, and no `kid`; JWT keys carry
     /// `use: jwt-svid`, `kid`, `kty: EC`, `crv: P-256`, `x`, `y`.
     pub fn to_spiffe_json(&self) -> String {
-        let mut keys: Vec<Value> = self.x509_authorities.iter().map(|d| x509_jwk(d)).collect();
-        for a in &self.jwt_authorities {
-            let mut jwk = Map::new();
-            jwk.insert("use".into(), "jwt-svid".into());
-            jwk.insert("kid".into(), a.kid.clone().into());
-            insert_ec_point(&mut jwk, "P-256", &a.public_key);
-            keys.push(Value::Object(jwk));
-        }
+        let keys: Vec<Value> = self
+            .x509_authorities
+            .iter()
+            .map(|d| x509_jwk(d))
+            .chain(self.jwt_authorities.iter().map(jwt_jwk))
+            .collect();
         let doc = json!({
             "keys": keys,
             "spiffe_sequence": self.sequence,
@@ -132,23 +138,13 @@ impl Bundle {
     /// The JWT bundle as the Workload API serves it: a JWKS of the JWT keys
     /// only, each with its `kid`.
     pub fn to_jwt_jwks_json(&self) -> String {
-        let keys: Vec<Value> = self
-            .jwt_authorities
-            .iter()
-            .map(|a| {
-                let mut jwk = Map::new();
-                jwk.insert("use".into(), "jwt-svid".into());
-                jwk.insert("kid".into(), a.kid.clone().into());
-                insert_ec_point(&mut jwk, "P-256", &a.public_key);
-                Value::Object(jwk)
-            })
-            .collect();
+        let keys: Vec<Value> = self.jwt_authorities.iter().map(jwt_jwk).collect();
         // Serializing a `Value` with string keys cannot fail.
         serde_json::to_string(&json!({ "keys": keys })).unwrap_or_default()
     }
 
-    /// Parses a SPIFFE bundle JWKS for `td`. Keys with an unknown `use` are ignored, as
-    /// the bundle standard requires; known ones must be well formed.
+    /// Parses a SPIFFE bundle JWKS for `td` by the consumer rules in this module's
+    /// documentation; keys that are not ignored must be well formed.
     pub fn from_spiffe_json(td: &TrustDomain, json: &str) -> Result<Self, BundleError> {
         if json.len() > MAX_BUNDLE_JSON_LEN {
             return Err(BundleError::TooLarge);
@@ -172,9 +168,15 @@ impl Bundle {
                 return Err(BundleError::MissingKeys);
             };
             match jwk.get("use").and_then(Value::as_str) {
-                Some("x509-svid") => bundle.x509_authorities.push(parse_x5c(jwk)?),
+                Some("x509-svid") => {
+                    if let Some(der) = parse_x5c(jwk)? {
+                        bundle.x509_authorities.push(der);
+                    }
+                }
                 Some("jwt-svid") => {
-                    let a = parse_jwt_key(jwk)?;
+                    let Some(a) = parse_jwt_key(jwk)? else {
+                        continue;
+                    };
                     if !kids.insert(a.kid.clone()) {
                         return Err(BundleError::DuplicateKeyId { kid: a.kid });
                     }
@@ -194,31 +196,50 @@ fn optional_u64(doc: &Map<String, Value>, name: &'static str) -> Result<u64, Bun
     }
 }
 
-fn parse_x5c(jwk: &Map<String, Value>) -> Result<Vec<u8>, BundleError> {
-    let Some(Value::Array(x5c)) = jwk.get("x5c") else {
-        return Err(BundleError::BadX509Authority);
+/// The CA certificate of an `x509-svid` key, or `None` when the key must be ignored.
+///
+/// X509-SVID §6.2: "If `x5c` is not set, or is empty, then the entry MUST be ignored",
+/// and "all but the first MUST be ignored". A first value that is not a certificate is
+/// an error: the publisher meant a root and sent something broken.
+fn parse_x5c(jwk: &Map<String, Value>) -> Result<Option<Vec<u8>>, BundleError> {
+    let first = match jwk.get("x5c") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(x5c)) => match x5c.first() {
+            None => return Ok(None),
+            Some(first) => first,
+        },
+        Some(_) => return Err(BundleError::BadX509Authority),
     };
-    let [Value::String(b64)] = x5c.as_slice() else {
+    let Value::String(b64) = first else {
         return Err(BundleError::BadX509Authority);
     };
     let der = STANDARD
         .decode(b64)
         .map_err(|_| BundleError::BadX509Authority)?;
     match X509Certificate::from_der(&der) {
-        Ok(([], _)) => Ok(der),
+        Ok(([], _)) => Ok(Some(der)),
         _ => Err(BundleError::BadX509Authority),
     }
 }
 
-fn parse_jwt_key(jwk: &Map<String, Value>) -> Result<JwtAuthority, BundleError> {
+/// The key of a `jwt-svid` JWK, or `None` for a key type this validator cannot use.
+///
+/// Trust Domain and Bundle §4.2.1: "Clients encountering an unknown key type MUST ignore
+/// the entire JWK element". ES256 is the only algorithm accepted, so any key that is not
+/// EC P-256 is unknown here; ignoring it (rather than refusing the bundle) keeps the
+/// rest of a federated bundle usable, and tokens signed by it fail as unknown `kid`.
+fn parse_jwt_key(jwk: &Map<String, Value>) -> Result<Option<JwtAuthority>, BundleError> {
     let kid = match jwk.get("kid") {
         Some(Value::String(k)) if !k.is_empty() => k.clone(),
         _ => return Err(BundleError::MissingKeyId),
     };
-    let kty = jwk.get("kty").and_then(Value::as_str);
+    let kty = jwk
+        .get("kty")
+        .and_then(Value::as_str)
+        .ok_or(BundleError::MissingKeyType)?;
     let crv = jwk.get("crv").and_then(Value::as_str);
-    if kty != Some("EC") || crv != Some("P-256") {
-        return Err(BundleError::UnsupportedJwtKey);
+    if kty != "EC" || crv != Some("P-256") {
+        return Ok(None);
     }
     let coord = |name: &str| {
         jwk.get(name)
@@ -231,11 +252,20 @@ fn parse_jwt_key(jwk: &Map<String, Value>) -> Result<JwtAuthority, BundleError> 
     public_key.push(0x04);
     public_key.extend(coord("x")?);
     public_key.extend(coord("y")?);
-    Ok(JwtAuthority {
+    Ok(Some(JwtAuthority {
         kid,
         public_key,
         not_after: None,
-    })
+    }))
+}
+
+/// The JWK of a JWT signing key: `use`, `kid`, and its EC point.
+fn jwt_jwk(a: &JwtAuthority) -> Value {
+    let mut jwk = Map::new();
+    jwk.insert("use".into(), "jwt-svid".into());
+    jwk.insert("kid".into(), a.kid.clone().into());
+    insert_ec_point(&mut jwk, "P-256", &a.public_key);
+    Value::Object(jwk)
 }
 
 /// Adds `kty`, `crv`, `x`, `y` for an uncompressed EC point.
@@ -248,9 +278,9 @@ fn insert_ec_point(jwk: &mut Map<String, Value>, crv: &str, point: &[u8]) {
     jwk.insert("y".into(), URL_SAFE_NO_PAD.encode(y).into());
 }
 
-/// The JWK of a root: `use`, `kid`, `x5c`, and the key parameters of its public key when
-/// the key type is one JWK can describe here (EC P-256/P-384, Ed25519, RSA). Consumers
-/// read `x5c`; the rest is informative.
+/// The JWK of a root: `use`, `x5c`, and the key parameters of its public key when the
+/// key type is one JWK can describe here (EC P-256/P-384, Ed25519, RSA). Consumers read
+/// `x5c`; the rest is informative. No `kid`: X509-SVID §6.1 says it "MUST NOT be set".
 fn x509_jwk(der: &[u8]) -> Value {
     let mut jwk = Map::new();
     jwk.insert("use".into(), "x509-svid".into());
@@ -258,7 +288,6 @@ fn x509_jwk(der: &[u8]) -> Value {
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return Value::Object(jwk);
     };
-    jwk.insert("kid".into(), x509_kid(&cert).into());
     let spki = cert.public_key();
     let key_oid = &spki.algorithm.algorithm;
     let point = spki.subject_public_key.data.as_ref();
@@ -296,25 +325,6 @@ fn strip_zeros(mut bytes: &[u8]) -> &[u8] {
         bytes = rest;
     }
     bytes
-}
-
-/// A root's `kid`: its SubjectKeyIdentifier in hex, or (without one) the hex of the first
-/// 20 bytes of the SHA-256 of its SubjectPublicKeyInfo.
-fn x509_kid(cert: &X509Certificate<'_>) -> String {
-    let ski = cert
-        .extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        });
-    match ski {
-        Some(ski) => hex::encode(ski),
-        None => {
-            let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
-            hex::encode(digest.as_ref().get(..20).unwrap_or_default())
-        }
-    }
 }
 
 /// DER certificates as PEM `CERTIFICATE` blocks, in order.

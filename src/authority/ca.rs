@@ -35,7 +35,7 @@ pub(super) struct CaKey {
     pub(super) issuer: rcgen::Issuer<'static, KeyPair>,
     pub(super) not_before: SystemTime,
     pub(super) not_after: SystemTime,
-    /// The SubjectKeyIdentifier, also used as the bundle `kid` of this root.
+    /// The SubjectKeyIdentifier, which names this CA key in logs and `Debug`.
     pub(super) key_id: Vec<u8>,
 }
 

@@ -17,15 +17,10 @@ use ring::signature::{
 use serde_json::{Map, Value};
 
 use super::bundle::JwtAuthority;
+use super::jwt_limits::{ES256_SIG_LEN, KID_HEX_LEN, MAX_TOKEN_LEN, check_audiences};
 use super::{Authority, AuthorityError, from_unix, unix};
 use crate::id::{IdError, SpiffeId};
 use crate::secret::Secret;
-
-/// Tokens longer than this are refused before any decoding, bounding the work an
-/// unauthenticated input can cause.
-const MAX_TOKEN_LEN: usize = 16 * 1024;
-/// Length of an ES256 signature (r ‖ s).
-const ES256_SIG_LEN: usize = 64;
 
 /// A minted JWT-SVID. The token is a bearer credential, so it lives in a [`Secret`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +104,10 @@ pub enum JwtError {
     /// `sub` is not a valid SPIFFE ID.
     #[error("sub is not a valid SPIFFE ID: {0}")]
     BadSubject(IdError),
+    /// `sub` has no path: it names a trust domain, not the workload a JWT-SVID is
+    /// issued to (JWT-SVID §3.1).
+    #[error("sub names a trust domain, not a workload")]
+    SubjectNotAWorkload,
     /// A token just minted carries other claims than were requested.
     #[error("minted claims differ from the request")]
     ClaimsDiffer,
@@ -163,7 +162,7 @@ impl JwtKey {
     ) -> Result<Self, AuthorityError> {
         let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, rng)
             .map_err(|_| AuthorityError::Key)?;
-        let mut kid = [0u8; 16];
+        let mut kid = [0u8; KID_HEX_LEN / 2];
         rng.fill(&mut kid).map_err(|_| AuthorityError::Random)?;
         Self::from_parts(
             hex::encode(kid),
@@ -220,6 +219,10 @@ struct Claims<'a> {
 impl Authority {
     /// Mints a JWT-SVID for `spiffe_id` with `aud` exactly `audiences`. `exp` is
     /// `now + ttl`, capped at the signing key's expiry.
+    ///
+    /// The request is checked before signing: a workload ID of this trust domain and
+    /// audiences within the limits of [`super::jwt_limits`], which guarantee the token
+    /// fits what validators accept.
     pub fn mint_jwt_svid(
         &self,
         spiffe_id: &SpiffeId,
@@ -227,10 +230,8 @@ impl Authority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<JwtSvid, AuthorityError> {
-        self.check_trust_domain(spiffe_id)?;
-        if audiences.is_empty() || audiences.iter().any(String::is_empty) {
-            return Err(AuthorityError::InvalidAudience);
-        }
+        self.check_workload_id(spiffe_id)?;
+        check_audiences(audiences)?;
         if ttl.as_secs() == 0 {
             return Err(AuthorityError::InvalidTtl);
         }
@@ -426,6 +427,10 @@ fn check_claims(
         .and_then(Value::as_str)
         .ok_or(JwtError::MissingClaim { name: "sub" })?;
     let spiffe_id = SpiffeId::parse(sub).map_err(JwtError::BadSubject)?;
+    // A trust domain ID in `sub` would let a token speak for the authority itself.
+    if spiffe_id.check_workload().is_err() {
+        return Err(JwtError::SubjectNotAWorkload);
+    }
     let issued_at = claims.get("iat").and_then(numeric_date).map(from_unix);
     Ok(JwtClaims {
         spiffe_id,

@@ -15,6 +15,7 @@ mod bundle;
 mod ca;
 mod csr;
 mod jwt;
+mod jwt_limits;
 mod sealed;
 mod x509;
 
@@ -23,11 +24,15 @@ use std::time::{Duration, SystemTime};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::id::{SpiffeId, TrustDomain};
+use crate::id::{DnsNameError, SpiffeId, TrustDomain};
 
 pub use bundle::{Bundle, BundleError, JwtAuthority, certs_to_pem};
 pub use csr::{CsrError, check_csr, generate_key_and_csr};
 pub use jwt::{JwtBundle, JwtClaims, JwtError, JwtSvid, validate_jwt_svid};
+pub use jwt_limits::{
+    AudienceError, MAX_AUDIENCE_LEN, MAX_AUDIENCES, MAX_MINTED_TOKEN_LEN, MAX_TOKEN_LEN,
+    check_audiences,
+};
 pub use x509::{SvidError, X509Svid, validate_x509_svid_leaf, verify_x509_svid};
 
 use ca::CaKey;
@@ -63,18 +68,22 @@ pub enum AuthorityError {
         /// The requested ID's trust domain.
         found: String,
     },
-    /// A requested DNS SAN is not a valid DNS name.
-    #[error("invalid DNS name {name:?}")]
-    InvalidDnsName {
-        /// The rejected name.
-        name: String,
+    /// The SPIFFE ID has no path: it names the trust domain, and SVIDs are issued only
+    /// to workloads (X509-SVID §3.1, JWT-SVID §3.1).
+    #[error("spiffe_id: {id} has no path: it names the trust domain itself, not a workload")]
+    NoWorkloadPath {
+        /// The requested ID.
+        id: String,
     },
+    /// A requested DNS SAN is not a valid DNS name.
+    #[error("dns_names: {0}")]
+    InvalidDnsName(#[from] DnsNameError),
     /// The requested TTL is shorter than one second.
     #[error("TTL must be at least one second")]
     InvalidTtl,
-    /// The requested audience list is empty or holds an empty audience.
-    #[error("at least one non-empty audience is required")]
-    InvalidAudience,
+    /// The requested audiences break a rule or a size limit.
+    #[error("audience: {0}")]
+    InvalidAudience(#[from] AudienceError),
     /// The active CA certificate has expired at `now`.
     #[error("the CA certificate has expired")]
     CaExpired,
@@ -96,6 +105,9 @@ pub enum AuthorityError {
     /// A JWT-SVID just minted failed the client-side checks; it was not handed out.
     #[error("issued JWT-SVID failed validation: {0}")]
     IssuedJwtInvalid(#[from] JwtError),
+    /// The bundle's `spiffe_sequence` cannot increase any further.
+    #[error("the bundle sequence number is exhausted")]
+    SequenceExhausted,
     /// Sealed authority state could not be decoded (the message names no key material).
     #[error("sealed authority state is corrupt: {reason}")]
     SealedStateCorrupt {
@@ -112,9 +124,10 @@ impl AuthorityError {
             self,
             AuthorityError::Csr(_)
                 | AuthorityError::TrustDomainMismatch { .. }
-                | AuthorityError::InvalidDnsName { .. }
+                | AuthorityError::NoWorkloadPath { .. }
+                | AuthorityError::InvalidDnsName(_)
                 | AuthorityError::InvalidTtl
-                | AuthorityError::InvalidAudience
+                | AuthorityError::InvalidAudience(_)
         )
     }
 }
@@ -174,6 +187,28 @@ impl Authority {
         })
     }
 
+    /// The authority that succeeds this one when it can no longer sign: a new CA and
+    /// JWT key for the same trust domain, created like [`Authority::generate`].
+    ///
+    /// Its bundle's `spiffe_sequence` is this one's plus one: the sequence "MUST be a
+    /// monotonically increasing integer, and MUST be changed whenever the contents of
+    /// the bundle are updated" (Trust Domain and Bundle §4.1.1), and consumers that
+    /// order bundles by it would otherwise keep the old keys.
+    pub fn replacement(
+        &self,
+        now: SystemTime,
+        ca_ttl: Duration,
+        rng: &dyn SecureRandom,
+    ) -> Result<Self, AuthorityError> {
+        let sequence = self
+            .sequence
+            .checked_add(1)
+            .ok_or(AuthorityError::SequenceExhausted)?;
+        let mut next = Self::generate(&self.trust_domain, now, ca_ttl, rng)?;
+        next.sequence = sequence;
+        Ok(next)
+    }
+
     /// The trust domain this authority serves.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
@@ -210,15 +245,16 @@ impl Authority {
         std::iter::once(&self.jwt).chain(&self.other_jwt_keys)
     }
 
-    fn check_trust_domain(&self, id: &SpiffeId) -> Result<(), AuthorityError> {
-        if id.trust_domain_str() == self.trust_domain.as_str() {
-            Ok(())
-        } else {
-            Err(AuthorityError::TrustDomainMismatch {
+    /// The subject of any SVID: a workload (an ID with a path) in this trust domain.
+    fn check_workload_id(&self, id: &SpiffeId) -> Result<(), AuthorityError> {
+        if id.trust_domain_str() != self.trust_domain.as_str() {
+            return Err(AuthorityError::TrustDomainMismatch {
                 expected: self.trust_domain.as_str().to_owned(),
                 found: id.trust_domain_str().to_owned(),
-            })
+            });
         }
+        id.check_workload()
+            .map_err(|_| AuthorityError::NoWorkloadPath { id: id.to_string() })
     }
 }
 

@@ -13,12 +13,7 @@ use x509_parser::prelude::FromDer;
 use super::ca::{BACKDATE_SECS, offset, random_serial};
 use super::csr::{parse_and_verify, verification_algorithm};
 use super::{Authority, AuthorityError, from_unix, unix};
-use crate::id::{IdError, SpiffeId};
-
-/// Longest DNS name (RFC 1035, textual form without the trailing dot).
-const MAX_DNS_NAME_LEN: usize = 253;
-/// Longest DNS label.
-const MAX_DNS_LABEL_LEN: usize = 63;
+use crate::id::{DnsName, IdError, SpiffeId};
 
 /// An issued X.509-SVID. Holds no private key: the workload keeps its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +56,10 @@ pub enum SvidError {
     /// The URI SAN is not a valid SPIFFE ID.
     #[error("URI SAN is not a valid SPIFFE ID: {0}")]
     BadSpiffeId(#[from] IdError),
+    /// The leaf's SPIFFE ID has no path; leaf SPIFFE IDs "MUST have a non-root path
+    /// component" (X509-SVID §3.1, §5.2).
+    #[error("leaf SPIFFE ID has no path: it names a trust domain, not a workload")]
+    LeafIdHasNoPath,
     /// The leaf's basicConstraints says cA=true.
     #[error("leaf must have basicConstraints cA=false")]
     LeafIsCa,
@@ -76,6 +75,10 @@ pub enum SvidError {
     /// The leaf's keyUsage includes keyCertSign or cRLSign.
     #[error("leaf keyUsage must not include keyCertSign or cRLSign")]
     ForbiddenKeyUsage,
+    /// The leaf has an extendedKeyUsage without both serverAuth and clientAuth
+    /// (X509-SVID §4.4). Checked on what the CA issues.
+    #[error("leaf extendedKeyUsage must include serverAuth and clientAuth")]
+    MissingServerOrClientAuth,
     /// `now` is before NotBefore.
     #[error("certificate is not valid yet")]
     NotYetValid,
@@ -99,9 +102,10 @@ pub enum SvidError {
 impl Authority {
     /// Issues an X.509-SVID for `spiffe_id` to the key in `csr_der`.
     ///
-    /// The caller has already authorized `spiffe_id`; the CSR only proves possession of
-    /// its key, and its subject and extensions are ignored. NotAfter is `now + ttl`,
-    /// capped at the CA's NotAfter.
+    /// The caller has already authorized `spiffe_id`, which must name a workload (have
+    /// a path); the CSR only proves possession of its key, and its subject and
+    /// extensions are ignored. DNS names follow [`DnsName`]'s rules, the same that
+    /// entries are checked with. NotAfter is `now + ttl`, capped at the CA's NotAfter.
     pub fn sign_x509_svid(
         &self,
         csr_der: &[u8],
@@ -110,13 +114,14 @@ impl Authority {
         dns_names: &[String],
         now: SystemTime,
     ) -> Result<X509Svid, AuthorityError> {
-        self.check_trust_domain(spiffe_id)?;
+        self.check_workload_id(spiffe_id)?;
         if ttl.as_secs() == 0 {
             return Err(AuthorityError::InvalidTtl);
         }
-        if let Some(bad) = dns_names.iter().find(|n| !is_valid_dns_name(n)) {
-            return Err(AuthorityError::InvalidDnsName { name: bad.clone() });
-        }
+        let dns_names = dns_names
+            .iter()
+            .map(|n| DnsName::parse(n))
+            .collect::<Result<Vec<_>, _>>()?;
         let ca = &self.ca;
         ca.check_valid_at(now)?;
         let public_key = parse_and_verify(csr_der)?;
@@ -125,13 +130,14 @@ impl Authority {
         let not_before = now_s.saturating_sub(BACKDATE_SECS).max(unix(ca.not_before));
         let not_after = now_s.saturating_add(ttl.as_secs()).min(unix(ca.not_after));
         let serial = random_serial(&self.rng)?;
-        let params = leaf_template(spiffe_id, dns_names, not_before, not_after, serial)?;
+        let params = leaf_template(spiffe_id, &dns_names, not_before, not_after, serial)?;
         let leaf_der = params.signed_by(&public_key, &ca.issuer)?.der().to_vec();
 
-        // Validate what we issue with the client's rules. The signature is not verified
-        // again: we made it a moment ago with a key loaded and checked against the CA
-        // certificate, and re-verifying would roughly double the cost of issuance.
-        let issued = validate_x509_svid_leaf(&leaf_der, now)?;
+        // Validate what we issue with the client's rules, plus the issuer-side EKU rule.
+        // The signature is not verified again: we made it a moment ago with a key loaded
+        // and checked against the CA certificate, and re-verifying would roughly double
+        // the cost of issuance.
+        let issued = check_issued_leaf(&leaf_der, now)?;
         if issued != *spiffe_id {
             return Err(SvidError::UnexpectedSpiffeId.into());
         }
@@ -148,7 +154,7 @@ impl Authority {
 /// critical keyUsage, EKU serverAuth + clientAuth, AuthorityKeyIdentifier.
 fn leaf_template(
     spiffe_id: &SpiffeId,
-    dns_names: &[String],
+    dns_names: &[DnsName],
     not_before: u64,
     not_after: u64,
     serial: rcgen::SerialNumber,
@@ -184,10 +190,27 @@ fn leaf_template(
 }
 
 /// Checks a leaf against the X509-SVID rules a client applies, without verifying its
-/// signature: exactly one URI SAN that is a SPIFFE ID, cA=false, a critical keyUsage with
-/// digitalSignature and without keyCertSign/cRLSign, and validity covering `now`.
+/// signature: exactly one URI SAN that is a SPIFFE ID with a path, cA=false, a critical
+/// keyUsage with digitalSignature and without keyCertSign/cRLSign, and validity covering
+/// `now`.
 pub fn validate_x509_svid_leaf(leaf_der: &[u8], now: SystemTime) -> Result<SpiffeId, SvidError> {
     check_leaf(&parse_cert(leaf_der)?, now)
+}
+
+/// The checks on a leaf the CA has just made: the client's rules, and an
+/// extendedKeyUsage, when present, with both serverAuth and clientAuth (X509-SVID §4.4
+/// puts that on issuers; clients do not check EKU, so a leaf without it would pass
+/// them and then fail in one direction of mTLS).
+pub(super) fn check_issued_leaf(leaf_der: &[u8], now: SystemTime) -> Result<SpiffeId, SvidError> {
+    let cert = parse_cert(leaf_der)?;
+    let id = check_leaf(&cert, now)?;
+    let eku = cert
+        .extended_key_usage()
+        .map_err(|_| SvidError::BadExtensions)?;
+    if eku.is_some_and(|e| !(e.value.server_auth && e.value.client_auth)) {
+        return Err(SvidError::MissingServerOrClientAuth);
+    }
+    Ok(id)
 }
 
 /// Verifies an X.509-SVID completely: the leaf rules, then a signature chain from the leaf
@@ -258,6 +281,9 @@ fn check_leaf(cert: &X509Certificate<'_>, now: SystemTime) -> Result<SpiffeId, S
         return Err(SvidError::MultipleUriSans);
     }
     let id = SpiffeId::parse(uri)?;
+    if id.check_workload().is_err() {
+        return Err(SvidError::LeafIdHasNoPath);
+    }
     let bc = cert
         .basic_constraints()
         .map_err(|_| SvidError::BadExtensions)?;
@@ -331,26 +357,4 @@ fn issued_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool 
             child.signature_value.data.as_ref(),
         )
         .is_ok()
-}
-
-/// A DNS SAN: ≤ 253 characters of dot-separated labels, each 1–63 characters of
-/// `[a-zA-Z0-9-]` not starting or ending with `-`; a wildcard only as the whole first
-/// label, followed by at least one more label.
-pub(super) fn is_valid_dns_name(name: &str) -> bool {
-    if name.is_empty() || name.len() > MAX_DNS_NAME_LEN {
-        return false;
-    }
-    let rest = match name.strip_prefix("*.") {
-        Some(rest) => rest,
-        None => name,
-    };
-    rest.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= MAX_DNS_LABEL_LEN
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    })
 }

@@ -286,6 +286,9 @@ pub(super) async fn jwt(cli: &Cli, cmd: &JwtCmd, out: &Out) -> Result<(), Failur
         // Fetch goes to the Workload API client (see `dispatch`).
         return Err(Failure("not an admin command".into()));
     };
+    // The server checks the same limits; checking here too names the limit even for an
+    // audience too large for a gRPC message, which the transport would refuse first.
+    crate::authority::check_audiences(audience).map_err(|e| Failure(format!("--audience: {e}")))?;
     let r = cli
         .clients()
         .await?

@@ -225,6 +225,10 @@ pub(super) async fn jwt_fetch(args: &JwtFetchArgs, out: &Out) -> Result<(), Fail
 }
 
 async fn jwt_fetch_at(uri: &str, args: &JwtFetchArgs, out: &Out) -> Result<(), Failure> {
+    // The agent checks the same limits; checking here too names the limit even for an
+    // audience too large for a gRPC message, which the transport would refuse first.
+    crate::authority::check_audiences(&args.audience)
+        .map_err(|e| Failure(format!("--audience: {e}")))?;
     let r = connect(uri)
         .await?
         .fetch_jwtsvid(wpb::JwtsvidRequest {

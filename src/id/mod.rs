@@ -11,4 +11,4 @@ mod spiffe_id;
 pub use dns::{DnsName, DnsNameError};
 pub use duration::{DurationError, Ttl};
 pub use selector::{Selector, SelectorError};
-pub use spiffe_id::{IdError, SpiffeId, TrustDomain};
+pub use spiffe_id::{IdError, MAX_ID_LEN, SpiffeId, TrustDomain};

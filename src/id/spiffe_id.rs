@@ -5,7 +5,7 @@ use std::fmt;
 /// The URI scheme every SPIFFE ID starts with.
 const SCHEME: &str = "spiffe://";
 /// The SPIFFE-ID standard caps a SPIFFE ID at 2048 bytes.
-const MAX_ID_LEN: usize = 2048;
+pub const MAX_ID_LEN: usize = 2048;
 /// The SPIFFE-ID standard caps a trust domain name at 255 bytes.
 const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
@@ -64,6 +64,10 @@ pub enum IdError {
     /// An agent name must be exactly one path segment (no `/`).
     #[error("agent name must be a single path segment (no '/')")]
     AgentNameNotOneSegment,
+    /// The ID has no path, so it names the trust domain itself and not a
+    /// workload; no SVID is issued for it (see [`SpiffeId::check_workload`]).
+    #[error("SPIFFE ID has no path: it names the trust domain itself, not a workload")]
+    NoWorkloadPath,
 }
 
 /// A trust domain name such as `example.org`.
@@ -232,6 +236,23 @@ impl SpiffeId {
     /// The whole ID.
     pub fn as_str(&self) -> &str {
         &self.full
+    }
+
+    /// Checks that this ID names a workload, i.e. has a path.
+    ///
+    /// `spiffe://<td>` is the trust domain's own ID, the one a CA certificate
+    /// carries. The X509-SVID standard requires a non-root path on every leaf
+    /// (§3.1, and validators reject leaves without one, §5.2), and a
+    /// JWT-SVID's `sub` is "the SPIFFE ID of the workload to which it is
+    /// issued" (JWT-SVID §3.1): an SVID for the bare trust domain would let its
+    /// holder speak as the authority, and clients such as the `spiffe` crate
+    /// refuse it. Entries, minting and the CA all apply this one check.
+    pub fn check_workload(&self) -> Result<(), IdError> {
+        if self.path().is_empty() {
+            Err(IdError::NoWorkloadPath)
+        } else {
+            Ok(())
+        }
     }
 
     /// True for identities only sigil issues: the server, agents, and
@@ -433,6 +454,14 @@ mod tests {
         }
         let nested = SpiffeId::parse("spiffe://example.org/sigil/agent/a/b").unwrap();
         assert_eq!(nested.agent_name(), None);
+    }
+
+    #[test]
+    fn only_ids_with_a_path_name_workloads() {
+        let td_id = SpiffeId::parse("spiffe://example.org").unwrap();
+        assert_eq!(td_id.check_workload(), Err(IdError::NoWorkloadPath));
+        let w = SpiffeId::parse("spiffe://example.org/w").unwrap();
+        assert_eq!(w.check_workload(), Ok(()));
     }
 
     #[test]

@@ -201,6 +201,10 @@ impl EntryDraft {
         let parent_id = SpiffeId::parse(&self.parent_id).map_err(EntryError::ParentId)?;
         in_domain("spiffe_id", &spiffe_id, td)?;
         in_domain("parent_id", &parent_id, td)?;
+        // The entry's ID goes into leaf SVIDs and JWT `sub` claims, which
+        // must name a workload: refuse the bare trust domain here rather than
+        // at every issuance.
+        spiffe_id.check_workload().map_err(EntryError::SpiffeId)?;
         // sigil's own identities are minted by sigil itself; letting an entry
         // claim one would let a workload impersonate the server or an agent.
         if spiffe_id.is_reserved() {
@@ -329,6 +333,25 @@ mod tests {
                 ..
             })
         ));
+        let mut d = draft();
+        d.spiffe_id = "spiffe://example.org".into();
+        assert_eq!(check(d), Err(EntryError::SpiffeId(IdError::NoWorkloadPath)));
+        let mut d = draft();
+        d.dns_names = vec!["*".into()];
+        assert_eq!(
+            check(d),
+            Err(EntryError::DnsName(
+                crate::id::DnsNameError::WildcardTooBroad("*".into())
+            ))
+        );
+        let mut d = draft();
+        d.dns_names = vec!["1.2.3.4".into()];
+        assert_eq!(
+            check(d),
+            Err(EntryError::DnsName(crate::id::DnsNameError::IpAddress(
+                "1.2.3.4".into()
+            )))
+        );
         let mut d = draft();
         d.spiffe_id = "spiffe://example.org/sigil/server".into();
         assert!(matches!(check(d), Err(EntryError::ReservedId(_))));

@@ -377,13 +377,16 @@ impl Server {
                     );
                 }
                 // Also covers a fresh store, or one whose init stopped
-                // before the CA was stored.
-                let authority = Authority::generate(
-                    &self.config.trust_domain,
-                    now,
+                // before the CA was stored. A replacement continues the
+                // bundle's sequence number.
+                let (ttl, rng) = (
                     self.config.ca_ttl.as_duration(),
-                    &ring::rand::SystemRandom::new(),
-                )?;
+                    ring::rand::SystemRandom::new(),
+                );
+                let authority = match &previous {
+                    Some(old) => old.replacement(now, ttl, &rng)?,
+                    None => Authority::generate(&self.config.trust_domain, now, ttl, &rng)?,
+                };
                 self.store.put(
                     Table::AUTHORITY,
                     AUTHORITY_KEY,

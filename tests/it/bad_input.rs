@@ -323,3 +323,175 @@ async fn reserved_identities_cannot_be_minted_and_audit_records_stay_small() {
     drop(c);
     s.stop().await;
 }
+
+/// The status of a create for `e`, which must fail.
+async fn create_err(c: &mut sigil::cli::client::Clients, e: pb::Entry) -> tonic::Status {
+    c.entries
+        .create(pb::CreateEntryRequest { entry: Some(e) })
+        .await
+        .unwrap_err()
+}
+
+const NO_PATH: &str = "SPIFFE ID has no path: it names the trust domain itself, not a workload";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_entry_or_svid_for_the_trust_domain_id_or_a_bad_dns_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut c = s.clients().await;
+    let td_id = format!("spiffe://{TD}");
+
+    let mut e = entry("/web", 1);
+    e.spiffe_id = td_id.clone();
+    let st = create_err(&mut c, e).await;
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert_eq!(st.message(), format!("spiffe_id: {NO_PATH}"));
+    for (dns, message) in [
+        (
+            "*",
+            "dns_names: wildcard \"*\" is too broad: '*' must be followed by at least two labels, as in *.example.org",
+        ),
+        (
+            "1.2.3.4",
+            "dns_names: \"1.2.3.4\" is an IP address; IP addresses are not DNS names",
+        ),
+        (
+            "::1",
+            "dns_names: \"::1\" is an IP address; IP addresses are not DNS names",
+        ),
+    ] {
+        let mut e = entry("/web", 1);
+        e.dns_names = vec![dns.into()];
+        let st = create_err(&mut c, e).await;
+        assert_eq!(st.code(), Code::InvalidArgument, "{dns}");
+        assert_eq!(st.message(), message);
+    }
+    assert!(list_entries(&mut c).await.entries.is_empty());
+
+    // Minting refuses the same ID and names; nothing is signed.
+    let (_, csr) = sigil::authority::generate_key_and_csr(
+        &sigil::id::SpiffeId::parse(&format!("spiffe://{TD}/w")).unwrap(),
+    )
+    .unwrap();
+    let st = c
+        .node
+        .sign_x509_svid(pb::SignX509SvidRequest {
+            csr: csr.clone(),
+            spiffe_id: td_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert_eq!(st.message(), format!("spiffe_id: {NO_PATH}"));
+    let st = c
+        .node
+        .mint_jwt_svid(pb::MintJwtSvidRequest {
+            spiffe_id: td_id,
+            audience: vec!["a".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert_eq!(st.message(), format!("spiffe_id: {NO_PATH}"));
+    let st = c
+        .node
+        .sign_x509_svid(pb::SignX509SvidRequest {
+            csr,
+            spiffe_id: format!("spiffe://{TD}/w"),
+            dns_names: vec!["10.0.0.1".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert_eq!(
+        st.message(),
+        "dns_names: \"10.0.0.1\" is an IP address; IP addresses are not DNS names"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reports_identity_and_dns_refusals_with_the_servers_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let admin = s.admin.to_str().unwrap();
+    let env = [("SIGIL_ADMIN_SOCKET", admin)];
+    let parent = format!("spiffe://{TD}/sigil/agent/node1");
+    let out_dir = tmp.path().join("svid");
+    let out_dir = out_dir.to_str().unwrap();
+    let td_id = format!("spiffe://{TD}");
+    let web = format!("spiffe://{TD}/web");
+    let no_path = format!("error: invalid argument: spiffe_id: {NO_PATH}\n");
+    let create = |id: &str, dns: &str| {
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            id,
+            "--parent-id",
+            &parent,
+            "--selector",
+            "unix:uid:1",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        if !dns.is_empty() {
+            args.extend(["--dns".to_owned(), dns.to_owned()]);
+        }
+        args
+    };
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (create(&td_id, ""), no_path.clone()),
+        (
+            create(&web, "*"),
+            "error: invalid argument: dns_names: wildcard \"*\" is too broad: '*' must be followed by at least two labels, as in *.example.org\n".into(),
+        ),
+        (
+            create(&web, "1.2.3.4"),
+            "error: invalid argument: dns_names: \"1.2.3.4\" is an IP address; IP addresses are not DNS names\n".into(),
+        ),
+        (
+            ["svid", "mint", "--spiffe-id", &td_id, "--out", out_dir]
+                .map(str::to_owned)
+                .to_vec(),
+            no_path.clone(),
+        ),
+        (
+            ["svid", "mint", "--spiffe-id", &web, "--dns", "1.2.3.4", "--out", out_dir]
+                .map(str::to_owned)
+                .to_vec(),
+            "error: invalid argument: dns_names: \"1.2.3.4\" is an IP address; IP addresses are not DNS names\n".into(),
+        ),
+        (
+            ["jwt", "mint", "--spiffe-id", &td_id, "--audience", "a"]
+                .map(str::to_owned)
+                .to_vec(),
+            no_path,
+        ),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sigil(&args, &env);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{args:?}");
+    }
+    // Too many audiences are named before anything is sent.
+    let mut args = vec!["jwt", "mint", "--spiffe-id", &web];
+    for _ in 0..9 {
+        args.extend(["--audience", "a"]);
+    }
+    let out = sigil(&args, &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: --audience: 9 audiences given; at most 8 are allowed\n"
+    );
+    assert!(!std::path::Path::new(out_dir).join("svid.pem").exists());
+    let mut c = s.clients().await;
+    assert!(list_entries(&mut c).await.entries.is_empty());
+    s.stop().await;
+}

@@ -133,10 +133,11 @@ async fn minted_jwt_verifies_against_the_spiffe_bundle() {
     assert_eq!(header["typ"], "JWT");
     let kid = header["kid"].as_str().unwrap();
     let keys = bundle["keys"].as_array().unwrap();
-    assert!(
-        keys.iter().all(|k| k["kid"].is_string()),
-        "every JWK has a kid: {bundle}"
-    );
+    // jwt-svid keys carry a kid (JWT-SVID §6.1); x509-svid keys must not (X509-SVID §6.1).
+    for k in keys {
+        let has_kid = k["kid"].is_string();
+        assert_eq!(has_kid, k["use"] == "jwt-svid", "{k}");
+    }
     assert!(bundle["spiffe_sequence"].is_u64(), "{bundle}");
     let jwk = keys
         .iter()
@@ -222,5 +223,102 @@ async fn mtls_callers_are_authorized_by_their_svid() {
         1,
         "nothing was stored by denied calls"
     );
+    s.stop().await;
+}
+
+async fn sequence(c: &mut sigil::cli::client::Clients) -> (u64, serde_json::Value) {
+    let b = c
+        .bundle
+        .get(pb::GetBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let doc: serde_json::Value = serde_json::from_str(&b.spiffe_json).unwrap();
+    assert_eq!(doc["spiffe_sequence"], b.sequence);
+    (b.sequence, doc["keys"].clone())
+}
+
+async fn seal(c: &mut sigil::cli::client::Clients) {
+    c.operator.seal(pb::SealRequest {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_sequence_moves_on_whenever_the_ca_is_replaced_even_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A CA that cannot outlive one SVID is replaced at every unseal.
+    let mut cfg = config(tmp.path());
+    cfg.ca_ttl = sigil::id::Ttl::parse("2m").unwrap();
+    let s = TestServer::start_with(cfg.clone()).await;
+    let mut c = s.clients().await;
+    c.operator
+        .init(pb::InitRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
+    let (first, first_keys) = sequence(&mut c).await;
+    seal(&mut c).await;
+    unseal(&mut c).await;
+    let (second, second_keys) = sequence(&mut c).await;
+    assert_ne!(first_keys, second_keys, "the CA was replaced");
+    assert!(second > first, "{second} !> {first}");
+    drop(c);
+    s.stop().await;
+
+    // After a restart the sequence continues from the stored one.
+    let s = TestServer::start_with(cfg).await;
+    let mut c = s.clients().await;
+    unseal(&mut c).await;
+    let (third, _) = sequence(&mut c).await;
+    assert!(third > second, "{third} !> {second}");
+    drop(c);
+    s.stop().await;
+
+    // A CA that stays usable keeps its bundle and its sequence across restarts.
+    let s = TestServer::start_in(tmp.path()).await;
+    let mut c = s.clients().await;
+    unseal(&mut c).await;
+    let (fourth, keys) = sequence(&mut c).await;
+    assert_eq!(fourth, third + 1);
+    drop(c);
+    s.stop().await;
+    let s = TestServer::start_in(tmp.path()).await;
+    let mut c = s.clients().await;
+    unseal(&mut c).await;
+    assert_eq!(sequence(&mut c).await, (fourth, keys));
+    drop(c);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_jwt_requests_are_invalid_before_anything_is_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut c = s.clients().await;
+    let mint = |audience: Vec<String>| pb::MintJwtSvidRequest {
+        spiffe_id: format!("spiffe://{TD}/w"),
+        audience,
+        ..Default::default()
+    };
+    let many = (0..10_000).map(|i| format!("a{i}")).collect();
+    let st = c.node.mint_jwt_svid(mint(many)).await.unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    assert_eq!(
+        st.message(),
+        "audience: 10000 audiences given; at most 8 are allowed"
+    );
+    let st = c
+        .node
+        .mint_jwt_svid(mint(vec!["x".repeat(1 << 20)]))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    assert_eq!(
+        st.message(),
+        "audience: an audience is 1048576 bytes long; at most 512 bytes are allowed"
+    );
+    // The most a request may ask for is minted.
+    let most: Vec<String> = (0..8).map(|i| format!("{i}").repeat(512)).collect();
+    c.node.mint_jwt_svid(mint(most)).await.unwrap();
     s.stop().await;
 }

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::api::workload as wpb;
 use crate::api::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
-use crate::authority::Bundle;
+use crate::authority::{Bundle, check_audiences};
 use crate::id::{Selector, SpiffeId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -189,10 +189,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<wpb::JwtsvidResponse>, Status> {
         check_header(&request).map_err(status)?;
         let req = request.get_ref();
-        // Request errors come before attestation, as in SPIRE.
-        if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
-            return Err(status(WorkloadError::MissingAudience));
-        }
+        // Request errors come before attestation, as in SPIRE. The audience limits are
+        // the authority's own, so a request the server would refuse never leaves the
+        // agent (and never costs an attestation).
+        check_audiences(&req.audience).map_err(|e| {
+            status(if e.is_missing() {
+                WorkloadError::MissingAudience
+            } else {
+                WorkloadError::BadAudience(e)
+            })
+        })?;
         if !req.spiffe_id.is_empty() {
             SpiffeId::parse(&req.spiffe_id).map_err(|e| status(WorkloadError::BadSpiffeId(e)))?;
         }

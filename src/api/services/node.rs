@@ -5,10 +5,11 @@ use crate::api::ApiError;
 use crate::api::convert::{entry_to_pb, wire_time};
 use crate::api::gate::{Caller, Gate};
 use crate::api::pb::{self, node_server::Node};
+use crate::authority::{AuthorityError, check_audiences};
 use crate::clock;
-use crate::id::{SpiffeId, Ttl};
+use crate::id::{IdError, SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
-use crate::registry::{Entry, EntryId};
+use crate::registry::{Entry, EntryId, MAX_DNS_NAMES};
 use crate::server::Server;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,8 +75,11 @@ impl NodeService {
 }
 
 fn spiffe_id(s: &str) -> Result<SpiffeId, ApiError> {
-    let id =
-        SpiffeId::parse(s).map_err(|e| ApiError::InvalidArgument(format!("spiffe_id: {e}")))?;
+    let invalid = |e: IdError| ApiError::InvalidArgument(format!("spiffe_id: {e}"));
+    let id = SpiffeId::parse(s).map_err(invalid)?;
+    // SVIDs name workloads: the bare trust domain ID is the CA's, never a leaf's
+    // (X509-SVID §3.1) nor a JWT-SVID's `sub` (JWT-SVID §3.1).
+    id.check_workload().map_err(invalid)?;
     // sigil's own identities (the server, agents) are issued only by sigil:
     // an SVID for /sigil/server would let its holder impersonate the server
     // to agents, and one under /sigil/agent/ would make it an agent.
@@ -100,8 +104,6 @@ fn entry_ttl(secs: Option<u64>, default: Ttl) -> Ttl {
     secs.and_then(|s| Ttl::from_secs(s).ok()).unwrap_or(default)
 }
 
-/// Most DNS names one SVID may carry.
-const MAX_DNS_NAMES: usize = 32;
 /// Largest CSR accepted, in bytes; a P-256 CSR is a few hundred.
 const MAX_CSR_LEN: usize = 16 * 1024;
 
@@ -149,7 +151,10 @@ impl Node for NodeService {
             }
             _ => {
                 if msg.dns_names.len() > MAX_DNS_NAMES {
-                    return Err(ApiError::InvalidArgument("dns_names: at most 32".into()).into());
+                    return Err(ApiError::InvalidArgument(format!(
+                        "dns_names: at most {MAX_DNS_NAMES}"
+                    ))
+                    .into());
                 }
                 (
                     ttl(msg.ttl_seconds, self.server.x509_svid_ttl())?,
@@ -183,6 +188,10 @@ impl Node for NodeService {
             .await?;
         let msg = req.into_inner();
         let id = spiffe_id(&target)?;
+        // Refused before signing: a token too large for validators would otherwise be
+        // signed, fail the authority's own check and reach the caller as an internal
+        // error.
+        check_audiences(&msg.audience).map_err(|e| ApiError::from(AuthorityError::from(e)))?;
         let ttl = match &caller {
             Caller::Agent { id: agent } => {
                 let entry = self.agent_entry(agent, &msg.entry_id, &id)?;

@@ -62,11 +62,17 @@ fn minting_refusals_name_the_rule() {
     let wid = id("spiffe://example.org/w");
     let a = vec!["a".to_owned()];
     let err = ca.mint_jwt_svid(&wid, &[], HOUR, t0()).unwrap_err();
-    assert!(matches!(err, AuthorityError::InvalidAudience), "{err:?}");
+    assert!(
+        matches!(err, AuthorityError::InvalidAudience(AudienceError::Missing)),
+        "{err:?}"
+    );
     let err = ca
         .mint_jwt_svid(&wid, &["a".into(), String::new()], HOUR, t0())
         .unwrap_err();
-    assert!(matches!(err, AuthorityError::InvalidAudience), "{err:?}");
+    assert!(
+        matches!(err, AuthorityError::InvalidAudience(AudienceError::Empty)),
+        "{err:?}"
+    );
     let err = ca
         .mint_jwt_svid(&wid, &a, Duration::ZERO, t0())
         .unwrap_err();

@@ -7,8 +7,11 @@
     reason = "tests"
 )]
 
+mod bundle_standard_tests;
 mod bundle_tests;
+mod jwt_standard_tests;
 mod jwt_tests;
+mod x509_standard_tests;
 mod x509_tests;
 
 use std::time::{Duration, SystemTime};

@@ -113,6 +113,51 @@ async fn jwt_request_errors() {
 }
 
 #[tokio::test]
+async fn oversized_jwt_requests_are_refused_before_attestation() {
+    // Attestation would fail here, so InvalidArgument shows the limits are checked
+    // first: such a request costs no attestation and never reaches the server.
+    let h = Harness::start_with(vec![entry(1, "/web", "")], Err("no such pid".into())).await;
+    let mut c = h.raw_client().await;
+    let request = |audience: Vec<String>| {
+        with_header(wpb::JwtsvidRequest {
+            audience,
+            spiffe_id: String::new(),
+        })
+    };
+    let many = (0..10_000).map(|i| format!("a{i}")).collect();
+    let e = c.fetch_jwtsvid(request(many)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "audience: 10000 audiences given; at most 8 are allowed"
+    );
+    let e = c
+        .fetch_jwtsvid(request(vec!["x".repeat(1 << 20)]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "audience: an audience is 1048576 bytes long; at most 512 bytes are allowed"
+    );
+    // An audience of 4 MiB makes a message larger than gRPC's default 4 MiB limit:
+    // the transport refuses it before any handler runs, and says which limit.
+    let e = c
+        .fetch_jwtsvid(request(vec!["x".repeat(4 << 20)]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert!(
+        e.message().contains("the limit is: 4194304 bytes"),
+        "{}",
+        e.message()
+    );
+    // Missing audiences keep SPIRE's message.
+    let e = c.fetch_jwtsvid(request(vec![])).await.unwrap_err();
+    assert_eq!(e.message(), "audience must be specified");
+}
+
+#[tokio::test]
 async fn validate_reports_the_broken_rule_and_returns_claims() {
     let h = Harness::start(vec![entry(1, "/web", "")]).await;
     let mut c = h.raw_client().await;
