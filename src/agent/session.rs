@@ -26,7 +26,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// There is no usable stored SVID and no join token was given.
-    #[error("no usable agent SVID in {0}: start the agent with --join-token")]
+    #[error(
+        "no usable agent SVID in {0}: start the agent with --join-token-file (or $SIGIL_JOIN_TOKEN)"
+    )]
     NeedJoinToken(PathBuf),
     /// A file could not be read or written.
     #[error("{path}: {message}")]

@@ -208,6 +208,10 @@ async fn dev_bootstrap(admin: &Path, td: &TrustDomain) -> Result<Secret, Failure
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 600,
             agent_name: "dev".into(),
+            // After the first run the dev agent is active under this name;
+            // the token goes to that same agent (used only if its stored
+            // SVID has expired), so taking over the name is the intent.
+            replace: true,
         })
         .await
         .map_err(|s| Failure(status_line(&s)))?

@@ -311,6 +311,18 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
     non_empty(trim_newlines(bytes), &path.display().to_string())
 }
 
+/// Reads a secret from standard input (to its end).
+pub fn read_secret_stdin() -> Result<Secret, ConfigError> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map_err(|e| {
+        ConfigError::Secret {
+            what: "standard input".into(),
+            message: e.to_string(),
+        }
+    })?;
+    non_empty(trim_newlines(bytes), "standard input")
+}
+
 /// Reads a secret from an environment variable.
 pub fn read_secret_env(name: &str) -> Result<Secret, ConfigError> {
     let value = std::env::var(name).map_err(|_| ConfigError::Secret {

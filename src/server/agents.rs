@@ -5,7 +5,8 @@
 //! a usable token. It names the agent's SPIFFE ID in advance
 //! (`spiffe://<td>/sigil/agent/<name>`), so operators can register entries
 //! for a node before it joins. Using a token is a compare-and-swap on its
-//! record: of two concurrent attempts exactly one wins.
+//! record: of two concurrent attempts exactly one wins. A name an active
+//! agent holds gets a new token only when the caller asks to replace it.
 
 use crate::api::ApiError;
 use crate::clock;
@@ -152,20 +153,33 @@ impl Agents {
     }
 
     /// Creates a one-time token for an agent called `name` (random if None).
+    /// A name an active agent holds is refused unless `replace` is set: the
+    /// token's user would become that agent, on another node.
     pub fn create_join_token(
         &self,
         ttl: Duration,
         name: Option<&str>,
+        replace: bool,
         now: SystemTime,
     ) -> Result<JoinToken, ApiError> {
         let name = match name {
             Some(n) => n.to_owned(),
+            None if replace => {
+                return Err(ApiError::InvalidArgument(
+                    "replace: needs agent_name (the agent whose name is handed over)".into(),
+                ));
+            }
             None => hex::encode(random_bytes::<8>()?),
         };
         let agent_id = self
             .trust_domain
             .agent_id(&name)
             .map_err(|e| ApiError::InvalidArgument(format!("agent_name: {e}")))?;
+        if !replace && self.is_active(&agent_id) {
+            return Err(ApiError::AlreadyExists(format!(
+                "agent {agent_id} is active: a new token would hand its identity to another node (replace it explicitly with --replace)"
+            )));
+        }
         use base64::Engine;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
         let expires_at = now + ttl;

@@ -293,6 +293,7 @@ async fn join_tokens_are_single_use_and_expire() {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 0,
             agent_name: "a".into(),
+            replace: false,
         })
         .await
         .unwrap()
@@ -324,6 +325,7 @@ async fn join_tokens_are_single_use_and_expire() {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 1,
             agent_name: "b".into(),
+            replace: false,
         })
         .await
         .unwrap()
@@ -340,6 +342,7 @@ async fn join_tokens_are_single_use_and_expire() {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: -5,
             agent_name: String::new(),
+            replace: false,
         })
         .await
         .unwrap_err();
@@ -349,6 +352,7 @@ async fn join_tokens_are_single_use_and_expire() {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 0,
             agent_name: "a/../b".into(),
+            replace: false,
         })
         .await
         .unwrap_err();

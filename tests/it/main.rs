@@ -21,5 +21,6 @@ mod crash;
 mod dev;
 mod grpc;
 mod issuance;
+mod join_token;
 mod lifecycle;
 mod policy;
