@@ -19,6 +19,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod dev;
+mod files;
 mod grpc;
 mod issuance;
 mod join_token;
