@@ -118,6 +118,7 @@ async fn start(dir: &Path, children: &mut Children) -> BenchResult<Rig> {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 0,
             agent_name: "bench".into(),
+            replace: false,
         })
         .await?
         .into_inner();
@@ -201,8 +202,9 @@ fn spawn(args: &[&str], config: &Path, join_token: Option<&str>) -> BenchResult<
         .env("SIGIL_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    // The environment, not the command line: other users can read arguments.
     if let Some(token) = join_token {
-        command.arg("--join-token").arg(token);
+        command.env("SIGIL_JOIN_TOKEN", token);
     }
     Ok(command.spawn()?)
 }

@@ -24,6 +24,7 @@
 //! - [`store`] — the storage trait, its sled implementation, the sealed store and the
 //!   audit log file.
 //! - [`config`] — strict TOML configuration.
+//! - [`files`] — every file sigil writes: checked directories, no reuse of existing files.
 //! - [`tls`] — rustls configurations that authenticate peers by SPIFFE ID.
 //! - [`api`] — generated gRPC types, proto ⇄ domain conversion, status mapping and the
 //!   authorization chokepoint.
@@ -42,6 +43,7 @@ pub mod authority;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod id;
 pub mod keyring;
 pub mod policy;

@@ -33,6 +33,7 @@ admin_workload_actions := {
 	"audit.verify",
 	"audit.tail",
 	"agent.token.create",
+	"agent.token.replace",
 	"agent.list",
 	"agent.ban",
 }

@@ -10,6 +10,7 @@ use super::{AgentError, Issuer};
 use crate::api::pb::{self, node_client::NodeClient};
 use crate::authority::Bundle;
 use crate::clock;
+use crate::files::{Access, FileError, OutDir};
 use crate::id::{SpiffeId, TrustDomain};
 use crate::registry::{Entry, EntryId};
 use crate::secret::Secret;
@@ -26,9 +27,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// There is no usable stored SVID and no join token was given.
-    #[error("no usable agent SVID in {0}: start the agent with --join-token")]
+    #[error(
+        "no usable agent SVID in {0}: start the agent with --join-token-file (or $SIGIL_JOIN_TOKEN)"
+    )]
     NeedJoinToken(PathBuf),
-    /// A file could not be read or written.
+    /// A file could not be read.
     #[error("{path}: {message}")]
     File {
         /// The file.
@@ -36,6 +39,9 @@ pub enum SessionError {
         /// What went wrong.
         message: String,
     },
+    /// The data directory is unsafe or a file in it could not be written.
+    #[error(transparent)]
+    Write(#[from] FileError),
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -84,27 +90,6 @@ fn file_err(path: &Path, e: impl std::fmt::Display) -> SessionError {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename) with `mode`.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SessionError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| file_err(&tmp, e))?;
-    // A stale temp file keeps its old mode; set the intended one first.
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .map_err(|e| file_err(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
-}
-
 fn leaf_validity(leaf: &[u8]) -> Option<(SystemTime, SystemTime)> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
@@ -149,6 +134,9 @@ impl Session {
             crate::tls::certs_from_pem(&bootstrap_bundle.display().to_string(), &pem)?;
         let server_id = crate::tls::server_id_from_roots(&bootstrap_roots)?;
         let trust_domain = server_id.trust_domain();
+        // The directory will hold the agent's key: refuse one that other
+        // users could tamper with before reading or attesting anything.
+        OutDir::create(dir, Access::Private)?;
         let (identity, bundle) = match Self::load(dir, clock::now()) {
             Some(id) => {
                 let bundle = std::fs::read_to_string(dir.join("bundle.json"))
@@ -288,24 +276,27 @@ impl Session {
             .map_err(|e| SessionError::Attestation(e.to_string()))
     }
 
+    /// Keeps the identity in the data directory (each file replaced
+    /// atomically; see [`crate::files`] for why nothing there is reused).
     fn persist(&self) -> Result<(), SessionError> {
         let id = self.current();
-        std::fs::create_dir_all(&self.dir).map_err(|e| file_err(&self.dir, e))?;
-        write_atomic(
-            &self.dir.join("agent_key.pem"),
+        let out = OutDir::create(&self.dir, Access::Private)?;
+        out.write(
+            "agent_key.pem",
             crate::tls::key_to_pem(&id.key).expose(),
-            0o600,
+            Access::Private,
         )?;
-        write_atomic(
-            &self.dir.join("agent_svid.pem"),
+        out.write(
+            "agent_svid.pem",
             crate::tls::certs_to_pem(&id.chain).as_bytes(),
-            0o644,
+            Access::Public,
         )?;
-        write_atomic(
-            &self.dir.join("bundle.pem"),
+        out.write(
+            "bundle.pem",
             crate::tls::certs_to_pem(&id.roots).as_bytes(),
-            0o644,
-        )
+            Access::Public,
+        )?;
+        Ok(())
     }
 
     fn current(&self) -> Arc<Identity> {
@@ -380,8 +371,14 @@ impl Session {
         if let Ok(mut b) = self.bundle.write() {
             *b = Some(Arc::new(bundle.clone()));
         }
-        let path = self.dir.join("bundle.json");
-        if let Err(e) = write_atomic(&path, bundle.to_spiffe_json().as_bytes(), 0o644) {
+        let written = OutDir::create(&self.dir, Access::Private).and_then(|out| {
+            out.write(
+                "bundle.json",
+                bundle.to_spiffe_json().as_bytes(),
+                Access::Public,
+            )
+        });
+        if let Err(e) = written {
             tracing::warn!(error = %e, "could not store the bundle");
         }
         self.set_roots(bundle.x509_authorities.clone());

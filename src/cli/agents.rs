@@ -14,10 +14,17 @@ pub(super) enum JoinTokenCmd {
         /// How long the token is accepted (default 10m).
         #[arg(long)]
         ttl: Option<Ttl>,
-        /// The agent's name: it becomes spiffe://<td>/sigil/agent/<name>
-        /// (random when omitted), so entries can name it as their parent.
+        /// The agent's name, one path segment: it becomes
+        /// spiffe://<td>/sigil/agent/<name> (random when omitted), so entries
+        /// can name it as their parent. A name an active agent holds is
+        /// refused unless --replace is given.
         #[arg(long)]
         name: Option<String>,
+        /// Hand the name of an active agent to the node that redeems this
+        /// token (that node takes over its identity). Audited as
+        /// agent.token.replace.
+        #[arg(long, requires = "name")]
+        replace: bool,
     },
 }
 
@@ -42,7 +49,7 @@ fn time_text(unix: i64) -> String {
 }
 
 pub(super) async fn join_token(cli: &Cli, cmd: &JoinTokenCmd, out: &Out) -> Result<(), Failure> {
-    let JoinTokenCmd::Create { ttl, name } = cmd;
+    let JoinTokenCmd::Create { ttl, name, replace } = cmd;
     let r = cli
         .clients()
         .await?
@@ -52,20 +59,23 @@ pub(super) async fn join_token(cli: &Cli, cmd: &JoinTokenCmd, out: &Out) -> Resu
                 .map(|t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
                 .unwrap_or(0),
             agent_name: name.clone().unwrap_or_default(),
+            replace: *replace,
         })
         .await
         .map_err(|s| Failure(status_line(&s)))?
         .into_inner();
+    // Only the token goes to standard output, so `... > node1.token` makes a
+    // file the agent can read with --join-token-file; the note is for people.
+    if !out.json {
+        eprintln!(
+            "(agent {} — expires {})",
+            r.agent_id,
+            time_text(r.expires_at)
+        );
+    }
     out.print(
         &json!({"token": r.token, "agent_id": r.agent_id, "expires_at": r.expires_at}),
-        || {
-            format!(
-                "{}\n(agent {} — expires {})",
-                r.token,
-                r.agent_id,
-                time_text(r.expires_at)
-            )
-        },
+        || r.token.clone(),
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ use crate::agent::run::{Agent, AgentOptions};
 use crate::agent::workload::bind_workload_socket;
 use crate::api::pb;
 use crate::config::ServerConfig;
+use crate::files::{Access, OutDir};
 use crate::id::{TrustDomain, Ttl};
 use crate::secret::Secret;
 use crate::server::{Listeners, Server, bind_admin_socket, run as serve};
@@ -69,40 +70,39 @@ pub(super) async fn run_server(config: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The data directory, created 0755 when missing: it holds the agent's
+/// socket, which every local user must reach; what is private inside it
+/// gets its own mode (and `server/` and `agent/` are 0700).
 fn absolute(p: &Path) -> Result<PathBuf, Failure> {
-    std::fs::create_dir_all(p)
-        .map_err(|e| Failure(format!("cannot create {}: {e}", p.display())))?;
+    OutDir::create(p, Access::Public)?;
     Ok(std::fs::canonicalize(p)?)
 }
 
 /// Creates the development unseal key once (mode 0600) and reuses it after.
 fn dev_passphrase(dir: &Path) -> Result<PathBuf, Failure> {
+    let out = OutDir::open(dir)?;
     let path = dir.join("dev-unseal.key");
-    if !path.exists() {
+    if !out.contains("dev-unseal.key")? {
         let mut bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| Failure("no randomness".into()))?;
         let text = zeroize::Zeroizing::new(hex::encode(bytes));
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-            .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+        out.write("dev-unseal.key", text.as_bytes(), Access::Private)?;
     }
     Ok(path)
 }
 
 fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
     let policy_dir = dir.join("policies");
-    std::fs::create_dir_all(&policy_dir)?;
-    let policy = policy_dir.join("sigil.rego");
-    if !policy.exists() {
-        std::fs::write(&policy, DEFAULT_POLICY)?;
+    // Whoever can write the policy decides every request: the directory is
+    // checked like any other sigil writes to.
+    let policies = OutDir::create(&policy_dir, Access::Public)?;
+    if !policies.contains("sigil.rego")? {
+        policies.write("sigil.rego", DEFAULT_POLICY.as_bytes(), Access::Public)?;
     }
+    // The store and the agent's key live below: private, and checked.
+    OutDir::create(&dir.join("server"), Access::Private)?;
+    OutDir::create(&dir.join("agent"), Access::Private)?;
     let ttl = |s: &str| Ttl::parse(s).map_err(Failure::from);
     Ok(ServerConfig {
         trust_domain: TrustDomain::parse(&args.trust_domain)
@@ -139,7 +139,7 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
         .authority()
         .map_err(|e| Failure(e.to_string()))?
         .bundle();
-    std::fs::write(&bundle_path, bundle.to_pem())?;
+    OutDir::open(&dir)?.write("bundle.pem", bundle.to_pem().as_bytes(), Access::Public)?;
     let listeners = bind(&server).await?;
     let listen = listeners.tcp.local_addr()?;
     let admin = server.config().admin_socket.clone();
@@ -208,6 +208,10 @@ async fn dev_bootstrap(admin: &Path, td: &TrustDomain) -> Result<Secret, Failure
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 600,
             agent_name: "dev".into(),
+            // After the first run the dev agent is active under this name;
+            // the token goes to that same agent (used only if its stored
+            // SVID has expired), so taking over the name is the intent.
+            replace: true,
         })
         .await
         .map_err(|s| Failure(status_line(&s)))?

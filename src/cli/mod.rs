@@ -54,8 +54,14 @@ enum Command {
         /// agent.toml
         #[arg(long)]
         config: PathBuf,
-        /// One-time join token (needed only when no valid agent SVID is stored).
-        #[arg(long, env = "SIGIL_JOIN_TOKEN")]
+        /// File holding the one-time join token (mode 0600), or `-` to read
+        /// it from standard input. Needed only when no valid agent SVID is
+        /// stored. Otherwise $SIGIL_JOIN_TOKEN is used when set.
+        #[arg(long, value_name = "FILE", conflicts_with = "join_token")]
+        join_token_file: Option<PathBuf>,
+        /// The join token itself. Every local user can read it in the
+        /// process list: prefer --join-token-file or $SIGIL_JOIN_TOKEN.
+        #[arg(long, value_name = "TOKEN")]
         join_token: Option<String>,
     },
     /// Initialize, unseal, seal and inspect the store.
@@ -139,7 +145,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Dev(args) => dev::run(args, &out).await,
         Command::Server { config } => dev::run_server(config).await,
-        Command::Agent { config, join_token } => agent::run(config, join_token.clone()).await,
+        Command::Agent {
+            config,
+            join_token_file,
+            join_token,
+        } => agent::run(config, join_token_file.as_deref(), join_token.clone()).await,
         Command::Operator(cmd) => ops::operator(&cli, cmd, &out).await,
         Command::Entry(cmd) => entry::run(&cli, cmd, &out).await,
         Command::Bundle(cmd) => ops::bundle(&cli, cmd, &out).await,

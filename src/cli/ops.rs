@@ -3,6 +3,7 @@
 use super::output::Out;
 use super::{Cli, Failure, status_line};
 use crate::api::pb;
+use crate::files::{Access, OutDir};
 use crate::id::{SpiffeId, Ttl};
 use crate::secret::Secret;
 use clap::{Subcommand, ValueEnum};
@@ -186,22 +187,39 @@ fn ttl_secs(t: Option<Ttl>) -> i64 {
         .unwrap_or(0)
 }
 
-pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
-    // `mode` applies only when the file is created: set it on an existing
-    // file too, so a private key never lands in a file others can read.
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .and_then(|()| f.write_all(bytes))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))
+/// Opens (creating it 0700 when missing) the directory SVID files go to,
+/// refusing one other users could tamper with: checked before anything is
+/// issued, so a refused directory costs no credential.
+pub(super) fn svid_dir(dir: &Path) -> Result<OutDir, Failure> {
+    Ok(OutDir::create(dir, Access::Private)?)
+}
+
+/// Writes svid.pem, key.pem and bundle.pem through [`crate::files`]: the key
+/// is 0600, the certificates 0644, and nothing already at those names is
+/// reused, so another local user cannot prepare a file or a link there to
+/// receive the key.
+pub(super) fn write_svid_files(
+    out: &OutDir,
+    chain: &[Vec<u8>],
+    key: &Secret,
+    bundle: &[Vec<u8>],
+) -> Result<(), Failure> {
+    out.write(
+        "svid.pem",
+        crate::tls::certs_to_pem(chain).as_bytes(),
+        Access::Public,
+    )?;
+    out.write(
+        "key.pem",
+        crate::tls::key_to_pem(key).expose(),
+        Access::Private,
+    )?;
+    out.write(
+        "bundle.pem",
+        crate::tls::certs_to_pem(bundle).as_bytes(),
+        Access::Public,
+    )?;
+    Ok(())
 }
 
 pub(super) async fn svid(cli: &Cli, cmd: &SvidCmd, out: &Out) -> Result<(), Failure> {
@@ -216,6 +234,7 @@ pub(super) async fn svid(cli: &Cli, cmd: &SvidCmd, out: &Out) -> Result<(), Fail
         return Err(Failure("not an admin command".into()));
     };
     let id = SpiffeId::parse(spiffe_id).map_err(|e| Failure(format!("--spiffe-id: {e}")))?;
+    let files = svid_dir(dir)?;
     let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
     let r = cli
         .clients()
@@ -231,24 +250,7 @@ pub(super) async fn svid(cli: &Cli, cmd: &SvidCmd, out: &Out) -> Result<(), Fail
         .await
         .map_err(|s| Failure(status_line(&s)))?
         .into_inner();
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
-    write_file(
-        &dir.join("svid.pem"),
-        crate::tls::certs_to_pem(&r.chain).as_bytes(),
-        0o644,
-    )?;
-    // The private key file is readable by its owner only.
-    write_file(
-        &dir.join("key.pem"),
-        crate::tls::key_to_pem(&key).expose(),
-        0o600,
-    )?;
-    write_file(
-        &dir.join("bundle.pem"),
-        crate::tls::certs_to_pem(&r.bundle).as_bytes(),
-        0o644,
-    )?;
+    write_svid_files(&files, &r.chain, &key, &r.bundle)?;
     out.print(
         &json!({"spiffe_id": id.to_string(), "expires_at": r.expires_at, "dir": dir.display().to_string()}),
         || format!("wrote svid.pem, key.pem, bundle.pem for {id} to {}", dir.display()),

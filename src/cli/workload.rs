@@ -9,7 +9,7 @@ use crate::api::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use crate::secret::Secret;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -155,7 +155,7 @@ async fn svid_fetch_at(uri: &str, args: &SvidFetchArgs, out: &Out) -> Result<(),
     let chain = split_der(&svid.x509_svid)?;
     let expires_at = chain.first().map(|leaf| not_after(leaf)).transpose()?;
     if let Some(dir) = &args.write {
-        write_svid(dir, &chain, &svid)?;
+        write_svid(&super::ops::svid_dir(dir)?, &chain, &svid)?;
     }
     out.print(
         &json!({
@@ -176,27 +176,14 @@ async fn svid_fetch_at(uri: &str, args: &SvidFetchArgs, out: &Out) -> Result<(),
     Ok(())
 }
 
-fn write_svid(dir: &Path, chain: &[Vec<u8>], svid: &wpb::X509svid) -> Result<(), Failure> {
+fn write_svid(
+    files: &crate::files::OutDir,
+    chain: &[Vec<u8>],
+    svid: &wpb::X509svid,
+) -> Result<(), Failure> {
     let bundle = split_der(&svid.bundle)?;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
     let key = Secret::from_slice(&svid.x509_svid_key);
-    super::ops::write_file(
-        &dir.join("svid.pem"),
-        crate::tls::certs_to_pem(chain).as_bytes(),
-        0o644,
-    )?;
-    // The private key file is readable by its owner only.
-    super::ops::write_file(
-        &dir.join("key.pem"),
-        crate::tls::key_to_pem(&key).expose(),
-        0o600,
-    )?;
-    super::ops::write_file(
-        &dir.join("bundle.pem"),
-        crate::tls::certs_to_pem(&bundle).as_bytes(),
-        0o644,
-    )
+    super::ops::write_svid_files(files, chain, &key, &bundle)
 }
 
 /// Splits concatenated DER certificates.

@@ -47,6 +47,17 @@ pub enum ConfigError {
         /// Its permission bits.
         mode: u32,
     },
+    /// A secret file belongs to another user, who could replace it with a
+    /// secret of their choosing (or read it back later).
+    #[error("{path} belongs to uid {owner}, not to you (uid {caller}) or root: it holds a secret")]
+    ForeignOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The reader's effective uid.
+        caller: u32,
+    },
     /// A secret file or variable could not be read or is empty.
     #[error("cannot read secret from {what}: {message}")]
     Secret {
@@ -288,13 +299,19 @@ impl AgentConfig {
     }
 }
 
-/// Reads a secret from a file that must be mode 0600 (no group or other bits).
-/// Trailing newlines are stripped so `echo pass > file` works.
+/// Reads a secret from a file that must be mode 0600 (no group or other bits)
+/// and belong to the reader or root. Trailing newlines are stripped so
+/// `echo pass > file` works.
 pub fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| ConfigError::Secret {
+    use std::os::unix::fs::MetadataExt;
+    let unreadable = |e: std::io::Error| ConfigError::Secret {
         what: path.display().to_string(),
         message: e.to_string(),
-    })?;
+    };
+    // The checks look at the file that was opened, not at the path again,
+    // so the file cannot be swapped between the check and the read.
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
     let mode = meta.permissions().mode() & 0o777;
     // A secret readable by group or others is already disclosed; refusing it
     // makes the operator notice instead of silently trusting it.
@@ -304,11 +321,29 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
             mode,
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::Secret {
-        what: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let caller = rustix::process::geteuid().as_raw();
+    if meta.uid() != caller && meta.uid() != 0 {
+        return Err(ConfigError::ForeignOwner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            caller,
+        });
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(unreadable)?;
     non_empty(trim_newlines(bytes), &path.display().to_string())
+}
+
+/// Reads a secret from standard input (to its end).
+pub fn read_secret_stdin() -> Result<Secret, ConfigError> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map_err(|e| {
+        ConfigError::Secret {
+            what: "standard input".into(),
+            message: e.to_string(),
+        }
+    })?;
+    non_empty(trim_newlines(bytes), "standard input")
 }
 
 /// Reads a secret from an environment variable.
@@ -426,5 +461,33 @@ mod tests {
         ));
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_file(&f).unwrap().expose(), b"correct horse");
+    }
+
+    #[test]
+    fn secret_file_of_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pass");
+        std::fs::write(&f, "planted\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+        let err = read_secret_file(&f).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::ForeignOwner {
+                    owner: 65534,
+                    caller: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} belongs to uid 65534, not to you (uid 0) or root: it holds a secret",
+                f.display()
+            )
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! property no sane deployment wants to lose, and a site's own policy is
 //! free to decide everything else.
 
-use super::input::{Action, Authn, Context, Input, Resource, Subject};
+use super::input::{Action, Authn, Context, Input, Resource, Subject, SubjectKind};
 
 /// What a case requires of the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,13 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
     let tcp = "tcp:127.0.0.1:40000";
     let sock = "unix:uid=0";
     let workload = || Subject::workload("spiffe://example.org/app", Authn::Mtls, false);
+    let agent = || Subject {
+        kind: SubjectKind::Agent,
+        spiffe_id: Some("spiffe://example.org/sigil/agent/node1".to_string()),
+        uid: None,
+        authn: Authn::Mtls,
+        admin: false,
+    };
     vec![
         Case {
             name: "anonymous caller may not create entries",
@@ -65,6 +72,29 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
             name: "operator on the admin socket may read status",
             input: input(Subject::operator(0), Action::OperatorStatus, "server", sock),
             expect: Expect::Allow,
+        },
+        // A token for a name an active agent holds lets a new node take over
+        // that identity (and everything registered under it): at most
+        // operators and admin workloads may ask for one.
+        Case {
+            name: "anonymous caller may not replace an agent's join token",
+            input: input(
+                Subject::anonymous(),
+                Action::JoinTokenReplace,
+                "join_token",
+                tcp,
+            ),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "non-admin workload may not replace an agent's join token",
+            input: input(workload(), Action::JoinTokenReplace, "join_token", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "agent may not replace an agent's join token",
+            input: input(agent(), Action::JoinTokenReplace, "join_token", tcp),
+            expect: Expect::Deny,
         },
         // Without this an operator could lock themselves out of administration.
         Case {

@@ -275,6 +275,9 @@ actions! {
     AgentSync => "agent.sync",
     /// Create a join token.
     JoinTokenCreate => "agent.token.create",
+    /// Create a join token for a name an active agent holds, so another node
+    /// can take over that identity.
+    JoinTokenReplace => "agent.token.replace",
     /// List attested agents.
     AgentList => "agent.list",
     /// Ban an agent.

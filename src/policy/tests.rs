@@ -77,6 +77,11 @@ fn default_policy_decides_the_table() {
         (plain_wl(), JwtMint, false),
         (agent(), BundleShow, true),
         (agent(), EntryList, false),
+        (op(), JoinTokenReplace, true),
+        (admin_wl(), JoinTokenReplace, true),
+        (plain_wl(), JoinTokenReplace, false),
+        (agent(), JoinTokenReplace, false),
+        (anon(), JoinTokenReplace, false),
     ];
     for (subject, action, want) in table {
         let d = pdp.decide(&at(subject.clone(), action));
@@ -131,6 +136,23 @@ fn anonymous_entry_create_is_refused() {
         err,
         PolicyError::MustDenyFailed {
             case: "anonymous caller may not create entries".to_string()
+        }
+    );
+}
+
+#[test]
+fn a_policy_letting_agents_take_over_names_is_refused() {
+    // Agents may do anything here, which includes asking for a token that
+    // takes over another agent's identity.
+    let text = r#"package sigil.authz
+allow if input.subject.kind == "operator"
+allow if input.subject.kind == "agent"
+"#;
+    let err = Pdp::compile(&one("agents.rego", text)).unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::MustDenyFailed {
+            case: "agent may not replace an agent's join token".to_string()
         }
     );
 }

@@ -5,7 +5,14 @@
 //! a usable token. It names the agent's SPIFFE ID in advance
 //! (`spiffe://<td>/sigil/agent/<name>`), so operators can register entries
 //! for a node before it joins. Using a token is a compare-and-swap on its
-//! record: of two concurrent attempts exactly one wins.
+//! record: of two concurrent attempts exactly one wins. A name an active
+//! agent holds gets a new token only when the caller asks to replace it.
+//!
+//! Agent records change the same way: every change (attestation, renewal,
+//! last-seen, ban) is a compare-and-swap against the stored record, retried
+//! on a fresh read, so a renewal that read the record before a ban can never
+//! write `banned: false` back over it. The in-memory copy is then refreshed
+//! from the store, never from the writer's own copy.
 
 use crate::api::ApiError;
 use crate::clock;
@@ -23,6 +30,10 @@ const TOKEN_RETENTION_SECS: u64 = 86_400;
 
 /// How often `last_seen` is written back at most, per agent.
 const LAST_SEEN_GRANULARITY: u64 = 60;
+
+/// How many times a change to an agent record is retried after losing a
+/// compare-and-swap to another writer before the request gives up.
+const MAX_RECORD_ATTEMPTS: usize = 8;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct TokenRecord {
@@ -65,9 +76,10 @@ pub struct Agents {
     cache: RwLock<HashMap<String, AgentRecord>>,
     /// Bumped when an agent is banned, so its open streams end at once.
     bans: watch::Sender<u64>,
-    /// Serializes read-modify-write of agent records, so a renewal racing a
-    /// ban can never write back a copy read before the ban.
-    mutate: std::sync::Mutex<()>,
+    /// Serializes refreshing the cache from the store (read, then insert),
+    /// so an older read can never replace a newer one in memory. Record
+    /// changes themselves are compare-and-swaps and do not take it.
+    refresh: std::sync::Mutex<()>,
 }
 
 fn token_key(token: &str) -> Vec<u8> {
@@ -102,12 +114,13 @@ impl Agents {
             trust_domain,
             cache: RwLock::new(HashMap::new()),
             bans: watch::channel(0).0,
-            mutate: std::sync::Mutex::new(()),
+            refresh: std::sync::Mutex::new(()),
         }
     }
 
     /// Reads every agent record into memory (at unseal).
     pub fn load(&self) -> Result<usize, ApiError> {
+        let _guard = self.lock_refresh();
         let mut map = HashMap::new();
         for (_, v) in self.store.scan_prefix(Table::AGENTS, b"")? {
             let r: AgentRecord = decode(v.expose(), "agent")?;
@@ -152,20 +165,33 @@ impl Agents {
     }
 
     /// Creates a one-time token for an agent called `name` (random if None).
+    /// A name an active agent holds is refused unless `replace` is set: the
+    /// token's user would become that agent, on another node.
     pub fn create_join_token(
         &self,
         ttl: Duration,
         name: Option<&str>,
+        replace: bool,
         now: SystemTime,
     ) -> Result<JoinToken, ApiError> {
         let name = match name {
             Some(n) => n.to_owned(),
+            None if replace => {
+                return Err(ApiError::InvalidArgument(
+                    "replace: needs agent_name (the agent whose name is handed over)".into(),
+                ));
+            }
             None => hex::encode(random_bytes::<8>()?),
         };
         let agent_id = self
             .trust_domain
             .agent_id(&name)
             .map_err(|e| ApiError::InvalidArgument(format!("agent_name: {e}")))?;
+        if !replace && self.is_active(&agent_id) {
+            return Err(ApiError::AlreadyExists(format!(
+                "agent {agent_id} is active: a new token would hand its identity to another node (replace it explicitly with --replace)"
+            )));
+        }
         use base64::Engine;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
         let expires_at = now + ttl;
@@ -245,6 +271,7 @@ impl Agents {
     }
 
     /// Records that `id` holds an SVID until `expires` (attestation or renewal).
+    /// A ban stored before or during the call wins: the call then fails.
     pub fn record_svid(
         &self,
         id: &SpiffeId,
@@ -252,85 +279,126 @@ impl Agents {
         now: SystemTime,
     ) -> Result<(), ApiError> {
         let now_s = clock::unix_seconds(now);
-        let record = {
-            let cache = self
-                .cache
-                .read()
-                .map_err(|_| ApiError::Internal("agent cache poisoned".into()))?;
-            match cache.get(id.as_str()) {
-                Some(r) if r.banned => {
-                    return Err(ApiError::Denied(format!("agent {id} is banned")));
-                }
-                Some(r) => AgentRecord {
-                    last_seen: now_s,
-                    svid_expires_at: clock::unix_seconds(expires),
-                    ..r.clone()
-                },
-                None => AgentRecord {
-                    spiffe_id: id.to_string(),
-                    attested_at: now_s,
-                    last_seen: now_s,
-                    svid_expires_at: clock::unix_seconds(expires),
-                    banned: false,
-                },
-            }
-        };
-        self.store
-            .put(Table::AGENTS, id.as_str().as_bytes(), &encode(&record)?)?;
-        if let Ok(mut c) = self.cache.write() {
-            c.insert(record.spiffe_id.clone(), record);
-        }
-        Ok(())
+        let expires_s = clock::unix_seconds(expires);
+        self.change(id, |current| match current {
+            Some(r) if r.banned => Err(ApiError::Denied(format!("agent {id} is banned"))),
+            Some(r) => Ok(Some(AgentRecord {
+                last_seen: now_s,
+                svid_expires_at: expires_s,
+                ..r.clone()
+            })),
+            None => Ok(Some(AgentRecord {
+                spiffe_id: id.to_string(),
+                attested_at: now_s,
+                last_seen: now_s,
+                svid_expires_at: expires_s,
+                banned: false,
+            })),
+        })
     }
 
     /// Notes that `id` was heard from; written back at most once a minute.
     pub fn touch(&self, id: &SpiffeId, now: SystemTime) {
-        let _guard = self
-            .mutate
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now_s = clock::unix_seconds(now);
-        let stale = self.cache.read().ok().and_then(|c| {
-            c.get(id.as_str())
-                .filter(|r| !r.banned && r.last_seen + LAST_SEEN_GRANULARITY <= now_s)
-                .cloned()
-        });
-        if let Some(r) = stale {
-            let r = AgentRecord {
+        let stale = |r: &AgentRecord| {
+            !r.banned && r.last_seen.saturating_add(LAST_SEEN_GRANULARITY) <= now_s
+        };
+        // The cache answers the common case (recently seen) without a store read.
+        let cached_stale = self
+            .cache
+            .read()
+            .map(|c| c.get(id.as_str()).is_some_and(stale))
+            .unwrap_or(false);
+        if !cached_stale {
+            return;
+        }
+        let written = self.change(id, |current| {
+            Ok(current.filter(|r| stale(r)).map(|r| AgentRecord {
                 last_seen: now_s,
-                ..r
-            };
-            let written = encode(&r)
-                .and_then(|b| Ok(self.store.put(Table::AGENTS, id.as_str().as_bytes(), &b)?));
-            if let Err(e) = written {
-                tracing::warn!(agent = %id, error = %e, "could not record last-seen time");
-            }
-            if let Ok(mut c) = self.cache.write() {
-                c.insert(r.spiffe_id.clone(), r);
-            }
+                ..r.clone()
+            }))
+        });
+        if let Err(e) = written {
+            tracing::warn!(agent = %id, error = %e, "could not record last-seen time");
         }
     }
 
     /// Bans `id`: it is refused from now on and its streams end.
     pub fn ban(&self, id: &SpiffeId) -> Result<(), ApiError> {
-        let _guard = self
-            .mutate
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut r = self
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(id.as_str()).cloned())
-            .ok_or_else(|| ApiError::NotFound(format!("agent {id}")))?;
-        r.banned = true;
-        self.store
-            .put(Table::AGENTS, id.as_str().as_bytes(), &encode(&r)?)?;
-        if let Ok(mut c) = self.cache.write() {
-            c.insert(r.spiffe_id.clone(), r);
-        }
+        self.change(id, |current| match current {
+            Some(r) => Ok(Some(AgentRecord {
+                banned: true,
+                ..r.clone()
+            })),
+            None => Err(ApiError::NotFound(format!("agent {id}"))),
+        })?;
         self.bans.send_modify(|n| *n += 1);
         tracing::warn!(agent = %id, "agent banned");
         Ok(())
     }
+
+    /// Applies `next` to the stored record of `id` with a compare-and-swap,
+    /// reading again and retrying when another writer changed it first, then
+    /// refreshes the cache from the store. `next` sees the record as stored
+    /// now (None if there is none) and returns what to write (None: nothing).
+    fn change(
+        &self,
+        id: &SpiffeId,
+        next: impl Fn(Option<&AgentRecord>) -> Result<Option<AgentRecord>, ApiError>,
+    ) -> Result<(), ApiError> {
+        let key = id.as_str().as_bytes();
+        for _ in 0..MAX_RECORD_ATTEMPTS {
+            let stored = self.store.get(Table::AGENTS, key)?;
+            let current: Option<AgentRecord> = stored
+                .as_ref()
+                .map(|v| decode(v.expose(), "agent"))
+                .transpose()?;
+            let Some(record) = next(current.as_ref())? else {
+                return Ok(());
+            };
+            match self.store.compare_and_put(
+                Table::AGENTS,
+                key,
+                stored.as_ref().map(|v| v.expose()),
+                Some(&encode(&record)?),
+            ) {
+                Ok(()) => return self.refresh(id),
+                Err(SealError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::Conflict(format!(
+            "agent {id} changed concurrently {MAX_RECORD_ATTEMPTS} times; try again"
+        )))
+    }
+
+    /// Copies the stored record of `id` into the cache.
+    fn refresh(&self, id: &SpiffeId) -> Result<(), ApiError> {
+        let _guard = self.lock_refresh();
+        let stored = self.store.get(Table::AGENTS, id.as_str().as_bytes())?;
+        let record: Option<AgentRecord> = stored
+            .as_ref()
+            .map(|v| decode(v.expose(), "agent"))
+            .transpose()?;
+        let mut cache = self
+            .cache
+            .write()
+            .map_err(|_| ApiError::Internal("agent cache poisoned".into()))?;
+        match record {
+            Some(r) => cache.insert(r.spiffe_id.clone(), r),
+            None => cache.remove(id.as_str()),
+        };
+        Ok(())
+    }
+
+    // Nothing guarded by the lock is left half-done by a panic (it guards
+    // no data of its own), so a poisoned lock is still safe to take.
+    fn lock_refresh(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
+
+#[cfg(test)]
+mod tests;

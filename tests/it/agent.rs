@@ -16,14 +16,14 @@ fn private_dir_open(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-async fn client(agent: &TestAgent) -> spiffe::WorkloadApiClient {
+pub(crate) async fn client(agent: &TestAgent) -> spiffe::WorkloadApiClient {
     spiffe::WorkloadApiClient::connect_to(agent.endpoint())
         .await
         .unwrap()
 }
 
 /// Waits until the caller (this process) holds `n` identities.
-async fn identities(agent: &TestAgent, n: usize) {
+pub(crate) async fn identities(agent: &TestAgent, n: usize) {
     let c = client(agent).await;
     eventually(5, || {
         let c = c.clone();
@@ -118,13 +118,16 @@ async fn workloads_get_the_identity_of_their_own_uid() {
     register(&s, &agent.id, "/nobody-svc", 65534, "", 0).await;
     identities(&agent, 1).await;
 
-    let out_dir = tmp.path().join("nobody-out");
-    std::fs::create_dir(&out_dir).unwrap();
+    // A shared sticky directory (like /tmp): the workload writes into a
+    // directory of its own there.
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(
-        &out_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        &shared,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .unwrap();
+    let out_dir = shared.join("nobody-out");
     let run_as_nobody = |args: &[&str]| {
         Command::new("setpriv")
             .args([
@@ -293,6 +296,7 @@ async fn join_tokens_are_single_use_and_expire() {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 0,
             agent_name: "a".into(),
+            replace: false,
         })
         .await
         .unwrap()
@@ -324,6 +328,7 @@ async fn join_tokens_are_single_use_and_expire() {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 1,
             agent_name: "b".into(),
+            replace: false,
         })
         .await
         .unwrap()
@@ -340,6 +345,7 @@ async fn join_tokens_are_single_use_and_expire() {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: -5,
             agent_name: String::new(),
+            replace: false,
         })
         .await
         .unwrap_err();
@@ -349,6 +355,7 @@ async fn join_tokens_are_single_use_and_expire() {
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: 0,
             agent_name: "a/../b".into(),
+            replace: false,
         })
         .await
         .unwrap_err();

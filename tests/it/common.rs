@@ -218,6 +218,7 @@ impl TestAgent {
             .create_join_token(pb::CreateJoinTokenRequest {
                 ttl_seconds: 0,
                 agent_name: name.into(),
+                replace: false,
             })
             .await
             .unwrap()

@@ -36,12 +36,16 @@ impl Agents for AgentsService {
         &self,
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        // Handing an active agent's name to a new node is its own action, so
+        // policy can restrict it and the audit record says it happened.
+        let action = if req.get_ref().replace {
+            Action::JoinTokenReplace
+        } else {
+            Action::JoinTokenCreate
+        };
+        let name = Some(req.get_ref().agent_name.clone()).filter(|n| !n.is_empty());
         self.gate
-            .authorize(
-                &req,
-                Action::JoinTokenCreate,
-                Resource::new("join_token", None),
-            )
+            .authorize(&req, action, Resource::new("join_token", name))
             .await?;
         let msg = req.into_inner();
         let ttl = if msg.ttl_seconds == 0 {
@@ -51,10 +55,12 @@ impl Agents for AgentsService {
         }
         .map_err(|e| ApiError::InvalidArgument(format!("ttl: {e}")))?;
         let name = Some(msg.agent_name.as_str()).filter(|n| !n.is_empty());
-        let t = self
-            .server
-            .agents()
-            .create_join_token(ttl.as_duration(), name, clock::now())?;
+        let t = self.server.agents().create_join_token(
+            ttl.as_duration(),
+            name,
+            msg.replace,
+            clock::now(),
+        )?;
         let token = String::from_utf8(t.token.expose().to_vec())
             .map_err(|_| ApiError::Internal("token is not UTF-8".into()))?;
         Ok(Response::new(pb::CreateJoinTokenResponse {
