@@ -3,7 +3,7 @@
 //! property no sane deployment wants to lose, and a site's own policy is
 //! free to decide everything else.
 
-use super::input::{Action, Authn, Context, Input, Resource, Subject, SubjectKind};
+use super::input::{Action, Authn, Context, Input, Resource, Subject};
 
 /// What a case requires of the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +43,7 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
     let tcp = "tcp:127.0.0.1:40000";
     let sock = "unix:uid=0";
     let workload = || Subject::workload("spiffe://example.org/app", Authn::Mtls, false);
-    let agent = || Subject {
-        kind: SubjectKind::Agent,
-        spiffe_id: Some("spiffe://example.org/sigil/agent/node1".to_string()),
-        uid: None,
-        authn: Authn::Mtls,
-        admin: false,
-    };
+    let agent = || Subject::agent("spiffe://example.org/sigil/agent/node1");
     vec![
         Case {
             name: "anonymous caller may not create entries",
