@@ -23,6 +23,8 @@
 //! - [`store`] — the storage trait, its sled implementation, the sealed store and the
 //!   audit log file.
 //! - [`config`] — strict TOML configuration.
+//! - [`net`] — connection limits for every listener: caps, idle and half-open
+//!   connections, the descriptor budget.
 //! - [`tls`] — rustls configurations that authenticate peers by SPIFFE ID.
 //! - [`api`] — generated gRPC types, proto ⇄ domain conversion, status mapping and the
 //!   authorization chokepoint.
@@ -43,6 +45,7 @@ pub mod clock;
 pub mod config;
 pub mod id;
 pub mod keyring;
+pub mod net;
 pub mod policy;
 pub mod registry;
 pub mod secret;

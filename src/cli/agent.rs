@@ -20,12 +20,14 @@ pub(super) fn options(config: &AgentConfig) -> AgentOptions {
                 .unwrap_or(crate::attest::AttestConfig::default().max_exe_bytes),
             ..crate::attest::AttestConfig::default()
         },
+        limits: config.limits,
     }
 }
 
 pub(super) async fn run(config: &Path, join_token: Option<String>) -> Result<(), Failure> {
     let config = AgentConfig::load(config)?;
-    let opts = options(&config);
+    let mut opts = options(&config);
+    super::dev::fit_to_fd_limit(None, Some(&mut opts.limits));
     let token = join_token.map(Secret::from);
     let agent = Agent::start(&opts, token.as_ref()).await?;
     let listener = bind_workload_socket(&config.socket)

@@ -32,6 +32,7 @@ pub fn config(dir: &Path) -> ServerConfig {
         x509_svid_ttl: Ttl::parse("1h").unwrap(),
         jwt_svid_ttl: Ttl::parse("5m").unwrap(),
         kdf_cost: sigil::keyring::KdfCost::FAST_FOR_TESTS,
+        limits: sigil::config::ServerLimits::default(),
     }
 }
 
@@ -247,6 +248,7 @@ impl TestAgent {
             trust_bundle: dir.join("bootstrap.pem"),
             data_dir: dir.join("state"),
             attest: sigil::attest::AttestConfig::default(),
+            limits: sigil::net::Limits::workload(),
         };
         let agent = sigil::agent::run::Agent::start(&opts, None).await.unwrap();
         Self::serve(agent, opts, id.to_owned())
@@ -299,6 +301,7 @@ fn agent_options(server: &TestServer, dir: &Path) -> sigil::agent::run::AgentOpt
         trust_bundle: dir.join("bootstrap.pem"),
         data_dir: dir.join("state"),
         attest: sigil::attest::AttestConfig::default(),
+        limits: sigil::net::Limits::workload(),
     }
 }
 
