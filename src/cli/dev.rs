@@ -61,36 +61,14 @@ pub(super) async fn shutdown_signal() {
 }
 
 /// Raises the open-file limit and fits under it the caps of the listeners
-/// this process serves. The admin socket's claim is granted first, so in
-/// `sigil dev`, where the agent shares the table, a Workload API flood
-/// cannot take the descriptors an operator needs.
+/// this process serves (see [`crate::net::fds::fit_listeners`]).
 pub(super) fn fit_to_fd_limit(server: Option<&mut ServerLimits>, workload: Option<&mut Limits>) {
-    use crate::net::fds::{self, Claim};
-    let nofile = fds::raise_nofile_limit();
-    let mut claims = Vec::new();
-    if let Some(s) = server {
-        claims.push(Claim {
-            listener: "admin socket",
-            limits: &mut s.admin,
-            fds_per_conn: 1,
-            first: true,
-        });
-        claims.push(Claim {
-            listener: "TLS listener",
-            limits: &mut s.tcp,
-            fds_per_conn: 1,
-            first: false,
-        });
-    }
-    if let Some(w) = workload {
-        claims.push(Claim {
-            listener: "Workload API socket",
-            limits: w,
-            fds_per_conn: fds::WORKLOAD_FDS_PER_CONN,
-            first: false,
-        });
-    }
-    fds::fit(nofile, &mut claims);
+    let nofile = crate::net::fds::raise_nofile_limit();
+    let (admin, tcp) = match server {
+        Some(s) => (Some(&mut s.admin), Some(&mut s.tcp)),
+        None => (None, None),
+    };
+    crate::net::fds::fit_listeners(nofile, admin, tcp, workload);
 }
 
 /// `sigil server --config FILE`.

@@ -171,3 +171,109 @@ impl RawWorkloadLimits {
         .limits)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use crate::config::{AgentConfig, ServerConfig};
+    use std::time::Duration;
+
+    const SERVER: &str = "trust_domain = \"example.org\"\ndata_dir = \"d\"\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"a.sock\"\n[policy]\ndir = \"p\"\n";
+    const AGENT: &str = "server = \"127.0.0.1:8081\"\ntrust_bundle = \"b.pem\"\ndata_dir = \"d\"\nsocket = \"s.sock\"\n";
+
+    fn server(limits: &str) -> Result<ServerLimits, ConfigError> {
+        ServerConfig::parse(Path::new("s.toml"), &format!("{SERVER}{limits}")).map(|c| c.limits)
+    }
+
+    fn agent(limits: &str) -> Result<Limits, ConfigError> {
+        AgentConfig::parse(Path::new("a.toml"), &format!("{AGENT}{limits}")).map(|c| c.limits)
+    }
+
+    fn invalid_key(r: Result<impl std::fmt::Debug, ConfigError>) -> &'static str {
+        match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn absent_limits_are_the_defaults_and_the_examples_show_them() {
+        assert_eq!(server("").unwrap(), ServerLimits::default());
+        assert_eq!(agent("").unwrap(), Limits::workload());
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let s = ServerConfig::load(&dir.join("server.example.toml")).unwrap();
+        assert_eq!(s.limits, ServerLimits::default());
+        let a = AgentConfig::load(&dir.join("agent.example.toml")).unwrap();
+        assert_eq!(a.limits, Limits::workload());
+    }
+
+    #[test]
+    fn set_keys_override_and_a_lower_total_lowers_what_depends_on_it() {
+        let l = server(
+            "[limits.admin]\nmax_connections = 64\nidle_timeout = \"30s\"\n[limits.tcp]\nmax_handshakes = 8\n",
+        )
+        .unwrap();
+        assert_eq!(l.admin.max_connections, 64);
+        assert_eq!(l.admin.max_per_peer, Some(8));
+        assert_eq!(l.admin.operator_reserve, 4);
+        assert_eq!(l.admin.idle_timeout, Duration::from_secs(30));
+        assert_eq!(l.tcp.max_handshakes, 8);
+        assert_eq!(l.tcp.max_connections, Limits::tcp().max_connections);
+        let w = agent("[limits]\nmax_connections = 100\nmax_connections_per_uid = 100\n").unwrap();
+        assert_eq!((w.max_connections, w.max_per_peer), (100, Some(100)));
+    }
+
+    #[test]
+    fn bad_limits_name_the_key() {
+        let table = [
+            (
+                "[limits.admin]\nmax_connections = 0\n",
+                "limits.admin.max_connections",
+            ),
+            (
+                "[limits.admin]\nmax_connections = 10\nmax_connections_per_uid = 11\n",
+                "limits.admin.max_connections_per_uid",
+            ),
+            (
+                "[limits.admin]\nmax_connections = 10\noperator_reserve = 10\n",
+                "limits.admin.operator_reserve",
+            ),
+            (
+                "[limits.admin]\nidle_timeout = \"0s\"\n",
+                "limits.admin.idle_timeout",
+            ),
+            (
+                "[limits.tcp]\nmax_handshakes = 0\n",
+                "limits.tcp.max_handshakes",
+            ),
+            (
+                "[limits.tcp]\nidle_timeout = \"soon\"\n",
+                "limits.tcp.idle_timeout",
+            ),
+        ];
+        for (text, key) in table {
+            assert_eq!(invalid_key(server(text)), key, "{text}");
+        }
+        assert_eq!(
+            invalid_key(agent("[limits]\nmax_connections_per_uid = 0\n")),
+            "limits.max_connections_per_uid"
+        );
+        assert_eq!(
+            invalid_key(agent("[limits]\nidle_timeout = \"1\"\n")),
+            "limits.idle_timeout"
+        );
+    }
+
+    #[test]
+    fn a_key_in_the_wrong_section_is_unknown() {
+        // Handshakes exist only on TCP; a per-uid cap only on Unix sockets.
+        for r in [
+            server("[limits.admin]\nmax_handshakes = 4\n").map(|_| ()),
+            server("[limits.tcp]\nmax_connections_per_uid = 4\n").map(|_| ()),
+            agent("[limits]\noperator_reserve = 4\n").map(|_| ()),
+        ] {
+            assert!(matches!(r, Err(ConfigError::Parse { .. })), "{r:?}");
+        }
+    }
+}

@@ -265,6 +265,11 @@ where
             req.extensions_mut().insert(t.inner);
             RequestGuard::begin(t.activity)
         });
+        if guard.is_none() {
+            // Only a server built for another connection type gets here; its
+            // busy connections would be closed as idle.
+            tracing::error!("a request arrived without its connection's activity");
+        }
         let response = self.inner.call(req);
         Box::pin(async move {
             let response = response.await?;

@@ -68,7 +68,7 @@ pub fn fit(nofile: u64, claims: &mut [Claim<'_>]) {
             .unwrap_or(usize::MAX)
             .clamp(1, old.max(1));
         if new < old {
-            tracing::warn!(
+            tracing::info!(
                 listener = claim.listener,
                 nofile,
                 "{}: at most {new} connections instead of {old}, to fit the open-file limit",
@@ -77,6 +77,34 @@ pub fn fit(nofile: u64, claims: &mut [Claim<'_>]) {
             *claim.limits = claim.limits.with_max_connections(new);
         }
     }
+}
+
+/// Fits the listeners one process serves under `nofile` descriptors: the
+/// admin socket's claim is granted first, so in `sigil dev`, where the
+/// agent shares the table, a Workload API flood cannot take the descriptors
+/// an operator needs; the TLS listener and the Workload API socket share the
+/// rest.
+pub fn fit_listeners(
+    nofile: u64,
+    admin: Option<&mut Limits>,
+    tcp: Option<&mut Limits>,
+    workload: Option<&mut Limits>,
+) {
+    let claim = |listener, limits, fds_per_conn, first| Claim {
+        listener,
+        limits,
+        fds_per_conn,
+        first,
+    };
+    let mut claims: Vec<Claim<'_>> = [
+        admin.map(|l| claim("admin socket", l, 1, true)),
+        tcp.map(|l| claim("TLS listener", l, 1, false)),
+        workload.map(|l| claim("Workload API socket", l, WORKLOAD_FDS_PER_CONN, false)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    fit(nofile, &mut claims);
 }
 
 fn want(claim: &Claim<'_>) -> u64 {

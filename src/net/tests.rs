@@ -109,7 +109,7 @@ fn warnings_are_limited_to_one_per_interval_and_count_the_rest() {
 #[test]
 fn shares_grant_first_claims_in_full_and_split_the_rest() {
     // (available, wants) → granted
-    let table: [(u64, Vec<(u64, bool)>, Vec<u64>); 5] = [
+    let table = [
         (1000, vec![(100, true), (400, false)], vec![100, 400]),
         (
             500,
@@ -136,28 +136,11 @@ fn fit_lowers_caps_in_proportion_and_keeps_admin_whole() {
     let mut workload = Limits::workload();
     // Room for the admin socket and about half of the rest.
     let nofile = RESERVED_FDS + 256 + (8192 + 8192 * fds::WORKLOAD_FDS_PER_CONN) / 2;
-    fds::fit(
+    fds::fit_listeners(
         nofile,
-        &mut [
-            fds::Claim {
-                listener: "admin",
-                limits: &mut admin,
-                fds_per_conn: 1,
-                first: true,
-            },
-            fds::Claim {
-                listener: "tcp",
-                limits: &mut tcp,
-                fds_per_conn: 1,
-                first: false,
-            },
-            fds::Claim {
-                listener: "workload",
-                limits: &mut workload,
-                fds_per_conn: fds::WORKLOAD_FDS_PER_CONN,
-                first: false,
-            },
-        ],
+        Some(&mut admin),
+        Some(&mut tcp),
+        Some(&mut workload),
     );
     assert_eq!(admin, Limits::admin());
     assert_eq!(tcp.max_connections, 4096);

@@ -213,6 +213,16 @@ impl TestAgent {
     /// Attests a new agent called `name` with a fresh join token and serves
     /// its Workload API on a socket in `dir`.
     pub async fn start(server: &TestServer, dir: &Path, name: &str) -> TestAgent {
+        Self::start_limited(server, dir, name, sigil::net::Limits::workload()).await
+    }
+
+    /// [`TestAgent::start`] with the Workload API socket under `limits`.
+    pub async fn start_limited(
+        server: &TestServer,
+        dir: &Path,
+        name: &str,
+        limits: sigil::net::Limits,
+    ) -> TestAgent {
         let mut c = server.clients().await;
         let token = c
             .agents
@@ -233,7 +243,10 @@ impl TestAgent {
         std::fs::create_dir_all(dir).unwrap();
         let bundle = dir.join("bootstrap.pem");
         std::fs::write(&bundle, pem).unwrap();
-        let opts = agent_options(server, dir);
+        let opts = sigil::agent::run::AgentOptions {
+            limits,
+            ..agent_options(server, dir)
+        };
         let agent =
             sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token.token)))
                 .await
