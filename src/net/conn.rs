@@ -190,9 +190,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
-/// A tonic server builder for connections whose inner connect info is `I`:
-/// HTTP/2 keepalive PINGs close half-open connections, and the
-/// [`InFlightLayer`] feeds the idle timeout.
+/// A tonic server builder for [`Limited`] connections whose inner stream's
+/// connect info is `I`: HTTP/2 keepalive PINGs close half-open connections,
+/// and the [`InFlightLayer`] feeds the idle timeout and hands handlers `I`
+/// in the request extensions, exactly as if the stream were served bare.
+/// `I` must name the served streams' inner connect info (a mismatch is
+/// logged as an error on every request).
 pub fn builder<I>(limits: &Limits) -> tonic::transport::Server<Stack<InFlightLayer<I>, Identity>> {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(limits.keepalive_interval))
