@@ -4,12 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the tests call: openssl (certificate checks) and setpriv (running
-# the CLI as another uid). Both are in Debian's base packages; install them
-# if a machine lacks them.
+# Tools the tests call: openssl (certificate checks), setpriv (running
+# the CLI as another uid) and the system python3. All are Debian packages;
+# install them if a machine lacks them.
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# The flood test's helper runs as another uid, which cannot reach a per-user
+# Python install: it needs the system interpreter.
+[ -x /usr/bin/python3 ] || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

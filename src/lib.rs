@@ -25,6 +25,8 @@
 //!   audit log file.
 //! - [`config`] — strict TOML configuration.
 //! - [`files`] — every file sigil writes: checked directories, no reuse of existing files.
+//! - [`net`] — connection limits for every listener: caps, idle and half-open
+//!   connections, the descriptor budget.
 //! - [`tls`] — rustls configurations that authenticate peers by SPIFFE ID.
 //! - [`api`] — generated gRPC types, proto ⇄ domain conversion, status mapping and the
 //!   authorization chokepoint.
@@ -46,6 +48,7 @@ pub mod config;
 pub mod files;
 pub mod id;
 pub mod keyring;
+pub mod net;
 pub mod policy;
 pub mod registry;
 pub mod secret;

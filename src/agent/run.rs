@@ -35,6 +35,8 @@ pub struct AgentOptions {
     pub data_dir: PathBuf,
     /// Workload attestation settings.
     pub attest: AttestConfig,
+    /// Connection limits of the Workload API socket.
+    pub limits: crate::net::Limits,
 }
 
 /// Why the agent stopped with an error.
@@ -110,7 +112,7 @@ impl Agent {
         let routes = workload_routes(api)?;
         let (begin_tx, mut begin_rx) = watch::channel(false);
         let mut stopped = stop_rx;
-        let serve = serve_workload_api(listener, routes, async move {
+        let serve = serve_workload_api(listener, routes, opts.limits, async move {
             tokio::select! {
                 () = shutdown => {}
                 _ = stopped.wait_for(|s| *s) => {}

@@ -58,6 +58,7 @@ pub(super) fn options(config: &AgentConfig) -> AgentOptions {
                 .unwrap_or(crate::attest::AttestConfig::default().max_exe_bytes),
             ..crate::attest::AttestConfig::default()
         },
+        limits: config.limits,
     }
 }
 
@@ -67,7 +68,8 @@ pub(super) async fn run(
     token_inline: Option<String>,
 ) -> Result<(), Failure> {
     let config = AgentConfig::load(config)?;
-    let opts = options(&config);
+    let mut opts = options(&config);
+    super::dev::fit_to_fd_limit(None, Some(&mut opts.limits));
     let token = join_token(token_file, token_inline)?;
     let agent = Agent::start(&opts, token.as_ref()).await?;
     let listener = bind_workload_socket(&config.socket)

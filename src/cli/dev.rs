@@ -8,9 +8,10 @@ use super::status_line;
 use crate::agent::run::{Agent, AgentOptions};
 use crate::agent::workload::bind_workload_socket;
 use crate::api::pb;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, ServerLimits};
 use crate::files::{Access, OutDir};
 use crate::id::{TrustDomain, Ttl};
+use crate::net::Limits;
 use crate::secret::Secret;
 use crate::server::{Listeners, Server, bind_admin_socket, run as serve};
 use serde_json::json;
@@ -60,9 +61,21 @@ pub(super) async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Raises the open-file limit and fits under it the caps of the listeners
+/// this process serves (see [`crate::net::fds::fit_listeners`]).
+pub(super) fn fit_to_fd_limit(server: Option<&mut ServerLimits>, workload: Option<&mut Limits>) {
+    let nofile = crate::net::fds::raise_nofile_limit();
+    let (admin, tcp) = match server {
+        Some(s) => (Some(&mut s.admin), Some(&mut s.tcp)),
+        None => (None, None),
+    };
+    crate::net::fds::fit_listeners(nofile, admin, tcp, workload);
+}
+
 /// `sigil server --config FILE`.
 pub(super) async fn run_server(config: &Path) -> Result<(), Failure> {
-    let config = ServerConfig::load(config)?;
+    let mut config = ServerConfig::load(config)?;
+    fit_to_fd_limit(Some(&mut config.limits), None);
     let server = Server::open(config).await?;
     let listeners = bind(&server).await?;
     tracing::info!(listen = %server.config().listen, admin = %server.config().admin_socket.display(), "serving");
@@ -118,6 +131,7 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
         x509_svid_ttl: ttl("1h")?,
         jwt_svid_ttl: ttl("5m")?,
         kdf_cost: crate::keyring::KdfCost::default(),
+        limits: ServerLimits::default(),
     })
 }
 
@@ -125,7 +139,9 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
 /// with a development key.
 pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
     let dir = absolute(&args.data_dir)?;
-    let config = dev_config(args, &dir)?;
+    let mut config = dev_config(args, &dir)?;
+    let mut workload_limits = Limits::workload();
+    fit_to_fd_limit(Some(&mut config.limits), Some(&mut workload_limits));
     let passphrase = crate::config::read_secret_file(&dev_passphrase(&dir)?)?;
     let server: Arc<Server> = Server::open(config).await?;
     let api_err = |e| Failure(tonic::Status::from(e).message().to_owned());
@@ -157,6 +173,7 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
         trust_bundle: bundle_path.clone(),
         data_dir: dir.join("agent"),
         attest: crate::attest::AttestConfig::default(),
+        limits: workload_limits,
     };
     let agent = Agent::start(&opts, Some(&token)).await?;
     let socket = dir.join("agent.sock");

@@ -4,11 +4,15 @@
 //! anything binds.
 
 use crate::id::{TrustDomain, Ttl};
+use crate::net::Limits;
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+mod limits;
+pub use limits::ServerLimits;
 
 /// Why a configuration was refused. Messages name the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +116,8 @@ struct RawServerConfig {
     policy: PolicyConfig,
     #[serde(default)]
     ca: CaConfig,
+    #[serde(default)]
+    limits: limits::RawServerLimits,
 }
 
 /// A checked server configuration.
@@ -139,6 +145,8 @@ pub struct ServerConfig {
     pub jwt_svid_ttl: Ttl,
     /// Argon2id cost for `init` (unseal uses the cost stored at init).
     pub kdf_cost: crate::keyring::KdfCost,
+    /// Connection limits of the admin socket and the TLS listener.
+    pub limits: ServerLimits,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -228,6 +236,7 @@ impl ServerConfig {
                 "5m",
             )?,
             kdf_cost: crate::keyring::KdfCost::default(),
+            limits: raw.limits.check(path)?,
         }
         .checked(path)
     }
@@ -261,6 +270,19 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 /// `agent.toml` as written.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+struct RawAgentConfig {
+    server: String,
+    trust_bundle: PathBuf,
+    data_dir: PathBuf,
+    socket: PathBuf,
+    #[serde(default)]
+    max_exe_bytes: Option<u64>,
+    #[serde(default)]
+    limits: limits::RawWorkloadLimits,
+}
+
+/// A checked agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// The server's gRPC address.
     pub server: String,
@@ -272,8 +294,9 @@ pub struct AgentConfig {
     pub socket: PathBuf,
     /// Executables larger than this many bytes are not hashed for the
     /// `unix:sha256` selector (default 256 MiB).
-    #[serde(default)]
     pub max_exe_bytes: Option<u64>,
+    /// Connection limits of the Workload API socket.
+    pub limits: Limits,
 }
 
 impl AgentConfig {
@@ -285,7 +308,7 @@ impl AgentConfig {
     /// Checks `text` as the contents of `path`. Relative paths are resolved
     /// against the file's directory.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let raw: RawAgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.message().to_owned() + &location(text, e.span()),
         })?;
@@ -295,6 +318,7 @@ impl AgentConfig {
             data_dir: resolve(path, raw.data_dir),
             socket: resolve(path, raw.socket),
             max_exe_bytes: raw.max_exe_bytes,
+            limits: raw.limits.check(path)?,
         })
     }
 }

@@ -4,16 +4,16 @@
 
 use super::Server;
 use crate::clock;
-use crate::tls::TlsConn;
+use crate::net::{Limited, Limiter, Peer, limit_incoming};
+use crate::tls::{TlsConn, TlsConnInfo};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::transport::server::UdsConnectInfo;
 
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a sealed server checks whether renewal became possible.
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
@@ -89,24 +89,38 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let limits = server.config().limits;
+    let tcp_limiter = Limiter::new("TLS listener", limits.tcp);
+    let operators = server.clone();
+    // Operators keep a reserve on the admin socket that other local users
+    // cannot take, so a flood never locks them out.
+    let admin_limiter = Limiter::with_operators(
+        "admin socket",
+        limits.admin,
+        move |peer| matches!(peer, Peer::Uid(uid) if operators.is_operator_uid(uid)),
+    );
+
     let (conn_tx, conn_rx) = mpsc::channel(64);
     tokio::spawn(accept_tls(
         listeners.tcp,
         server.clone(),
+        tcp_limiter,
         conn_tx,
         stop_rx.clone(),
     ));
     tokio::spawn(renew_server_svid(server.clone(), stop_rx.clone()));
 
-    let tcp = tonic::transport::Server::builder()
+    let tcp = crate::net::builder::<TlsConnInfo>(&limits.tcp)
         .add_routes(routes.clone())
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stopped(stop_rx.clone()));
-    let admin = tonic::transport::Server::builder()
+    let admin_incoming = limit_incoming(
+        UnixListenerStream::new(listeners.admin),
+        admin_limiter,
+        Peer::of_unix,
+    );
+    let admin = crate::net::builder::<UdsConnectInfo>(&limits.admin)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listeners.admin),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(admin_incoming, stopped(stop_rx.clone()));
     let both = async { tokio::join!(tcp, admin) };
     let deadline = async {
         stopped(stop_rx).await;
@@ -125,10 +139,13 @@ pub async fn run(
 /// Accepts TCP connections and completes TLS handshakes with the current
 /// server configuration. While sealed there is no server certificate, so
 /// connections are closed at once: the admin socket is the only way in.
+/// Connections beyond the listener's cap, or arriving while the handshake
+/// cap is taken, are closed at once too.
 async fn accept_tls(
     listener: TcpListener,
     server: Arc<Server>,
-    conns: mpsc::Sender<Result<TlsConn, std::io::Error>>,
+    limiter: Arc<Limiter>,
+    conns: mpsc::Sender<Result<Limited<TlsConn>, std::io::Error>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let tls = server.tls_config();
@@ -140,10 +157,13 @@ async fn accept_tls(
         let (tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                limiter.accept_failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Ok(admission) = limiter.admit(Peer::Addr(peer.ip())) else {
+            continue;
         };
         // Small gRPC frames must not wait for delayed ACKs (Nagle).
         if let Err(e) = tcp.set_nodelay(true) {
@@ -153,12 +173,19 @@ async fn accept_tls(
             tracing::debug!(%peer, "refusing TLS connection while sealed");
             continue;
         };
+        let Ok(handshake) = limiter.begin_handshake(Peer::Addr(peer.ip())) else {
+            continue;
+        };
         let conns = conns.clone();
+        let timeout = limiter.limits().handshake_timeout;
         tokio::spawn(async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let done = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+            drop(handshake);
+            match done {
                 Ok(Ok(stream)) => {
-                    let _ = conns.send(Ok(TlsConn::new(stream))).await;
+                    let conn = Limited::new(TlsConn::new(stream), admission);
+                    let _ = conns.send(Ok(conn)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

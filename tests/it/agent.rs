@@ -285,6 +285,7 @@ async fn join_tokens_are_single_use_and_expire() {
                 trust_bundle: dir.join("bootstrap.pem"),
                 data_dir: dir.join("state"),
                 attest: sigil::attest::AttestConfig::default(),
+                limits: sigil::net::Limits::workload(),
             };
             sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token)))
                 .await

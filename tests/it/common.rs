@@ -32,6 +32,7 @@ pub fn config(dir: &Path) -> ServerConfig {
         x509_svid_ttl: Ttl::parse("1h").unwrap(),
         jwt_svid_ttl: Ttl::parse("5m").unwrap(),
         kdf_cost: sigil::keyring::KdfCost::FAST_FOR_TESTS,
+        limits: sigil::config::ServerLimits::default(),
     }
 }
 
@@ -212,6 +213,16 @@ impl TestAgent {
     /// Attests a new agent called `name` with a fresh join token and serves
     /// its Workload API on a socket in `dir`.
     pub async fn start(server: &TestServer, dir: &Path, name: &str) -> TestAgent {
+        Self::start_limited(server, dir, name, sigil::net::Limits::workload()).await
+    }
+
+    /// [`TestAgent::start`] with the Workload API socket under `limits`.
+    pub async fn start_limited(
+        server: &TestServer,
+        dir: &Path,
+        name: &str,
+        limits: sigil::net::Limits,
+    ) -> TestAgent {
         let mut c = server.clients().await;
         let token = c
             .agents
@@ -233,7 +244,10 @@ impl TestAgent {
         std::fs::create_dir_all(dir).unwrap();
         let bundle = dir.join("bootstrap.pem");
         std::fs::write(&bundle, pem).unwrap();
-        let opts = agent_options(server, dir);
+        let opts = sigil::agent::run::AgentOptions {
+            limits,
+            ..agent_options(server, dir)
+        };
         let agent =
             sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token.token)))
                 .await
@@ -248,6 +262,7 @@ impl TestAgent {
             trust_bundle: dir.join("bootstrap.pem"),
             data_dir: dir.join("state"),
             attest: sigil::attest::AttestConfig::default(),
+            limits: sigil::net::Limits::workload(),
         };
         let agent = sigil::agent::run::Agent::start(&opts, None).await.unwrap();
         Self::serve(agent, opts, id.to_owned())
@@ -300,6 +315,7 @@ fn agent_options(server: &TestServer, dir: &Path) -> sigil::agent::run::AgentOpt
         trust_bundle: dir.join("bootstrap.pem"),
         data_dir: dir.join("state"),
         attest: sigil::attest::AttestConfig::default(),
+        limits: sigil::net::Limits::workload(),
     }
 }
 

@@ -347,6 +347,7 @@ async fn start_agent(
         trust_bundle: bootstrap.to_owned(),
         data_dir: data_dir.to_owned(),
         attest: sigil::attest::AttestConfig::default(),
+        limits: sigil::net::Limits::workload(),
     };
     sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token)))
         .await

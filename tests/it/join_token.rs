@@ -291,6 +291,7 @@ async fn an_active_agents_name_is_handed_over_only_with_replace() {
         trust_bundle: node.join("bootstrap.pem"),
         data_dir: node.join("state"),
         attest: sigil::attest::AttestConfig::default(),
+        limits: sigil::net::Limits::workload(),
     };
     let token = sigil::secret::Secret::from(made["token"].as_str().unwrap().to_owned());
     let taken = sigil::agent::run::Agent::start(&opts, Some(&token))

@@ -1,11 +1,13 @@
 //! Binding and serving the Workload API socket (SPEC §3.1).
 
+use crate::net::{Limiter, Limits, Peer, limit_incoming};
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::UdsConnectInfo;
 
 /// Binds the Workload API socket at `path`: creates the parent directory
 /// (mode 0755), removes a stale socket, binds, and opens the socket to every
@@ -42,14 +44,19 @@ pub fn bind_workload_socket(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves `routes` on `listener` until `shutdown` completes. Connections
-/// carry the caller's peer credentials for attestation.
+/// carry the caller's peer credentials for attestation. Every local user
+/// may connect, so connections are capped per uid and in all, and idle or
+/// half-open ones are closed (`limits`).
 pub async fn serve_workload_api(
     listener: UnixListener,
     routes: Routes,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let limiter = Limiter::new("Workload API socket", limits);
+    let incoming = limit_incoming(UnixListenerStream::new(listener), limiter, Peer::of_unix);
+    crate::net::builder::<UdsConnectInfo>(&limits)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -174,9 +174,14 @@ impl Harness {
         let api = WorkloadApi::new(provider.clone(), Arc::new(FixedAttest(attested)));
         let routes = workload_routes(api).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve_workload_api(listener, routes, async {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(serve_workload_api(
+            listener,
+            routes,
+            crate::net::Limits::workload(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             provider,
             socket,
