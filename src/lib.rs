@@ -20,6 +20,7 @@
 //! The **edge** connects the core to the world:
 //!
 //! - [`clock`] — the one place that reads the wall clock.
+//! - [`sync`] — taking std locks, one way: a poisoned lock is recovered.
 //! - [`attest`] — Unix workload attestation: peer credentials and `/proc` → selectors.
 //! - [`store`] — the storage trait, its sled implementation, the sealed store and the
 //!   audit log file.
@@ -54,5 +55,6 @@ pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod unix_time;

@@ -19,6 +19,7 @@ use crate::clock;
 use crate::id::{SpiffeId, TrustDomain};
 use crate::secret::Secret;
 use crate::store::{SealError, SealedStore, Table};
+use crate::sync::{lock, read, write};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -127,17 +128,13 @@ impl Agents {
             map.insert(r.spiffe_id.clone(), r);
         }
         let n = map.len();
-        if let Ok(mut c) = self.cache.write() {
-            *c = map;
-        }
+        *write(&self.cache) = map;
         Ok(n)
     }
 
     /// Forgets cached records (at seal).
     pub fn clear(&self) {
-        if let Ok(mut c) = self.cache.write() {
-            c.clear();
-        }
+        write(&self.cache).clear();
     }
 
     /// Notified when any agent is banned.
@@ -147,19 +144,14 @@ impl Agents {
 
     /// True when `id` is an attested agent that is not banned.
     pub fn is_active(&self, id: &SpiffeId) -> bool {
-        self.cache
-            .read()
-            .map(|c| c.get(id.as_str()).is_some_and(|r| !r.banned))
-            .unwrap_or(false)
+        read(&self.cache)
+            .get(id.as_str())
+            .is_some_and(|r| !r.banned)
     }
 
     /// Every agent, ordered by SPIFFE ID.
     pub fn list(&self) -> Vec<AgentRecord> {
-        let mut v: Vec<AgentRecord> = self
-            .cache
-            .read()
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default();
+        let mut v: Vec<AgentRecord> = read(&self.cache).values().cloned().collect();
         v.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
         v
     }
@@ -259,12 +251,7 @@ impl Agents {
         }
         let id =
             SpiffeId::parse(&record.agent_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if self
-            .cache
-            .read()
-            .map(|c| c.get(id.as_str()).is_some_and(|r| r.banned))
-            .unwrap_or(false)
-        {
+        if read(&self.cache).get(id.as_str()).is_some_and(|r| r.banned) {
             return Err(ApiError::Denied(format!("agent {id} is banned")));
         }
         Ok(id)
@@ -304,11 +291,7 @@ impl Agents {
             !r.banned && r.last_seen.saturating_add(LAST_SEEN_GRANULARITY) <= now_s
         };
         // The cache answers the common case (recently seen) without a store read.
-        let cached_stale = self
-            .cache
-            .read()
-            .map(|c| c.get(id.as_str()).is_some_and(stale))
-            .unwrap_or(false);
+        let cached_stale = read(&self.cache).get(id.as_str()).is_some_and(stale);
         if !cached_stale {
             return;
         }
@@ -380,10 +363,7 @@ impl Agents {
             .as_ref()
             .map(|v| decode(v.expose(), "agent"))
             .transpose()?;
-        let mut cache = self
-            .cache
-            .write()
-            .map_err(|_| ApiError::Internal("agent cache poisoned".into()))?;
+        let mut cache = write(&self.cache);
         match record {
             Some(r) => cache.insert(r.spiffe_id.clone(), r),
             None => cache.remove(id.as_str()),
@@ -391,12 +371,8 @@ impl Agents {
         Ok(())
     }
 
-    // Nothing guarded by the lock is left half-done by a panic (it guards
-    // no data of its own), so a poisoned lock is still safe to take.
     fn lock_refresh(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.refresh
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.refresh)
     }
 }
 

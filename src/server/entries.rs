@@ -10,6 +10,7 @@ use crate::clock;
 use crate::id::{SpiffeId, TrustDomain};
 use crate::registry::{Entry, EntryDraft, EntryId};
 use crate::store::{SealError, SealedStore, Table};
+use crate::sync::{read, write};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -59,9 +60,7 @@ impl Entries {
     /// The entries agent `agent` may obtain: those whose parent is the agent,
     /// and, transitively, those whose parent is one of those entries' IDs.
     pub fn authorized_for(&self, agent: &SpiffeId) -> Vec<Entry> {
-        let Ok(cache) = self.cache.read() else {
-            return Vec::new();
-        };
+        let cache = read(&self.cache);
         let mut parents = std::collections::HashSet::from([agent.clone()]);
         let mut taken = std::collections::BTreeMap::new();
         loop {
@@ -87,25 +86,18 @@ impl Entries {
             map.insert(e.id.clone(), e);
         }
         let n = map.len();
-        *self
-            .cache
-            .write()
-            .map_err(|_| ApiError::Internal("entry cache poisoned".into()))? = map;
+        *write(&self.cache) = map;
         Ok(n)
     }
 
     /// Forgets every cached entry (at seal).
     pub fn clear(&self) {
-        if let Ok(mut c) = self.cache.write() {
-            c.clear();
-        }
+        write(&self.cache).clear();
         self.changed();
     }
 
     fn cache_put(&self, e: Entry) {
-        if let Ok(mut c) = self.cache.write() {
-            c.insert(e.id.clone(), e);
-        }
+        write(&self.cache).insert(e.id.clone(), e);
         self.changed();
     }
 
@@ -161,10 +153,7 @@ impl Entries {
 
     /// Every entry, ordered by ID.
     pub fn list(&self) -> Vec<Entry> {
-        self.cache
-            .read()
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default()
+        read(&self.cache).values().cloned().collect()
     }
 
     /// One entry, if `agent` is authorized for it.
@@ -174,19 +163,17 @@ impl Entries {
 
     /// One entry.
     pub fn get(&self, id: &EntryId) -> Result<Entry, ApiError> {
-        self.cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(id).cloned())
+        read(&self.cache)
+            .get(id)
+            .cloned()
             .ok_or_else(|| ApiError::NotFound(format!("entry {}", id.as_str())))
     }
 
     /// True when some entry for `id` carries the admin flag.
     pub fn is_admin(&self, id: &SpiffeId) -> bool {
-        self.cache
-            .read()
-            .map(|c| c.values().any(|e| e.admin && &e.spiffe_id == id))
-            .unwrap_or(false)
+        read(&self.cache)
+            .values()
+            .any(|e| e.admin && &e.spiffe_id == id)
     }
 
     /// Replaces an entry's fields; `expected_revision` 0 skips the check.
@@ -242,10 +229,11 @@ impl Entries {
         self.store.delete(Table::ENTRIES, id.as_str().as_bytes())?;
         self.store
             .delete(Table::ENTRY_INDEX, &old.uniqueness_key())?;
-        if let Ok(mut c) = self.cache.write() {
-            c.remove(id);
-        }
+        write(&self.cache).remove(id);
         self.changed();
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,8 @@ mod heads;
 pub use heads::SealedHeads as SealedHeadsReader;
 mod run;
 mod state;
+#[cfg(test)]
+mod testing;
 
 pub use agents::{AgentRecord, Agents, JoinToken};
 pub use entries::Entries;

@@ -15,6 +15,7 @@ use crate::policy::{Pdp, PolicyError};
 use crate::secret::Secret;
 use crate::store::audit_log::{AuditError, AuditLog};
 use crate::store::{SealStatus, SealedStore, SledStore, Store, StoreError, Table};
+use crate::sync::{lock, read, write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -215,10 +216,7 @@ impl Server {
 
     /// The active policies.
     pub fn pdp(&self) -> Arc<Pdp> {
-        self.pdp
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        read(&self.pdp).clone()
     }
 
     /// Compiles the policy directory again and swaps it in atomically; on any
@@ -228,10 +226,7 @@ impl Server {
             .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
         let pdp = Pdp::compile(&files)?;
         let names = files.into_iter().map(|(n, _)| n).collect();
-        match self.pdp.write() {
-            Ok(mut p) => *p = Arc::new(pdp),
-            Err(p) => *p.into_inner() = Arc::new(pdp),
-        }
+        *write(&self.pdp) = Arc::new(pdp);
         tracing::info!("policies reloaded");
         Ok(names)
     }
@@ -253,7 +248,7 @@ impl Server {
 
     /// True while the store is sealed.
     pub fn is_sealed(&self) -> bool {
-        self.active.read().map(|a| a.is_none()).unwrap_or(true)
+        read(&self.active).is_none()
     }
 
     /// Whether `uid` on the admin socket is an operator: root, the server's
@@ -275,10 +270,9 @@ impl Server {
 
     /// The authority, or `Sealed`.
     pub fn authority(&self) -> Result<Arc<Authority>, ApiError> {
-        self.active
-            .read()
-            .ok()
-            .and_then(|a| a.as_ref().map(|a| a.authority.clone()))
+        read(&self.active)
+            .as_ref()
+            .map(|a| a.authority.clone())
             .ok_or(ApiError::Sealed)
     }
 
@@ -289,14 +283,12 @@ impl Server {
 
     /// Receives the gRPC health reporter so health follows the seal state.
     pub fn set_health_reporter(&self, reporter: tonic_health::server::HealthReporter) {
-        if let Ok(mut h) = self.health.lock() {
-            *h = Some(reporter);
-        }
+        *lock(&self.health) = Some(reporter);
         self.report_health();
     }
 
     fn report_health(&self) {
-        let reporter = self.health.lock().ok().and_then(|h| h.clone());
+        let reporter = lock(&self.health).clone();
         if let Some(r) = reporter {
             let status = if self.is_sealed() {
                 tonic_health::ServingStatus::NotServing
@@ -403,13 +395,11 @@ impl Server {
         let count = self.entries.load()?;
         self.agents.load()?;
         let expires = self.install_server_svid(&authority, now)?;
-        if let Ok(mut a) = self.active.write() {
-            *a = Some(Active {
-                authority,
-                server_svid_expires: expires,
-                server_svid_issued: now,
-            });
-        }
+        *write(&self.active) = Some(Active {
+            authority,
+            server_svid_expires: expires,
+            server_svid_issued: now,
+        });
         self.report_health();
         tracing::info!(entries = count, "authority active");
         Ok(())
@@ -440,7 +430,7 @@ impl Server {
 
     /// When the server's SVID should next be renewed (half its life), if unsealed.
     pub fn server_svid_renewal_due(&self) -> Option<SystemTime> {
-        let a = self.active.read().ok()?;
+        let a = read(&self.active);
         let a = a.as_ref()?;
         let life = a
             .server_svid_expires
@@ -453,9 +443,7 @@ impl Server {
     pub fn renew_server_svid(&self, now: SystemTime) -> Result<(), ApiError> {
         let authority = self.authority()?;
         let expires = self.install_server_svid(&authority, now)?;
-        if let Ok(mut a) = self.active.write()
-            && let Some(a) = a.as_mut()
-        {
+        if let Some(a) = write(&self.active).as_mut() {
             a.server_svid_expires = expires;
             a.server_svid_issued = now;
         }
@@ -470,9 +458,7 @@ impl Server {
 
     fn seal_now(&self) {
         self.store.seal();
-        if let Ok(mut a) = self.active.write() {
-            *a = None;
-        }
+        *write(&self.active) = None;
         self.entries.clear();
         self.agents.clear();
         self.tls.send_replace(None);

@@ -50,18 +50,11 @@ impl MemoryHeadStore {
 
 impl HeadStore for MemoryHeadStore {
     fn load_head(&self) -> Result<Option<ChainHead>, String> {
-        self.0
-            .lock()
-            .map(|h| *h)
-            .map_err(|_| "head store lock poisoned".to_string())
+        Ok(*crate::sync::lock(&self.0))
     }
 
     fn save_head(&self, head: &ChainHead) -> Result<(), String> {
-        let mut slot = self
-            .0
-            .lock()
-            .map_err(|_| "head store lock poisoned".to_string())?;
-        *slot = Some(*head);
+        *crate::sync::lock(&self.0) = Some(*head);
         Ok(())
     }
 }

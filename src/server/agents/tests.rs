@@ -10,83 +10,8 @@
 )]
 
 use super::*;
-use crate::keyring::KdfCost;
-use crate::store::{CasConflict, Records, SledStore, Store, StoreError, WriteOp};
-use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, Sender, channel};
-
-/// How long a test waits for the other side before failing (a guard against
-/// a hang, not a speed requirement).
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The next write to the agents table stops here until `resume` says go.
-struct Pause {
-    reached: Sender<()>,
-    resume: Receiver<()>,
-}
-
-/// A sled store whose next agent-record write can be paused.
-struct PausingStore {
-    inner: SledStore,
-    armed: Mutex<Option<Pause>>,
-}
-
-impl PausingStore {
-    fn hold_if_armed(&self, table: Table) {
-        if table != Table::AGENTS {
-            return;
-        }
-        let pause = self.armed.lock().unwrap().take();
-        if let Some(p) = pause {
-            p.reached.send(()).unwrap();
-            p.resume
-                .recv_timeout(WAIT)
-                .expect("the test resumes the write");
-        }
-    }
-}
-
-impl Store for PausingStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-
-    fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.hold_if_armed(table);
-        self.inner.put(table, key, value)
-    }
-
-    fn delete(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
-        self.inner.delete(table, key)
-    }
-
-    fn compare_and_swap(
-        &self,
-        table: Table,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<Result<(), CasConflict>, StoreError> {
-        self.hold_if_armed(table);
-        self.inner.compare_and_swap(table, key, expected, new)
-    }
-
-    fn batch(&self, ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
-        self.inner.batch(ops)
-    }
-
-    fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError> {
-        self.inner.scan_prefix(table, prefix)
-    }
-}
-
-fn td() -> TrustDomain {
-    TrustDomain::parse("example.org").unwrap()
-}
-
-fn at(secs: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-}
+use crate::server::testing::{PausingStore, WAIT, at, td, unsealed_store};
+use std::sync::mpsc::{Receiver, Sender};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -96,15 +21,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = Arc::new(PausingStore {
-        inner: SledStore::open(dir.path()).unwrap(),
-        armed: Mutex::new(None),
-    });
-    let sealed = Arc::new(SealedStore::new(raw.clone(), KdfCost::FAST_FOR_TESTS));
-    sealed
-        .init(&Secret::from_slice(b"agents test passphrase"), &td(), at(1))
-        .unwrap();
+    let (dir, raw, sealed) = unsealed_store();
     let agents = Arc::new(Agents::new(sealed.clone(), td()));
     Fixture {
         _dir: dir,
@@ -123,15 +40,9 @@ fn stored(f: &Fixture, id: &SpiffeId) -> AgentRecord {
     serde_json::from_slice(v.expose()).unwrap()
 }
 
-/// Arms the pause; returns (reached, resume).
+/// Holds the next agent-record write; returns (reached, resume).
 fn arm(f: &Fixture) -> (Receiver<()>, Sender<()>) {
-    let (reached_tx, reached_rx) = channel();
-    let (resume_tx, resume_rx) = channel();
-    *f.raw.armed.lock().unwrap() = Some(Pause {
-        reached: reached_tx,
-        resume: resume_rx,
-    });
-    (reached_rx, resume_tx)
+    f.raw.arm(Table::AGENTS)
 }
 
 #[test]
