@@ -14,7 +14,6 @@
 //! write `banned: false` back over it. The in-memory copy is then refreshed
 //! from the store, never from the writer's own copy.
 
-use crate::api::ApiError;
 use crate::clock;
 use crate::id::{SpiffeId, TrustDomain};
 use crate::secret::Secret;
@@ -25,6 +24,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
+
+mod error;
+pub use error::AgentsError;
 
 /// How long expired join tokens are kept before they are deleted.
 const TOKEN_RETENTION_SECS: u64 = 86_400;
@@ -91,19 +93,24 @@ fn token_key(token: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Internal(format!("stored {what} does not decode: {e}")))
+fn decode<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, AgentsError> {
+    serde_json::from_slice(bytes).map_err(|e| AgentsError::RecordCorrupt {
+        what,
+        detail: e.to_string(),
+    })
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(v).map_err(|e| ApiError::Internal(format!("record does not encode: {e}")))
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, AgentsError> {
+    serde_json::to_vec(v).map_err(|e| AgentsError::RecordUnencodable(e.to_string()))
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
+fn random_bytes<const N: usize>() -> Result<[u8; N], AgentsError> {
     let mut b = [0u8; N];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_err(|_| ApiError::Internal("no randomness".into()))?;
+        .map_err(|_| AgentsError::NoRandomness)?;
     Ok(b)
 }
 
@@ -120,7 +127,7 @@ impl Agents {
     }
 
     /// Reads every agent record into memory (at unseal).
-    pub fn load(&self) -> Result<usize, ApiError> {
+    pub fn load(&self) -> Result<usize, AgentsError> {
         let _guard = self.lock_refresh();
         let mut map = HashMap::new();
         for (_, v) in self.store.scan_prefix(Table::AGENTS, b"")? {
@@ -165,24 +172,18 @@ impl Agents {
         name: Option<&str>,
         replace: bool,
         now: SystemTime,
-    ) -> Result<JoinToken, ApiError> {
+    ) -> Result<JoinToken, AgentsError> {
         let name = match name {
             Some(n) => n.to_owned(),
-            None if replace => {
-                return Err(ApiError::InvalidArgument(
-                    "replace: needs agent_name (the agent whose name is handed over)".into(),
-                ));
-            }
+            None if replace => return Err(AgentsError::ReplaceNeedsName),
             None => hex::encode(random_bytes::<8>()?),
         };
         let agent_id = self
             .trust_domain
             .agent_id(&name)
-            .map_err(|e| ApiError::InvalidArgument(format!("agent_name: {e}")))?;
+            .map_err(AgentsError::NameInvalid)?;
         if !replace && self.is_active(&agent_id) {
-            return Err(ApiError::AlreadyExists(format!(
-                "agent {agent_id} is active: a new token would hand its identity to another node (replace it explicitly with --replace)"
-            )));
+            return Err(AgentsError::NameTaken(agent_id));
         }
         use base64::Engine;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
@@ -206,7 +207,7 @@ impl Agents {
     /// can never be accepted again, and keeping them would grow the table
     /// without bound. The day keeps "expired" (rather than "unknown") as the
     /// answer to a late attempt.
-    fn prune_tokens(&self, now: SystemTime) -> Result<(), ApiError> {
+    fn prune_tokens(&self, now: SystemTime) -> Result<(), AgentsError> {
         let now_s = clock::unix_seconds(now).saturating_sub(TOKEN_RETENTION_SECS);
         for (key, value) in self.store.scan_prefix(Table::JOIN_TOKENS, b"")? {
             let record: TokenRecord = decode(value.expose(), "join token")?;
@@ -219,19 +220,19 @@ impl Agents {
 
     /// Consumes `token`, returning the agent ID it names. Unknown, used and
     /// expired tokens are refused with a reason that says which.
-    pub fn redeem(&self, token: &str, now: SystemTime) -> Result<SpiffeId, ApiError> {
+    pub fn redeem(&self, token: &str, now: SystemTime) -> Result<SpiffeId, AgentsError> {
         let key = token_key(token);
         let stored = self
             .store
             .get(Table::JOIN_TOKENS, &key)?
-            .ok_or_else(|| ApiError::Denied("join token refused: unknown token".into()))?;
+            .ok_or(AgentsError::TokenUnknown)?;
         let record: TokenRecord = decode(stored.expose(), "join token")?;
         if record.used_at.is_some() {
-            return Err(ApiError::Denied("join token refused: already used".into()));
+            return Err(AgentsError::TokenUsed);
         }
         let now_s = clock::unix_seconds(now);
         if now_s >= record.expires_at {
-            return Err(ApiError::Denied("join token refused: expired".into()));
+            return Err(AgentsError::TokenExpired);
         }
         let used = TokenRecord {
             used_at: Some(now_s),
@@ -244,15 +245,15 @@ impl Agents {
             Some(&encode(&used)?),
         ) {
             Ok(()) => {}
-            Err(SealError::Conflict) => {
-                return Err(ApiError::Denied("join token refused: already used".into()));
-            }
+            Err(SealError::Conflict) => return Err(AgentsError::TokenUsed),
             Err(e) => return Err(e.into()),
         }
-        let id =
-            SpiffeId::parse(&record.agent_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let id = SpiffeId::parse(&record.agent_id).map_err(|e| AgentsError::RecordCorrupt {
+            what: "join token",
+            detail: e.to_string(),
+        })?;
         if read(&self.cache).get(id.as_str()).is_some_and(|r| r.banned) {
-            return Err(ApiError::Denied(format!("agent {id} is banned")));
+            return Err(AgentsError::AgentBanned(id));
         }
         Ok(id)
     }
@@ -264,11 +265,11 @@ impl Agents {
         id: &SpiffeId,
         expires: SystemTime,
         now: SystemTime,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AgentsError> {
         let now_s = clock::unix_seconds(now);
         let expires_s = clock::unix_seconds(expires);
         self.change(id, |current| match current {
-            Some(r) if r.banned => Err(ApiError::Denied(format!("agent {id} is banned"))),
+            Some(r) if r.banned => Err(AgentsError::AgentBanned(id.clone())),
             Some(r) => Ok(Some(AgentRecord {
                 last_seen: now_s,
                 svid_expires_at: expires_s,
@@ -307,13 +308,13 @@ impl Agents {
     }
 
     /// Bans `id`: it is refused from now on and its streams end.
-    pub fn ban(&self, id: &SpiffeId) -> Result<(), ApiError> {
+    pub fn ban(&self, id: &SpiffeId) -> Result<(), AgentsError> {
         self.change(id, |current| match current {
             Some(r) => Ok(Some(AgentRecord {
                 banned: true,
                 ..r.clone()
             })),
-            None => Err(ApiError::NotFound(format!("agent {id}"))),
+            None => Err(AgentsError::AgentNotFound(id.clone())),
         })?;
         self.bans.send_modify(|n| *n += 1);
         tracing::warn!(agent = %id, "agent banned");
@@ -327,8 +328,8 @@ impl Agents {
     fn change(
         &self,
         id: &SpiffeId,
-        next: impl Fn(Option<&AgentRecord>) -> Result<Option<AgentRecord>, ApiError>,
-    ) -> Result<(), ApiError> {
+        next: impl Fn(Option<&AgentRecord>) -> Result<Option<AgentRecord>, AgentsError>,
+    ) -> Result<(), AgentsError> {
         let key = id.as_str().as_bytes();
         for _ in 0..MAX_RECORD_ATTEMPTS {
             let stored = self.store.get(Table::AGENTS, key)?;
@@ -350,13 +351,14 @@ impl Agents {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::Conflict(format!(
-            "agent {id} changed concurrently {MAX_RECORD_ATTEMPTS} times; try again"
-        )))
+        Err(AgentsError::Contended {
+            id: id.clone(),
+            attempts: MAX_RECORD_ATTEMPTS,
+        })
     }
 
     /// Copies the stored record of `id` into the cache.
-    fn refresh(&self, id: &SpiffeId) -> Result<(), ApiError> {
+    fn refresh(&self, id: &SpiffeId) -> Result<(), AgentsError> {
         let _guard = self.lock_refresh();
         let stored = self.store.get(Table::AGENTS, id.as_str().as_bytes())?;
         let record: Option<AgentRecord> = stored

@@ -5,7 +5,6 @@
 //! compare-and-swap on an index record, which a networked store can do
 //! atomically; the in-memory map is a cache rebuilt from the store at unseal.
 
-use crate::api::ApiError;
 use crate::clock;
 use crate::id::{SpiffeId, TrustDomain};
 use crate::registry::{Entry, EntryDraft, EntryId};
@@ -14,6 +13,9 @@ use crate::sync::{read, write};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
+
+mod error;
+pub use error::EntriesError;
 
 /// The entry registry.
 #[derive(Debug)]
@@ -27,13 +29,12 @@ pub struct Entries {
     changes: tokio::sync::watch::Sender<u64>,
 }
 
-fn decode(bytes: &[u8]) -> Result<Entry, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Internal(format!("stored entry does not decode: {e}")))
+fn decode(bytes: &[u8]) -> Result<Entry, EntriesError> {
+    serde_json::from_slice(bytes).map_err(|e| EntriesError::RecordCorrupt(e.to_string()))
 }
 
-fn encode(e: &Entry) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(e).map_err(|e| ApiError::Internal(format!("entry does not encode: {e}")))
+fn encode(e: &Entry) -> Result<Vec<u8>, EntriesError> {
+    serde_json::to_vec(e).map_err(|e| EntriesError::RecordUnencodable(e.to_string()))
 }
 
 impl Entries {
@@ -79,7 +80,7 @@ impl Entries {
     }
 
     /// Reads every entry from the store into the cache (at unseal).
-    pub fn load(&self) -> Result<usize, ApiError> {
+    pub fn load(&self) -> Result<usize, EntriesError> {
         let mut map = BTreeMap::new();
         for (_, value) in self.store.scan_prefix(Table::ENTRIES, b"")? {
             let e = decode(value.expose())?;
@@ -101,11 +102,11 @@ impl Entries {
         self.changed();
     }
 
-    /// Validates and stores a new entry; a duplicate is `AlreadyExists`.
-    pub async fn create(&self, draft: &EntryDraft, now: SystemTime) -> Result<Entry, ApiError> {
+    /// Validates and stores a new entry; a duplicate is `EntryExists`.
+    pub async fn create(&self, draft: &EntryDraft, now: SystemTime) -> Result<Entry, EntriesError> {
         let mut id = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-            .map_err(|_| ApiError::Internal("no randomness".into()))?;
+            .map_err(|_| EntriesError::NoRandomness)?;
         let entry = draft.validate(
             &self.trust_domain,
             EntryId::from_random(id),
@@ -120,20 +121,19 @@ impl Entries {
         {
             Ok(()) => {}
             Err(SealError::AlreadyExists) => {
-                let existing = self.store.get(Table::ENTRY_INDEX, &ukey)?;
-                let holder = existing.map(|v| String::from_utf8_lossy(v.expose()).into_owned());
-                let live = holder
-                    .as_deref()
-                    .and_then(|h| EntryId::parse(h).ok())
-                    .map(|h| self.store.get(Table::ENTRIES, h.as_str().as_bytes()))
-                    .transpose()?
-                    .flatten()
-                    .is_some();
-                if live {
-                    return Err(ApiError::AlreadyExists(format!(
-                        "an entry with the same SPIFFE ID, parent ID and selectors exists: {}",
-                        holder.unwrap_or_default()
-                    )));
+                let holder = self
+                    .store
+                    .get(Table::ENTRY_INDEX, &ukey)?
+                    .and_then(|v| EntryId::parse(&String::from_utf8_lossy(v.expose())).ok());
+                if let Some(holder) = holder
+                    && self
+                        .store
+                        .get(Table::ENTRIES, holder.as_str().as_bytes())?
+                        .is_some()
+                {
+                    return Err(EntriesError::EntryExists {
+                        holder: Some(holder),
+                    });
                 }
                 // The index outlived its entry (a crash between the two
                 // writes): take it over.
@@ -162,11 +162,11 @@ impl Entries {
     }
 
     /// One entry.
-    pub fn get(&self, id: &EntryId) -> Result<Entry, ApiError> {
+    pub fn get(&self, id: &EntryId) -> Result<Entry, EntriesError> {
         read(&self.cache)
             .get(id)
             .cloned()
-            .ok_or_else(|| ApiError::NotFound(format!("entry {}", id.as_str())))
+            .ok_or_else(|| EntriesError::EntryNotFound(id.clone()))
     }
 
     /// True when some entry for `id` carries the admin flag.
@@ -182,15 +182,15 @@ impl Entries {
         id: &EntryId,
         draft: &EntryDraft,
         expected_revision: u64,
-    ) -> Result<Entry, ApiError> {
+    ) -> Result<Entry, EntriesError> {
         let _guard = self.write.lock().await;
         let old = self.get(id)?;
         if expected_revision != 0 && expected_revision != old.revision {
-            return Err(ApiError::Conflict(format!(
-                "entry {} is at revision {}, not {expected_revision}",
-                id.as_str(),
-                old.revision
-            )));
+            return Err(EntriesError::RevisionConflict {
+                id: id.clone(),
+                current: old.revision,
+                expected: expected_revision,
+            });
         }
         let new = draft.validate(
             &self.trust_domain,
@@ -203,9 +203,7 @@ impl Entries {
             self.store
                 .create(Table::ENTRY_INDEX, &new_key, id.as_str().as_bytes())
                 .map_err(|e| match e {
-                    SealError::AlreadyExists => ApiError::AlreadyExists(
-                        "an entry with the same SPIFFE ID, parent ID and selectors exists".into(),
-                    ),
+                    SealError::AlreadyExists => EntriesError::EntryExists { holder: None },
                     other => other.into(),
                 })?;
         }
@@ -223,7 +221,7 @@ impl Entries {
     }
 
     /// Deletes an entry.
-    pub async fn delete(&self, id: &EntryId) -> Result<(), ApiError> {
+    pub async fn delete(&self, id: &EntryId) -> Result<(), EntriesError> {
         let _guard = self.write.lock().await;
         let old = self.get(id)?;
         self.store.delete(Table::ENTRIES, id.as_str().as_bytes())?;

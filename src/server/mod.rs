@@ -11,8 +11,8 @@ mod state;
 #[cfg(test)]
 mod testing;
 
-pub use agents::{AgentRecord, Agents, JoinToken};
-pub use entries::Entries;
+pub use agents::{AgentRecord, Agents, AgentsError, JoinToken};
+pub use entries::{Entries, EntriesError};
 pub use run::{Listeners, ServeError, bind_admin_socket, run};
 pub use state::read_policy_dir;
-pub use state::{Server, ServerError, own_uid};
+pub use state::{LifecycleError, Server, ServerError, own_uid};

@@ -5,7 +5,6 @@
 use super::agents::Agents;
 use super::entries::Entries;
 use super::heads::SealedHeads;
-use crate::api::ApiError;
 use crate::audit::VerifyReport;
 use crate::authority::Authority;
 use crate::clock;
@@ -22,6 +21,9 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 const AUTHORITY_KEY: &[u8] = b"authority";
+
+mod error;
+pub use error::LifecycleError;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -172,9 +174,11 @@ impl Server {
                 .map_err(|e| ServerError::Unseal(e.to_string()))?
                 .initialized
             {
-                server.clone().unseal(passphrase).await.map_err(|e| {
-                    ServerError::Unseal(tonic::Status::from(e).message().to_owned())
-                })?;
+                server
+                    .clone()
+                    .unseal(passphrase)
+                    .await
+                    .map_err(|e| ServerError::Unseal(e.to_string()))?;
             } else {
                 tracing::warn!(
                     "store is not initialized; run `sigil operator init` (unseal config ignored until then)"
@@ -221,9 +225,9 @@ impl Server {
 
     /// Compiles the policy directory again and swaps it in atomically; on any
     /// error the old policies stay active.
-    pub fn reload_policy(&self) -> Result<Vec<String>, ApiError> {
+    pub fn reload_policy(&self) -> Result<Vec<String>, LifecycleError> {
         let files = read_policy_dir(&self.config.policy_dir)
-            .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
+            .map_err(LifecycleError::PolicyDirUnreadable)?;
         let pdp = Pdp::compile(&files)?;
         let names = files.into_iter().map(|(n, _)| n).collect();
         *write(&self.pdp) = Arc::new(pdp);
@@ -264,16 +268,16 @@ impl Server {
     }
 
     /// Seal status.
-    pub fn status(&self) -> Result<SealStatus, ApiError> {
+    pub fn status(&self) -> Result<SealStatus, LifecycleError> {
         Ok(self.store.status()?)
     }
 
     /// The authority, or `Sealed`.
-    pub fn authority(&self) -> Result<Arc<Authority>, ApiError> {
+    pub fn authority(&self) -> Result<Arc<Authority>, LifecycleError> {
         read(&self.active)
             .as_ref()
             .map(|a| a.authority.clone())
-            .ok_or(ApiError::Sealed)
+            .ok_or(LifecycleError::Sealed)
     }
 
     /// Watches the TLS configuration (None while sealed).
@@ -300,7 +304,7 @@ impl Server {
     }
 
     /// Creates the key hierarchy and the CA; the server is unsealed after.
-    pub async fn init(self: Arc<Self>, passphrase: Secret) -> Result<(), ApiError> {
+    pub async fn init(self: Arc<Self>, passphrase: Secret) -> Result<(), LifecycleError> {
         let _guard = self.lifecycle.lock().await;
         let now = clock::now();
         let this = self.clone();
@@ -309,7 +313,7 @@ impl Server {
             this.store.init(&passphrase, &this.config.trust_domain, now)
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .map_err(|e| LifecycleError::TaskFailed(e.to_string()))??;
         if let Err(e) = self.finish_unseal() {
             self.seal_now();
             return Err(e);
@@ -319,7 +323,7 @@ impl Server {
     }
 
     /// Unseals with `passphrase`; a wrong one changes nothing.
-    pub async fn unseal(self: Arc<Self>, passphrase: Secret) -> Result<(), ApiError> {
+    pub async fn unseal(self: Arc<Self>, passphrase: Secret) -> Result<(), LifecycleError> {
         let _guard = self.lifecycle.lock().await;
         if !self.is_sealed() {
             return Ok(());
@@ -327,7 +331,7 @@ impl Server {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.store.unseal(&passphrase))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+            .map_err(|e| LifecycleError::TaskFailed(e.to_string()))??;
         // Whatever fails from here on, the keys must not stay in memory
         // while the server reports itself sealed.
         match self.finish_unseal() {
@@ -342,13 +346,11 @@ impl Server {
         }
     }
 
-    fn finish_unseal(&self) -> Result<(), ApiError> {
+    fn finish_unseal(&self) -> Result<(), LifecycleError> {
         // A log that does not extend the head kept in the sealed store was
         // truncated or rewritten: refuse to run on it.
         if let Err(e) = self.verify_audit_now()? {
-            return Err(ApiError::FailedPrecondition(format!(
-                "audit log failed verification ({e}); the server stays sealed"
-            )));
+            return Err(LifecycleError::AuditUnverified(e));
         }
         let now = clock::now();
         let stored = match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
@@ -390,7 +392,7 @@ impl Server {
         self.activate(authority, now)
     }
 
-    fn activate(&self, authority: Authority, now: SystemTime) -> Result<(), ApiError> {
+    fn activate(&self, authority: Authority, now: SystemTime) -> Result<(), LifecycleError> {
         let authority = Arc::new(authority);
         let count = self.entries.load()?;
         self.agents.load()?;
@@ -411,7 +413,7 @@ impl Server {
         &self,
         authority: &Authority,
         now: SystemTime,
-    ) -> Result<SystemTime, ApiError> {
+    ) -> Result<SystemTime, LifecycleError> {
         let id = self.config.trust_domain.server_id();
         let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
         let svid = authority.sign_x509_svid(
@@ -423,7 +425,7 @@ impl Server {
         )?;
         let roots = authority.bundle().x509_authorities;
         let config = crate::tls::server_config(&svid.chain_der, &key, &roots)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| LifecycleError::TlsConfig(e.to_string()))?;
         self.tls.send_replace(Some(Arc::new(config)));
         Ok(svid.expires_at)
     }
@@ -440,7 +442,7 @@ impl Server {
     }
 
     /// Renews the server's SVID.
-    pub fn renew_server_svid(&self, now: SystemTime) -> Result<(), ApiError> {
+    pub fn renew_server_svid(&self, now: SystemTime) -> Result<(), LifecycleError> {
         let authority = self.authority()?;
         let expires = self.install_server_svid(&authority, now)?;
         if let Some(a) = write(&self.active).as_mut() {
@@ -467,14 +469,14 @@ impl Server {
     }
 
     /// Adds a data-key version.
-    pub async fn rotate_keys(self: Arc<Self>) -> Result<u32, ApiError> {
+    pub async fn rotate_keys(self: Arc<Self>) -> Result<u32, LifecycleError> {
         let _guard = self.lifecycle.lock().await;
         Ok(self.store.rotate_data_key()?)
     }
 
     fn verify_audit_now(
         &self,
-    ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
+    ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, LifecycleError> {
         let head = self.heads.stored()?;
         Ok(self.audit.verify(head.as_ref()))
     }
@@ -483,17 +485,17 @@ impl Server {
     /// the whole log, so off the async workers).
     pub async fn verify_audit(
         self: Arc<Self>,
-    ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, ApiError> {
+    ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, LifecycleError> {
         tokio::task::spawn_blocking(move || self.verify_audit_now())
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| LifecycleError::TaskFailed(e.to_string()))?
     }
 
     /// The last `n` audit records.
-    pub async fn audit_tail(self: Arc<Self>, n: usize) -> Result<Vec<String>, ApiError> {
+    pub async fn audit_tail(self: Arc<Self>, n: usize) -> Result<Vec<String>, LifecycleError> {
         tokio::task::spawn_blocking(move || self.audit.tail(n))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(ApiError::from)
+            .map_err(|e| LifecycleError::TaskFailed(e.to_string()))?
+            .map_err(LifecycleError::from)
     }
 }

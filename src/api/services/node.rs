@@ -10,7 +10,7 @@ use crate::clock;
 use crate::id::{IdError, SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
 use crate::registry::{Entry, EntryId, MAX_DNS_NAMES};
-use crate::server::Server;
+use crate::server::{AgentsError, Server};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -291,9 +291,7 @@ async fn push_entries(
         bans.borrow_and_update();
         if !server.agents().is_active(&agent) {
             let _ = tx
-                .send(Err(Status::permission_denied(format!(
-                    "agent {agent} is banned"
-                ))))
+                .send(Err(AgentsError::AgentBanned(agent.clone()).into()))
                 .await;
             return;
         }
@@ -345,7 +343,7 @@ async fn push_entries(
             r = changes.changed() => if r.is_err() { return },
             r = bans.changed() => if r.is_err() { return },
             () = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                let _ = tx.send(Err(Status::unavailable("server shutting down"))).await;
+                let _ = tx.send(Err(ApiError::ShuttingDown.into())).await;
                 return;
             }
             _ = tx.closed() => return,

@@ -67,7 +67,7 @@ fn a_ban_during_a_renewal_holds() {
 
     // The renewal lost: it read the record before the ban.
     assert!(
-        matches!(&renewed, Err(ApiError::Denied(m)) if m == "agent spiffe://example.org/sigil/agent/n1 is banned"),
+        matches!(&renewed, Err(AgentsError::AgentBanned(a)) if a == &id),
         "{renewed:?}"
     );
     // Banned in memory…
@@ -124,7 +124,7 @@ fn a_renewal_records_the_new_expiry_and_an_unknown_ban_is_not_found() {
     let other = td().agent_id("n2").unwrap();
     let err = f.agents.ban(&other).unwrap_err();
     assert!(
-        matches!(&err, ApiError::NotFound(m) if m == "agent spiffe://example.org/sigil/agent/n2"),
+        matches!(&err, AgentsError::AgentNotFound(a) if a == &other),
         "{err:?}"
     );
 }
@@ -145,7 +145,7 @@ fn a_name_an_active_agent_holds_needs_replace() {
         .create_join_token(ttl, Some("n1"), false, at(1_001))
         .unwrap_err();
     assert!(
-        matches!(&err, ApiError::AlreadyExists(m) if m == "agent spiffe://example.org/sigil/agent/n1 is active: a new token would hand its identity to another node (replace it explicitly with --replace)"),
+        matches!(&err, AgentsError::NameTaken(a) if a == &id),
         "{err:?}"
     );
     let t = f
@@ -159,14 +159,56 @@ fn a_name_an_active_agent_holds_needs_replace() {
         .agents
         .create_join_token(ttl, None, true, at(1_003))
         .unwrap_err();
-    assert!(
-        matches!(&err, ApiError::InvalidArgument(m) if m == "replace: needs agent_name (the agent whose name is handed over)"),
-        "{err:?}"
-    );
+    assert!(matches!(err, AgentsError::ReplaceNeedsName), "{err:?}");
     // A banned agent is not active: its name is not protected by this rule
     // (its tokens are refused at attestation instead).
     f.agents.ban(&id).unwrap();
     f.agents
         .create_join_token(ttl, Some("n1"), false, at(1_004))
         .unwrap();
+}
+
+fn token_text(t: &JoinToken) -> String {
+    String::from_utf8(t.token.expose().to_vec()).unwrap()
+}
+
+#[test]
+fn join_tokens_are_refused_by_the_rule_they_break() {
+    let f = fixture();
+    let ttl = Duration::from_secs(600);
+    let t = f
+        .agents
+        .create_join_token(ttl, Some("n1"), false, at(1_000))
+        .unwrap();
+    let token = token_text(&t);
+    let unknown = f.agents.redeem("not-a-token", at(1_001));
+    assert!(
+        matches!(unknown, Err(AgentsError::TokenUnknown)),
+        "{unknown:?}"
+    );
+    let late = f.agents.redeem(&token, at(1_600));
+    assert!(matches!(late, Err(AgentsError::TokenExpired)), "{late:?}");
+    assert_eq!(f.agents.redeem(&token, at(1_599)).unwrap(), t.agent_id);
+    let again = f.agents.redeem(&token, at(1_599));
+    assert!(matches!(again, Err(AgentsError::TokenUsed)), "{again:?}");
+
+    let bad = f
+        .agents
+        .create_join_token(ttl, Some("a/b"), false, at(1_002));
+    assert!(matches!(bad, Err(AgentsError::NameInvalid(_))), "{bad:?}");
+
+    // A banned agent's name can get a token, but redeeming it is refused.
+    f.agents
+        .record_svid(&t.agent_id, at(9_000), at(1_003))
+        .unwrap();
+    f.agents.ban(&t.agent_id).unwrap();
+    let after_ban = f
+        .agents
+        .create_join_token(ttl, Some("n1"), false, at(1_004))
+        .unwrap();
+    let refused = f.agents.redeem(&token_text(&after_ban), at(1_005));
+    assert!(
+        matches!(&refused, Err(AgentsError::AgentBanned(a)) if a == &t.agent_id),
+        "{refused:?}"
+    );
 }

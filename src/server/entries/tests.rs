@@ -75,3 +75,43 @@ async fn a_poisoned_cache_still_follows_every_write() {
     assert_eq!(reloaded.load().unwrap(), 1);
     assert_eq!(reloaded.list(), vec![updated]);
 }
+
+#[tokio::test]
+async fn refusals_name_the_rule_they_break() {
+    let f = fixture();
+    let web = f.entries.create(&draft("/web"), at(1_000)).await.unwrap();
+
+    let dup = f.entries.create(&draft("/web"), at(1_001)).await;
+    assert!(
+        matches!(&dup, Err(EntriesError::EntryExists { holder: Some(h) }) if h == &web.id),
+        "{dup:?}"
+    );
+    let db = f.entries.create(&draft("/db"), at(1_002)).await.unwrap();
+    let onto_web = f.entries.update(&db.id, &draft("/web"), 0).await;
+    assert!(
+        matches!(onto_web, Err(EntriesError::EntryExists { holder: None })),
+        "{onto_web:?}"
+    );
+
+    let stale = f.entries.update(&web.id, &draft("/web2"), 7).await;
+    assert!(
+        matches!(&stale, Err(EntriesError::RevisionConflict { id, current: 1, expected: 7 }) if id == &web.id),
+        "{stale:?}"
+    );
+    let invalid = f.entries.create(&draft("/"), at(1_003)).await;
+    assert!(
+        matches!(invalid, Err(EntriesError::Invalid(_))),
+        "{invalid:?}"
+    );
+
+    f.entries.delete(&web.id).await.unwrap();
+    let gone = f.entries.delete(&web.id).await;
+    assert!(
+        matches!(&gone, Err(EntriesError::EntryNotFound(id)) if id == &web.id),
+        "{gone:?}"
+    );
+    assert!(matches!(
+        f.entries.get(&web.id),
+        Err(EntriesError::EntryNotFound(_))
+    ));
+}
