@@ -289,18 +289,19 @@ async fn push_entries(
     loop {
         changes.borrow_and_update();
         bans.borrow_and_update();
+        // Sealed is checked first: sealing also empties the agent records
+        // in memory, and a sealed server must say so, not that the agent is
+        // banned. It answers as every other call on a sealed server does.
+        let Ok(authority) = server.authority() else {
+            let _ = tx.send(Err(ApiError::Sealed.into())).await;
+            return;
+        };
         if !server.agents().is_active(&agent) {
             let _ = tx
                 .send(Err(AgentsError::AgentBanned(agent.clone()).into()))
                 .await;
             return;
         }
-        let Ok(authority) = server.authority() else {
-            let _ = tx
-                .send(Err(Status::unavailable(ApiError::Sealed.to_string())))
-                .await;
-            return;
-        };
         let authorized = server.entries().authorized_for(&agent);
         let mut msg = pb::SyncEntriesResponse {
             synced: first,
