@@ -132,7 +132,8 @@ fn agents_status(e: &AgentsError) -> Status {
         AgentsError::Contended { .. } => Status::aborted(e.to_string()),
         AgentsError::RecordCorrupt { .. }
         | AgentsError::RecordUnencodable(_)
-        | AgentsError::NoRandomness => internal(e),
+        | AgentsError::NoRandomness
+        | AgentsError::TaskFailed(_) => internal(e),
         AgentsError::Store(s) => seal_status(s),
     }
 }
@@ -145,7 +146,8 @@ fn entries_status(e: &EntriesError) -> Status {
         EntriesError::RevisionConflict { .. } => Status::aborted(e.to_string()),
         EntriesError::RecordCorrupt(_)
         | EntriesError::RecordUnencodable(_)
-        | EntriesError::NoRandomness => internal(e),
+        | EntriesError::NoRandomness
+        | EntriesError::TaskFailed(_) => internal(e),
         EntriesError::Store(s) => seal_status(s),
     }
 }

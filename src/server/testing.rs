@@ -1,5 +1,6 @@
 //! A store for the server's unit tests: sled underneath, with the next write
-//! to a table held until the test lets it go.
+//! to a table held until the test lets it go, and the threads its calls ran
+//! on noted.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,6 +17,7 @@ use crate::store::{
 };
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, SystemTime};
 
 /// How long a test waits for the other side before failing (a guard against
@@ -29,14 +31,29 @@ struct Pause {
     resume: Receiver<()>,
 }
 
-/// A sled store whose next write to one table can be paused.
+/// A sled store whose next write to one table can be paused, and which
+/// notes the thread every call ran on.
 pub struct PausingStore {
     inner: SledStore,
     armed: Mutex<Option<Pause>>,
+    threads: Mutex<Vec<ThreadId>>,
 }
 
 impl PausingStore {
+    fn note_thread(&self) {
+        self.threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+    }
+
+    /// The threads calls ran on since the last call of this function.
+    pub fn take_threads(&self) -> Vec<ThreadId> {
+        std::mem::take(&mut *self.threads.lock().unwrap())
+    }
+
     fn hold_if_armed(&self, table: Table) {
+        self.note_thread();
         let pause = {
             let mut armed = self.armed.lock().unwrap();
             match armed.as_ref() {
@@ -67,6 +84,7 @@ impl PausingStore {
 
 impl Store for PausingStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.note_thread();
         self.inner.get(table, key)
     }
 
@@ -92,10 +110,12 @@ impl Store for PausingStore {
     }
 
     fn batch(&self, ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
+        self.note_thread();
         self.inner.batch(ops)
     }
 
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError> {
+        self.note_thread();
         self.inner.scan_prefix(table, prefix)
     }
 }
@@ -117,10 +137,22 @@ pub fn unsealed_store() -> (tempfile::TempDir, Arc<PausingStore>, Arc<SealedStor
     let raw = Arc::new(PausingStore {
         inner: SledStore::open(dir.path()).unwrap(),
         armed: Mutex::new(None),
+        threads: Mutex::new(Vec::new()),
     });
     let sealed = Arc::new(SealedStore::new(raw.clone(), KdfCost::FAST_FOR_TESTS));
     sealed
         .init(&Secret::from_slice(b"server test passphrase"), &td(), at(1))
         .unwrap();
+    raw.take_threads();
     (dir, raw, sealed)
+}
+
+/// Fails when any store call since the last check ran on `worker`.
+pub fn assert_off(raw: &PausingStore, worker: ThreadId, what: &str) {
+    let threads = raw.take_threads();
+    assert!(!threads.is_empty(), "{what}: no store calls");
+    assert!(
+        threads.iter().all(|t| *t != worker),
+        "{what}: a store call ran on the async worker thread"
+    );
 }

@@ -53,7 +53,11 @@ impl NodeService {
         Ok(entry)
     }
 
-    fn agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<pb::AgentSvidResponse, ApiError> {
+    async fn agent_svid(
+        &self,
+        id: &SpiffeId,
+        csr: &[u8],
+    ) -> Result<pb::AgentSvidResponse, ApiError> {
         check_csr(csr)?;
         let now = clock::now();
         let authority = self.server.authority()?;
@@ -64,7 +68,10 @@ impl NodeService {
             &[],
             now,
         )?;
-        self.server.agents().record_svid(id, svid.expires_at, now)?;
+        self.server
+            .agents()
+            .record_svid(id, svid.expires_at, now)
+            .await?;
         Ok(pb::AgentSvidResponse {
             spiffe_id: id.to_string(),
             chain: svid.chain_der,
@@ -225,8 +232,12 @@ impl Node for NodeService {
         crate::authority::check_csr(&msg.csr).map_err(ApiError::from)?;
         // The token is the proof of identity: it is checked and consumed
         // before anything is signed, and only its hash is ever stored.
-        let agent = self.server.agents().redeem(&msg.join_token, clock::now())?;
-        let resp = self.agent_svid(&agent, &msg.csr)?;
+        let agent = self
+            .server
+            .agents()
+            .redeem(&msg.join_token, clock::now())
+            .await?;
+        let resp = self.agent_svid(&agent, &msg.csr).await?;
         tracing::info!(agent = %agent, "agent attested");
         Ok(Response::new(resp))
     }
@@ -241,7 +252,7 @@ impl Node for NodeService {
             .await?;
         let agent = require_agent(caller)?;
         Ok(Response::new(
-            self.agent_svid(&agent, &req.into_inner().csr)?,
+            self.agent_svid(&agent, &req.into_inner().csr).await?,
         ))
     }
 

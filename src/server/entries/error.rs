@@ -46,4 +46,8 @@ pub enum EntriesError {
     /// corrupt record, I/O).
     #[error(transparent)]
     Store(#[from] SealError),
+    /// The store work did not run to completion (its task panicked, or the
+    /// runtime is shutting down).
+    #[error("store task did not complete: {0}")]
+    TaskFailed(#[from] tokio::task::JoinError),
 }

@@ -1,5 +1,6 @@
-//! The entry registry over a real sealed store: the cache follows every
-//! write, also after a panic poisoned its lock.
+//! The entry registry over a real sealed store: writes run off the async
+//! workers, the cache follows every write in order (also when a caller
+//! leaves mid-write, and after a panic poisoned its lock).
 
 #![allow(
     clippy::unwrap_used,
@@ -10,11 +11,12 @@
 )]
 
 use super::*;
-use crate::server::testing::{PausingStore, at, td, unsealed_store};
+use crate::server::testing::{PausingStore, WAIT, assert_off, at, td, unsealed_store};
+use crate::store::Table;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    _raw: Arc<PausingStore>,
+    raw: Arc<PausingStore>,
     entries: Arc<Entries>,
 }
 
@@ -22,7 +24,7 @@ fn fixture() -> Fixture {
     let (dir, raw, sealed) = unsealed_store();
     Fixture {
         _dir: dir,
-        _raw: raw,
+        raw,
         entries: Arc::new(Entries::new(sealed, td())),
     }
 }
@@ -40,12 +42,12 @@ fn draft(path: &str) -> EntryDraft {
 fn poison_cache(entries: &Arc<Entries>) {
     let held = entries.clone();
     let joined = std::thread::spawn(move || {
-        let _guard = held.cache.write().unwrap();
+        let _guard = held.shared.cache.write().unwrap();
         panic!("a holder of the cache lock fails");
     })
     .join();
     assert!(joined.is_err());
-    assert!(entries.cache.is_poisoned());
+    assert!(entries.shared.cache.is_poisoned());
 }
 
 #[tokio::test]
@@ -71,7 +73,7 @@ async fn a_poisoned_cache_still_follows_every_write() {
     assert!(f.entries.get(&kept.id).is_err());
 
     // What the cache holds is what a restarted server loads.
-    let reloaded = Entries::new(f.entries.store.clone(), td());
+    let reloaded = Entries::new(f.entries.shared.store.clone(), td());
     assert_eq!(reloaded.load().unwrap(), 1);
     assert_eq!(reloaded.list(), vec![updated]);
 }
@@ -114,4 +116,56 @@ async fn refusals_name_the_rule_they_break() {
         f.entries.get(&web.id),
         Err(EntriesError::EntryNotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn writes_run_off_the_async_worker() {
+    // A current-thread runtime: its only worker is this thread.
+    let f = fixture();
+    let worker = std::thread::current().id();
+    let web = f.entries.create(&draft("/web"), at(1_000)).await.unwrap();
+    assert_off(&f.raw, worker, "create");
+    f.entries.update(&web.id, &draft("/web2"), 1).await.unwrap();
+    assert_off(&f.raw, worker, "update");
+    f.entries.delete(&web.id).await.unwrap();
+    assert_off(&f.raw, worker, "delete");
+}
+
+fn hinted(hint: &str) -> EntryDraft {
+    EntryDraft {
+        hint: hint.into(),
+        ..draft("/web")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_left_still_comes_before_the_next() {
+    let f = fixture();
+    let web = f.entries.create(&draft("/web"), at(1_000)).await.unwrap();
+
+    // The first update's store write is held; then its caller goes away.
+    let (reached, resume) = f.raw.arm(Table::ENTRIES);
+    let first = tokio::spawn({
+        let (entries, id) = (f.entries.clone(), web.id.clone());
+        async move { entries.update(&id, &hinted("first"), 1).await }
+    });
+    tokio::task::spawn_blocking(move || reached.recv_timeout(WAIT))
+        .await
+        .unwrap()
+        .unwrap();
+    first.abort();
+
+    // The next writer expects the first one's revision: it must run after
+    // the abandoned write has reached the store and the cache.
+    let second = tokio::spawn({
+        let (entries, id) = (f.entries.clone(), web.id.clone());
+        async move { entries.update(&id, &hinted("second"), 2).await }
+    });
+    resume.send(()).unwrap();
+    let second = second.await.unwrap().unwrap();
+    assert_eq!((second.revision, second.hint.as_str()), (3, "second"));
+    assert_eq!(f.entries.list(), vec![second.clone()]);
+    let reloaded = Entries::new(f.entries.shared.store.clone(), td());
+    reloaded.load().unwrap();
+    assert_eq!(reloaded.list(), vec![second]);
 }
