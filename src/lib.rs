@@ -19,7 +19,8 @@
 //!
 //! The **edge** connects the core to the world:
 //!
-//! - [`clock`] — the one place that reads the wall clock.
+//! - [`clock`] — the one place that reads the wall clock, and the `Clock` the server is
+//!   given (a manual one in tests).
 //! - [`sync`] — taking std locks, one way: a poisoned lock is recovered.
 //! - [`attest`] — Unix workload attestation: peer credentials and `/proc` → selectors.
 //! - [`store`] — the storage trait, its sled implementation, the sealed store and the

@@ -108,7 +108,7 @@ impl Gate {
         action: Action,
         resource: Resource,
     ) -> Result<Caller, ApiError> {
-        let now = clock::unix_seconds(clock::now());
+        let now = clock::unix_seconds(self.server.now());
         let (caller, authn, source) = self.authenticate(ext);
         let input = Input {
             subject: caller.subject(authn),
@@ -178,7 +178,7 @@ impl Gate {
             // The chain was verified at the handshake, but an HTTP/2
             // connection outlives certificates: an SVID that has expired
             // since then proves nothing.
-            if leaf.is_some_and(|l| !currently_valid(l, clock::now())) {
+            if leaf.is_some_and(|l| !currently_valid(l, self.server.now())) {
                 return (Caller::Anonymous, Authn::None, source);
             }
             let Some(id) = leaf.and_then(|l| peer_spiffe_id(l)) else {

@@ -7,7 +7,7 @@ use super::entries::Entries;
 use super::heads::SealedHeads;
 use crate::audit::VerifyReport;
 use crate::authority::Authority;
-use crate::clock;
+use crate::clock::{self, Clock, SystemClock};
 use crate::config::{ConfigError, ServerConfig};
 use crate::id::{TrustDomain, Ttl};
 use crate::policy::{Pdp, PolicyError};
@@ -87,6 +87,8 @@ pub struct Server {
     lifecycle: tokio::sync::Mutex<()>,
     /// Set when the server begins shutting down, so long streams end.
     stopping: watch::Sender<bool>,
+    /// Where the server and its services read the time.
+    clock: Arc<dyn Clock>,
 }
 
 /// Reads every `*.rego` file in `dir`, sorted by name.
@@ -142,6 +144,14 @@ impl Server {
     /// Opens the store, audit log and policies. The server starts sealed
     /// unless the config names unseal material and the store is initialized.
     pub async fn open(config: ServerConfig) -> Result<Arc<Self>, ServerError> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::open`], reading the time from `clock`.
+    pub async fn open_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, ServerError> {
         create_private_dir(&config.data_dir)?;
         let raw: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
         let store = Arc::new(SealedStore::new(raw, config.kdf_cost));
@@ -166,6 +176,7 @@ impl Server {
             own_uid: own_uid(),
             lifecycle: tokio::sync::Mutex::new(()),
             stopping: watch::channel(false).0,
+            clock,
         });
         if let Some(unseal) = &server.config.unseal {
             let passphrase = unseal.passphrase()?;
@@ -196,6 +207,11 @@ impl Server {
     /// Becomes true when the server begins shutting down.
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
+    }
+
+    /// The current time, as the server's clock tells it.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// The trust domain.

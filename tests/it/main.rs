@@ -17,6 +17,7 @@ mod at_rest;
 mod audit;
 mod bad_input;
 mod cli;
+mod clock;
 mod crash;
 mod dev;
 mod files;

@@ -4,7 +4,6 @@ use crate::api::ApiError;
 use crate::api::convert::wire_time;
 use crate::api::gate::Gate;
 use crate::api::pb::{self, agents_server::Agents};
-use crate::clock;
 use crate::id::{SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
 use crate::server::Server;
@@ -58,7 +57,7 @@ impl Agents for AgentsService {
         let t = self
             .server
             .agents()
-            .create_join_token(ttl.as_duration(), name, msg.replace, clock::now())
+            .create_join_token(ttl.as_duration(), name, msg.replace, self.server.now())
             .await?;
         let token = String::from_utf8(t.token.expose().to_vec())
             .map_err(|_| ApiError::Internal("token is not UTF-8".into()))?;

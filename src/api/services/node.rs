@@ -6,7 +6,6 @@ use crate::api::convert::{entry_to_pb, wire_time};
 use crate::api::gate::{Caller, Gate};
 use crate::api::pb::{self, node_server::Node};
 use crate::authority::{AuthorityError, check_audiences};
-use crate::clock;
 use crate::id::{IdError, SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
 use crate::registry::{Entry, EntryId, MAX_DNS_NAMES};
@@ -49,7 +48,7 @@ impl NodeService {
                 "entry {entry_id} does not issue {spiffe_id}"
             )));
         }
-        self.server.agents().touch(agent, clock::now());
+        self.server.agents().touch(agent, self.server.now());
         Ok(entry)
     }
 
@@ -59,7 +58,7 @@ impl NodeService {
         csr: &[u8],
     ) -> Result<pb::AgentSvidResponse, ApiError> {
         check_csr(csr)?;
-        let now = clock::now();
+        let now = self.server.now();
         let authority = self.server.authority()?;
         let svid = authority.sign_x509_svid(
             csr,
@@ -171,7 +170,7 @@ impl Node for NodeService {
         };
         let authority = self.server.authority()?;
         let svid = authority
-            .sign_x509_svid(&msg.csr, &id, ttl.as_duration(), &dns, clock::now())
+            .sign_x509_svid(&msg.csr, &id, ttl.as_duration(), &dns, self.server.now())
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::SignX509SvidResponse {
             chain: svid.chain_der,
@@ -209,7 +208,7 @@ impl Node for NodeService {
         let jwt = self
             .server
             .authority()?
-            .mint_jwt_svid(&id, &msg.audience, ttl.as_duration(), clock::now())
+            .mint_jwt_svid(&id, &msg.audience, ttl.as_duration(), self.server.now())
             .map_err(ApiError::from)?;
         let token = String::from_utf8(jwt.token.expose().to_vec())
             .map_err(|_| ApiError::Internal("minted token is not UTF-8".into()))?;
@@ -235,7 +234,7 @@ impl Node for NodeService {
         let agent = self
             .server
             .agents()
-            .redeem(&msg.join_token, clock::now())
+            .redeem(&msg.join_token, self.server.now())
             .await?;
         let resp = self.agent_svid(&agent, &msg.csr).await?;
         tracing::info!(agent = %agent, "agent attested");
@@ -269,7 +268,7 @@ impl Node for NodeService {
             .authorize(&req, Action::AgentSync, Resource::new("agent", None))
             .await?;
         let agent = require_agent(caller)?;
-        self.server.agents().touch(&agent, clock::now());
+        self.server.agents().touch(&agent, self.server.now());
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(push_entries(
             self.server.clone(),
