@@ -39,6 +39,17 @@
 //! Dependencies point from the edge into the core, never the other way;
 //! `scripts/check-layers.sh` enforces this.
 
+// Unit tests may read the wall clock and sleep (to bound a wait, to date a
+// fixture); the same code built without cfg(test) is checked against
+// clippy.toml's disallowed methods, so production code cannot use them.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "unit tests; production code is checked in the non-test build"
+    )
+)]
+
 pub mod agent;
 pub mod api;
 pub mod attest;
