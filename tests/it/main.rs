@@ -23,3 +23,4 @@ mod grpc;
 mod issuance;
 mod lifecycle;
 mod policy;
+mod tamper;
