@@ -1,6 +1,6 @@
 //! The server's state: open (sealed), the parts that exist only while
 //! unsealed, and accessors. The seal lifecycle (init, unseal, seal) is in
-//! [`seal`]. Everything that needs keys becomes available at unseal and is
+//! `state/seal.rs`. Everything that needs keys becomes available at unseal and is
 //! dropped at seal.
 
 use super::agents::Agents;

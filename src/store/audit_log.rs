@@ -19,7 +19,7 @@
 //! record and [`AuditLog::sealing`] takes it back after a keyed checkpoint
 //! (see `audit` for the rules). The chain head goes to the server log as
 //! `audit chain head` (fields `seq`, `hash`, `reason`; target
-//! [`HEAD_LOG_TARGET`]) every [`writer::HEAD_LOG_INTERVAL`] records and at
+//! [`HEAD_LOG_TARGET`]) every 1,000 records and at
 //! every seal and shutdown, so that a log collector outside the data
 //! directory witnesses how far the chain reached.
 

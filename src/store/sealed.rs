@@ -12,7 +12,7 @@
 //!
 //! Every write also updates the per-table digests and the write generation
 //! in the same atomic batch, and unseal checks them before any key is put
-//! to use ([`integrity`]).
+//! to use (see `sealed/integrity.rs`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -311,7 +311,7 @@ impl SealedStore {
         })
     }
 
-    /// Writes `changes` with their digests and generation (see [`integrity`]).
+    /// Writes `changes` with their digests and generation (see `sealed/integrity.rs`).
     fn commit(&self, keys: &Keys, changes: &[Change<'_>]) -> Result<Commit, SealError> {
         let done = integrity::commit(self.store.as_ref(), keys, changes, 0)?;
         if let Commit::Applied { generation, .. } = done {

@@ -344,3 +344,59 @@ async fn the_chain_head_is_logged_at_seal_and_shutdown() {
     let last = heads.last().unwrap();
     assert!(last.contains("reason=\"shutdown\""), "{heads:?}");
 }
+
+/// Init refuses a log kept from another store (its keyed records can never
+/// verify under new keys) before creating anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refuses_another_stores_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    s.stop().await;
+    std::fs::remove_dir_all(tmp.path().join("data/store")).unwrap();
+    let s = TestServer::start_in(tmp.path()).await;
+    let mut c = s.clients().await;
+    let e = c
+        .operator
+        .init(pb::InitRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(
+        e.message(),
+        "the audit log holds 2 keyed records from another store; move it aside before init"
+    );
+    let st = c
+        .operator
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!st.initialized, "{st:?}");
+    drop(c);
+    s.stop().await;
+}
+
+/// A mistaken init on a running server is refused and leaves it unsealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_init_leaves_the_server_unsealed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut c = s.clients().await;
+    let e = c
+        .operator
+        .init(pb::InitRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert!(list_entries(&mut c).await.entries.is_empty());
+    let records = tail(&mut c, 3).await;
+    assert_eq!(records[0]["event"]["decision"], "allow");
+    assert_eq!(records[1]["event"]["decision"], "failed");
+    assert_eq!(records[1]["event"]["reasons"][0], "already initialized");
+    drop(c);
+    s.stop().await;
+}

@@ -29,7 +29,7 @@ use crate::clock;
 use crate::secret::Secret;
 use crate::server::heads::{HEAD_KEY, decode_head};
 use crate::store::audit_log::AuditError;
-use crate::store::{Table, Unsealing};
+use crate::store::{SealError, Table, Unsealing};
 use std::sync::Arc;
 
 const AUTHORITY_KEY: &[u8] = b"authority";
@@ -38,8 +38,17 @@ const AUTHORITY_KEY: &[u8] = b"authority";
 #[derive(Debug, thiserror::Error)]
 pub enum UnsealRefused {
     /// The audit log fails verification under the store's chain key.
-    #[error("audit log failed verification ({0}); the server stays sealed")]
+    #[error("{0}; the server stays sealed")]
     Audit(AuditError),
+    /// Init found keyed records in the log: they were written under another
+    /// store's keys and can never verify under the new ones.
+    #[error(
+        "the audit log holds {records} keyed records from another store; move it aside before init"
+    )]
+    ForeignLog {
+        /// Keyed records found.
+        records: u64,
+    },
     /// The store is older than the audit log: it was restored from a copy,
     /// or its latest writes were lost.
     #[error(
@@ -88,20 +97,36 @@ impl Server {
     pub async fn init(self: Arc<Self>, passphrase: Secret) -> Result<(), ApiError> {
         let _guard = self.lifecycle.lock().await;
         let this = self.clone();
+        // A refused init creates nothing and leaves the server as it was.
+        blocking(move || this.check_before_init()).await?;
+        let this = self.clone();
         let checked = blocking(move || {
             this.store
                 .init(&passphrase, &this.config.trust_domain, clock::now())?;
-            // Records already in the log are those written while sealed
-            // before init; a keyed one belongs to another store's keys.
             let key = this.store.chain_key()?;
-            this.audit
-                .verify(Some(&key), None)
-                .map_err(UnsealRefused::Audit)?;
             this.prepare(key, None)
         })
         .await;
         self.finish_unseal(checked).await?;
         tracing::info!(trust_domain = %self.config.trust_domain, "initialized and unsealed");
+        Ok(())
+    }
+
+    /// Refuses init on an initialized store, and on a log with keyed
+    /// records: those were written under another store's keys and could
+    /// never verify under the new ones. Blocks.
+    fn check_before_init(&self) -> Result<(), ApiError> {
+        if self.store.status()?.initialized {
+            return Err(SealError::AlreadyInitialized.into());
+        }
+        let found = self
+            .audit
+            .verify(None, None)
+            .map_err(UnsealRefused::Audit)?;
+        let keyed = found.authenticated + found.keyed_unchecked;
+        if keyed > 0 {
+            return Err(UnsealRefused::ForeignLog { records: keyed }.into());
+        }
         Ok(())
     }
 

@@ -129,6 +129,8 @@ impl Writer {
         {
             tracing::error!(error = %e, "audit commit failed; refusing further appends");
             self.failed = true;
+            // Nothing more is written, so the key has no use left.
+            self.key = None;
             for (answer, _) in &mut answers {
                 if answer.is_ok() {
                     *answer = Err(e.clone());
