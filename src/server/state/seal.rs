@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 const AUTHORITY_KEY: &[u8] = b"authority";
 
-/// Why unseal refused a store or log that the passphrase did open.
+/// Why unseal (or init) refused a store or log that the passphrase did open.
 #[derive(Debug, thiserror::Error)]
 pub enum UnsealRefused {
     /// The audit log fails verification under the store's chain key.
