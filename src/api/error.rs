@@ -58,6 +58,11 @@ pub enum ApiError {
 
 impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> Self {
+        // A request that raced a seal: its "allow" cannot be recorded
+        // without the chain key, and the server is sealed by now.
+        if e == AuditError::SealedAllow {
+            return ApiError::Sealed;
+        }
         tracing::error!(error = %e, "audit append failed");
         ApiError::AuditUnavailable
     }
@@ -75,8 +80,15 @@ fn seal_status(e: &SealError) -> Status {
         }
         SealError::PassphraseTooShort => Status::invalid_argument(e.to_string()),
         SealError::AlreadyExists => Status::already_exists("already exists"),
-        SealError::Conflict => Status::aborted("changed concurrently; read it again and retry"),
-        SealError::Corrupt { .. } | SealError::MetaInvalid(_) => {
+        SealError::Conflict | SealError::Contended => {
+            Status::aborted("changed concurrently; read it again and retry")
+        }
+        SealError::Corrupt { .. }
+        | SealError::MetaInvalid(_)
+        | SealError::IntegrityMissing
+        | SealError::IntegrityInvalid
+        | SealError::TableTampered { .. }
+        | SealError::TableUnreadable { .. } => {
             tracing::error!(error = %e, "stored data failed authentication");
             Status::new(Code::DataLoss, e.to_string())
         }

@@ -6,6 +6,7 @@ mod agents;
 mod entries;
 mod heads;
 pub use heads::SealedHeads as SealedHeadsReader;
+pub use heads::{HEAD_KEY, decode_head};
 mod run;
 mod state;
 
@@ -13,4 +14,4 @@ pub use agents::{AgentRecord, Agents, JoinToken};
 pub use entries::Entries;
 pub use run::{Listeners, ServeError, bind_admin_socket, run};
 pub use state::read_policy_dir;
-pub use state::{Server, ServerError, own_uid};
+pub use state::{Server, ServerError, UnsealRefused, own_uid};

@@ -28,3 +28,4 @@ mod join_token;
 mod lifecycle;
 mod limits;
 mod policy;
+mod tamper;

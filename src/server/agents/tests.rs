@@ -11,7 +11,9 @@
 
 use super::*;
 use crate::keyring::KdfCost;
-use crate::store::{CasConflict, Records, SledStore, Store, StoreError, WriteOp};
+use crate::store::{
+    BatchConflict, CasConflict, Expect, Records, SledStore, Store, StoreError, WriteOp,
+};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
@@ -73,6 +75,22 @@ impl Store for PausingStore {
 
     fn batch(&self, ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
         self.inner.batch(ops)
+    }
+
+    fn batch_if(
+        &self,
+        expect: &[Expect<'_>],
+        ops: &[WriteOp<'_>],
+    ) -> Result<Result<(), BatchConflict>, StoreError> {
+        // Sealed writes arrive here with the table digest: pause the one
+        // that changes an agent record.
+        let agents = ops.iter().any(|op| match *op {
+            WriteOp::Put { table, .. } | WriteOp::Delete { table, .. } => table == Table::AGENTS,
+        });
+        if agents {
+            self.hold_if_armed(Table::AGENTS);
+        }
+        self.inner.batch_if(expect, ops)
     }
 
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError> {
