@@ -480,3 +480,16 @@ proptest! {
         let _ = verify(&bytes, Some(&key()), None);
     }
 }
+
+#[test]
+fn a_log_from_before_the_keyed_chain_is_named_as_such() {
+    // A record exactly as the unkeyed format wrote it.
+    let body = br#"{"seq":1,"prev":"0000000000000000000000000000000000000000000000000000000000000000","event":{"time":1,"subject":"uid:0","authn":"admin_socket","action":"entry.create","resource":"entry","decision":"allow","reasons":[],"source":"unix:uid=0"}}"#;
+    let mut bytes = hex::encode(super::chain::sha256(body)).into_bytes();
+    bytes.push(b' ');
+    bytes.extend_from_slice(body);
+    bytes.push(b'\n');
+    let err = verify(&bytes, Some(&key()), None).unwrap_err();
+    assert_eq!(err, VerifyError::LegacyFormat { record: 1 });
+    assert!(err.to_string().contains("start with a new one"), "{err}");
+}

@@ -78,6 +78,16 @@ pub enum VerifyError {
         /// The bad record.
         record: u64,
     },
+    /// The record is in the unkeyed format of earlier sigil versions (no
+    /// `auth` or `gen`), which cannot be authenticated: the data directory
+    /// predates the keyed chain and must be replaced, not trusted.
+    #[error(
+        "audit record {record}: written in the unkeyed format of an earlier sigil, which cannot be authenticated; keep this data directory for reference and start with a new one"
+    )]
+    LegacyFormat {
+        /// The record in the old format.
+        record: u64,
+    },
     /// The last line has no terminating newline (a torn or altered write).
     #[error("audit record {record}: not terminated by a newline")]
     Unterminated {
@@ -165,6 +175,7 @@ impl VerifyError {
     pub fn record(&self) -> Option<u64> {
         match *self {
             VerifyError::Malformed { record }
+            | VerifyError::LegacyFormat { record }
             | VerifyError::Unterminated { record }
             | VerifyError::BadHash { record }
             | VerifyError::BadMac { record }
@@ -178,6 +189,19 @@ impl VerifyError {
             VerifyError::Truncated { found, .. } => Some(found.saturating_add(1)),
         }
     }
+}
+
+/// A record body of the unkeyed format sigil wrote before the keyed chain,
+/// recognised only to say so instead of "malformed".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyRecord {
+    #[serde(rename = "seq")]
+    _seq: u64,
+    #[serde(rename = "prev")]
+    _prev: String,
+    #[serde(rename = "event")]
+    _event: Event,
 }
 
 /// A parsed record body.
@@ -237,7 +261,13 @@ pub fn parse_line(line: &[u8], record: u64, key: Option<&ChainKey>) -> Result<Pa
     }
     let mut tag = [0u8; 32];
     hex::decode_to_slice(tag_hex, &mut tag).map_err(|_| malformed)?;
-    let parsed: Record = serde_json::from_slice(body).map_err(|_| malformed)?;
+    let parsed: Record = serde_json::from_slice(body).map_err(|_| {
+        if serde_json::from_slice::<LegacyRecord>(body).is_ok() {
+            VerifyError::LegacyFormat { record }
+        } else {
+            malformed
+        }
+    })?;
     let checked = match (parsed.auth, key) {
         (Auth::None, _) => {
             if sha256(body) != tag {
