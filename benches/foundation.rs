@@ -31,7 +31,7 @@ use ring::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING,
     EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, UnparsedPublicKey,
 };
-use sigil::audit::{Event, Verdict};
+use sigil::audit::{ChainKey, Event, Verdict};
 use sigil::authority::{Authority, generate_key_and_csr};
 use sigil::id::{SpiffeId, TrustDomain};
 use sigil::policy::{Action, Authn, Context, Input, Pdp, Resource, Subject, default_policy};
@@ -192,8 +192,13 @@ fn durability(dir: &Path) -> BenchResult<()> {
         &dir.join("audit.log"),
         Arc::new(MemoryHeadStore::default()),
     )?);
+    // Appends while unsealed are keyed (HMAC-SHA-256), as in a server.
+    let key = ChainKey::new(sigil::secret::Secret::from_slice(&[0x5a; 32]));
+    let anchor = Event::by_server(0, sigil::audit::ANCHOR_ACTION, Vec::new());
+    runtime.block_on(log.unsealed(key, anchor))?;
+    let before = std::fs::metadata(dir.join("audit.log"))?.len();
     runtime.block_on(log.append(event(0)))?;
-    let record_len = usize::try_from(std::fs::metadata(dir.join("audit.log"))?.len())?;
+    let record_len = usize::try_from(std::fs::metadata(dir.join("audit.log"))?.len() - before)?;
     println!();
 
     let one: Runner<'_> = Box::new(|span| {

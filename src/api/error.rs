@@ -58,6 +58,11 @@ const SEALED: &str = "sealed: the server is sealed; run `sigil operator unseal`"
 
 impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> Self {
+        // A request that raced a seal: its "allow" cannot be recorded
+        // without the chain key, and the server is sealed by now.
+        if e == AuditError::SealedAllow {
+            return ApiError::Sealed;
+        }
         tracing::error!(error = %e, "audit append failed");
         ApiError::AuditUnavailable
     }
@@ -104,8 +109,15 @@ fn seal_status(e: &SealError) -> Status {
         }
         SealError::PassphraseTooShort => Status::invalid_argument(e.to_string()),
         SealError::AlreadyExists => Status::already_exists("already exists"),
-        SealError::Conflict => Status::aborted("changed concurrently; read it again and retry"),
-        SealError::Corrupt { .. } | SealError::MetaInvalid(_) => {
+        SealError::Conflict | SealError::Contended => {
+            Status::aborted("changed concurrently; read it again and retry")
+        }
+        SealError::Corrupt { .. }
+        | SealError::MetaInvalid(_)
+        | SealError::IntegrityMissing
+        | SealError::IntegrityInvalid
+        | SealError::TableTampered { .. }
+        | SealError::TableUnreadable { .. } => {
             tracing::error!(error = %e, "stored data failed authentication");
             Status::new(Code::DataLoss, e.to_string())
         }
@@ -155,13 +167,13 @@ fn entries_status(e: &EntriesError) -> Status {
 fn lifecycle_status(e: &LifecycleError) -> Status {
     match e {
         LifecycleError::Sealed => sealed(),
-        LifecycleError::AuditUnverified(_) | LifecycleError::PolicyDirUnreadable(_) => {
+        LifecycleError::Refused(r) => {
+            tracing::error!(error = %r, "unseal refused");
             Status::failed_precondition(e.to_string())
         }
-        LifecycleError::Audit(a) => {
-            tracing::error!(error = %a, "audit log unavailable");
-            Status::unavailable(ApiError::AuditUnavailable.to_string())
-        }
+        LifecycleError::PolicyDirUnreadable(_) => Status::failed_precondition(e.to_string()),
+        // The same answer as the gate's when the log cannot record a decision.
+        LifecycleError::Audit(a) => Status::from(ApiError::from(a.clone())),
         LifecycleError::PolicyRefused(p) => {
             Status::failed_precondition(format!("policy refused: {p}"))
         }
@@ -169,7 +181,9 @@ fn lifecycle_status(e: &LifecycleError) -> Status {
         LifecycleError::Entries(x) => entries_status(x),
         LifecycleError::Agents(x) => agents_status(x),
         LifecycleError::Store(s) => seal_status(s),
-        LifecycleError::TlsConfig(_) | LifecycleError::TaskFailed(_) => internal(e),
+        LifecycleError::TlsConfig(_)
+        | LifecycleError::AuditUnreadable(_)
+        | LifecycleError::TaskFailed(_) => internal(e),
     }
 }
 

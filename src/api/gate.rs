@@ -6,7 +6,7 @@
 //! fails, the request fails (fail closed).
 
 use super::ApiError;
-use crate::audit::Event;
+use crate::audit::{Event, Verdict};
 use crate::clock;
 use crate::id::SpiffeId;
 use crate::policy::{Action, Authn, Context, Input, Resource, Subject};
@@ -149,6 +149,31 @@ impl Gate {
             return Err(ApiError::Sealed);
         }
         Ok(caller)
+    }
+
+    /// Records that an allowed request's operation then failed: the
+    /// decision record before it says "allow", so without this a failed
+    /// attempt (a wrong unseal passphrase) would read as a success.
+    pub async fn record_failure(
+        &self,
+        ext: &http::Extensions,
+        action: Action,
+        resource: &Resource,
+        reason: &str,
+    ) -> Result<(), ApiError> {
+        let (caller, authn, source) = self.authenticate(ext);
+        let event = Event {
+            time: clock::unix_seconds(self.server.now()),
+            subject: caller.audit_name(),
+            authn: authn.as_str().to_owned(),
+            action: action.as_str().to_owned(),
+            resource: resource.audit_name(),
+            decision: Verdict::Failed,
+            reasons: vec![reason.to_owned()],
+            source,
+        };
+        self.server.audit().append(event).await?;
+        Ok(())
     }
 
     fn authenticate(&self, ext: &http::Extensions) -> (Caller, Authn, String) {

@@ -39,6 +39,7 @@ pub mod pb {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("UnsealRequest")
                 .field("passphrase", &"<redacted>")
+                .field("accept_rollback", &self.accept_rollback)
                 .finish()
         }
     }
@@ -125,6 +126,7 @@ mod tests {
         };
         let b = pb::UnsealRequest {
             passphrase: b"marker-passphrase".to_vec(),
+            accept_rollback: false,
         };
         let c = pb::MintJwtSvidResponse {
             token: "marker.token.value".into(),

@@ -1,14 +1,18 @@
-//! Linking events into the hash chain: [`ChainHead`] and [`link`].
+//! Linking events into the chain: [`ChainHead`], [`ChainKey`] and [`link`].
+
+use std::fmt;
 
 use ring::digest::{SHA256, digest};
+use ring::hmac;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::event::Event;
+use crate::secret::Secret;
 
 /// The `prev` of the first record: the hash of nothing.
 pub(crate) const GENESIS_HASH: [u8; 32] = [0; 32];
 
-/// Where the chain ends: the last record's sequence number and hash.
+/// Where the chain ends: the last record's sequence number and tag.
 ///
 /// The server keeps a copy in its encrypted store after every commit, so a
 /// log cut short (records dropped from the end) no longer matches it.
@@ -17,7 +21,7 @@ pub(crate) const GENESIS_HASH: [u8; 32] = [0; 32];
 pub struct ChainHead {
     /// The last record's `seq`; 0 for an empty chain.
     pub seq: u64,
-    /// SHA-256 of the last record's body; all zeros for an empty chain.
+    /// The last record's tag (its HMAC or SHA-256); all zeros for an empty chain.
     #[serde(serialize_with = "hash_to_hex", deserialize_with = "hash_from_hex")]
     pub hash: [u8; 32],
 }
@@ -47,6 +51,59 @@ fn hash_from_hex<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> 
     Ok(out)
 }
 
+/// The key that authenticates records written while unsealed.
+///
+/// It is derived from the store's root key (see `keyring::DerivedKey`), so
+/// it exists only while the store is unsealed and is never written anywhere.
+/// Whoever can edit the log file but not unseal the store cannot make a
+/// record that verifies under it. `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct ChainKey(Secret);
+
+impl ChainKey {
+    /// Wraps key bytes derived for the audit chain.
+    pub fn new(key: Secret) -> Self {
+        Self(key)
+    }
+
+    fn hmac_key(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, self.0.expose())
+    }
+
+    /// HMAC-SHA-256 of `body`.
+    pub(crate) fn tag(&self, body: &[u8]) -> [u8; 32] {
+        let tag = hmac::sign(&self.hmac_key(), body);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Whether `tag` is the HMAC of `body`, compared in constant time.
+    pub(crate) fn verifies(&self, body: &[u8], tag: &[u8; 32]) -> bool {
+        hmac::verify(&self.hmac_key(), body, tag).is_ok()
+    }
+}
+
+impl fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+/// How a record is authenticated; stored in its body as `"auth"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// `"hmac"`: the tag is HMAC-SHA-256 under the [`ChainKey`]. Written
+    /// while unsealed; nobody without the key can forge or alter it.
+    Hmac,
+    /// `"none"`: the tag is plain SHA-256. Written while sealed, when no key
+    /// is in memory (status, init and unseal calls and their outcomes).
+    /// Anyone who can edit the file can write such a record, so verification
+    /// reports these as unauthenticated.
+    None,
+}
+
 /// Why an event could not be turned into a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -59,35 +116,72 @@ pub enum LinkError {
     SequenceExhausted,
 }
 
+/// How [`link`] authenticates the record it makes.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode<'a> {
+    /// Keyed: written while unsealed.
+    Keyed {
+        /// The chain key.
+        key: &'a ChainKey,
+        /// On the first keyed record after records written while sealed (the
+        /// re-anchor): how many of them precede it. `None` on every other
+        /// keyed record.
+        sealed_records: Option<u64>,
+    },
+    /// Plain SHA-256: written while sealed.
+    Unauthenticated,
+}
+
 /// The body as stored: field order is fixed by this struct.
 #[derive(Serialize)]
 struct BodyRef<'a> {
     seq: u64,
     prev: String,
+    auth: Auth,
+    #[serde(rename = "gen")]
+    generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sealed_records: Option<u64>,
     event: &'a Event,
 }
 
 /// Makes the record that follows `prev`: the full line, newline included, and
-/// the new head.
-pub fn link(prev: &ChainHead, event: &Event) -> Result<(Vec<u8>, ChainHead), LinkError> {
+/// the new head. `generation` is the store's write generation as last made
+/// durable (see `store::sealed`), which lets unseal tell a restored store.
+pub fn link(
+    prev: &ChainHead,
+    event: &Event,
+    generation: u64,
+    mode: Mode<'_>,
+) -> Result<(Vec<u8>, ChainHead), LinkError> {
     let seq = prev
         .seq
         .checked_add(1)
         .ok_or(LinkError::SequenceExhausted)?;
+    let (auth, sealed_records) = match mode {
+        Mode::Keyed { sealed_records, .. } => (Auth::Hmac, sealed_records),
+        Mode::Unauthenticated => (Auth::None, None),
+    };
     let body = BodyRef {
         seq,
         prev: hex::encode(prev.hash),
+        auth,
+        generation,
+        sealed_records,
         event,
     };
     // serde_json escapes control characters, so the body never contains '\n'.
     let body = serde_json::to_vec(&body).map_err(|e| LinkError::Encode(e.to_string()))?;
-    let hash = sha256(&body);
+    let tag = match mode {
+        Mode::Keyed { key, .. } => key.tag(&body),
+        Mode::Unauthenticated => sha256(&body),
+    };
     let mut line = Vec::with_capacity(64 + 1 + body.len() + 1);
-    line.extend_from_slice(hex::encode(hash).as_bytes());
+    line.extend_from_slice(hex::encode(tag).as_bytes());
     line.push(b' ');
     line.extend_from_slice(&body);
     line.push(b'\n');
-    Ok((line, ChainHead { seq, hash }))
+    Ok((line, ChainHead { seq, hash: tag }))
 }
 
 /// SHA-256 of `bytes`.

@@ -22,7 +22,8 @@ pub struct Event {
     pub action: String,
     /// What was acted on, e.g. `entry:0b3c…`; an identifier, never a value.
     pub resource: String,
-    /// The PDP's verdict.
+    /// The PDP's verdict, or [`Verdict::Failed`] on a record that follows
+    /// an allowed request whose operation then failed.
     pub decision: Verdict,
     /// The PDP's reasons.
     pub reasons: Vec<String>,
@@ -30,7 +31,7 @@ pub struct Event {
     pub source: String,
 }
 
-/// Allowed or denied; serialized as `"allow"` / `"deny"`.
+/// Allowed, denied or failed; serialized as `"allow"`, `"deny"`, `"failed"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
@@ -38,6 +39,33 @@ pub enum Verdict {
     Allow,
     /// The request was denied.
     Deny,
+    /// The request was allowed but the operation failed (a wrong unseal
+    /// passphrase, a store that failed its checks). The gate records the
+    /// decision before the handler runs, so the outcome follows in its own
+    /// record; without it a failed attempt would read as "allow".
+    Failed,
+}
+
+/// The subject, authentication and source of records the server writes
+/// about itself (re-anchors, checkpoints), so they cannot be mistaken for
+/// a caller's request.
+pub const SERVER_SUBJECT: &str = "sigil-server";
+
+impl Event {
+    /// A record the server writes about itself: `action` on the audit log,
+    /// with `reasons` saying what happened.
+    pub fn by_server(time: u64, action: &str, reasons: Vec<String>) -> Event {
+        Event {
+            time,
+            subject: SERVER_SUBJECT.to_owned(),
+            authn: "internal".to_owned(),
+            action: action.to_owned(),
+            resource: "audit".to_owned(),
+            decision: Verdict::Allow,
+            reasons,
+            source: "internal".to_owned(),
+        }
+    }
 }
 
 impl From<bool> for Verdict {

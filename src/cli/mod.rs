@@ -4,6 +4,7 @@
 
 mod agent;
 mod agents;
+mod audit_report;
 pub mod client;
 mod dev;
 mod entry;

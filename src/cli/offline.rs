@@ -2,10 +2,13 @@
 //! `audit verify --data-dir`.
 
 use super::Failure;
+use super::audit_report::Summary;
 use super::output::Out;
+use crate::audit::{ChainHead, ChainKey};
 use crate::policy::Pdp;
-use crate::store::audit_log::AuditError;
-use crate::store::{SealedStore, SledStore, Store};
+use crate::server::{HEAD_KEY, UnsealRefused, decode_head};
+use crate::store::audit_log::{AuditError, verify_file};
+use crate::store::{SealedStore, SledStore, Store, Table};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,8 +28,11 @@ pub(super) fn policy_test(dir: &Path, out: &Out) -> Result<(), Failure> {
 }
 
 /// Verifies a stopped server's audit log. With the passphrase (file or
-/// $SIGIL_UNSEAL_PASSPHRASE) the chain is also checked against the head kept
-/// in the sealed store, which detects records dropped from the end.
+/// $SIGIL_UNSEAL_PASSPHRASE) it does what unseal does, writing nothing:
+/// checks every store table against its digest, authenticates the keyed
+/// records, checks the chain against the head kept in the sealed store
+/// (records dropped from the end) and the store against the log's
+/// generation (a rollback). Without it only the links are checked.
 pub(super) fn audit_verify(
     dir: &Path,
     passphrase_file: Option<&Path>,
@@ -44,22 +50,50 @@ pub(super) fn audit_verify(
     }
     let have_passphrase =
         passphrase_file.is_some() || std::env::var_os("SIGIL_UNSEAL_PASSPHRASE").is_some();
-    let head = if have_passphrase {
-        let passphrase = super::ops::read_passphrase(passphrase_file)?;
-        let raw: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("store"))?);
-        let store = Arc::new(SealedStore::new(raw, crate::keyring::KdfCost::default()));
-        store.unseal(&passphrase)?;
-        let heads = crate::server::SealedHeadsReader::new(store);
-        heads.stored()?
-    } else {
-        eprintln!("warning: no passphrase given; records dropped from the end cannot be detected");
-        None
-    };
-    match crate::store::audit_log::verify_file(&log, head.as_ref()) {
-        Ok(report) => super::ops::report_verify(true, report.records, 0, "", out),
-        Err(AuditError::Tampered(e)) => {
-            super::ops::report_verify(false, 0, e.record().unwrap_or(0), &e.to_string(), out)
-        }
-        Err(e) => Err(Failure(format!("cannot verify {}: {e}", log.display()))),
+    if !have_passphrase {
+        eprintln!(
+            "warning: no passphrase given; keyed records cannot be authenticated and records dropped from the end cannot be detected"
+        );
+        return report(&log, None, None, None, out);
     }
+    let passphrase = super::ops::read_passphrase(passphrase_file)?;
+    let raw: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("store"))?);
+    let store = SealedStore::new(raw, crate::keyring::KdfCost::default());
+    // Opened, never published: nothing is written.
+    let opened = store.open_keys(&passphrase)?;
+    let head = decode_head(opened.get(Table::STATE, HEAD_KEY)?)?;
+    let key = opened.chain_key()?;
+    report(
+        &log,
+        Some(&key),
+        head.as_ref(),
+        Some(opened.generation()),
+        out,
+    )
+}
+
+fn report(
+    log: &Path,
+    key: Option<&ChainKey>,
+    head: Option<&ChainHead>,
+    store_generation: Option<u64>,
+    out: &Out,
+) -> Result<(), Failure> {
+    let result = match verify_file(log, key, head) {
+        Ok(report) => {
+            if let Some(store) = store_generation
+                && report.generation > store
+            {
+                let refused = UnsealRefused::Rollback {
+                    store,
+                    log: report.generation,
+                };
+                return Err(Failure(refused.to_string()));
+            }
+            Ok(Summary::from_report(&report, store_generation))
+        }
+        Err(AuditError::Tampered(e)) => Err((e.record().unwrap_or(0), e.to_string())),
+        Err(e) => return Err(Failure(format!("cannot verify {}: {e}", log.display()))),
+    };
+    super::audit_report::report(result, out)
 }

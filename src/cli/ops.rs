@@ -1,5 +1,6 @@
 //! Operator, bundle, SVID, JWT, policy and audit commands.
 
+use super::audit_report::Summary;
 use super::output::Out;
 use super::{Cli, Failure, status_line};
 use crate::api::pb;
@@ -15,7 +16,7 @@ pub(super) enum OperatorCmd {
     /// Create the key hierarchy and the CA (the server is unsealed after).
     Init(PassphraseArgs),
     /// Unseal the store.
-    Unseal(PassphraseArgs),
+    Unseal(UnsealArgs),
     /// Seal the store: every key leaves memory.
     Seal,
     /// Show whether the store is initialized and sealed.
@@ -30,6 +31,16 @@ pub(super) struct PassphraseArgs {
     /// $SIGIL_UNSEAL_PASSPHRASE, otherwise standard input.
     #[arg(long)]
     passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct UnsealArgs {
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+    /// Accept a store older than the audit log: only after restoring the
+    /// store from a backup on purpose. The acceptance is audited.
+    #[arg(long)]
+    accept_rollback: bool,
 }
 
 /// Reads the passphrase from the file, the environment or standard input.
@@ -74,9 +85,10 @@ pub(super) async fn operator(cli: &Cli, cmd: &OperatorCmd, out: &Out) -> Result<
             );
         }
         OperatorCmd::Unseal(a) => {
-            let p = read_passphrase(a.passphrase_file.as_deref())?;
+            let p = read_passphrase(a.passphrase.passphrase_file.as_deref())?;
             c.unseal(pb::UnsealRequest {
                 passphrase: p.expose().to_vec(),
+                accept_rollback: a.accept_rollback,
             })
             .await
             .map_err(st)?;
@@ -371,12 +383,14 @@ pub(super) async fn policy(cli: &Cli, cmd: &PolicyCmd, out: &Out) -> Result<(), 
 
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditCmd {
-    /// Verify the hash chain (via the server, or offline with --data-dir).
+    /// Verify the keyed chain (via the server, or offline with --data-dir);
+    /// records written while sealed are listed as unauthenticated.
     Verify {
         /// Verify a stopped server's data directory offline.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Passphrase file for offline verification against the sealed head.
+        /// Passphrase file for offline verification: authenticates keyed
+        /// records, checks the stored head and the store's integrity.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
@@ -403,7 +417,12 @@ pub(super) async fn audit(cli: &Cli, cmd: &AuditCmd, out: &Out) -> Result<(), Fa
                 .await
                 .map_err(|s| Failure(status_line(&s)))?
                 .into_inner();
-            report_verify(r.ok, r.records, r.bad_record, &r.error, out)
+            let result = if r.ok {
+                Ok(Summary::from_response(&r))
+            } else {
+                Err((r.bad_record, r.error.clone()))
+            };
+            super::audit_report::report(result, out)
         }
         AuditCmd::Tail { count } => {
             let r = cli
@@ -423,31 +442,5 @@ pub(super) async fn audit(cli: &Cli, cmd: &AuditCmd, out: &Out) -> Result<(), Fa
             }
             Ok(())
         }
-    }
-}
-
-/// Prints a verification result; a failure is an error naming the record.
-pub(super) fn report_verify(
-    ok: bool,
-    records: u64,
-    bad: u64,
-    error: &str,
-    out: &Out,
-) -> Result<(), Failure> {
-    if ok {
-        out.print(&json!({"ok": true, "records": records}), || {
-            format!("OK: {records} records verified")
-        });
-        Ok(())
-    } else {
-        if out.json {
-            println!(
-                "{}",
-                json!({"ok": false, "bad_record": bad, "error": error})
-            );
-        }
-        Err(Failure(format!(
-            "audit log verification failed at record {bad}: {error}"
-        )))
     }
 }

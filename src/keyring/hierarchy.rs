@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+use ring::hkdf;
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -95,6 +96,31 @@ impl SealMeta {
         aad
     }
 }
+
+/// Keys derived from the root key for purposes other than record encryption.
+///
+/// They are derived (HKDF-SHA-256, one label each) rather than stored, so
+/// they exist only while unsealed, never reach the disk, and do not change
+/// when data keys rotate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DerivedKey {
+    /// HMAC key of the audit chain: records written while unsealed.
+    AuditChain,
+    /// HMAC key of the store's per-table digests.
+    StoreIntegrity,
+}
+
+impl DerivedKey {
+    fn label(self) -> &'static [u8] {
+        match self {
+            DerivedKey::AuditChain => b"sigil/audit-chain/v1",
+            DerivedKey::StoreIntegrity => b"sigil/store-integrity/v1",
+        }
+    }
+}
+
+/// Salt of the derivations: fixed, as the root key is already uniformly random.
+const DERIVE_SALT: &[u8] = b"sigil/derived-keys";
 
 /// Unsealed key material: the root key and the data-key ring.
 ///
@@ -211,6 +237,21 @@ impl Keys {
         *self = next;
         *meta = next_meta;
         Ok(version)
+    }
+
+    /// The 32-byte key for `purpose`, derived from the root key.
+    pub fn derive(&self, purpose: DerivedKey) -> Result<Secret, KeyringError> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVE_SALT).extract(self.root.expose());
+        let info = [purpose.label()];
+        let okm = prk
+            .expand(&info, hkdf::HKDF_SHA256)
+            .map_err(|_| KeyringError::RingMalformed)?;
+        // HKDF-SHA-256 can expand 32 bytes from any PRK, so neither step
+        // fails in practice; the errors exist only because ring's API does.
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        okm.fill(bytes.as_mut())
+            .map_err(|_| KeyringError::RingMalformed)?;
+        Ok(Secret::from_slice(bytes.as_ref()))
     }
 
     /// Data-key versions in the ring, ascending.

@@ -7,6 +7,9 @@
 //!   active data key ─AES-256-GCM, AAD = table ‖ key ‖ version→ record
 //! ```
 //!
+//! The root key also derives (HKDF-SHA-256) the audit chain's HMAC key and
+//! the store-integrity HMAC key ([`DerivedKey`]); neither is ever stored.
+//!
 //! Core module: no I/O and no clock. [`SealMeta`] is the unencrypted, serde
 //! description of the hierarchy that the store persists; [`Keys`] is the
 //! unsealed key material, held only in zeroizing memory and never printable.
@@ -19,7 +22,7 @@ mod kdf;
 mod tests;
 
 pub use envelope::RECORD_FORMAT;
-pub use hierarchy::{Keys, META_FORMAT, SealMeta};
+pub use hierarchy::{DerivedKey, Keys, META_FORMAT, SealMeta};
 pub use kdf::{KdfCost, KdfParams, MIN_PASSPHRASE_LEN};
 
 /// Everything that can go wrong in the key hierarchy. No variant carries key

@@ -1,14 +1,31 @@
 //! Keeps the audit chain head in the sealed store, so that dropping records
-//! from the end of the log file is detected.
+//! from the end of the log file is detected, and gives the audit writer the
+//! store's write generation to carry in every record.
 
 use crate::audit::ChainHead;
+use crate::keyring::KeyringError;
+use crate::secret::Secret;
 use crate::store::audit_log::HeadStore;
 use crate::store::{SealError, SealedStore, Table};
 use std::sync::Arc;
 
-const HEAD_KEY: &[u8] = b"audit-head";
+/// Key of the head in [`Table::STATE`].
+pub const HEAD_KEY: &[u8] = b"audit-head";
 
-/// A [`HeadStore`] in the sealed store's META table.
+/// Parses a stored head.
+pub fn decode_head(stored: Option<Secret>) -> Result<Option<ChainHead>, SealError> {
+    stored
+        .map(|v| {
+            serde_json::from_slice(v.expose()).map_err(|_| SealError::Corrupt {
+                table: Table::STATE,
+                key: "audit-head".to_owned(),
+                cause: KeyringError::RecordAuthenticationFailed,
+            })
+        })
+        .transpose()
+}
+
+/// A [`HeadStore`] in the sealed store's STATE table.
 #[derive(Debug)]
 pub struct SealedHeads(pub Arc<SealedStore>);
 
@@ -17,23 +34,10 @@ impl SealedHeads {
     pub fn new(store: Arc<SealedStore>) -> Self {
         Self(store)
     }
-}
 
-impl SealedHeads {
     /// The stored head, `Err(Sealed)` while sealed.
     pub fn stored(&self) -> Result<Option<ChainHead>, SealError> {
-        match self.0.get(Table::STATE, HEAD_KEY)? {
-            Some(v) => {
-                serde_json::from_slice(v.expose())
-                    .map(Some)
-                    .map_err(|_| SealError::Corrupt {
-                        table: Table::STATE,
-                        key: "audit-head".to_owned(),
-                        cause: crate::keyring::KeyringError::RecordAuthenticationFailed,
-                    })
-            }
-            None => Ok(None),
-        }
+        decode_head(self.0.get(Table::STATE, HEAD_KEY)?)
     }
 }
 
@@ -53,10 +57,15 @@ impl HeadStore for SealedHeads {
         match self.0.put(Table::STATE, HEAD_KEY, &bytes) {
             Ok(()) => Ok(()),
             // Records appended while sealed (status, init, unseal attempts)
-            // extend the chain past the stored head; the next append after
-            // unseal stores the new head. The chain itself still links them.
+            // extend the chain past the stored head, unauthenticated; the
+            // re-anchor at the next unseal states how many there are, and
+            // the next save after it covers them.
             Err(SealError::Sealed | SealError::NotInitialized) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.generation()
     }
 }

@@ -7,6 +7,7 @@ mod blocking;
 mod entries;
 mod heads;
 pub use heads::SealedHeads as SealedHeadsReader;
+pub use heads::{HEAD_KEY, decode_head};
 mod run;
 mod state;
 #[cfg(test)]
@@ -16,4 +17,4 @@ pub use agents::{AgentRecord, Agents, AgentsError, JoinToken};
 pub use entries::{Entries, EntriesError};
 pub use run::{Listeners, ServeError, bind_admin_socket, run};
 pub use state::read_policy_dir;
-pub use state::{LifecycleError, Server, ServerError, own_uid};
+pub use state::{LifecycleError, Server, ServerError, UnsealRefused, own_uid};

@@ -1,26 +1,26 @@
-//! The server's state and lifecycle: open (sealed), init, unseal, seal.
-//! Everything that needs keys becomes available at unseal and is dropped at
-//! seal.
+//! The server's state: open (sealed), the parts that exist only while
+//! unsealed, and accessors. The seal lifecycle (init, unseal, seal) is in
+//! `state/seal.rs`. Everything that needs keys becomes available at unseal and is
+//! dropped at seal.
 
 use super::agents::Agents;
 use super::entries::Entries;
 use super::heads::SealedHeads;
-use crate::audit::VerifyReport;
 use crate::authority::Authority;
-use crate::clock::{self, Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ServerConfig};
 use crate::id::{TrustDomain, Ttl};
 use crate::policy::{Pdp, PolicyError};
-use crate::secret::Secret;
-use crate::store::audit_log::{AuditError, AuditLog};
-use crate::store::{SealStatus, SealedStore, SledStore, Store, StoreError, Table};
+use crate::store::audit_log::{AuditError, AuditLog, log_head};
+use crate::store::{SealStatus, SealedStore, SledStore, Store, StoreError};
 use crate::sync::{lock, read, write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::sync::watch;
 
-const AUTHORITY_KEY: &[u8] = b"authority";
+mod seal;
+pub use seal::UnsealRefused;
 
 mod error;
 pub use error::LifecycleError;
@@ -199,8 +199,11 @@ impl Server {
         Ok(server)
     }
 
-    /// Tells long-lived streams that the server is shutting down.
+    /// Tells long-lived streams that the server is shutting down, and puts
+    /// the audit chain head in the server log for outside witnesses (the
+    /// writer logs the final one, after a keyed checkpoint, when it closes).
     pub fn begin_shutdown(&self) {
+        log_head(&self.audit.head(), "shutdown");
         self.stopping.send_replace(true);
     }
 
@@ -319,99 +322,9 @@ impl Server {
         }
     }
 
-    /// Creates the key hierarchy and the CA; the server is unsealed after.
-    pub async fn init(self: Arc<Self>, passphrase: Secret) -> Result<(), LifecycleError> {
-        let _guard = self.lifecycle.lock().await;
-        let now = clock::now();
-        let this = self.clone();
-        // Argon2id is deliberately slow: keep it off the async workers.
-        tokio::task::spawn_blocking(move || {
-            this.store.init(&passphrase, &this.config.trust_domain, now)
-        })
-        .await
-        .map_err(|e| LifecycleError::TaskFailed(e.to_string()))??;
-        if let Err(e) = self.finish_unseal() {
-            self.seal_now();
-            return Err(e);
-        }
-        tracing::info!(trust_domain = %self.config.trust_domain, "initialized and unsealed");
-        Ok(())
-    }
-
-    /// Unseals with `passphrase`; a wrong one changes nothing.
-    pub async fn unseal(self: Arc<Self>, passphrase: Secret) -> Result<(), LifecycleError> {
-        let _guard = self.lifecycle.lock().await;
-        if !self.is_sealed() {
-            return Ok(());
-        }
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.store.unseal(&passphrase))
-            .await
-            .map_err(|e| LifecycleError::TaskFailed(e.to_string()))??;
-        // Whatever fails from here on, the keys must not stay in memory
-        // while the server reports itself sealed.
-        match self.finish_unseal() {
-            Ok(()) => {
-                tracing::info!("unsealed");
-                Ok(())
-            }
-            Err(e) => {
-                self.seal_now();
-                Err(e)
-            }
-        }
-    }
-
-    fn finish_unseal(&self) -> Result<(), LifecycleError> {
-        // A log that does not extend the head kept in the sealed store was
-        // truncated or rewritten: refuse to run on it.
-        if let Err(e) = self.verify_audit_now()? {
-            return Err(LifecycleError::AuditUnverified(e));
-        }
-        let now = clock::now();
-        let stored = match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
-            Some(stored) => Some(Authority::from_sealed_bytes(stored.expose())?),
-            None => None,
-        };
-        // A server that stays down past its CA's life comes back with a CA
-        // that can sign nothing. Until CA rotation exists, replace a CA that
-        // cannot outlive one default SVID: everything it issued has expired
-        // or is about to, so agents re-attest with join tokens.
-        let usable_until = now + self.config.x509_svid_ttl.as_duration();
-        let authority = match stored {
-            Some(a) if a.ca_not_after() > usable_until => a,
-            previous => {
-                if previous.is_some() {
-                    tracing::warn!(
-                        "the stored CA has expired or is about to; generating a new one"
-                    );
-                }
-                // Also covers a fresh store, or one whose init stopped
-                // before the CA was stored. A replacement continues the
-                // bundle's sequence number.
-                let (ttl, rng) = (
-                    self.config.ca_ttl.as_duration(),
-                    ring::rand::SystemRandom::new(),
-                );
-                let authority = match &previous {
-                    Some(old) => old.replacement(now, ttl, &rng)?,
-                    None => Authority::generate(&self.config.trust_domain, now, ttl, &rng)?,
-                };
-                self.store.put(
-                    Table::AUTHORITY,
-                    AUTHORITY_KEY,
-                    authority.to_sealed_bytes().expose(),
-                )?;
-                authority
-            }
-        };
-        self.activate(authority, now)
-    }
-
+    /// Installs the authority and the server's SVID; the caches are loaded.
     fn activate(&self, authority: Authority, now: SystemTime) -> Result<(), LifecycleError> {
         let authority = Arc::new(authority);
-        let count = self.entries.load()?;
-        self.agents.load()?;
         let expires = self.install_server_svid(&authority, now)?;
         *write(&self.active) = Some(Active {
             authority,
@@ -419,7 +332,7 @@ impl Server {
             server_svid_issued: now,
         });
         self.report_health();
-        tracing::info!(entries = count, "authority active");
+        tracing::info!("authority active");
         Ok(())
     }
 
@@ -466,52 +379,5 @@ impl Server {
             a.server_svid_issued = now;
         }
         Ok(())
-    }
-
-    /// Drops every key from memory, after any init or unseal in progress.
-    pub async fn seal(&self) {
-        let _guard = self.lifecycle.lock().await;
-        self.seal_now();
-    }
-
-    fn seal_now(&self) {
-        self.store.seal();
-        *write(&self.active) = None;
-        self.entries.clear();
-        self.agents.clear();
-        self.tls.send_replace(None);
-        self.report_health();
-        tracing::info!("sealed");
-    }
-
-    /// Adds a data-key version.
-    pub async fn rotate_keys(self: Arc<Self>) -> Result<u32, LifecycleError> {
-        let _guard = self.lifecycle.lock().await;
-        Ok(self.store.rotate_data_key()?)
-    }
-
-    fn verify_audit_now(
-        &self,
-    ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, LifecycleError> {
-        let head = self.heads.stored()?;
-        Ok(self.audit.verify(head.as_ref()))
-    }
-
-    /// Verifies the audit chain against the stored head (reads and hashes
-    /// the whole log, so off the async workers).
-    pub async fn verify_audit(
-        self: Arc<Self>,
-    ) -> Result<Result<VerifyReport, crate::audit::VerifyError>, LifecycleError> {
-        tokio::task::spawn_blocking(move || self.verify_audit_now())
-            .await
-            .map_err(|e| LifecycleError::TaskFailed(e.to_string()))?
-    }
-
-    /// The last `n` audit records.
-    pub async fn audit_tail(self: Arc<Self>, n: usize) -> Result<Vec<String>, LifecycleError> {
-        tokio::task::spawn_blocking(move || self.audit.tail(n))
-            .await
-            .map_err(|e| LifecycleError::TaskFailed(e.to_string()))?
-            .map_err(LifecycleError::from)
     }
 }

@@ -13,7 +13,8 @@ use crate::id::TrustDomain;
 use crate::keyring::KdfCost;
 use crate::secret::Secret;
 use crate::store::{
-    CasConflict, Records, SealedStore, SledStore, Store, StoreError, Table, WriteOp,
+    BatchConflict, CasConflict, Expect, Records, SealedStore, SledStore, Store, StoreError, Table,
+    WriteOp,
 };
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,20 @@ impl PausingStore {
         }
     }
 
+    /// Holds a batch if it writes the armed table.
+    fn hold_if_armed_for(&self, ops: &[WriteOp<'_>]) {
+        let armed = self.armed.lock().unwrap().as_ref().map(|p| p.table);
+        let hit = ops.iter().find_map(|op| match *op {
+            WriteOp::Put { table, .. } | WriteOp::Delete { table, .. } => {
+                (Some(table) == armed).then_some(table)
+            }
+        });
+        match hit {
+            Some(table) => self.hold_if_armed(table),
+            None => self.note_thread(),
+        }
+    }
+
     /// Holds the next write to `table`; returns (reached, resume).
     pub fn arm(&self, table: Table) -> (Receiver<()>, Sender<()>) {
         let (reached_tx, reached_rx) = channel();
@@ -110,8 +125,18 @@ impl Store for PausingStore {
     }
 
     fn batch(&self, ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
-        self.note_thread();
+        self.hold_if_armed_for(ops);
         self.inner.batch(ops)
+    }
+
+    fn batch_if(
+        &self,
+        expect: &[Expect<'_>],
+        ops: &[WriteOp<'_>],
+    ) -> Result<Result<(), BatchConflict>, StoreError> {
+        // Sealed writes arrive here, with the table's digest in the batch.
+        self.hold_if_armed_for(ops);
+        self.inner.batch_if(expect, ops)
     }
 
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError> {

@@ -1,5 +1,5 @@
-//! The audit log file: one writer thread owns the hash chain and commits
-//! records in groups (SPEC §4 "continuous monitoring", §6 audit appends vs
+//! The audit log file: one writer thread owns the chain and commits records
+//! in groups (SPEC §4 "continuous monitoring", §6 audit appends vs
 //! fdatasync; STYLE §10).
 //!
 //! Every [`AuditLog::append`] waits until its record is written, the file is
@@ -9,23 +9,53 @@
 //! caller in that group gets the error — the privileged operation must then
 //! fail — and the log refuses further appends until it is reopened, because
 //! the file's tail is no longer known to be good.
+//!
+//! The queue to the writer is bounded ([`QUEUE_LEN`]): when it is full,
+//! appenders wait for room (back-pressure) instead of growing memory without
+//! limit, and no record is ever dropped.
+//!
+//! While the store is unsealed the writer holds the chain key and writes
+//! keyed records; [`AuditLog::unsealed`] hands it over with the re-anchor
+//! record and [`AuditLog::sealing`] takes it back after a keyed checkpoint
+//! (see `audit` for the rules). The chain head goes to the server log as
+//! `audit chain head` (fields `seq`, `hash`, `reason`; target
+//! [`HEAD_LOG_TARGET`]) every 1,000 records and at
+//! every seal and shutdown, so that a log collector outside the data
+//! directory witnesses how far the chain reached.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::OpenOptions;
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{
-    ChainHead, Event, LinkError, VerifyError, VerifyReport, link, parse_line, verify,
-};
+use crate::audit::{ChainHead, ChainKey, Event, LinkError, VerifyError, VerifyReport, verify};
+use writer::{Msg, Writer};
 
-/// The most events committed by one fsync; bounds the latency of a group.
-const MAX_GROUP: usize = 4096;
+mod tail;
+mod writer;
+
+/// Events waiting for the writer, at most. Appenders beyond it wait.
+pub const QUEUE_LEN: usize = 4096;
+
+/// The tracing target of the `audit chain head` message.
+pub const HEAD_LOG_TARGET: &str = "sigil::audit";
+
+/// Writes the chain head to the server log, for outside witnesses. The
+/// message and field names are stable: log collectors match on them.
+pub fn log_head(head: &ChainHead, reason: &'static str) {
+    tracing::info!(
+        target: HEAD_LOG_TARGET,
+        seq = head.seq,
+        hash = %hex::encode(head.hash),
+        reason,
+        "audit chain head"
+    );
+}
 
 /// Where the server keeps the chain head, out of reach of whoever can edit
 /// the log file (the server uses its encrypted store), so that removing
@@ -35,27 +65,42 @@ pub trait HeadStore: Send + Sync + 'static {
     fn load_head(&self) -> Result<Option<ChainHead>, String>;
     /// Durably saves `head`; the log acknowledges appends only after this returns.
     fn save_head(&self, head: &ChainHead) -> Result<(), String>;
+    /// The store's write generation as last made durable; every record
+    /// carries it.
+    fn generation(&self) -> u64;
 }
 
-/// A [`HeadStore`] in memory, for tests and tools.
+/// A [`HeadStore`] in memory, for tests and tools. Each save counts as one
+/// store write for the generation.
 #[derive(Debug, Default)]
-pub struct MemoryHeadStore(Mutex<Option<ChainHead>>);
+pub struct MemoryHeadStore {
+    head: Mutex<Option<ChainHead>>,
+    generation: AtomicU64,
+}
 
 impl MemoryHeadStore {
     /// A store holding `head`.
     pub fn new(head: Option<ChainHead>) -> Self {
-        Self(Mutex::new(head))
+        Self {
+            head: Mutex::new(head),
+            generation: AtomicU64::new(0),
+        }
     }
 }
 
 impl HeadStore for MemoryHeadStore {
     fn load_head(&self) -> Result<Option<ChainHead>, String> {
-        Ok(*crate::sync::lock(&self.0))
+        Ok(*crate::sync::lock(&self.head))
     }
 
     fn save_head(&self, head: &ChainHead) -> Result<(), String> {
-        *crate::sync::lock(&self.0) = Some(*head);
+        *crate::sync::lock(&self.head) = Some(*head);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -79,6 +124,12 @@ pub enum AuditError {
     /// An event could not be made into a record.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// An allowed request reached the log after the chain key was dropped
+    /// (it raced a seal): without the key its record would be an
+    /// unauthenticated "allow", which verification rejects, so the request
+    /// fails instead.
+    #[error("audit log cannot record an allowed request while sealed")]
+    SealedAllow,
     /// Another `AuditLog` (in this or another process) has the file open.
     #[error("audit log is already open in another writer")]
     InUse,
@@ -90,28 +141,29 @@ pub enum AuditError {
     Closed,
 }
 
-fn io(op: &'static str) -> impl Fn(std::io::Error) -> AuditError {
+pub(crate) fn io(op: &'static str) -> impl Fn(std::io::Error) -> AuditError {
     move |e| AuditError::Io {
         op,
         message: e.to_string(),
     }
 }
 
-type Waiter = oneshot::Sender<Result<u64, AuditError>>;
-
-/// The open, verified audit log. Cheap to share behind an `Arc`; appends from
-/// any number of tasks are serialized by one writer thread.
+/// The open audit log. Cheap to share behind an `Arc`; appends from any
+/// number of tasks are serialized by one writer thread.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    tx: Option<mpsc::Sender<(Event, Waiter)>>,
+    tx: Option<mpsc::Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
+    head: Arc<Mutex<ChainHead>>,
 }
 
 impl AuditLog {
-    /// Opens (or creates, mode 0600) the log at `path`, verifies the whole
-    /// chain against the stored head, and starts the writer. Refuses a log
-    /// that fails verification: the server must not start on it.
+    /// Opens (or creates, mode 0600) the log at `path`, checks the chain's
+    /// structure (links, sequence, unauthenticated records; keyed records
+    /// are authenticated at unseal, when the key exists) against the stored
+    /// head, and starts the writer. Refuses a log that fails: the server
+    /// must not start on it.
     ///
     /// A final line without a newline is a write torn by a crash: it was
     /// never acknowledged, so it is cut off (with a warning) once everything
@@ -134,7 +186,11 @@ impl AuditLog {
         file.read_to_end(&mut bytes).map_err(io("read"))?;
         let stored = heads.load_head().map_err(AuditError::HeadStore)?;
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let report = verify(bytes.get(..complete).unwrap_or_default(), stored.as_ref())?;
+        let report = verify(
+            bytes.get(..complete).unwrap_or_default(),
+            None,
+            stored.as_ref(),
+        )?;
         if complete < bytes.len() {
             tracing::warn!(
                 path = %path.display(),
@@ -145,71 +201,105 @@ impl AuditLog {
             file.sync_data().map_err(io("fdatasync"))?;
         }
         anchor(path, &report, stored.as_ref(), heads.as_ref())?;
-        let (tx, rx) = mpsc::channel();
+        let head = Arc::new(Mutex::new(report.head));
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
         let writer = Writer {
             file,
             head: report.head,
             heads,
+            key: None,
+            sealed_run: report.pending_unauthenticated(),
             failed: false,
+            shared: head.clone(),
         };
+        // The writer logs to whatever subscriber the opener uses.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let handle = std::thread::Builder::new()
             .name("audit-log".to_string())
-            .spawn(move || writer.run(rx))
+            .spawn(move || tracing::dispatcher::with_default(&dispatch, || writer.run(rx)))
             .map_err(io("spawn writer"))?;
         Ok(AuditLog {
             path: path.to_path_buf(),
             tx: Some(tx),
             writer: Some(handle),
+            head,
         })
+    }
+
+    async fn send(&self, msg: impl FnOnce(writer::Waiter) -> Msg) -> Result<u64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(AuditError::Closed)?;
+        // Waits for room when the queue is full: back-pressure, never a drop.
+        tx.send(msg(done)).await.map_err(|_| AuditError::Closed)?;
+        wait.await.map_err(|_| AuditError::Closed)?
     }
 
     /// Appends `event` and waits until it is durable and the head is saved.
     /// Returns the record's sequence number. On error the caller must treat
     /// the audited operation as failed.
     pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
-        let (done, wait) = oneshot::channel();
-        let tx = self.tx.as_ref().ok_or(AuditError::Closed)?;
-        tx.send((event, done)).map_err(|_| AuditError::Closed)?;
-        wait.await.map_err(|_| AuditError::Closed)?
+        self.send(|done| Msg::Append(event, done)).await
     }
 
-    /// Verifies the chain as it is on disk now against `head`. Read the head
-    /// before calling: the head is saved only after its records are durable,
-    /// so a head read first is never ahead of the file read after it. A
-    /// record being written concurrently is left out, not reported.
-    pub fn verify(&self, head: Option<&ChainHead>) -> Result<VerifyReport, VerifyError> {
-        let bytes = std::fs::read(&self.path).map_err(|_| VerifyError::Malformed { record: 1 })?;
+    /// Hands the writer the chain key and writes `anchor` as the first keyed
+    /// record, stating how many records were written while sealed. Returns
+    /// its sequence number.
+    pub async fn unsealed(&self, key: ChainKey, anchor: Event) -> Result<u64, AuditError> {
+        self.send(|done| Msg::Unseal { key, anchor, done }).await
+    }
+
+    /// Writes `checkpoint` as a keyed record (if the writer holds the key),
+    /// then drops the key and logs the head. Records after it are written
+    /// unauthenticated.
+    pub async fn sealing(&self, checkpoint: Event) -> Result<(), AuditError> {
+        self.send(|done| Msg::Seal { checkpoint, done })
+            .await
+            .map(drop)
+    }
+
+    /// The head as of the last commit.
+    pub fn head(&self) -> ChainHead {
+        *crate::sync::lock(&self.head)
+    }
+
+    /// Verifies the chain as it is on disk now (keyed records under `key`)
+    /// against `head`. Read the head before calling: the head is saved only
+    /// after its records are durable, so a head read first is never ahead of
+    /// the file read after it. A record being written concurrently is left
+    /// out, not reported. Reads the whole file: call it off the async workers.
+    pub fn verify(
+        &self,
+        key: Option<&ChainKey>,
+        head: Option<&ChainHead>,
+    ) -> Result<VerifyReport, AuditError> {
+        let bytes = std::fs::read(&self.path).map_err(io("read"))?;
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        verify(bytes.get(..complete).unwrap_or_default(), head)
+        Ok(verify(
+            bytes.get(..complete).unwrap_or_default(),
+            key,
+            head,
+        )?)
     }
 
     /// The bodies (JSON) of the last `n` complete records, oldest first.
-    /// Reads the file; does not verify the chain (use [`verify_file`]).
+    /// Reads backwards from the end of the file; does not verify the chain
+    /// (use [`AuditLog::verify`]).
     pub fn tail(&self, n: usize) -> Result<Vec<String>, AuditError> {
-        let bytes = std::fs::read(&self.path).map_err(io("read"))?;
-        let complete = bytes
+        let mut file = std::fs::File::open(&self.path).map_err(io("open"))?;
+        let lines = tail::last_lines(&mut file, n).map_err(io("read"))?;
+        Ok(lines
             .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(&[][..], |i| bytes.get(..i).unwrap_or_default());
-        if complete.is_empty() {
-            return Ok(Vec::new());
-        }
-        let lines: Vec<&[u8]> = complete.split(|&b| b == b'\n').collect();
-        let skip = lines.len().saturating_sub(n);
-        lines
-            .iter()
-            .skip(skip)
-            .zip((skip as u64).saturating_add(1)..)
-            .map(|(line, record)| {
-                let (_, body, _) = parse_line(line, record)?;
-                Ok(String::from_utf8_lossy(body).into_owned())
+            .map(|line| {
+                let body = line.get(65..).unwrap_or_default();
+                String::from_utf8_lossy(body).into_owned()
             })
-            .collect()
+            .collect())
     }
 }
 
 impl Drop for AuditLog {
-    /// Blocks until queued events are committed (at most one group's fsync).
+    /// Blocks until queued events are committed and the shutdown checkpoint
+    /// is written (at most a few fsyncs).
     fn drop(&mut self) {
         // Closing the channel lets the writer finish queued events and exit;
         // joining it means the file is closed when drop returns.
@@ -232,10 +322,10 @@ fn anchor(
         return Ok(());
     }
     match stored {
-        None if report.records > 0 => tracing::warn!(
+        None if report.records > 0 => tracing::debug!(
             path = %path.display(),
             records = report.records,
-            "no stored audit chain head; trusting the log as found"
+            "no stored audit chain head yet (sealed); it is checked at unseal"
         ),
         Some(_) if report.unanchored > 0 => tracing::warn!(
             path = %path.display(),
@@ -248,75 +338,15 @@ fn anchor(
 }
 
 /// Offline verification for `sigil audit verify`: reads the file and checks
-/// it against `head` if given. A torn final line is reported, not repaired.
-pub fn verify_file(path: &Path, head: Option<&ChainHead>) -> Result<VerifyReport, AuditError> {
+/// it (keyed records under `key`) against `head` if given. A torn final
+/// line is reported, not repaired.
+pub fn verify_file(
+    path: &Path,
+    key: Option<&ChainKey>,
+    head: Option<&ChainHead>,
+) -> Result<VerifyReport, AuditError> {
     let bytes = std::fs::read(path).map_err(io("read"))?;
-    Ok(verify(&bytes, head)?)
-}
-
-/// The writer thread's state: the only code that touches the file after open.
-struct Writer {
-    file: File,
-    head: ChainHead,
-    heads: Arc<dyn HeadStore>,
-    /// Set after a failed commit: the tail of the file is unknown, so no more
-    /// records may be chained onto it.
-    failed: bool,
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<(Event, Waiter)>) {
-        while let Ok(first) = rx.recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(item) => group.push(item),
-                    Err(_) => break,
-                }
-            }
-            self.commit(group);
-        }
-    }
-
-    /// Writes, syncs and anchors one group, then answers every waiter in it.
-    fn commit(&mut self, group: Vec<(Event, Waiter)>) {
-        let outcome = if self.failed {
-            Err(AuditError::Failed)
-        } else {
-            self.write_group(&group)
-        };
-        if let Err(e) = &outcome {
-            if !self.failed {
-                tracing::error!(error = %e, "audit commit failed; refusing further appends");
-            }
-            self.failed = true;
-        }
-        for (i, (_, waiter)) in group.into_iter().enumerate() {
-            let answer = match &outcome {
-                Ok(first_seq) => Ok(first_seq.saturating_add(i as u64)),
-                Err(e) => Err(e.clone()),
-            };
-            // A waiter that gave up (its request was cancelled) is not an error.
-            let _ = waiter.send(answer);
-        }
-    }
-
-    /// Returns the first record's sequence number.
-    fn write_group(&mut self, group: &[(Event, Waiter)]) -> Result<u64, AuditError> {
-        let mut head = self.head;
-        let mut buf = Vec::new();
-        for (event, _) in group {
-            let (line, next) = link(&head, event)?;
-            buf.extend_from_slice(&line);
-            head = next;
-        }
-        let first = self.head.seq.saturating_add(1);
-        self.file.write_all(&buf).map_err(io("write"))?;
-        self.file.sync_data().map_err(io("fdatasync"))?;
-        self.heads.save_head(&head).map_err(AuditError::HeadStore)?;
-        self.head = head;
-        Ok(first)
-    }
+    Ok(verify(&bytes, key, head)?)
 }
 
 #[cfg(test)]

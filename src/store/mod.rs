@@ -4,7 +4,8 @@
 //!
 //! The trait is deliberately small and honest about what a networked database
 //! can do atomically: point reads and writes, compare-and-swap, multi-key
-//! batches and ordered prefix scans. No sled type appears in it, and callers
+//! batches (also conditional on the current values of some keys, which is one
+//! transaction on a database) and ordered prefix scans. No sled type appears in it, and callers
 //! must not assume a local disk. Every write method returns only once the
 //! write is durable, because every acknowledged write must survive a crash.
 
@@ -15,7 +16,7 @@ pub mod sled_store;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use sealed::{SealError, SealStatus, SealedStore, SealedWrite};
+pub use sealed::{SealError, SealStatus, SealedStore, SealedWrite, Unsealing};
 pub use sled_store::SledStore;
 
 /// A named table. Tables are fixed at compile time and their names never
@@ -47,9 +48,11 @@ impl Table {
     pub const ENTRY_INDEX: Table = Table("entry_index");
     /// Server state records such as the audit chain head.
     pub const STATE: Table = Table("state");
+    /// The store's write generation and per-table digests (see `sealed`).
+    pub const INTEGRITY: Table = Table("integrity");
 
     /// Every table, for tools that walk the whole store.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::SYS,
         Table::ENTRIES,
         Table::AGENTS,
@@ -61,6 +64,7 @@ impl Table {
         Table::GRANTS,
         Table::ENTRY_INDEX,
         Table::STATE,
+        Table::INTEGRITY,
     ];
 
     /// The table's name.
@@ -100,6 +104,25 @@ pub enum WriteOp<'a> {
         /// Record key.
         key: &'a [u8],
     },
+}
+
+/// A precondition of [`Store::batch_if`]: (`table`, `key`) holds exactly
+/// `value` (`None`: absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect<'a> {
+    /// Table of the record.
+    pub table: Table,
+    /// Record key.
+    pub key: &'a [u8],
+    /// The value it must hold, or `None` if it must be absent.
+    pub value: Option<&'a [u8]>,
+}
+
+/// A conditional batch was not applied: a precondition did not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConflict {
+    /// Index of the first precondition that did not hold.
+    pub failed: usize,
 }
 
 /// Records from a scan: `(key, value)` pairs ordered by key.
@@ -162,6 +185,17 @@ pub trait Store: Send + Sync + 'static {
     /// Applies all `ops` atomically: after a crash either all or none are
     /// visible. Durable before return.
     fn batch(&self, ops: &[WriteOp<'_>]) -> Result<(), StoreError>;
+
+    /// Applies all `ops` atomically, and only if every precondition in
+    /// `expect` holds at that moment: one transaction on a database, checked
+    /// and applied with no other write in between. When a precondition
+    /// fails nothing is written and the conflict names it. Durable before
+    /// return when applied.
+    fn batch_if(
+        &self,
+        expect: &[Expect<'_>],
+        ops: &[WriteOp<'_>],
+    ) -> Result<Result<(), BatchConflict>, StoreError>;
 
     /// All records in `table` whose key starts with `prefix`, ordered by key.
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError>;

@@ -9,88 +9,39 @@
 //!
 //! Record keys are stored in clear (they name locations, like secret paths);
 //! only values are encrypted. Never use a secret as a record key: hash it.
+//!
+//! Every write also updates the per-table digests and the write generation
+//! in the same atomic batch, and unseal checks them before any key is put
+//! to use (see `sealed/integrity.rs`).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{Store, StoreError, Table, WriteOp};
+use super::{Expect, Store, StoreError, Table, WriteOp};
+use crate::audit::ChainKey;
 use crate::id::TrustDomain;
-use crate::keyring::{KdfCost, KeyringError, Keys, SealMeta};
+use crate::keyring::{KdfCost, Keys, SealMeta};
 use crate::secret::Secret;
+pub use error::SealError;
+use error::hierarchy_error;
+use integrity::{Change, Commit};
+pub use unsealing::Unsealing;
+use unsealing::chain_key;
 
+mod error;
+mod integrity;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_integrity;
+mod unsealing;
 
 /// Key of the seal metadata in [`Table::SYS`].
 const SEAL_META_KEY: &[u8] = b"seal_meta";
-
-/// Failures of the sealed store. None carries a value or key material.
-#[derive(Debug, thiserror::Error)]
-pub enum SealError {
-    /// The store is sealed: unseal it first.
-    #[error("store is sealed")]
-    Sealed,
-    /// The store has no key hierarchy yet: initialise it first.
-    #[error("store is not initialized")]
-    NotInitialized,
-    /// The store already has a key hierarchy.
-    #[error("store is already initialized")]
-    AlreadyInitialized,
-    /// The passphrase does not unseal this store.
-    #[error("wrong passphrase")]
-    WrongPassphrase,
-    /// The passphrase is shorter than the minimum length.
-    #[error("passphrase too short")]
-    PassphraseTooShort,
-    /// A create found a record already at that location.
-    #[error("record already exists")]
-    AlreadyExists,
-    /// A compare-and-put found a value other than the expected one.
-    #[error("record changed concurrently")]
-    Conflict,
-    /// The system table holds the seal metadata and takes no record operations.
-    #[error("table {0} is reserved")]
-    ReservedTable(Table),
-    /// A stored record does not decrypt at its location: it was altered or
-    /// moved. Names where, never what.
-    #[error("record {table}/{key} is corrupt")]
-    Corrupt {
-        /// Table of the record.
-        table: Table,
-        /// Record key, escaped for printing.
-        key: String,
-        /// Which envelope check failed.
-        #[source]
-        cause: KeyringError,
-    },
-    /// The stored seal metadata is unreadable or has been altered.
-    #[error("seal metadata is invalid")]
-    MetaInvalid(#[source] KeyringError),
-    /// The key hierarchy failed for another reason (random source, sizes).
-    #[error("keyring failure")]
-    Keyring(#[source] KeyringError),
-    /// The backing store failed.
-    #[error("storage failure")]
-    Backend(#[from] StoreError),
-}
-
-/// Decides which caller-facing error a hierarchy failure becomes.
-fn hierarchy_error(e: KeyringError) -> SealError {
-    match e {
-        KeyringError::WrongPassphrase => SealError::WrongPassphrase,
-        KeyringError::PassphraseTooShort => SealError::PassphraseTooShort,
-        KeyringError::MetaMalformed
-        | KeyringError::UnsupportedMetaFormat(_)
-        | KeyringError::MetaTampered
-        | KeyringError::RingMalformed
-        | KeyringError::MetaNotForTheseKeys
-        | KeyringError::KdfParamsOutOfRange => SealError::MetaInvalid(e),
-        other => SealError::Keyring(other),
-    }
-}
 
 /// What `status` reports; available while sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -158,6 +109,8 @@ pub struct SealedStore {
     store: Arc<dyn Store>,
     cost: KdfCost,
     keys: RwLock<Option<Keys>>,
+    /// The highest write generation known durable; kept while sealed.
+    generation: AtomicU64,
 }
 
 impl fmt::Debug for SealedStore {
@@ -176,7 +129,18 @@ impl SealedStore {
             store,
             cost,
             keys: RwLock::new(None),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The store's write generation as last made durable by this process
+    /// (or read at unseal). It only grows; it stays readable while sealed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn saw_generation(&self, generation: u64) {
+        self.generation.fetch_max(generation, Ordering::AcqRel);
     }
 
     fn read_keys(&self) -> RwLockReadGuard<'_, Option<Keys>> {
@@ -232,22 +196,66 @@ impl SealedStore {
         let (meta, keys) =
             Keys::create(passphrase, trust_domain, now, self.cost).map_err(hierarchy_error)?;
         let bytes = meta.encode().map_err(SealError::Keyring)?;
+        let state = integrity::initial_state(&keys)?;
         let mut guard = self.write_keys();
+        // The seal metadata and the first integrity record land together, so
+        // an initialized store always has one.
+        let expect = [Expect {
+            table: Table::SYS,
+            key: SEAL_META_KEY,
+            value: None,
+        }];
+        let ops = [
+            WriteOp::Put {
+                table: Table::SYS,
+                key: SEAL_META_KEY,
+                value: &bytes,
+            },
+            WriteOp::Put {
+                table: Table::INTEGRITY,
+                key: integrity::STATE_KEY,
+                value: &state,
+            },
+        ];
         self.store
-            .compare_and_swap(Table::SYS, SEAL_META_KEY, None, Some(&bytes))?
+            .batch_if(&expect, &ops)?
             .map_err(|_| SealError::AlreadyInitialized)?;
         *guard = Some(keys);
         Ok(())
     }
 
-    /// Derives the keys from `passphrase` and keeps them in memory. Writes
-    /// nothing, whatever the outcome. Unsealing an unsealed store re-checks
-    /// the passphrase and keeps it unsealed.
-    pub fn unseal(&self, passphrase: &Secret) -> Result<(), SealError> {
+    /// Derives the keys from `passphrase` and checks the store's integrity
+    /// (every table against its digest) with them, without putting them to
+    /// use: nothing can write while the check runs, and nothing is written.
+    /// Call it while sealed; [`Unsealing::publish`] then unseals.
+    pub fn open_keys(&self, passphrase: &Secret) -> Result<Unsealing<'_>, SealError> {
         let (meta, _) = self.load_meta()?.ok_or(SealError::NotInitialized)?;
         let keys = Keys::open(&meta, passphrase).map_err(hierarchy_error)?;
-        *self.write_keys() = Some(keys);
+        let generation = integrity::check(self.store.as_ref(), &keys)?;
+        Ok(Unsealing {
+            store: self,
+            keys,
+            generation,
+        })
+    }
+
+    /// Opens the keys, checks the store and unseals. Writes nothing,
+    /// whatever the outcome. Unsealing an unsealed store re-checks the
+    /// passphrase and keeps it unsealed.
+    pub fn unseal(&self, passphrase: &Secret) -> Result<(), SealError> {
+        if self.read_keys().is_some() {
+            // Writers are running: only the passphrase is checked again.
+            let (meta, _) = self.load_meta()?.ok_or(SealError::NotInitialized)?;
+            Keys::open(&meta, passphrase).map_err(hierarchy_error)?;
+            return Ok(());
+        }
+        self.open_keys(passphrase)?.publish();
         Ok(())
+    }
+
+    /// The audit chain's HMAC key, derived from the root key.
+    pub fn chain_key(&self) -> Result<ChainKey, SealError> {
+        self.unsealed(chain_key)
     }
 
     /// Drops the keys from memory (they are zeroized). Waits for record
@@ -301,11 +309,26 @@ impl SealedStore {
         })
     }
 
+    /// Writes `changes` with their digests and generation (see `sealed/integrity.rs`).
+    fn commit(&self, keys: &Keys, changes: &[Change<'_>]) -> Result<Commit, SealError> {
+        let done = integrity::commit(self.store.as_ref(), keys, changes, 0)?;
+        if let Commit::Applied { generation, .. } = done {
+            self.saw_generation(generation);
+        }
+        Ok(done)
+    }
+
     /// Encrypts and stores `plaintext` at (`table`, `key`). Durable on return.
     pub fn put(&self, table: Table, key: &[u8], plaintext: &[u8]) -> Result<(), SealError> {
         self.with_keys(table, |keys| {
-            let raw = seal(keys, table, key, plaintext)?;
-            Ok(self.store.put(table, key, &raw)?)
+            let new = Some(seal(keys, table, key, plaintext)?);
+            let change = Change {
+                table,
+                key,
+                new,
+                expect: None,
+            };
+            self.commit(keys, &[change]).map(drop)
         })
     }
 
@@ -313,10 +336,17 @@ impl SealedStore {
     /// already there.
     pub fn create(&self, table: Table, key: &[u8], plaintext: &[u8]) -> Result<(), SealError> {
         self.with_keys(table, |keys| {
-            let raw = seal(keys, table, key, plaintext)?;
-            self.store
-                .compare_and_swap(table, key, None, Some(&raw))?
-                .map_err(|_| SealError::AlreadyExists)
+            let new = Some(seal(keys, table, key, plaintext)?);
+            let change = Change {
+                table,
+                key,
+                new,
+                expect: Some(None),
+            };
+            match self.commit(keys, &[change])? {
+                Commit::Applied { .. } => Ok(()),
+                Commit::Stale(_) => Err(SealError::AlreadyExists),
+            }
         })
     }
 
@@ -345,16 +375,33 @@ impl SealedStore {
             if !matches {
                 return Err(SealError::Conflict);
             }
-            let new_raw = new.map(|p| seal(keys, table, key, p)).transpose()?;
-            self.store
-                .compare_and_swap(table, key, raw.as_deref(), new_raw.as_deref())?
-                .map_err(|_| SealError::Conflict)
+            let change = Change {
+                table,
+                key,
+                new: new.map(|p| seal(keys, table, key, p)).transpose()?,
+                expect: Some(raw.as_deref()),
+            };
+            match self.commit(keys, &[change])? {
+                Commit::Applied { .. } => Ok(()),
+                Commit::Stale(_) => Err(SealError::Conflict),
+            }
         })
     }
 
     /// Removes (`table`, `key`); true if it existed. Durable on return.
     pub fn delete(&self, table: Table, key: &[u8]) -> Result<bool, SealError> {
-        self.with_keys(table, |_| Ok(self.store.delete(table, key)?))
+        self.with_keys(table, |keys| {
+            let change = Change {
+                table,
+                key,
+                new: None,
+                expect: None,
+            };
+            Ok(match self.commit(keys, &[change])? {
+                Commit::Applied { existed, .. } => existed.first().copied().unwrap_or(false),
+                Commit::Stale(_) => false,
+            })
+        })
     }
 
     /// All records in `table` whose key starts with `prefix`, decrypted,
@@ -380,38 +427,38 @@ impl SealedStore {
     pub fn batch(&self, ops: &[SealedWrite<'_>]) -> Result<(), SealError> {
         ops.iter().map(write_table).try_for_each(check_table)?;
         self.unsealed(|keys| {
-            let sealed = ops
+            let changes = ops
                 .iter()
-                .map(|op| match *op {
-                    SealedWrite::Put {
-                        table,
-                        key,
-                        plaintext,
-                    } => seal(keys, table, key, plaintext).map(Some),
-                    SealedWrite::Delete { .. } => Ok(None),
+                .map(|op| {
+                    Ok(match *op {
+                        SealedWrite::Put {
+                            table,
+                            key,
+                            plaintext,
+                        } => Change {
+                            table,
+                            key,
+                            new: Some(seal(keys, table, key, plaintext)?),
+                            expect: None,
+                        },
+                        SealedWrite::Delete { table, key } => Change {
+                            table,
+                            key,
+                            new: None,
+                            expect: None,
+                        },
+                    })
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            let raw_ops: Vec<WriteOp<'_>> = ops
-                .iter()
-                .zip(&sealed)
-                .map(|(op, raw)| match (*op, raw) {
-                    (SealedWrite::Put { table, key, .. }, Some(value)) => {
-                        WriteOp::Put { table, key, value }
-                    }
-                    (
-                        SealedWrite::Put { table, key, .. } | SealedWrite::Delete { table, key },
-                        _,
-                    ) => WriteOp::Delete { table, key },
-                })
-                .collect();
-            Ok(self.store.batch(&raw_ops)?)
+                .collect::<Result<Vec<_>, SealError>>()?;
+            self.commit(keys, &changes).map(drop)
         })
     }
 }
 
-/// Record operations never touch [`Table::SYS`], where the seal metadata lives.
+/// Record operations never touch [`Table::SYS`], where the seal metadata
+/// lives, nor [`Table::INTEGRITY`], which only the write path maintains.
 fn check_table(table: Table) -> Result<(), SealError> {
-    if table == Table::SYS {
+    if table == Table::SYS || table == Table::INTEGRITY {
         return Err(SealError::ReservedTable(table));
     }
     Ok(())

@@ -4,10 +4,15 @@
 //! spanning tables is a single atomic sled batch. Every write is followed by
 //! sled's `flush()` and an `fdatasync` of sled's data file: once a write
 //! method returns, the write survives a killed process or a power cut.
+//! A conditional batch is a sled transaction, which sled isolates from every
+//! other read and write on the tree; the flush follows the transaction, so
+//! concurrent writers still share an fsync.
 
 use std::path::{Path, PathBuf};
 
-use super::{CasConflict, Records, Store, StoreError, Table, WriteOp};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use super::{BatchConflict, CasConflict, Expect, Records, Store, StoreError, Table, WriteOp};
 
 /// Name of sled's data file inside the store directory (a sled 0.34 detail).
 const SLED_DATA_FILE: &str = "db";
@@ -165,6 +170,44 @@ impl Store for SledStore {
         self.flush()
     }
 
+    fn batch_if(
+        &self,
+        expect: &[Expect<'_>],
+        ops: &[WriteOp<'_>],
+    ) -> Result<Result<(), BatchConflict>, StoreError> {
+        // sled may run the closure again after an internal conflict, so it
+        // only reads its arguments.
+        let outcome = self.db.transaction(|tx: &TransactionalTree| {
+            for (failed, e) in expect.iter().enumerate() {
+                let current = tx.get(physical_key(e.table, e.key))?;
+                if current.as_deref() != e.value {
+                    return Err(ConflictableTransactionError::Abort(BatchConflict {
+                        failed,
+                    }));
+                }
+            }
+            for op in ops {
+                match *op {
+                    WriteOp::Put { table, key, value } => {
+                        tx.insert(physical_key(table, key), value)?;
+                    }
+                    WriteOp::Delete { table, key } => {
+                        tx.remove(physical_key(table, key))?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {
+                self.flush()?;
+                Ok(Ok(()))
+            }
+            Err(TransactionError::Abort(conflict)) => Ok(Err(conflict)),
+            Err(TransactionError::Storage(e)) => Err(self.err(e)),
+        }
+    }
+
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError> {
         let full = physical_key(table, prefix);
         let strip = table.name().len() + 1;
@@ -276,6 +319,97 @@ mod tests {
         assert_eq!(s.get(Table::ENTRIES, b"e").unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get(Table::META, b"m").unwrap(), Some(b"2".to_vec()));
         assert_eq!(s.get(Table::AGENTS, b"gone").unwrap(), None);
+    }
+
+    #[test]
+    fn batch_if_applies_only_when_every_precondition_holds() {
+        let (_dir, s) = open();
+        s.put(Table::STATE, b"v", b"1").unwrap();
+        let put = [
+            WriteOp::Put {
+                table: Table::STATE,
+                key: b"v",
+                value: b"2",
+            },
+            WriteOp::Put {
+                table: Table::ENTRIES,
+                key: b"e",
+                value: b"x",
+            },
+        ];
+        let stale = [
+            Expect {
+                table: Table::ENTRIES,
+                key: b"e",
+                value: None,
+            },
+            Expect {
+                table: Table::STATE,
+                key: b"v",
+                value: Some(b"0"),
+            },
+        ];
+        assert_eq!(
+            s.batch_if(&stale, &put).unwrap(),
+            Err(BatchConflict { failed: 1 })
+        );
+        assert_eq!(s.get(Table::ENTRIES, b"e").unwrap(), None);
+        let current = [
+            Expect {
+                table: Table::ENTRIES,
+                key: b"e",
+                value: None,
+            },
+            Expect {
+                table: Table::STATE,
+                key: b"v",
+                value: Some(b"1"),
+            },
+        ];
+        assert_eq!(s.batch_if(&current, &put).unwrap(), Ok(()));
+        assert_eq!(s.get(Table::STATE, b"v").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(s.get(Table::ENTRIES, b"e").unwrap(), Some(b"x".to_vec()));
+    }
+
+    /// Many threads increment one counter with read + conditional batch and
+    /// retry on conflict: no increment is lost.
+    #[test]
+    fn concurrent_conditional_batches_lose_no_update() {
+        let (_dir, s) = open();
+        let s = std::sync::Arc::new(s);
+        s.put(Table::STATE, b"n", &0u64.to_be_bytes()).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        loop {
+                            let old = s.get(Table::STATE, b"n").unwrap().unwrap();
+                            let n = u64::from_be_bytes(old.clone().try_into().unwrap());
+                            let new = (n + 1).to_be_bytes();
+                            let expect = [Expect {
+                                table: Table::STATE,
+                                key: b"n",
+                                value: Some(&old),
+                            }];
+                            let op = [WriteOp::Put {
+                                table: Table::STATE,
+                                key: b"n",
+                                value: &new,
+                            }];
+                            if s.batch_if(&expect, &op).unwrap().is_ok() {
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = s.get(Table::STATE, b"n").unwrap().unwrap();
+        assert_eq!(u64::from_be_bytes(n.try_into().unwrap()), 100);
     }
 
     #[test]

@@ -393,6 +393,7 @@ pub async fn unseal(c: &mut Clients) {
     c.operator
         .unseal(pb::UnsealRequest {
             passphrase: PASSPHRASE.as_bytes().to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap();

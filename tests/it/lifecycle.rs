@@ -174,6 +174,7 @@ async fn sealed_server_refuses_everything_but_status_init_unseal() {
         .operator
         .unseal(pb::UnsealRequest {
             passphrase: b"not the passphrase".to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -229,6 +230,7 @@ async fn short_passphrase_and_uninitialized_unseal_are_refused() {
         .operator
         .unseal(pb::UnsealRequest {
             passphrase: PASSPHRASE.as_bytes().to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

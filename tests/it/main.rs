@@ -33,3 +33,4 @@ mod join_token;
 mod lifecycle;
 mod limits;
 mod policy;
+mod tamper;

@@ -31,18 +31,34 @@ impl Audit for AuditService {
         self.gate
             .authorize(&req, Action::AuditVerify, Resource::new("audit", None))
             .await?;
+        let store_generation = self.server.store_generation();
         let resp = match self.server.clone().verify_audit().await? {
             Ok(report) => pb::VerifyAuditResponse {
                 ok: true,
                 records: report.records,
-                bad_record: 0,
-                error: String::new(),
+                authenticated: report.authenticated,
+                unauthenticated: report.unauthenticated(),
+                sealed_runs: report
+                    .sealed_runs
+                    .iter()
+                    .map(|r| pb::SealedRun {
+                        first: r.first,
+                        last: r.last,
+                        anchored_by: r.anchored_by.unwrap_or(0),
+                    })
+                    .collect(),
+                head_seq: report.head.seq,
+                head_hash: hex::encode(report.head.hash),
+                log_generation: report.generation,
+                store_generation,
+                ..Default::default()
             },
             Err(e) => pb::VerifyAuditResponse {
                 ok: false,
-                records: 0,
                 bad_record: e.record().unwrap_or(0),
                 error: e.to_string(),
+                store_generation,
+                ..Default::default()
             },
         };
         Ok(Response::new(resp))

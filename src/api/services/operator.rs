@@ -1,10 +1,14 @@
 //! `sigil.v1.Operator`: init, unseal, seal, status, key rotation.
+//!
+//! Init and unseal are audited twice when they fail: the gate records the
+//! decision ("allow") before the handler runs, and a second record says the
+//! attempt failed and why (a wrong passphrase, a tampered store).
 
 use crate::api::gate::Gate;
 use crate::api::pb::{self, operator_server::Operator};
 use crate::policy::{Action, Resource};
 use crate::secret::Secret;
-use crate::server::Server;
+use crate::server::{LifecycleError, Server};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -22,6 +26,27 @@ impl OperatorService {
 
 fn store() -> Resource {
     Resource::new("store", None)
+}
+
+impl OperatorService {
+    /// Audits a failed operation and returns what the caller is told.
+    async fn failed(
+        &self,
+        ext: &http::Extensions,
+        action: Action,
+        resource: &Resource,
+        error: LifecycleError,
+    ) -> Status {
+        let status = Status::from(error);
+        match self
+            .gate
+            .record_failure(ext, action, resource, status.message())
+            .await
+        {
+            Ok(()) => status,
+            Err(audit) => Status::from(audit),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -50,8 +75,11 @@ impl Operator for OperatorService {
         self.gate
             .authorize(&req, Action::OperatorInit, store())
             .await?;
-        let passphrase = Secret::new(req.into_inner().passphrase);
-        self.server.clone().init(passphrase).await?;
+        let (_, ext, msg) = req.into_parts();
+        let passphrase = Secret::new(msg.passphrase);
+        if let Err(e) = self.server.clone().init(passphrase).await {
+            return Err(self.failed(&ext, Action::OperatorInit, &store(), e).await);
+        }
         Ok(Response::new(pb::InitResponse {
             trust_domain: self.server.trust_domain().to_string(),
         }))
@@ -61,11 +89,29 @@ impl Operator for OperatorService {
         &self,
         req: Request<pb::UnsealRequest>,
     ) -> Result<Response<pb::UnsealResponse>, Status> {
+        // The flag shows in the decision record, and the re-anchor record
+        // says what was accepted.
+        let accept_rollback = req.get_ref().accept_rollback;
+        let resource = if accept_rollback {
+            Resource::new("store", Some("accept-rollback".to_owned()))
+        } else {
+            store()
+        };
         self.gate
-            .authorize(&req, Action::OperatorUnseal, store())
+            .authorize(&req, Action::OperatorUnseal, resource.clone())
             .await?;
-        let passphrase = Secret::new(req.into_inner().passphrase);
-        self.server.clone().unseal(passphrase).await?;
+        let (_, ext, msg) = req.into_parts();
+        let passphrase = Secret::new(msg.passphrase);
+        let unsealed = self
+            .server
+            .clone()
+            .unseal_with(passphrase, accept_rollback)
+            .await;
+        if let Err(e) = unsealed {
+            return Err(self
+                .failed(&ext, Action::OperatorUnseal, &resource, e)
+                .await);
+        }
         Ok(Response::new(pb::UnsealResponse {}))
     }
 

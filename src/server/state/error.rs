@@ -3,8 +3,7 @@
 //! variant names the rule that was broken; `api::error` alone decides the
 //! gRPC code and what the caller is told.
 
-use super::ServerError;
-use crate::audit::VerifyError;
+use super::{ServerError, UnsealRefused};
 use crate::authority::AuthorityError;
 use crate::policy::PolicyError;
 use crate::server::{AgentsError, EntriesError};
@@ -17,13 +16,16 @@ pub enum LifecycleError {
     /// The server is sealed: nothing that needs keys is available.
     #[error("the server is sealed")]
     Sealed,
-    /// The audit log does not extend the chain head kept in the sealed
-    /// store (truncated or rewritten): the server stays sealed.
-    #[error("audit log failed verification ({0}); the server stays sealed")]
-    AuditUnverified(VerifyError),
-    /// The audit log could not be read or written.
+    /// The passphrase opened the store, but the store or the audit log was
+    /// tampered with or rolled back: the server stays sealed.
+    #[error(transparent)]
+    Refused(#[from] UnsealRefused),
+    /// The audit log could not record what the server did.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The audit log could not be read for verification.
+    #[error("audit log unreadable: {0}")]
+    AuditUnreadable(AuditError),
     /// The policy directory could not be read: the old policies stay active.
     #[error("{0}")]
     PolicyDirUnreadable(ServerError),
@@ -47,7 +49,8 @@ pub enum LifecycleError {
     /// initialized, corrupt record, I/O).
     #[error(transparent)]
     Store(#[from] SealError),
-    /// Work moved off the async workers did not run to completion.
-    #[error("background task failed: {0}")]
-    TaskFailed(String),
+    /// Work moved off the async workers did not run to completion (it
+    /// panicked, or the runtime is shutting down).
+    #[error("background task did not complete: {0}")]
+    TaskFailed(#[from] tokio::task::JoinError),
 }

@@ -1,5 +1,6 @@
 //! Tests for the audit log writer: group commit, reopen, tamper and
-//! truncation detection, fail-closed appends, and append throughput.
+//! truncation detection, fail-closed appends, the chain key's hand-over,
+//! back-pressure, head emission, and append throughput.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,15 +10,38 @@
     reason = "tests"
 )]
 
-use super::*;
-use crate::audit::Verdict;
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::Ordering;
 
+use super::*;
+use crate::audit::{ANCHOR_ACTION, CHECKPOINT_ACTION, SealedRun, Verdict};
+use crate::secret::Secret;
+
+fn key() -> ChainKey {
+    ChainKey::new(Secret::from_slice(&[3u8; 32]))
+}
+
+/// What only an unsealed server may record: an allowed entry create.
+fn privileged(i: u64) -> Event {
+    Event {
+        action: "entry.create".to_string(),
+        ..event(i)
+    }
+}
+
+fn anchor() -> Event {
+    Event::by_server(1, ANCHOR_ACTION, vec!["unsealed".into()])
+}
+
+/// An event a sealed server may record without the key (most tests here
+/// are about the file, not the key).
 fn event(i: u64) -> Event {
     Event {
         time: 1_700_000_000 + i,
         subject: "uid:0".to_string(),
         authn: "admin_socket".to_string(),
-        action: "entry.create".to_string(),
+        action: "operator.status".to_string(),
         resource: format!("entry:{i}"),
         decision: Verdict::Allow,
         reasons: vec![],
@@ -72,7 +96,7 @@ async fn concurrent_appends_get_distinct_seqs() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=32).collect::<Vec<u64>>());
-    let report = verify_file(&f.path, Some(&f.head())).unwrap();
+    let report = verify_file(&f.path, None, Some(&f.head())).unwrap();
     assert_eq!((report.records, report.unanchored), (32, 0));
 }
 
@@ -92,7 +116,10 @@ async fn reopen_continues_the_chain() {
     let log = f.open().unwrap();
     assert_eq!(log.append(event(9)).await.unwrap(), 4);
     drop(log);
-    assert_eq!(verify_file(&f.path, Some(&f.head())).unwrap().records, 4);
+    assert_eq!(
+        verify_file(&f.path, None, Some(&f.head())).unwrap().records,
+        4
+    );
 }
 
 #[tokio::test]
@@ -109,10 +136,14 @@ async fn flipped_byte_names_its_record() {
                 .map(|(i, _)| i + 1),
         )
         .collect();
-    bytes[starts[2] + 80] ^= 0x01;
+    // Inside record 3's event (its source field), keeping the JSON valid.
+    bytes[starts[3] - 10] ^= 0x01;
     std::fs::write(&f.path, &bytes).unwrap();
     let want = AuditError::Tampered(VerifyError::BadHash { record: 3 });
-    assert_eq!(verify_file(&f.path, Some(&f.head())).unwrap_err(), want);
+    assert_eq!(
+        verify_file(&f.path, None, Some(&f.head())).unwrap_err(),
+        want
+    );
     assert_eq!(f.open().unwrap_err(), want);
 }
 
@@ -128,7 +159,10 @@ async fn dropped_last_record_is_truncation() {
         expected_records: 4,
         found: 3,
     });
-    assert_eq!(verify_file(&f.path, Some(&f.head())).unwrap_err(), want);
+    assert_eq!(
+        verify_file(&f.path, None, Some(&f.head())).unwrap_err(),
+        want
+    );
     assert_eq!(f.open().unwrap_err(), want);
 }
 
@@ -141,7 +175,7 @@ async fn torn_final_line_is_removed_on_open() {
     file.write_all(b"0123abc {\"seq\":3").unwrap();
     drop(file);
     assert_eq!(
-        verify_file(&f.path, None).unwrap_err(),
+        verify_file(&f.path, None, None).unwrap_err(),
         AuditError::Tampered(VerifyError::Unterminated { record: 3 })
     );
     let log = f.open().unwrap();
@@ -169,6 +203,9 @@ impl HeadStore for BrokenHeads {
     fn save_head(&self, _: &ChainHead) -> Result<(), String> {
         Err("store sealed".to_string())
     }
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 #[tokio::test]
@@ -195,6 +232,221 @@ async fn file_is_private_and_tail_shows_bodies() {
     let v: serde_json::Value = serde_json::from_str(&tail[1]).unwrap();
     assert_eq!(v["seq"], 3);
     assert_eq!(log.tail(10).unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn an_allowed_privileged_request_is_not_recorded_without_the_key() {
+    let f = fixture();
+    let log = f.open().unwrap();
+    assert_eq!(
+        log.append(privileged(1)).await.unwrap_err(),
+        AuditError::SealedAllow
+    );
+    // What a sealed server does answer is recorded, and the log goes on.
+    assert_eq!(log.append(event(2)).await.unwrap(), 1);
+    let denied = Event {
+        decision: Verdict::Deny,
+        ..privileged(3)
+    };
+    assert_eq!(log.append(denied).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn unseal_hands_over_the_key_with_a_counted_re_anchor() {
+    let f = fixture();
+    let log = f.open().unwrap();
+    log.append(event(1)).await.unwrap();
+    log.append(event(2)).await.unwrap();
+    assert_eq!(log.unsealed(key(), anchor()).await.unwrap(), 3);
+    assert_eq!(log.append(privileged(4)).await.unwrap(), 4);
+    drop(log);
+    // Dropping the log (shutdown) wrote a keyed checkpoint.
+    let report = verify_file(&f.path, Some(&key()), Some(&f.head())).unwrap();
+    assert_eq!((report.records, report.authenticated), (5, 3));
+    assert_eq!(
+        report.sealed_runs,
+        vec![SealedRun {
+            first: 1,
+            last: 2,
+            anchored_by: Some(3)
+        }]
+    );
+    let tail = f.open().unwrap().tail(3).unwrap();
+    let anchor: serde_json::Value = serde_json::from_str(&tail[0]).unwrap();
+    assert_eq!(anchor["sealed_records"], 2);
+    assert_eq!(
+        anchor["event"]["reasons"][1],
+        "2 records written while sealed precede this one (unauthenticated)"
+    );
+    let last: serde_json::Value = serde_json::from_str(&tail[2]).unwrap();
+    assert_eq!(last["event"]["action"], CHECKPOINT_ACTION);
+    assert_eq!(last["event"]["reasons"][0], "shutdown");
+}
+
+#[tokio::test]
+async fn sealing_writes_a_keyed_checkpoint_and_drops_the_key() {
+    let f = fixture();
+    let log = f.open().unwrap();
+    log.unsealed(key(), anchor()).await.unwrap();
+    log.append(privileged(2)).await.unwrap();
+    let checkpoint = Event::by_server(3, CHECKPOINT_ACTION, vec!["seal".into()]);
+    log.sealing(checkpoint).await.unwrap();
+    assert_eq!(
+        log.append(privileged(4)).await.unwrap_err(),
+        AuditError::SealedAllow
+    );
+    assert_eq!(log.append(event(5)).await.unwrap(), 4);
+    drop(log);
+    let report = verify_file(&f.path, Some(&key()), Some(&f.head())).unwrap();
+    assert_eq!((report.records, report.authenticated), (4, 3));
+    assert_eq!(report.pending_unauthenticated(), 1);
+    // Every record carries the generation at its commit: never ahead of the store.
+    assert!(report.generation <= f.heads.generation());
+}
+
+/// A head store whose saves wait until released, to hold the writer.
+#[derive(Default)]
+struct HeldHeads {
+    inner: MemoryHeadStore,
+    released: Mutex<bool>,
+    wake: std::sync::Condvar,
+    entered: std::sync::atomic::AtomicBool,
+}
+
+impl HeadStore for HeldHeads {
+    fn load_head(&self) -> Result<Option<ChainHead>, String> {
+        self.inner.load_head()
+    }
+    fn save_head(&self, head: &ChainHead) -> Result<(), String> {
+        self.entered.store(true, Ordering::SeqCst);
+        let mut released = self.released.lock().unwrap();
+        while !*released {
+            released = self.wake.wait(released).unwrap();
+        }
+        self.inner.save_head(head)
+    }
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+}
+
+/// While the writer is stuck, appenders fill the queue up to its bound and
+/// then wait; once it moves again every record is written, none dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_appenders_wait_and_drops_nothing() {
+    let f = fixture();
+    let heads = Arc::new(HeldHeads::default());
+    let log = Arc::new(AuditLog::open(&f.path, heads.clone()).unwrap());
+    let first = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(event(0)).await }
+    });
+    while !heads.entered.load(Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    let extra = 16;
+    let tasks: Vec<_> = (1..=(QUEUE_LEN + extra) as u64)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(event(i)).await })
+        })
+        .collect();
+    let tx = log.tx.as_ref().unwrap();
+    while tx.capacity() > 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(tx.max_capacity(), QUEUE_LEN);
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    // The queue holds its bound; the rest wait to get in, none has failed.
+    assert_eq!(tx.capacity(), 0);
+    assert!(tasks.iter().all(|t| !t.is_finished()));
+    *heads.released.lock().unwrap() = true;
+    heads.wake.notify_all();
+    let mut seqs = vec![first.await.unwrap().unwrap()];
+    for t in tasks {
+        seqs.push(t.await.unwrap().unwrap());
+    }
+    seqs.sort_unstable();
+    let total = (QUEUE_LEN + extra + 1) as u64;
+    assert_eq!(seqs, (1..=total).collect::<Vec<u64>>());
+    assert_eq!(verify_file(&f.path, None, None).unwrap().records, total);
+}
+
+/// Captures what the log emits through `tracing`.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+    fn heads(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains("audit chain head"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_is_logged_every_thousand_records_at_seal_and_at_shutdown() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let f = fixture();
+    let log = Arc::new(f.open().unwrap());
+    log.unsealed(key(), anchor()).await.unwrap();
+    let tasks: Vec<_> = (2..=1000)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(privileged(i)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let at_1000 = f.head();
+    assert_eq!(at_1000.seq, 1000);
+    let heads = captured.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let want = format!(
+        "audit chain head seq=1000 hash={} reason=\"interval\"",
+        hex::encode(at_1000.hash)
+    );
+    assert!(heads[0].contains(&want), "{heads:?}");
+    assert!(heads[0].contains(HEAD_LOG_TARGET), "{heads:?}");
+
+    let checkpoint = Event::by_server(3, CHECKPOINT_ACTION, vec!["seal".into()]);
+    log.sealing(checkpoint).await.unwrap();
+    let heads = captured.heads();
+    assert!(
+        heads[1].contains("seq=1001") && heads[1].contains("reason=\"seal\""),
+        "{heads:?}"
+    );
+    log.append(event(1002)).await.unwrap();
+    drop(Arc::into_inner(log).unwrap());
+    let heads = captured.heads();
+    assert!(
+        heads[2].contains("seq=1002") && heads[2].contains("reason=\"shutdown\""),
+        "{heads:?}"
+    );
 }
 
 /// Appends 300-byte lines to a fresh file, each followed by fdatasync.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::keyring::KeyringError;
 use crate::store::SledStore;
 
 const PASS: &[u8] = b"operator passphrase";

@@ -1,0 +1,340 @@
+//! The seal lifecycle: init, unseal (with the at-rest checks), seal, key
+//! rotation, and reading the audit log through the server.
+//!
+//! Unseal opens the keys without putting them to use, then refuses to go on
+//! if the store or the audit log was tampered with while the server was
+//! stopped:
+//!
+//! 1. every store table must match its digest (`store::sealed`), or the
+//!    error names the table;
+//! 2. the audit log must verify under the chain key against the head kept
+//!    in the store (forged, altered or erased records are named);
+//! 3. the highest store generation a keyed audit record carries must not be
+//!    ahead of the store's own: if it is, the store is an older copy (a
+//!    banned agent unbanned, a used join token fresh again). An operator
+//!    restoring a backup on purpose passes `accept_rollback`: the store's
+//!    generation then moves past the log's and the re-anchor record says so.
+//!
+//! Argon2id, the table scan and the full log verification all block, so
+//! they run on the blocking pool, never on the async workers. Only then are
+//! the keys published, the caches loaded, and the keyed re-anchor record
+//! written (stating how many records were written while sealed) before the
+//! server answers anything but status, init and unseal.
+
+use super::{LifecycleError, Server};
+use crate::audit::{ANCHOR_ACTION, CHECKPOINT_ACTION, ChainKey, Event, VerifyError, VerifyReport};
+use crate::authority::Authority;
+use crate::clock;
+use crate::secret::Secret;
+use crate::server::blocking;
+use crate::server::heads::{HEAD_KEY, decode_head};
+use crate::store::audit_log::AuditError;
+use crate::store::{SealError, Table, Unsealing};
+use std::sync::Arc;
+
+const AUTHORITY_KEY: &[u8] = b"authority";
+
+/// Why unseal (or init) refused a store or log that the passphrase did open.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsealRefused {
+    /// The audit log fails verification under the store's chain key.
+    #[error("{0}; the server stays sealed")]
+    Audit(AuditError),
+    /// Init found keyed records in the log: they were written under another
+    /// store's keys and can never verify under the new ones.
+    #[error(
+        "the audit log holds {records} keyed records from another store; move it aside before init"
+    )]
+    ForeignLog {
+        /// Keyed records found.
+        records: u64,
+    },
+    /// The store is older than the audit log: it was restored from a copy,
+    /// or its latest writes were lost.
+    #[error(
+        "store rollback: the audit log has seen store generation {log} but the store is at generation {store}: an older copy of the store was restored, or the store lost its latest writes (a damaged or truncated store file); the server stays sealed. If the store was restored from a backup on purpose, unseal with --accept-rollback"
+    )]
+    Rollback {
+        /// The store's generation.
+        store: u64,
+        /// The highest generation in the audit log.
+        log: u64,
+    },
+}
+
+/// An accepted rollback: what the store and log said, and where the store is now.
+#[derive(Debug, Clone, Copy)]
+struct Rollback {
+    store: u64,
+    log: u64,
+    now: u64,
+}
+
+/// What the blocking part of unseal hands to the rest.
+struct Checked {
+    key: ChainKey,
+    rollback: Option<Rollback>,
+    authority: Authority,
+}
+
+impl Server {
+    /// Creates the key hierarchy and the CA; the server is unsealed after.
+    pub async fn init(self: Arc<Self>, passphrase: Secret) -> Result<(), LifecycleError> {
+        let _guard = self.lifecycle.lock().await;
+        let this = self.clone();
+        // A refused init creates nothing and leaves the server as it was.
+        blocking::run(move || this.check_before_init()).await?;
+        let this = self.clone();
+        let checked = blocking::run(move || {
+            this.store
+                .init(&passphrase, &this.config.trust_domain, this.now())?;
+            let key = this.store.chain_key()?;
+            this.prepare(key, None)
+        })
+        .await;
+        self.finish_unseal(checked).await?;
+        tracing::info!(trust_domain = %self.config.trust_domain, "initialized and unsealed");
+        Ok(())
+    }
+
+    /// Refuses init on an initialized store, and on a log with keyed
+    /// records: those were written under another store's keys and could
+    /// never verify under the new ones. Blocks.
+    fn check_before_init(&self) -> Result<(), LifecycleError> {
+        if self.store.status()?.initialized {
+            return Err(SealError::AlreadyInitialized.into());
+        }
+        let found = self
+            .audit
+            .verify(None, None)
+            .map_err(UnsealRefused::Audit)?;
+        let keyed = found.authenticated + found.keyed_unchecked;
+        if keyed > 0 {
+            return Err(UnsealRefused::ForeignLog { records: keyed }.into());
+        }
+        Ok(())
+    }
+
+    /// Unseals with `passphrase`; a wrong one changes nothing. Refuses a
+    /// tampered or rolled-back store (see the module docs).
+    pub async fn unseal(self: Arc<Self>, passphrase: Secret) -> Result<(), LifecycleError> {
+        self.unseal_with(passphrase, false).await
+    }
+
+    /// As [`Server::unseal`]; with `accept_rollback`, a store older than the
+    /// audit log is accepted (a deliberate restore from backup) and the
+    /// re-anchor record says so.
+    pub async fn unseal_with(
+        self: Arc<Self>,
+        passphrase: Secret,
+        accept_rollback: bool,
+    ) -> Result<(), LifecycleError> {
+        let _guard = self.lifecycle.lock().await;
+        if !self.is_sealed() {
+            return Ok(());
+        }
+        let this = self.clone();
+        let checked = blocking::run(move || this.open_checked(&passphrase, accept_rollback)).await;
+        self.finish_unseal(checked).await?;
+        tracing::info!("unsealed");
+        Ok(())
+    }
+
+    /// Opens the keys, runs the checks and, if they pass, publishes the keys
+    /// and loads what the server needs. Blocks.
+    fn open_checked(
+        &self,
+        passphrase: &Secret,
+        accept_rollback: bool,
+    ) -> Result<Checked, LifecycleError> {
+        let mut opened = self.store.open_keys(passphrase)?;
+        let head = decode_head(opened.get(Table::STATE, HEAD_KEY)?)?;
+        let key = opened.chain_key()?;
+        let report = self
+            .audit
+            .verify(Some(&key), head.as_ref())
+            .map_err(UnsealRefused::Audit)?;
+        let rollback = check_generation(&mut opened, &report, accept_rollback)?;
+        opened.publish();
+        self.prepare(key, rollback)
+    }
+
+    /// With the keys published: the authority (loaded, or made on a fresh
+    /// store) and the entry and agent caches. Blocks.
+    fn prepare(
+        &self,
+        key: ChainKey,
+        rollback: Option<Rollback>,
+    ) -> Result<Checked, LifecycleError> {
+        let authority = self.load_authority()?;
+        let count = self.entries.load()?;
+        self.agents.load()?;
+        tracing::info!(entries = count, "caches loaded");
+        Ok(Checked {
+            key,
+            rollback,
+            authority,
+        })
+    }
+
+    /// Writes the re-anchor and activates; on any failure (including of the
+    /// blocking part) the keys leave memory again, so the server never
+    /// holds keys while it reports itself sealed.
+    async fn finish_unseal(
+        &self,
+        checked: Result<Checked, LifecycleError>,
+    ) -> Result<(), LifecycleError> {
+        let outcome = match checked {
+            Ok(checked) => self.anchor_and_activate(checked).await,
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            self.seal_now().await;
+        }
+        outcome
+    }
+
+    async fn anchor_and_activate(&self, checked: Checked) -> Result<(), LifecycleError> {
+        let now = self.now();
+        let mut reasons = vec!["unsealed".to_owned()];
+        if let Some(r) = checked.rollback {
+            reasons.push(format!(
+                "rollback accepted: the store was at generation {} behind the audit log's {}; moved to {}",
+                r.store, r.log, r.now
+            ));
+        }
+        let anchor = Event::by_server(clock::unix_seconds(now), ANCHOR_ACTION, reasons);
+        self.audit.unsealed(checked.key, anchor).await?;
+        self.activate(checked.authority, now)
+    }
+
+    fn load_authority(&self) -> Result<Authority, LifecycleError> {
+        let now = self.now();
+        let stored = match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
+            Some(stored) => Some(Authority::from_sealed_bytes(stored.expose())?),
+            None => None,
+        };
+        // A server that stays down past its CA's life comes back with a CA
+        // that can sign nothing. Until CA rotation exists, replace a CA that
+        // cannot outlive one default SVID: everything it issued has expired
+        // or is about to, so agents re-attest with join tokens.
+        let usable_until = now + self.config.x509_svid_ttl.as_duration();
+        match stored {
+            Some(a) if a.ca_not_after() > usable_until => Ok(a),
+            previous => {
+                if previous.is_some() {
+                    tracing::warn!(
+                        "the stored CA has expired or is about to; generating a new one"
+                    );
+                }
+                // Also covers a fresh store, or one whose init stopped
+                // before the CA was stored. A replacement continues the
+                // bundle's sequence number.
+                let (ttl, rng) = (
+                    self.config.ca_ttl.as_duration(),
+                    ring::rand::SystemRandom::new(),
+                );
+                let authority = match &previous {
+                    Some(old) => old.replacement(now, ttl, &rng)?,
+                    None => Authority::generate(&self.config.trust_domain, now, ttl, &rng)?,
+                };
+                self.store.put(
+                    Table::AUTHORITY,
+                    AUTHORITY_KEY,
+                    authority.to_sealed_bytes().expose(),
+                )?;
+                Ok(authority)
+            }
+        }
+    }
+
+    /// Drops every key from memory, after any init or unseal in progress.
+    pub async fn seal(&self) {
+        let _guard = self.lifecycle.lock().await;
+        self.seal_now().await;
+    }
+
+    async fn seal_now(&self) {
+        // Refuse requests first, so that no new "allow" needs the chain key
+        // that is about to go; then a keyed checkpoint carries the store's
+        // generation (a later rollback is caught) and the head is logged.
+        *crate::sync::write(&self.active) = None;
+        let checkpoint = Event::by_server(
+            clock::unix_seconds(self.now()),
+            CHECKPOINT_ACTION,
+            vec!["seal".to_owned()],
+        );
+        if let Err(e) = self.audit.sealing(checkpoint).await {
+            tracing::error!(error = %e, "audit checkpoint at seal failed");
+        }
+        self.store.seal();
+        self.entries.clear();
+        self.agents.clear();
+        self.tls.send_replace(None);
+        self.report_health();
+        tracing::info!("sealed");
+    }
+
+    /// Adds a data-key version.
+    pub async fn rotate_keys(self: Arc<Self>) -> Result<u32, LifecycleError> {
+        let _guard = self.lifecycle.lock().await;
+        let this = self.clone();
+        blocking::run(move || Ok(this.store.rotate_data_key()?)).await
+    }
+
+    /// The store's write generation as last made durable.
+    pub fn store_generation(&self) -> u64 {
+        self.store.generation()
+    }
+
+    fn verify_audit_now(&self) -> Result<Result<VerifyReport, VerifyError>, LifecycleError> {
+        let head = self.heads.stored()?;
+        let key = self.store.chain_key()?;
+        match self.audit.verify(Some(&key), head.as_ref()) {
+            Ok(report) => Ok(Ok(report)),
+            Err(AuditError::Tampered(e)) => Ok(Err(e)),
+            Err(e) => Err(LifecycleError::AuditUnreadable(e)),
+        }
+    }
+
+    /// Verifies the audit chain under the chain key against the stored
+    /// head (reads the whole log, so off the async workers).
+    pub async fn verify_audit(
+        self: Arc<Self>,
+    ) -> Result<Result<VerifyReport, VerifyError>, LifecycleError> {
+        blocking::run(move || self.verify_audit_now()).await
+    }
+
+    /// The last `n` audit records.
+    pub async fn audit_tail(self: Arc<Self>, n: usize) -> Result<Vec<String>, LifecycleError> {
+        blocking::run(move || self.audit.tail(n).map_err(LifecycleError::from)).await
+    }
+}
+
+/// Refuses a store older than the log, unless the operator accepts it; an
+/// accepted rollback moves the store's generation past the log's.
+fn check_generation(
+    opened: &mut Unsealing<'_>,
+    report: &VerifyReport,
+    accept: bool,
+) -> Result<Option<Rollback>, LifecycleError> {
+    let (store, log) = (opened.generation(), report.generation);
+    if log <= store {
+        return Ok(None);
+    }
+    if !accept {
+        return Err(UnsealRefused::Rollback { store, log }.into());
+    }
+    opened.advance_generation(log.saturating_add(1))?;
+    tracing::warn!(
+        store,
+        log,
+        now = opened.generation(),
+        "store rollback accepted by the operator"
+    );
+    Ok(Some(Rollback {
+        store,
+        log,
+        now: opened.generation(),
+    }))
+}

@@ -1,0 +1,371 @@
+//! Integrity of the store at rest: per-table digests and the write
+//! generation, updated in the same atomic batch as every write and checked
+//! at unseal.
+//!
+//! The record envelope already makes each record fail to decrypt when it is
+//! altered or moved, but not when it is deleted, and not when the whole
+//! store is swapped for an older copy. So [`Table::INTEGRITY`] holds one
+//! encrypted state record (location-bound like any other, so it cannot be
+//! forged or moved without the keys) with:
+//!
+//! - per table, the record count and the sum modulo 2^256 of
+//!   HMAC-SHA-256(integrity key, table ‖ key ‖ stored bytes) over its
+//!   records. The sum updates incrementally (subtract the old record's MAC,
+//!   add the new one's), and unlike XOR it stays sound if a MAC repeats; a
+//!   scan that recomputes it finds any record flipped, deleted, added or
+//!   restored to an older version. The key is derived from the root key
+//!   (`keyring::DerivedKey::StoreIntegrity`), so nobody without the
+//!   passphrase can compute a digest that matches altered records.
+//! - the write generation, bumped by every write. Audit records carry it
+//!   (see `audit`), so an audit log that has seen a higher generation than
+//!   the store holds proves the store was rolled back.
+//!
+//! Every write reads the state and the records it replaces, then applies
+//! records and new state with [`Store::batch_if`] conditioned on both being
+//! unchanged, retrying on a conflict. Concurrent writers in this process (or
+//! another server on a shared database) therefore never lose an update, and
+//! the flush stays one per write. [`Table::SYS`] (the seal metadata) is
+//! outside the digests: it is authenticated by the key hierarchy itself.
+
+use std::collections::BTreeMap;
+
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+use super::{SealError, seal};
+use crate::keyring::{DerivedKey, Keys};
+use crate::store::{Expect, Store, Table, WriteOp};
+
+/// Key of the state record in [`Table::INTEGRITY`].
+pub(super) const STATE_KEY: &[u8] = b"state";
+
+/// How often a write re-reads and retries after losing a race before giving
+/// up; each attempt costs a few reads, never an fsync.
+const MAX_ATTEMPTS: usize = 1000;
+
+/// Count and combined MAC of one table's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableDigest {
+    count: u64,
+    #[serde(with = "hex32")]
+    sum: [u8; 32],
+}
+
+impl TableDigest {
+    fn add(&mut self, mac: &[u8; 32]) {
+        self.count = self.count.wrapping_add(1);
+        let mut carry = 0u16;
+        for (s, m) in self.sum.iter_mut().zip(mac) {
+            let v = u16::from(*s) + u16::from(*m) + carry;
+            *s = v.to_le_bytes()[0];
+            carry = v >> 8;
+        }
+    }
+
+    fn remove(&mut self, mac: &[u8; 32]) {
+        self.count = self.count.wrapping_sub(1);
+        let mut borrow = 0i16;
+        for (s, m) in self.sum.iter_mut().zip(mac) {
+            let mut v = i16::from(*s) - i16::from(*m) - borrow;
+            borrow = i16::from(v < 0);
+            if v < 0 {
+                v += 256;
+            }
+            *s = v.to_le_bytes()[0];
+        }
+    }
+}
+
+/// The decrypted state record.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct State {
+    /// Bumped by every write.
+    pub(super) generation: u64,
+    /// Digests of non-empty tables, by name.
+    tables: BTreeMap<String, TableDigest>,
+}
+
+impl State {
+    fn digest(&self, table: Table) -> TableDigest {
+        self.tables.get(table.name()).copied().unwrap_or_default()
+    }
+
+    fn change(
+        &mut self,
+        mac: &MacKey,
+        table: Table,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) {
+        let digest = self.tables.entry(table.name().to_owned()).or_default();
+        if let Some(old) = old {
+            digest.remove(&mac.record(table, key, old));
+        }
+        if let Some(new) = new {
+            digest.add(&mac.record(table, key, new));
+        }
+        if digest.count == 0 {
+            self.tables.remove(table.name());
+        }
+    }
+
+    fn seal(&self, keys: &Keys) -> Result<Vec<u8>, SealError> {
+        let json = serde_json::to_vec(self).map_err(|_| SealError::IntegrityInvalid)?;
+        seal(keys, Table::INTEGRITY, STATE_KEY, &json)
+    }
+
+    fn open(keys: &Keys, raw: &[u8]) -> Result<State, SealError> {
+        let plain = super::open(keys, Table::INTEGRITY, STATE_KEY, raw)?;
+        serde_json::from_slice(plain.expose()).map_err(|_| SealError::IntegrityInvalid)
+    }
+}
+
+/// The integrity HMAC key, derived from the root key for one operation.
+struct MacKey(hmac::Key);
+
+impl MacKey {
+    fn new(keys: &Keys) -> Result<MacKey, SealError> {
+        let secret = keys
+            .derive(DerivedKey::StoreIntegrity)
+            .map_err(SealError::Keyring)?;
+        Ok(MacKey(hmac::Key::new(hmac::HMAC_SHA256, secret.expose())))
+    }
+
+    /// The MAC of one stored record; table and key are length-prefixed so
+    /// that no two locations feed the same bytes.
+    fn record(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        for part in [table.name().as_bytes(), key] {
+            let len = u64::try_from(part.len()).unwrap_or(u64::MAX);
+            ctx.update(&len.to_be_bytes());
+            ctx.update(part);
+        }
+        ctx.update(value);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+}
+
+/// The first state record of a new store (generation 0, no records), sealed
+/// under `keys`.
+pub(super) fn initial_state(keys: &Keys) -> Result<Vec<u8>, SealError> {
+    State::default().seal(keys)
+}
+
+/// Recomputes every table's digest from the stored bytes and compares it
+/// with the state record; returns the store's generation.
+pub(super) fn check(store: &dyn Store, keys: &Keys) -> Result<u64, SealError> {
+    let raw = store
+        .get(Table::INTEGRITY, STATE_KEY)?
+        .ok_or(SealError::IntegrityMissing)?;
+    let state = State::open(keys, &raw)?;
+    let mac = MacKey::new(keys)?;
+    for table in Table::ALL {
+        if table == Table::SYS || table == Table::INTEGRITY {
+            continue;
+        }
+        let records = store
+            .scan_prefix(table, b"")
+            .map_err(|source| SealError::TableUnreadable { table, source })?;
+        let mut found = TableDigest::default();
+        for (key, value) in &records {
+            found.add(&mac.record(table, key, value));
+        }
+        let stored = state.digest(table);
+        if found != stored {
+            return Err(SealError::TableTampered {
+                table,
+                stored: stored.count,
+                found: found.count,
+            });
+        }
+    }
+    Ok(state.generation)
+}
+
+/// One change in a [`commit`].
+#[derive(Debug)]
+pub(super) struct Change<'a> {
+    /// Table of the record.
+    pub(super) table: Table,
+    /// Record key.
+    pub(super) key: &'a [u8],
+    /// The new stored (sealed) bytes; `None` deletes.
+    pub(super) new: Option<Vec<u8>>,
+    /// When set, the stored bytes the record must hold now (`Some(None)`:
+    /// absent); otherwise the change applies whatever is there.
+    pub(super) expect: Option<Option<&'a [u8]>>,
+}
+
+/// What a [`commit`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// Written; for each change, whether a record was there before.
+    Applied {
+        /// Per change: a record existed before it.
+        existed: Vec<bool>,
+        /// The generation the write made.
+        generation: u64,
+    },
+    /// The change at this index expected other stored bytes; nothing written.
+    Stale(usize),
+}
+
+/// Applies `changes` with the digests and generation they imply, atomically.
+/// The generation becomes at least `min_generation`.
+pub(super) fn commit(
+    store: &dyn Store,
+    keys: &Keys,
+    changes: &[Change<'_>],
+    min_generation: u64,
+) -> Result<Commit, SealError> {
+    let mac = MacKey::new(keys)?;
+    for _ in 0..MAX_ATTEMPTS {
+        if let Some(done) = attempt(store, keys, &mac, changes, min_generation)? {
+            return Ok(done);
+        }
+    }
+    Err(SealError::Contended)
+}
+
+/// One read-compute-apply round; `None` when another write got in between.
+fn attempt(
+    store: &dyn Store,
+    keys: &Keys,
+    mac: &MacKey,
+    changes: &[Change<'_>],
+    min_generation: u64,
+) -> Result<Option<Commit>, SealError> {
+    let state_raw = store
+        .get(Table::INTEGRITY, STATE_KEY)?
+        .ok_or(SealError::IntegrityMissing)?;
+    let mut state = State::open(keys, &state_raw)?;
+    // What each change replaces: the stored bytes, or an earlier change to
+    // the same record in this batch.
+    let mut olds: Vec<Option<Vec<u8>>> = Vec::with_capacity(changes.len());
+    let mut first_of_key = Vec::with_capacity(changes.len());
+    for (i, c) in changes.iter().enumerate() {
+        let earlier = changes
+            .get(..i)
+            .unwrap_or_default()
+            .iter()
+            .rposition(|e| e.table == c.table && e.key == c.key);
+        let old = match earlier {
+            Some(j) => changes.get(j).and_then(|e| e.new.clone()),
+            None => store.get(c.table, c.key)?,
+        };
+        if let Some(expected) = c.expect
+            && old.as_deref() != expected
+        {
+            return Ok(Some(Commit::Stale(i)));
+        }
+        state.change(mac, c.table, c.key, old.as_deref(), c.new.as_deref());
+        first_of_key.push(earlier.is_none());
+        olds.push(old);
+    }
+    state.generation = state.generation.saturating_add(1).max(min_generation);
+    let new_state = state.seal(keys)?;
+    let mut expect = vec![Expect {
+        table: Table::INTEGRITY,
+        key: STATE_KEY,
+        value: Some(&state_raw),
+    }];
+    for ((c, old), first) in changes.iter().zip(&olds).zip(&first_of_key) {
+        if *first {
+            expect.push(Expect {
+                table: c.table,
+                key: c.key,
+                value: old.as_deref(),
+            });
+        }
+    }
+    let mut ops: Vec<WriteOp<'_>> = changes
+        .iter()
+        .map(|c| match &c.new {
+            Some(value) => WriteOp::Put {
+                table: c.table,
+                key: c.key,
+                value,
+            },
+            None => WriteOp::Delete {
+                table: c.table,
+                key: c.key,
+            },
+        })
+        .collect();
+    ops.push(WriteOp::Put {
+        table: Table::INTEGRITY,
+        key: STATE_KEY,
+        value: &new_state,
+    });
+    Ok(match store.batch_if(&expect, &ops)? {
+        Ok(()) => Some(Commit::Applied {
+            existed: olds.iter().map(Option::is_some).collect(),
+            generation: state.generation,
+        }),
+        Err(_) => None,
+    })
+}
+
+/// Serde helper: 32 bytes as a hex string.
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(String::deserialize(d)?, &mut out).map_err(D::Error::custom)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, reason = "tests")]
+
+    use super::TableDigest;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Removing a record's MAC undoes adding it, whatever came between,
+        /// so the digest depends only on the records present.
+        #[test]
+        fn remove_undoes_add(a in any::<[u8; 32]>(), b in any::<[u8; 32]>(), c in any::<[u8; 32]>()) {
+            let mut only_b = TableDigest::default();
+            only_b.add(&b);
+            let mut d = TableDigest::default();
+            d.add(&a);
+            d.add(&b);
+            d.add(&c);
+            d.remove(&a);
+            d.remove(&c);
+            prop_assert_eq!(d, only_b);
+            // Order does not matter.
+            let mut e = TableDigest::default();
+            e.add(&c);
+            e.add(&b);
+            e.add(&a);
+            e.remove(&c);
+            e.remove(&a);
+            prop_assert_eq!(e, only_b);
+        }
+    }
+
+    #[test]
+    fn the_sum_carries_and_wraps() {
+        let mut d = TableDigest::default();
+        d.add(&[0xff; 32]);
+        d.add(&[0x01; 32]);
+        let mut want = [0x01; 32];
+        want[0] = 0x00;
+        assert_eq!(d.sum, want);
+        assert_eq!(d.count, 2);
+    }
+}

@@ -1,0 +1,254 @@
+//! Tests of the store's integrity record: digests that catch records
+//! altered, removed or added behind the server's back, and the write
+//! generation that tells an older copy of the store.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::store::SledStore;
+
+fn pass() -> Secret {
+    Secret::from_slice(b"operator passphrase")
+}
+
+fn open(dir: &Path) -> (Arc<dyn Store>, SealedStore) {
+    let raw: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
+    let sealed = SealedStore::new(raw.clone(), KdfCost::FAST_FOR_TESTS);
+    (raw, sealed)
+}
+
+fn initialized() -> (tempfile::TempDir, Arc<dyn Store>, SealedStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, s) = open(dir.path());
+    let td = TrustDomain::parse("example.org").unwrap();
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    s.init(&pass(), &td, now).unwrap();
+    (dir, raw, s)
+}
+
+/// A fresh sealed store over the same backing store, as after a restart.
+fn restarted(raw: &Arc<dyn Store>) -> SealedStore {
+    SealedStore::new(raw.clone(), KdfCost::FAST_FOR_TESTS)
+}
+
+fn tampered(result: Result<Unsealing<'_>, SealError>) -> (Table, u64, u64) {
+    match result {
+        Err(SealError::TableTampered {
+            table,
+            stored,
+            found,
+        }) => (table, stored, found),
+        other => panic!("expected TableTampered, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_untouched_store_passes_and_every_write_bumps_the_generation() {
+    let (_dir, raw, s) = initialized();
+    assert_eq!(s.generation(), 0);
+    s.put(Table::ENTRIES, b"a", b"1").unwrap();
+    s.create(Table::AGENTS, b"b", b"2").unwrap();
+    s.compare_and_put(Table::ENTRIES, b"a", Some(b"1"), Some(b"3"))
+        .unwrap();
+    assert!(s.delete(Table::AGENTS, b"b").unwrap());
+    s.batch(&[
+        SealedWrite::Put {
+            table: Table::SECRETS,
+            key: b"x",
+            plaintext: b"4",
+        },
+        SealedWrite::Delete {
+            table: Table::SECRETS,
+            key: b"x",
+        },
+        SealedWrite::Put {
+            table: Table::SECRETS,
+            key: b"y",
+            plaintext: b"5",
+        },
+    ])
+    .unwrap();
+    assert_eq!(s.generation(), 5);
+    // Refused writes change nothing.
+    assert!(matches!(
+        s.create(Table::ENTRIES, b"a", b"again"),
+        Err(SealError::AlreadyExists)
+    ));
+    assert_eq!(s.generation(), 5);
+    let s = restarted(&raw);
+    assert_eq!(s.open_keys(&pass()).unwrap().generation(), 5);
+}
+
+/// Attack: bytes of a stored record flipped with the server stopped.
+#[test]
+fn a_flipped_record_names_its_table() {
+    let (_dir, raw, s) = initialized();
+    s.put(Table::ENTRIES, b"e1", b"entry one").unwrap();
+    s.put(Table::AGENTS, b"a1", b"agent one").unwrap();
+    let mut bytes = raw.get(Table::AGENTS, b"a1").unwrap().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    raw.put(Table::AGENTS, b"a1", &bytes).unwrap();
+    let s = restarted(&raw);
+    assert_eq!(tampered(s.open_keys(&pass())), (Table::AGENTS, 1, 1));
+    assert!(s.status().unwrap().sealed);
+    let shown = s.open_keys(&pass()).unwrap_err().to_string();
+    assert!(
+        shown.contains("store table agents does not match its digest"),
+        "{shown}"
+    );
+}
+
+/// Attack: records deleted (the effect of truncating the store).
+#[test]
+fn a_deleted_record_names_its_table() {
+    let (_dir, raw, s) = initialized();
+    for k in [b"1", b"2", b"3"] {
+        s.put(Table::JOIN_TOKENS, k, b"token record").unwrap();
+    }
+    raw.delete(Table::JOIN_TOKENS, b"2").unwrap();
+    let s = restarted(&raw);
+    assert_eq!(tampered(s.open_keys(&pass())), (Table::JOIN_TOKENS, 3, 2));
+}
+
+#[test]
+fn an_added_or_older_record_names_its_table() {
+    let (_dir, raw, s) = initialized();
+    s.put(Table::ENTRIES, b"a", b"old").unwrap();
+    let old = raw.get(Table::ENTRIES, b"a").unwrap().unwrap();
+    s.put(Table::ENTRIES, b"a", b"new").unwrap();
+    // The older version of the record, put back: it still decrypts.
+    raw.put(Table::ENTRIES, b"a", &old).unwrap();
+    assert_eq!(
+        tampered(restarted(&raw).open_keys(&pass())),
+        (Table::ENTRIES, 1, 1)
+    );
+    // Once tampered, later writes do not make it match again.
+    s.put(Table::ENTRIES, b"a", b"newer").unwrap();
+    assert_eq!(
+        tampered(restarted(&raw).open_keys(&pass())),
+        (Table::ENTRIES, 1, 1)
+    );
+
+    let (_dir, raw, s) = initialized();
+    s.put(Table::ENTRIES, b"a", b"one").unwrap();
+    let old = raw.get(Table::ENTRIES, b"a").unwrap().unwrap();
+    raw.put(Table::META, b"extra", &old).unwrap();
+    assert_eq!(
+        tampered(restarted(&raw).open_keys(&pass())),
+        (Table::META, 0, 1)
+    );
+}
+
+#[test]
+fn a_deleted_integrity_record_refuses_unseal() {
+    let (_dir, raw, s) = initialized();
+    s.put(Table::ENTRIES, b"a", b"1").unwrap();
+    raw.delete(Table::INTEGRITY, integrity::STATE_KEY).unwrap();
+    assert!(matches!(
+        restarted(&raw).open_keys(&pass()),
+        Err(SealError::IntegrityMissing)
+    ));
+}
+
+/// Attack: the whole store swapped for an older copy. Its digests match, so
+/// only its lower generation tells (the server compares it with the log).
+#[test]
+fn an_older_copy_is_consistent_but_behind() {
+    let (_dir, raw, s) = initialized();
+    s.put(Table::AGENTS, b"node1", b"active").unwrap();
+    let snapshot: Vec<(Table, Vec<u8>, Vec<u8>)> = Table::ALL
+        .iter()
+        .flat_map(|t| {
+            raw.scan_prefix(*t, b"")
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (*t, k, v))
+        })
+        .collect();
+    s.put(Table::AGENTS, b"node1", b"banned").unwrap();
+    assert_eq!(s.generation(), 2);
+    for (t, k, v) in &snapshot {
+        raw.put(*t, k, v).unwrap();
+    }
+    let s = restarted(&raw);
+    let opened = s.open_keys(&pass()).unwrap();
+    assert_eq!(opened.generation(), 1);
+}
+
+#[test]
+fn advancing_the_generation_survives_a_restart() {
+    let (_dir, raw, s) = initialized();
+    s.put(Table::ENTRIES, b"a", b"1").unwrap();
+    s.seal();
+    let mut opened = s.open_keys(&pass()).unwrap();
+    opened.advance_generation(40).unwrap();
+    assert_eq!(opened.generation(), 40);
+    opened.publish();
+    assert_eq!(s.generation(), 40);
+    assert!(!s.status().unwrap().sealed);
+    assert_eq!(restarted(&raw).open_keys(&pass()).unwrap().generation(), 40);
+}
+
+#[test]
+fn opened_keys_are_not_in_use_until_published() {
+    let (_dir, _raw, s) = initialized();
+    s.put(Table::STATE, b"head", b"h").unwrap();
+    s.seal();
+    let opened = s.open_keys(&pass()).unwrap();
+    assert_eq!(
+        opened.get(Table::STATE, b"head").unwrap().unwrap().expose(),
+        b"h"
+    );
+    assert!(matches!(
+        s.put(Table::STATE, b"head", b"x"),
+        Err(SealError::Sealed)
+    ));
+    drop(opened);
+    assert!(s.status().unwrap().sealed);
+}
+
+#[test]
+fn the_integrity_table_is_reserved() {
+    let (_dir, _raw, s) = initialized();
+    assert!(matches!(
+        s.put(Table::INTEGRITY, b"state", b"x"),
+        Err(SealError::ReservedTable(Table::INTEGRITY))
+    ));
+}
+
+/// Writers on many threads never lose a digest update: afterwards the
+/// store still matches its digests and every write counted.
+#[test]
+fn concurrent_writers_lose_no_digest_update() {
+    let (_dir, raw, s) = initialized();
+    let s = Arc::new(s);
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..15u8 {
+                    s.put(Table::ENTRIES, &[t, i], &[i]).unwrap();
+                    if i % 3 == 0 {
+                        s.delete(Table::ENTRIES, &[t, i]).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.generation(), 4 * (15 + 5));
+    let again = restarted(&raw);
+    assert_eq!(again.open_keys(&pass()).unwrap().generation(), 80);
+}
