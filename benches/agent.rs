@@ -14,6 +14,11 @@
 //! background load hits both alike. Run as root with `cargo bench --bench
 //! agent`: workload processes are started under other uids with `setpriv`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark times itself with the wall clock and waits for processes"
+)]
+
 mod common;
 use common::{BenchResult, Rates, Runner, SLICES, WINDOW, compare};
 use std::future::Future;

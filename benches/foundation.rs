@@ -13,6 +13,11 @@
 //! target directory (a real disk; a tmpfs would make `fdatasync` free), or
 //! under `$SIGIL_BENCH_DIR` when set.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark times itself with the wall clock"
+)]
+
 mod common;
 use common::{BenchResult, Rates, Runner, SLICES, WINDOW, compare};
 use std::fs::{File, OpenOptions};

@@ -19,7 +19,9 @@
 //!
 //! The **edge** connects the core to the world:
 //!
-//! - [`clock`] — the one place that reads the wall clock.
+//! - [`clock`] — the one place that reads the wall clock, and the `Clock` the server is
+//!   given (a manual one in tests).
+//! - [`sync`] — taking std locks, one way: a poisoned lock is recovered.
 //! - [`attest`] — Unix workload attestation: peer credentials and `/proc` → selectors.
 //! - [`store`] — the storage trait, its sled implementation, the sealed store and the
 //!   audit log file.
@@ -36,6 +38,17 @@
 //!
 //! Dependencies point from the edge into the core, never the other way;
 //! `scripts/check-layers.sh` enforces this.
+
+// Unit tests may read the wall clock and sleep (to bound a wait, to date a
+// fixture); the same code built without cfg(test) is checked against
+// clippy.toml's disallowed methods, so production code cannot use them.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "unit tests; production code is checked in the non-test build"
+    )
+)]
 
 pub mod agent;
 pub mod api;
@@ -54,5 +67,6 @@ pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod unix_time;

@@ -25,9 +25,10 @@ use crate::clock;
 use crate::id::{Selector, SpiffeId};
 use crate::registry::Entry;
 use crate::secret::Secret;
+use crate::sync::{lock, read, write};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::sync::{Notify, watch};
 
@@ -524,18 +525,4 @@ impl IdentityProvider for IdentityCache {
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
-}
-
-// The cache never panics while holding a lock, so a poisoned lock still
-// guards consistent data; recover it rather than fail every later request.
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

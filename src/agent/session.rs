@@ -14,6 +14,7 @@ use crate::files::{Access, FileError, OutDir};
 use crate::id::{SpiffeId, TrustDomain};
 use crate::registry::{Entry, EntryId};
 use crate::secret::Secret;
+use crate::sync::{read, write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -300,10 +301,7 @@ impl Session {
     }
 
     fn current(&self) -> Arc<Identity> {
-        self.identity
-            .read()
-            .map(|i| i.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        read(&self.identity).clone()
     }
 
     /// The agent's SPIFFE ID.
@@ -324,11 +322,7 @@ impl Session {
 
     /// A client for the Node service over the current channel.
     pub fn node(&self) -> NodeClient<Channel> {
-        let ch = self
-            .channel
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
+        let ch = read(&self.channel).clone();
         NodeClient::new(ch)
     }
 
@@ -347,12 +341,8 @@ impl Session {
             .map_err(|e| AgentError::Internal(e.to_string()))?;
         let channel = Self::channel(&self.addr, &identity)
             .map_err(|e| AgentError::Internal(e.to_string()))?;
-        if let Ok(mut i) = self.identity.write() {
-            *i = Arc::new(identity);
-        }
-        if let Ok(mut c) = self.channel.write() {
-            *c = channel;
-        }
+        *write(&self.identity) = Arc::new(identity);
+        *write(&self.channel) = channel;
         self.persist()
             .map_err(|e| AgentError::Internal(e.to_string()))?;
         self.set_bundle(&bundle);
@@ -362,15 +352,13 @@ impl Session {
 
     /// The last bundle received from the server, if any.
     pub fn bundle(&self) -> Option<Arc<Bundle>> {
-        self.bundle.read().ok().and_then(|b| b.clone())
+        read(&self.bundle).clone()
     }
 
     /// Applies a new bundle: trusted for the next connections and kept on
     /// disk, so a restart while the server is away still has it.
     pub fn set_bundle(&self, bundle: &Bundle) {
-        if let Ok(mut b) = self.bundle.write() {
-            *b = Some(Arc::new(bundle.clone()));
-        }
+        *write(&self.bundle) = Some(Arc::new(bundle.clone()));
         let written = OutDir::create(&self.dir, Access::Private).and_then(|out| {
             out.write(
                 "bundle.json",
@@ -399,12 +387,8 @@ impl Session {
         };
         match Self::channel(&self.addr, &next) {
             Ok(channel) => {
-                if let Ok(mut i) = self.identity.write() {
-                    *i = Arc::new(next);
-                }
-                if let Ok(mut c) = self.channel.write() {
-                    *c = channel;
-                }
+                *write(&self.identity) = Arc::new(next);
+                *write(&self.channel) = channel;
                 if let Err(e) = self.persist() {
                     tracing::warn!(error = %e, "could not store the new bundle");
                 }

@@ -1,15 +1,18 @@
 //! The one place that decides what a caller is told (STYLE §3): every error a
-//! handler can meet becomes an [`ApiError`], and `From<ApiError> for Status`
-//! picks the gRPC code and the message. Internal detail goes to the log only.
+//! handler can meet is an [`ApiError`] or one of the server's own error
+//! enums ([`AgentsError`], [`EntriesError`], [`LifecycleError`]), and the
+//! functions here pick the gRPC code and the message. Internal detail goes to
+//! the log only.
 
 use crate::authority::AuthorityError;
-use crate::policy::PolicyError;
 use crate::registry::EntryError;
+use crate::server::{AgentsError, EntriesError, LifecycleError};
 use crate::store::SealError;
 use crate::store::audit_log::AuditError;
 use tonic::{Code, Status};
 
-/// Everything a request can fail with.
+/// Everything a request can fail with: the gate's and handlers' own
+/// refusals, and the services' errors, each kept as its own enum.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The caller could not be identified.
@@ -19,42 +22,39 @@ pub enum ApiError {
     #[error("{0}")]
     Denied(String),
     /// The store is sealed; only status, init and unseal are answered.
-    #[error("sealed: the server is sealed; run `sigil operator unseal`")]
+    #[error("{SEALED}")]
     Sealed,
     /// A request field is malformed; the message names the field and rule.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The named object does not exist.
-    #[error("{0} not found")]
-    NotFound(String),
-    /// An equal object already exists.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// A compare-and-swap lost: the object changed since it was read.
-    #[error("{0}")]
-    Conflict(String),
-    /// The operation is not possible in the current state.
-    #[error("{0}")]
-    FailedPrecondition(String),
     /// The audit log could not record the decision, so the request was refused.
     #[error("audit log unavailable; request refused")]
     AuditUnavailable,
-    /// Store errors.
-    #[error(transparent)]
-    Seal(#[from] SealError),
+    /// The server is shutting down: long streams end with this.
+    #[error("server shutting down")]
+    ShuttingDown,
     /// Authority errors.
     #[error(transparent)]
     Authority(#[from] AuthorityError),
     /// Entry validation errors.
     #[error(transparent)]
     Entry(#[from] EntryError),
-    /// Policy errors.
+    /// Join tokens and agent records.
     #[error(transparent)]
-    Policy(#[from] PolicyError),
+    Agents(#[from] AgentsError),
+    /// The entry registry.
+    #[error(transparent)]
+    Entries(#[from] EntriesError),
+    /// The server's lifecycle: seal state, policies, audit reads.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
     /// Something failed that the caller cannot fix; details are logged.
     #[error("internal error")]
     Internal(String),
 }
+
+/// What a sealed server answers, from every service.
+const SEALED: &str = "sealed: the server is sealed; run `sigil operator unseal`";
 
 impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> Self {
@@ -68,9 +68,38 @@ impl From<AuditError> for ApiError {
     }
 }
 
+// Handlers may return the services' errors with `?` directly.
+impl From<AgentsError> for Status {
+    fn from(e: AgentsError) -> Self {
+        agents_status(&e)
+    }
+}
+
+impl From<EntriesError> for Status {
+    fn from(e: EntriesError) -> Self {
+        entries_status(&e)
+    }
+}
+
+impl From<LifecycleError> for Status {
+    fn from(e: LifecycleError) -> Self {
+        lifecycle_status(&e)
+    }
+}
+
+fn sealed() -> Status {
+    Status::failed_precondition(SEALED)
+}
+
+/// Logs what the caller is not told and answers `internal error`.
+fn internal(e: &dyn std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal("internal error")
+}
+
 fn seal_status(e: &SealError) -> Status {
     match e {
-        SealError::Sealed => Status::failed_precondition(ApiError::Sealed.to_string()),
+        SealError::Sealed => sealed(),
         SealError::NotInitialized => {
             Status::failed_precondition("not initialized: run `sigil operator init`")
         }
@@ -99,27 +128,82 @@ fn seal_status(e: &SealError) -> Status {
     }
 }
 
+fn agents_status(e: &AgentsError) -> Status {
+    match e {
+        AgentsError::ReplaceNeedsName | AgentsError::NameInvalid(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        AgentsError::NameTaken(_) => Status::already_exists(e.to_string()),
+        // Which rule refused a join token is told: the caller holds the
+        // token, and "expired" or "already used" tells an operator what to do.
+        AgentsError::TokenUnknown
+        | AgentsError::TokenUsed
+        | AgentsError::TokenExpired
+        | AgentsError::AgentBanned(_) => Status::permission_denied(e.to_string()),
+        AgentsError::AgentNotFound(_) => Status::not_found(e.to_string()),
+        AgentsError::Contended { .. } => Status::aborted(e.to_string()),
+        AgentsError::RecordCorrupt { .. }
+        | AgentsError::RecordUnencodable(_)
+        | AgentsError::NoRandomness
+        | AgentsError::TaskFailed(_) => internal(e),
+        AgentsError::Store(s) => seal_status(s),
+    }
+}
+
+fn entries_status(e: &EntriesError) -> Status {
+    match e {
+        EntriesError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        EntriesError::EntryExists { .. } => Status::already_exists(e.to_string()),
+        EntriesError::EntryNotFound(_) => Status::not_found(e.to_string()),
+        EntriesError::RevisionConflict { .. } => Status::aborted(e.to_string()),
+        EntriesError::RecordCorrupt(_)
+        | EntriesError::RecordUnencodable(_)
+        | EntriesError::NoRandomness
+        | EntriesError::TaskFailed(_) => internal(e),
+        EntriesError::Store(s) => seal_status(s),
+    }
+}
+
+fn lifecycle_status(e: &LifecycleError) -> Status {
+    match e {
+        LifecycleError::Sealed => sealed(),
+        LifecycleError::Refused(r) => {
+            tracing::error!(error = %r, "unseal refused");
+            Status::failed_precondition(e.to_string())
+        }
+        LifecycleError::PolicyDirUnreadable(_) => Status::failed_precondition(e.to_string()),
+        // The same answer as the gate's when the log cannot record a decision.
+        LifecycleError::Audit(a) => Status::from(ApiError::from(a.clone())),
+        LifecycleError::PolicyRefused(p) => {
+            Status::failed_precondition(format!("policy refused: {p}"))
+        }
+        LifecycleError::Authority(a) => authority_status(a),
+        LifecycleError::Entries(x) => entries_status(x),
+        LifecycleError::Agents(x) => agents_status(x),
+        LifecycleError::Store(s) => seal_status(s),
+        LifecycleError::TlsConfig(_)
+        | LifecycleError::AuditUnreadable(_)
+        | LifecycleError::TaskFailed(_) => internal(e),
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match &e {
             ApiError::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
             ApiError::Denied(_) => Status::permission_denied(e.to_string()),
-            ApiError::Sealed => Status::failed_precondition(e.to_string()),
+            ApiError::Sealed => sealed(),
             ApiError::InvalidArgument(_) | ApiError::Entry(_) => {
                 Status::invalid_argument(e.to_string())
             }
-            ApiError::NotFound(_) => Status::not_found(e.to_string()),
-            ApiError::AlreadyExists(_) => Status::already_exists(e.to_string()),
-            ApiError::Conflict(_) => Status::aborted(e.to_string()),
-            ApiError::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
-            ApiError::AuditUnavailable => Status::unavailable(e.to_string()),
-            ApiError::Seal(s) => seal_status(s),
-            ApiError::Authority(a) => authority_status(a),
-            ApiError::Policy(p) => Status::failed_precondition(format!("policy refused: {p}")),
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                Status::internal("internal error")
+            ApiError::AuditUnavailable | ApiError::ShuttingDown => {
+                Status::unavailable(e.to_string())
             }
+            ApiError::Authority(a) => authority_status(a),
+            ApiError::Agents(a) => agents_status(a),
+            ApiError::Entries(x) => entries_status(x),
+            ApiError::Lifecycle(l) => lifecycle_status(l),
+            ApiError::Internal(detail) => internal(detail),
         }
     }
 }

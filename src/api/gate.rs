@@ -108,7 +108,7 @@ impl Gate {
         action: Action,
         resource: Resource,
     ) -> Result<Caller, ApiError> {
-        let now = clock::unix_seconds(clock::now());
+        let now = clock::unix_seconds(self.server.now());
         let (caller, authn, source) = self.authenticate(ext);
         let input = Input {
             subject: caller.subject(authn),
@@ -163,7 +163,7 @@ impl Gate {
     ) -> Result<(), ApiError> {
         let (caller, authn, source) = self.authenticate(ext);
         let event = Event {
-            time: clock::unix_seconds(clock::now()),
+            time: clock::unix_seconds(self.server.now()),
             subject: caller.audit_name(),
             authn: authn.as_str().to_owned(),
             action: action.as_str().to_owned(),
@@ -203,7 +203,7 @@ impl Gate {
             // The chain was verified at the handshake, but an HTTP/2
             // connection outlives certificates: an SVID that has expired
             // since then proves nothing.
-            if leaf.is_some_and(|l| !currently_valid(l, clock::now())) {
+            if leaf.is_some_and(|l| !currently_valid(l, self.server.now())) {
                 return (Caller::Anonymous, Authn::None, source);
             }
             let Some(id) = leaf.and_then(|l| peer_spiffe_id(l)) else {

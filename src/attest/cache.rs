@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 /// Identity of one version of an executable file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,12 +92,10 @@ impl DigestCache {
         self.lock().map.len()
     }
 
-    // A panic while the lock was held cannot leave a half-written entry: the
-    // map and queue are each updated by single calls, and at worst the queue
-    // names a key the map lacks, which eviction tolerates. So a poisoned
-    // lock is still safe to use.
+    // The map and queue are each updated by single calls; at worst a panic
+    // leaves the queue naming a key the map lacks, which eviction tolerates.
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 }
 

@@ -2,10 +2,11 @@
 //! peer and the TLS handshake stage may hold, the reserve kept for operators,
 //! and the rate-limited warning logged when a cap refuses someone.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -298,13 +299,6 @@ impl fmt::Debug for Limiter {
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
-}
-
-/// Every section guarded here is a single update that cannot panic, so a
-/// poisoned lock still holds consistent counts; refusing all connections
-/// because of it would turn a bug elsewhere into an outage.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Limiter {

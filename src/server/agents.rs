@@ -13,34 +13,24 @@
 //! on a fresh read, so a renewal that read the record before a ban can never
 //! write `banned: false` back over it. The in-memory copy is then refreshed
 //! from the store, never from the writer's own copy.
+//!
+//! The store work runs on the blocking pool (`server::blocking`); the
+//! last-seen write on every issuance is not even awaited.
 
-use crate::api::ApiError;
-use crate::clock;
+use super::blocking;
 use crate::id::{SpiffeId, TrustDomain};
 use crate::secret::Secret;
-use crate::store::{SealError, SealedStore, Table};
+use crate::store::SealedStore;
+use crate::sync::{lock, read, write};
+use records::Shared;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
-/// How long expired join tokens are kept before they are deleted.
-const TOKEN_RETENTION_SECS: u64 = 86_400;
-
-/// How often `last_seen` is written back at most, per agent.
-const LAST_SEEN_GRANULARITY: u64 = 60;
-
-/// How many times a change to an agent record is retried after losing a
-/// compare-and-swap to another writer before the request gives up.
-const MAX_RECORD_ATTEMPTS: usize = 8;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct TokenRecord {
-    agent_id: String,
-    expires_at: u64,
-    used_at: Option<u64>,
-}
+mod error;
+mod records;
+pub use error::AgentsError;
 
 /// What the server knows about an attested agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -68,98 +58,45 @@ pub struct JoinToken {
     pub expires_at: SystemTime,
 }
 
-/// Join tokens and agents.
+/// Join tokens and agents: the async face over [`records::Shared`], which
+/// does the store work on the blocking pool.
 #[derive(Debug)]
 pub struct Agents {
-    store: Arc<SealedStore>,
-    trust_domain: TrustDomain,
-    cache: RwLock<HashMap<String, AgentRecord>>,
-    /// Bumped when an agent is banned, so its open streams end at once.
-    bans: watch::Sender<u64>,
-    /// Serializes refreshing the cache from the store (read, then insert),
-    /// so an older read can never replace a newer one in memory. Record
-    /// changes themselves are compare-and-swaps and do not take it.
-    refresh: std::sync::Mutex<()>,
-}
-
-fn token_key(token: &str) -> Vec<u8> {
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        token.as_bytes(),
-    ))
-    .into_bytes()
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Internal(format!("stored {what} does not decode: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(v).map_err(|e| ApiError::Internal(format!("record does not encode: {e}")))
-}
-
-fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
-    let mut b = [0u8; N];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_err(|_| ApiError::Internal("no randomness".into()))?;
-    Ok(b)
+    shared: Arc<Shared>,
 }
 
 impl Agents {
     /// Agents over `store`; empty until [`Agents::load`].
     pub fn new(store: Arc<SealedStore>, trust_domain: TrustDomain) -> Self {
         Self {
-            store,
-            trust_domain,
-            cache: RwLock::new(HashMap::new()),
-            bans: watch::channel(0).0,
-            refresh: std::sync::Mutex::new(()),
+            shared: Arc::new(Shared::new(store, trust_domain)),
         }
     }
 
-    /// Reads every agent record into memory (at unseal).
-    pub fn load(&self) -> Result<usize, ApiError> {
-        let _guard = self.lock_refresh();
-        let mut map = HashMap::new();
-        for (_, v) in self.store.scan_prefix(Table::AGENTS, b"")? {
-            let r: AgentRecord = decode(v.expose(), "agent")?;
-            map.insert(r.spiffe_id.clone(), r);
-        }
-        let n = map.len();
-        if let Ok(mut c) = self.cache.write() {
-            *c = map;
-        }
-        Ok(n)
+    /// Reads every agent record into memory (at unseal; the caller is
+    /// already off the async workers).
+    pub fn load(&self) -> Result<usize, AgentsError> {
+        self.shared.load()
     }
 
     /// Forgets cached records (at seal).
     pub fn clear(&self) {
-        if let Ok(mut c) = self.cache.write() {
-            c.clear();
-        }
+        write(&self.shared.cache).clear();
     }
 
     /// Notified when any agent is banned.
     pub fn bans(&self) -> watch::Receiver<u64> {
-        self.bans.subscribe()
+        self.shared.bans.subscribe()
     }
 
     /// True when `id` is an attested agent that is not banned.
     pub fn is_active(&self, id: &SpiffeId) -> bool {
-        self.cache
-            .read()
-            .map(|c| c.get(id.as_str()).is_some_and(|r| !r.banned))
-            .unwrap_or(false)
+        self.shared.is_active(id)
     }
 
     /// Every agent, ordered by SPIFFE ID.
     pub fn list(&self) -> Vec<AgentRecord> {
-        let mut v: Vec<AgentRecord> = self
-            .cache
-            .read()
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default();
+        let mut v: Vec<AgentRecord> = read(&self.shared.cache).values().cloned().collect();
         v.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
         v
     }
@@ -167,236 +104,64 @@ impl Agents {
     /// Creates a one-time token for an agent called `name` (random if None).
     /// A name an active agent holds is refused unless `replace` is set: the
     /// token's user would become that agent, on another node.
-    pub fn create_join_token(
+    pub async fn create_join_token(
         &self,
         ttl: Duration,
         name: Option<&str>,
         replace: bool,
         now: SystemTime,
-    ) -> Result<JoinToken, ApiError> {
-        let name = match name {
-            Some(n) => n.to_owned(),
-            None if replace => {
-                return Err(ApiError::InvalidArgument(
-                    "replace: needs agent_name (the agent whose name is handed over)".into(),
-                ));
-            }
-            None => hex::encode(random_bytes::<8>()?),
-        };
-        let agent_id = self
-            .trust_domain
-            .agent_id(&name)
-            .map_err(|e| ApiError::InvalidArgument(format!("agent_name: {e}")))?;
-        if !replace && self.is_active(&agent_id) {
-            return Err(ApiError::AlreadyExists(format!(
-                "agent {agent_id} is active: a new token would hand its identity to another node (replace it explicitly with --replace)"
-            )));
-        }
-        use base64::Engine;
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
-        let expires_at = now + ttl;
-        let record = TokenRecord {
-            agent_id: agent_id.to_string(),
-            expires_at: clock::unix_seconds(expires_at),
-            used_at: None,
-        };
-        self.prune_tokens(now)?;
-        self.store
-            .create(Table::JOIN_TOKENS, &token_key(&token), &encode(&record)?)?;
-        Ok(JoinToken {
-            token: Secret::from(token),
-            agent_id,
-            expires_at,
-        })
-    }
-
-    /// Deletes tokens that expired more than a day ago (used or not): they
-    /// can never be accepted again, and keeping them would grow the table
-    /// without bound. The day keeps "expired" (rather than "unknown") as the
-    /// answer to a late attempt.
-    fn prune_tokens(&self, now: SystemTime) -> Result<(), ApiError> {
-        let now_s = clock::unix_seconds(now).saturating_sub(TOKEN_RETENTION_SECS);
-        for (key, value) in self.store.scan_prefix(Table::JOIN_TOKENS, b"")? {
-            let record: TokenRecord = decode(value.expose(), "join token")?;
-            if record.expires_at <= now_s {
-                self.store.delete(Table::JOIN_TOKENS, &key)?;
-            }
-        }
-        Ok(())
+    ) -> Result<JoinToken, AgentsError> {
+        let shared = self.shared.clone();
+        let name = name.map(str::to_owned);
+        blocking::run(move || shared.create_join_token(ttl, name.as_deref(), replace, now)).await
     }
 
     /// Consumes `token`, returning the agent ID it names. Unknown, used and
     /// expired tokens are refused with a reason that says which.
-    pub fn redeem(&self, token: &str, now: SystemTime) -> Result<SpiffeId, ApiError> {
-        let key = token_key(token);
-        let stored = self
-            .store
-            .get(Table::JOIN_TOKENS, &key)?
-            .ok_or_else(|| ApiError::Denied("join token refused: unknown token".into()))?;
-        let record: TokenRecord = decode(stored.expose(), "join token")?;
-        if record.used_at.is_some() {
-            return Err(ApiError::Denied("join token refused: already used".into()));
-        }
-        let now_s = clock::unix_seconds(now);
-        if now_s >= record.expires_at {
-            return Err(ApiError::Denied("join token refused: expired".into()));
-        }
-        let used = TokenRecord {
-            used_at: Some(now_s),
-            ..record.clone()
-        };
-        match self.store.compare_and_put(
-            Table::JOIN_TOKENS,
-            &key,
-            Some(&encode(&record)?),
-            Some(&encode(&used)?),
-        ) {
-            Ok(()) => {}
-            Err(SealError::Conflict) => {
-                return Err(ApiError::Denied("join token refused: already used".into()));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let id =
-            SpiffeId::parse(&record.agent_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if self
-            .cache
-            .read()
-            .map(|c| c.get(id.as_str()).is_some_and(|r| r.banned))
-            .unwrap_or(false)
-        {
-            return Err(ApiError::Denied(format!("agent {id} is banned")));
-        }
-        Ok(id)
+    pub async fn redeem(&self, token: &str, now: SystemTime) -> Result<SpiffeId, AgentsError> {
+        let shared = self.shared.clone();
+        let token = Secret::from(token.to_owned());
+        blocking::run(move || {
+            let text =
+                std::str::from_utf8(token.expose()).map_err(|_| AgentsError::TokenUnknown)?;
+            shared.redeem(text, now)
+        })
+        .await
     }
 
     /// Records that `id` holds an SVID until `expires` (attestation or renewal).
     /// A ban stored before or during the call wins: the call then fails.
-    pub fn record_svid(
+    pub async fn record_svid(
         &self,
         id: &SpiffeId,
         expires: SystemTime,
         now: SystemTime,
-    ) -> Result<(), ApiError> {
-        let now_s = clock::unix_seconds(now);
-        let expires_s = clock::unix_seconds(expires);
-        self.change(id, |current| match current {
-            Some(r) if r.banned => Err(ApiError::Denied(format!("agent {id} is banned"))),
-            Some(r) => Ok(Some(AgentRecord {
-                last_seen: now_s,
-                svid_expires_at: expires_s,
-                ..r.clone()
-            })),
-            None => Ok(Some(AgentRecord {
-                spiffe_id: id.to_string(),
-                attested_at: now_s,
-                last_seen: now_s,
-                svid_expires_at: expires_s,
-                banned: false,
-            })),
-        })
+    ) -> Result<(), AgentsError> {
+        let (shared, id) = (self.shared.clone(), id.clone());
+        blocking::run(move || shared.record_svid(&id, expires, now)).await
     }
 
     /// Notes that `id` was heard from; written back at most once a minute.
+    /// Runs on every issuance, so it never waits: the write happens in the
+    /// background, one at a time per agent, and a failure is logged.
     pub fn touch(&self, id: &SpiffeId, now: SystemTime) {
-        let now_s = clock::unix_seconds(now);
-        let stale = |r: &AgentRecord| {
-            !r.banned && r.last_seen.saturating_add(LAST_SEEN_GRANULARITY) <= now_s
-        };
-        // The cache answers the common case (recently seen) without a store read.
-        let cached_stale = self
-            .cache
-            .read()
-            .map(|c| c.get(id.as_str()).is_some_and(stale))
-            .unwrap_or(false);
-        if !cached_stale {
+        if !self.shared.touch_due(id, now) {
             return;
         }
-        let written = self.change(id, |current| {
-            Ok(current.filter(|r| stale(r)).map(|r| AgentRecord {
-                last_seen: now_s,
-                ..r.clone()
-            }))
-        });
-        if let Err(e) = written {
-            tracing::warn!(agent = %id, error = %e, "could not record last-seen time");
+        if !lock(&self.shared.touching).insert(id.to_string()) {
+            return;
         }
+        let (shared, id) = (self.shared.clone(), id.clone());
+        blocking::detach(move || {
+            shared.touch(&id, now);
+            lock(&shared.touching).remove(id.as_str());
+        });
     }
 
     /// Bans `id`: it is refused from now on and its streams end.
-    pub fn ban(&self, id: &SpiffeId) -> Result<(), ApiError> {
-        self.change(id, |current| match current {
-            Some(r) => Ok(Some(AgentRecord {
-                banned: true,
-                ..r.clone()
-            })),
-            None => Err(ApiError::NotFound(format!("agent {id}"))),
-        })?;
-        self.bans.send_modify(|n| *n += 1);
-        tracing::warn!(agent = %id, "agent banned");
-        Ok(())
-    }
-
-    /// Applies `next` to the stored record of `id` with a compare-and-swap,
-    /// reading again and retrying when another writer changed it first, then
-    /// refreshes the cache from the store. `next` sees the record as stored
-    /// now (None if there is none) and returns what to write (None: nothing).
-    fn change(
-        &self,
-        id: &SpiffeId,
-        next: impl Fn(Option<&AgentRecord>) -> Result<Option<AgentRecord>, ApiError>,
-    ) -> Result<(), ApiError> {
-        let key = id.as_str().as_bytes();
-        for _ in 0..MAX_RECORD_ATTEMPTS {
-            let stored = self.store.get(Table::AGENTS, key)?;
-            let current: Option<AgentRecord> = stored
-                .as_ref()
-                .map(|v| decode(v.expose(), "agent"))
-                .transpose()?;
-            let Some(record) = next(current.as_ref())? else {
-                return Ok(());
-            };
-            match self.store.compare_and_put(
-                Table::AGENTS,
-                key,
-                stored.as_ref().map(|v| v.expose()),
-                Some(&encode(&record)?),
-            ) {
-                Ok(()) => return self.refresh(id),
-                Err(SealError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ApiError::Conflict(format!(
-            "agent {id} changed concurrently {MAX_RECORD_ATTEMPTS} times; try again"
-        )))
-    }
-
-    /// Copies the stored record of `id` into the cache.
-    fn refresh(&self, id: &SpiffeId) -> Result<(), ApiError> {
-        let _guard = self.lock_refresh();
-        let stored = self.store.get(Table::AGENTS, id.as_str().as_bytes())?;
-        let record: Option<AgentRecord> = stored
-            .as_ref()
-            .map(|v| decode(v.expose(), "agent"))
-            .transpose()?;
-        let mut cache = self
-            .cache
-            .write()
-            .map_err(|_| ApiError::Internal("agent cache poisoned".into()))?;
-        match record {
-            Some(r) => cache.insert(r.spiffe_id.clone(), r),
-            None => cache.remove(id.as_str()),
-        };
-        Ok(())
-    }
-
-    // Nothing guarded by the lock is left half-done by a panic (it guards
-    // no data of its own), so a poisoned lock is still safe to take.
-    fn lock_refresh(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.refresh
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub async fn ban(&self, id: &SpiffeId) -> Result<(), AgentsError> {
+        let (shared, id) = (self.shared.clone(), id.clone());
+        blocking::run(move || shared.ban(&id)).await
     }
 }
 

@@ -4,64 +4,49 @@
 //! Uniqueness (same SPIFFE ID, parent and selectors) is enforced with a
 //! compare-and-swap on an index record, which a networked store can do
 //! atomically; the in-memory map is a cache rebuilt from the store at unseal.
+//!
+//! Reads answer from the cache. Writes run whole on the blocking pool
+//! (`server::blocking`), serialized so the cache follows the store
+//! (`writes`).
 
-use crate::api::ApiError;
+use super::blocking;
 use crate::clock;
 use crate::id::{SpiffeId, TrustDomain};
 use crate::registry::{Entry, EntryDraft, EntryId};
-use crate::store::{SealError, SealedStore, Table};
+use crate::store::{SealedStore, Table};
+use crate::sync::{read, write};
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
+use writes::{Shared, decode};
+
+mod error;
+mod writes;
+pub use error::EntriesError;
 
 /// The entry registry.
 #[derive(Debug)]
 pub struct Entries {
-    store: Arc<SealedStore>,
-    trust_domain: TrustDomain,
-    cache: RwLock<BTreeMap<EntryId, Entry>>,
-    /// Serializes writers on this server so the cache follows the store.
-    write: tokio::sync::Mutex<()>,
-    /// Bumped after every change, so agent streams push it at once.
-    changes: tokio::sync::watch::Sender<u64>,
-}
-
-fn decode(bytes: &[u8]) -> Result<Entry, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Internal(format!("stored entry does not decode: {e}")))
-}
-
-fn encode(e: &Entry) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(e).map_err(|e| ApiError::Internal(format!("entry does not encode: {e}")))
+    shared: Arc<Shared>,
 }
 
 impl Entries {
     /// A registry over `store` for `trust_domain`; empty until [`Entries::load`].
     pub fn new(store: Arc<SealedStore>, trust_domain: TrustDomain) -> Self {
         Self {
-            store,
-            trust_domain,
-            cache: RwLock::new(BTreeMap::new()),
-            write: tokio::sync::Mutex::new(()),
-            changes: tokio::sync::watch::channel(0).0,
+            shared: Arc::new(Shared::new(store, trust_domain)),
         }
     }
 
     /// A receiver that sees every change to the entry set.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
-    }
-
-    fn changed(&self) {
-        self.changes.send_modify(|n| *n += 1);
+        self.shared.changes.subscribe()
     }
 
     /// The entries agent `agent` may obtain: those whose parent is the agent,
     /// and, transitively, those whose parent is one of those entries' IDs.
     pub fn authorized_for(&self, agent: &SpiffeId) -> Vec<Entry> {
-        let Ok(cache) = self.cache.read() else {
-            return Vec::new();
-        };
+        let cache = read(&self.shared.cache);
         let mut parents = std::collections::HashSet::from([agent.clone()]);
         let mut taken = std::collections::BTreeMap::new();
         loop {
@@ -80,91 +65,41 @@ impl Entries {
     }
 
     /// Reads every entry from the store into the cache (at unseal).
-    pub fn load(&self) -> Result<usize, ApiError> {
+    pub fn load(&self) -> Result<usize, EntriesError> {
         let mut map = BTreeMap::new();
-        for (_, value) in self.store.scan_prefix(Table::ENTRIES, b"")? {
+        for (_, value) in self.shared.store.scan_prefix(Table::ENTRIES, b"")? {
             let e = decode(value.expose())?;
             map.insert(e.id.clone(), e);
         }
         let n = map.len();
-        *self
-            .cache
-            .write()
-            .map_err(|_| ApiError::Internal("entry cache poisoned".into()))? = map;
+        *write(&self.shared.cache) = map;
         Ok(n)
     }
 
     /// Forgets every cached entry (at seal).
     pub fn clear(&self) {
-        if let Ok(mut c) = self.cache.write() {
-            c.clear();
-        }
-        self.changed();
+        write(&self.shared.cache).clear();
+        self.shared.changed();
     }
 
-    fn cache_put(&self, e: Entry) {
-        if let Ok(mut c) = self.cache.write() {
-            c.insert(e.id.clone(), e);
-        }
-        self.changed();
-    }
-
-    /// Validates and stores a new entry; a duplicate is `AlreadyExists`.
-    pub async fn create(&self, draft: &EntryDraft, now: SystemTime) -> Result<Entry, ApiError> {
+    /// Validates and stores a new entry; a duplicate is `EntryExists`.
+    pub async fn create(&self, draft: &EntryDraft, now: SystemTime) -> Result<Entry, EntriesError> {
         let mut id = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-            .map_err(|_| ApiError::Internal("no randomness".into()))?;
+            .map_err(|_| EntriesError::NoRandomness)?;
         let entry = draft.validate(
-            &self.trust_domain,
+            &self.shared.trust_domain,
             EntryId::from_random(id),
             1,
             clock::unix_seconds(now),
         )?;
-        let _guard = self.write.lock().await;
-        let ukey = entry.uniqueness_key();
-        match self
-            .store
-            .create(Table::ENTRY_INDEX, &ukey, entry.id.as_str().as_bytes())
-        {
-            Ok(()) => {}
-            Err(SealError::AlreadyExists) => {
-                let existing = self.store.get(Table::ENTRY_INDEX, &ukey)?;
-                let holder = existing.map(|v| String::from_utf8_lossy(v.expose()).into_owned());
-                let live = holder
-                    .as_deref()
-                    .and_then(|h| EntryId::parse(h).ok())
-                    .map(|h| self.store.get(Table::ENTRIES, h.as_str().as_bytes()))
-                    .transpose()?
-                    .flatten()
-                    .is_some();
-                if live {
-                    return Err(ApiError::AlreadyExists(format!(
-                        "an entry with the same SPIFFE ID, parent ID and selectors exists: {}",
-                        holder.unwrap_or_default()
-                    )));
-                }
-                // The index outlived its entry (a crash between the two
-                // writes): take it over.
-                self.store
-                    .put(Table::ENTRY_INDEX, &ukey, entry.id.as_str().as_bytes())?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.store.create(
-            Table::ENTRIES,
-            entry.id.as_str().as_bytes(),
-            &encode(&entry)?,
-        )?;
-        self.cache_put(entry.clone());
-        Ok(entry)
+        let shared = self.shared.clone();
+        blocking::run(move || shared.create(entry)).await
     }
 
     /// Every entry, ordered by ID.
     pub fn list(&self) -> Vec<Entry> {
-        self.cache
-            .read()
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default()
+        read(&self.shared.cache).values().cloned().collect()
     }
 
     /// One entry, if `agent` is authorized for it.
@@ -173,20 +108,15 @@ impl Entries {
     }
 
     /// One entry.
-    pub fn get(&self, id: &EntryId) -> Result<Entry, ApiError> {
-        self.cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(id).cloned())
-            .ok_or_else(|| ApiError::NotFound(format!("entry {}", id.as_str())))
+    pub fn get(&self, id: &EntryId) -> Result<Entry, EntriesError> {
+        self.shared.cached(id)
     }
 
     /// True when some entry for `id` carries the admin flag.
     pub fn is_admin(&self, id: &SpiffeId) -> bool {
-        self.cache
-            .read()
-            .map(|c| c.values().any(|e| e.admin && &e.spiffe_id == id))
-            .unwrap_or(false)
+        read(&self.shared.cache)
+            .values()
+            .any(|e| e.admin && &e.spiffe_id == id)
     }
 
     /// Replaces an entry's fields; `expected_revision` 0 skips the check.
@@ -195,57 +125,17 @@ impl Entries {
         id: &EntryId,
         draft: &EntryDraft,
         expected_revision: u64,
-    ) -> Result<Entry, ApiError> {
-        let _guard = self.write.lock().await;
-        let old = self.get(id)?;
-        if expected_revision != 0 && expected_revision != old.revision {
-            return Err(ApiError::Conflict(format!(
-                "entry {} is at revision {}, not {expected_revision}",
-                id.as_str(),
-                old.revision
-            )));
-        }
-        let new = draft.validate(
-            &self.trust_domain,
-            id.clone(),
-            old.revision + 1,
-            old.created_at,
-        )?;
-        let (old_key, new_key) = (old.uniqueness_key(), new.uniqueness_key());
-        if old_key != new_key {
-            self.store
-                .create(Table::ENTRY_INDEX, &new_key, id.as_str().as_bytes())
-                .map_err(|e| match e {
-                    SealError::AlreadyExists => ApiError::AlreadyExists(
-                        "an entry with the same SPIFFE ID, parent ID and selectors exists".into(),
-                    ),
-                    other => other.into(),
-                })?;
-        }
-        self.store.compare_and_put(
-            Table::ENTRIES,
-            id.as_str().as_bytes(),
-            Some(&encode(&old)?),
-            Some(&encode(&new)?),
-        )?;
-        if old_key != new_key {
-            self.store.delete(Table::ENTRY_INDEX, &old_key)?;
-        }
-        self.cache_put(new.clone());
-        Ok(new)
+    ) -> Result<Entry, EntriesError> {
+        let (shared, id, draft) = (self.shared.clone(), id.clone(), draft.clone());
+        blocking::run(move || shared.update(&id, &draft, expected_revision)).await
     }
 
     /// Deletes an entry.
-    pub async fn delete(&self, id: &EntryId) -> Result<(), ApiError> {
-        let _guard = self.write.lock().await;
-        let old = self.get(id)?;
-        self.store.delete(Table::ENTRIES, id.as_str().as_bytes())?;
-        self.store
-            .delete(Table::ENTRY_INDEX, &old.uniqueness_key())?;
-        if let Ok(mut c) = self.cache.write() {
-            c.remove(id);
-        }
-        self.changed();
-        Ok(())
+    pub async fn delete(&self, id: &EntryId) -> Result<(), EntriesError> {
+        let (shared, id) = (self.shared.clone(), id.clone());
+        blocking::run(move || shared.delete(&id)).await
     }
 }
+
+#[cfg(test)]
+mod tests;

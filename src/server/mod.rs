@@ -3,15 +3,18 @@
 //! TLS listener and the admin Unix socket.
 
 mod agents;
+mod blocking;
 mod entries;
 mod heads;
 pub use heads::SealedHeads as SealedHeadsReader;
 pub use heads::{HEAD_KEY, decode_head};
 mod run;
 mod state;
+#[cfg(test)]
+mod testing;
 
-pub use agents::{AgentRecord, Agents, JoinToken};
-pub use entries::Entries;
+pub use agents::{AgentRecord, Agents, AgentsError, JoinToken};
+pub use entries::{Entries, EntriesError};
 pub use run::{Listeners, ServeError, bind_admin_socket, run};
 pub use state::read_policy_dir;
-pub use state::{Server, ServerError, UnsealRefused, own_uid};
+pub use state::{LifecycleError, Server, ServerError, UnsealRefused, own_uid};

@@ -3,7 +3,6 @@
 //! so tests can bind port 0 and temporary sockets.
 
 use super::Server;
-use crate::clock;
 use crate::net::{Limited, Limiter, Peer, limit_incoming};
 use crate::tls::{TlsConn, TlsConnInfo};
 use std::future::Future;
@@ -200,7 +199,7 @@ async fn renew_server_svid(server: Arc<Server>, mut stop: watch::Receiver<bool>)
     let mut backoff = Duration::from_secs(1);
     loop {
         let wait = match server.server_svid_renewal_due() {
-            Some(due) => due.duration_since(clock::now()).unwrap_or_default(),
+            Some(due) => due.duration_since(server.now()).unwrap_or_default(),
             None => IDLE_CHECK,
         };
         tokio::select! {
@@ -209,9 +208,9 @@ async fn renew_server_svid(server: Arc<Server>, mut stop: watch::Receiver<bool>)
         }
         if server
             .server_svid_renewal_due()
-            .is_some_and(|due| due <= clock::now())
+            .is_some_and(|due| due <= server.now())
         {
-            match server.renew_server_svid(clock::now()) {
+            match server.renew_server_svid(server.now()) {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(e) => {
                     tracing::warn!(error = %e, "server SVID renewal failed; retrying");

@@ -6,13 +6,14 @@
 use super::agents::Agents;
 use super::entries::Entries;
 use super::heads::SealedHeads;
-use crate::api::ApiError;
 use crate::authority::Authority;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ServerConfig};
 use crate::id::{TrustDomain, Ttl};
 use crate::policy::{Pdp, PolicyError};
 use crate::store::audit_log::{AuditError, AuditLog, log_head};
 use crate::store::{SealStatus, SealedStore, SledStore, Store, StoreError};
+use crate::sync::{lock, read, write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -20,6 +21,9 @@ use tokio::sync::watch;
 
 mod seal;
 pub use seal::UnsealRefused;
+
+mod error;
+pub use error::LifecycleError;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,8 @@ pub struct Server {
     lifecycle: tokio::sync::Mutex<()>,
     /// Set when the server begins shutting down, so long streams end.
     stopping: watch::Sender<bool>,
+    /// Where the server and its services read the time.
+    clock: Arc<dyn Clock>,
 }
 
 /// Reads every `*.rego` file in `dir`, sorted by name.
@@ -138,6 +144,14 @@ impl Server {
     /// Opens the store, audit log and policies. The server starts sealed
     /// unless the config names unseal material and the store is initialized.
     pub async fn open(config: ServerConfig) -> Result<Arc<Self>, ServerError> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::open`], reading the time from `clock`.
+    pub async fn open_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, ServerError> {
         create_private_dir(&config.data_dir)?;
         let raw: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
         let store = Arc::new(SealedStore::new(raw, config.kdf_cost));
@@ -162,6 +176,7 @@ impl Server {
             own_uid: own_uid(),
             lifecycle: tokio::sync::Mutex::new(()),
             stopping: watch::channel(false).0,
+            clock,
         });
         if let Some(unseal) = &server.config.unseal {
             let passphrase = unseal.passphrase()?;
@@ -170,9 +185,11 @@ impl Server {
                 .map_err(|e| ServerError::Unseal(e.to_string()))?
                 .initialized
             {
-                server.clone().unseal(passphrase).await.map_err(|e| {
-                    ServerError::Unseal(tonic::Status::from(e).message().to_owned())
-                })?;
+                server
+                    .clone()
+                    .unseal(passphrase)
+                    .await
+                    .map_err(|e| ServerError::Unseal(e.to_string()))?;
             } else {
                 tracing::warn!(
                     "store is not initialized; run `sigil operator init` (unseal config ignored until then)"
@@ -193,6 +210,11 @@ impl Server {
     /// Becomes true when the server begins shutting down.
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
+    }
+
+    /// The current time, as the server's clock tells it.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// The trust domain.
@@ -217,23 +239,17 @@ impl Server {
 
     /// The active policies.
     pub fn pdp(&self) -> Arc<Pdp> {
-        self.pdp
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        read(&self.pdp).clone()
     }
 
     /// Compiles the policy directory again and swaps it in atomically; on any
     /// error the old policies stay active.
-    pub fn reload_policy(&self) -> Result<Vec<String>, ApiError> {
+    pub fn reload_policy(&self) -> Result<Vec<String>, LifecycleError> {
         let files = read_policy_dir(&self.config.policy_dir)
-            .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
+            .map_err(LifecycleError::PolicyDirUnreadable)?;
         let pdp = Pdp::compile(&files)?;
         let names = files.into_iter().map(|(n, _)| n).collect();
-        match self.pdp.write() {
-            Ok(mut p) => *p = Arc::new(pdp),
-            Err(p) => *p.into_inner() = Arc::new(pdp),
-        }
+        *write(&self.pdp) = Arc::new(pdp);
         tracing::info!("policies reloaded");
         Ok(names)
     }
@@ -255,7 +271,7 @@ impl Server {
 
     /// True while the store is sealed.
     pub fn is_sealed(&self) -> bool {
-        self.active.read().map(|a| a.is_none()).unwrap_or(true)
+        read(&self.active).is_none()
     }
 
     /// Whether `uid` on the admin socket is an operator: root, the server's
@@ -271,17 +287,16 @@ impl Server {
     }
 
     /// Seal status.
-    pub fn status(&self) -> Result<SealStatus, ApiError> {
+    pub fn status(&self) -> Result<SealStatus, LifecycleError> {
         Ok(self.store.status()?)
     }
 
     /// The authority, or `Sealed`.
-    pub fn authority(&self) -> Result<Arc<Authority>, ApiError> {
-        self.active
-            .read()
-            .ok()
-            .and_then(|a| a.as_ref().map(|a| a.authority.clone()))
-            .ok_or(ApiError::Sealed)
+    pub fn authority(&self) -> Result<Arc<Authority>, LifecycleError> {
+        read(&self.active)
+            .as_ref()
+            .map(|a| a.authority.clone())
+            .ok_or(LifecycleError::Sealed)
     }
 
     /// Watches the TLS configuration (None while sealed).
@@ -291,14 +306,12 @@ impl Server {
 
     /// Receives the gRPC health reporter so health follows the seal state.
     pub fn set_health_reporter(&self, reporter: tonic_health::server::HealthReporter) {
-        if let Ok(mut h) = self.health.lock() {
-            *h = Some(reporter);
-        }
+        *lock(&self.health) = Some(reporter);
         self.report_health();
     }
 
     fn report_health(&self) {
-        let reporter = self.health.lock().ok().and_then(|h| h.clone());
+        let reporter = lock(&self.health).clone();
         if let Some(r) = reporter {
             let status = if self.is_sealed() {
                 tonic_health::ServingStatus::NotServing
@@ -310,16 +323,14 @@ impl Server {
     }
 
     /// Installs the authority and the server's SVID; the caches are loaded.
-    fn activate(&self, authority: Authority, now: SystemTime) -> Result<(), ApiError> {
+    fn activate(&self, authority: Authority, now: SystemTime) -> Result<(), LifecycleError> {
         let authority = Arc::new(authority);
         let expires = self.install_server_svid(&authority, now)?;
-        if let Ok(mut a) = self.active.write() {
-            *a = Some(Active {
-                authority,
-                server_svid_expires: expires,
-                server_svid_issued: now,
-            });
-        }
+        *write(&self.active) = Some(Active {
+            authority,
+            server_svid_expires: expires,
+            server_svid_issued: now,
+        });
         self.report_health();
         tracing::info!("authority active");
         Ok(())
@@ -331,7 +342,7 @@ impl Server {
         &self,
         authority: &Authority,
         now: SystemTime,
-    ) -> Result<SystemTime, ApiError> {
+    ) -> Result<SystemTime, LifecycleError> {
         let id = self.config.trust_domain.server_id();
         let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
         let svid = authority.sign_x509_svid(
@@ -343,14 +354,14 @@ impl Server {
         )?;
         let roots = authority.bundle().x509_authorities;
         let config = crate::tls::server_config(&svid.chain_der, &key, &roots)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| LifecycleError::TlsConfig(e.to_string()))?;
         self.tls.send_replace(Some(Arc::new(config)));
         Ok(svid.expires_at)
     }
 
     /// When the server's SVID should next be renewed (half its life), if unsealed.
     pub fn server_svid_renewal_due(&self) -> Option<SystemTime> {
-        let a = self.active.read().ok()?;
+        let a = read(&self.active);
         let a = a.as_ref()?;
         let life = a
             .server_svid_expires
@@ -360,12 +371,10 @@ impl Server {
     }
 
     /// Renews the server's SVID.
-    pub fn renew_server_svid(&self, now: SystemTime) -> Result<(), ApiError> {
+    pub fn renew_server_svid(&self, now: SystemTime) -> Result<(), LifecycleError> {
         let authority = self.authority()?;
         let expires = self.install_server_svid(&authority, now)?;
-        if let Ok(mut a) = self.active.write()
-            && let Some(a) = a.as_mut()
-        {
+        if let Some(a) = write(&self.active).as_mut() {
             a.server_svid_expires = expires;
             a.server_svid_issued = now;
         }

@@ -28,7 +28,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
@@ -90,11 +90,11 @@ impl MemoryHeadStore {
 
 impl HeadStore for MemoryHeadStore {
     fn load_head(&self) -> Result<Option<ChainHead>, String> {
-        Ok(*self.head.lock().unwrap_or_else(PoisonError::into_inner))
+        Ok(*crate::sync::lock(&self.head))
     }
 
     fn save_head(&self, head: &ChainHead) -> Result<(), String> {
-        *self.head.lock().unwrap_or_else(PoisonError::into_inner) = Some(*head);
+        *crate::sync::lock(&self.head) = Some(*head);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -259,7 +259,7 @@ impl AuditLog {
 
     /// The head as of the last commit.
     pub fn head(&self) -> ChainHead {
-        *self.head.lock().unwrap_or_else(PoisonError::into_inner)
+        *crate::sync::lock(&self.head)
     }
 
     /// Verifies the chain as it is on disk now (keyed records under `key`)

@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -143,14 +143,12 @@ impl SealedStore {
         self.generation.fetch_max(generation, Ordering::AcqRel);
     }
 
-    // A panic while holding the lock cannot leave `Option<Keys>` half
-    // written, so a poisoned lock is still safe to use.
     fn read_keys(&self) -> RwLockReadGuard<'_, Option<Keys>> {
-        self.keys.read().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::read(&self.keys)
     }
 
     fn write_keys(&self) -> RwLockWriteGuard<'_, Option<Keys>> {
-        self.keys.write().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::write(&self.keys)
     }
 
     /// The stored metadata and its raw bytes (for compare-and-swap).

@@ -63,9 +63,17 @@ impl TestServer {
 
     /// Starts a server with `config`.
     pub async fn start_with(config: ServerConfig) -> TestServer {
+        Self::start_with_clock(config, Arc::new(sigil::clock::SystemClock)).await
+    }
+
+    /// Starts a server with `config` that reads the time from `clock`.
+    pub async fn start_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn sigil::clock::Clock>,
+    ) -> TestServer {
         init_logs();
         let admin = config.admin_socket.clone();
-        let server = Server::open(config).await.unwrap();
+        let server = Server::open_with_clock(config, clock).await.unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::serve(server, tcp, admin)
     }
@@ -100,7 +108,15 @@ impl TestServer {
 
     /// Starts a fresh server and initializes it.
     pub async fn initialized(dir: &Path) -> TestServer {
-        let s = Self::start_in(dir).await;
+        Self::initialized_with_clock(dir, Arc::new(sigil::clock::SystemClock)).await
+    }
+
+    /// Starts a fresh server reading the time from `clock`, and initializes it.
+    pub async fn initialized_with_clock(
+        dir: &Path,
+        clock: Arc<dyn sigil::clock::Clock>,
+    ) -> TestServer {
+        let s = Self::start_with_clock(config(dir), clock).await;
         s.clients()
             .await
             .operator

@@ -1,5 +1,7 @@
-//! init → restart → sealed → every admin RPC refused with `sealed` → unseal
-//! → works; a wrong passphrase is refused and changes nothing.
+//! init → restart → sealed → every RPC of every service refused with
+//! FailedPrecondition `sealed` → unseal → works; a wrong passphrase is
+//! refused and changes nothing; an agent's entry stream ends with `sealed`
+//! when the server seals.
 
 use crate::common::*;
 use sigil::api::pb;
@@ -109,6 +111,53 @@ async fn sealed_server_refuses_everything_but_status_init_unseal() {
         "audit verify",
     );
     assert_sealed(c.policy.reload(pb::ReloadRequest {}).await, "policy reload");
+    assert_sealed(
+        c.policy
+            .check(pb::CheckRequest {
+                input_json: "{}".into(),
+            })
+            .await,
+        "policy check",
+    );
+    assert_sealed(
+        c.agents
+            .create_join_token(pb::CreateJoinTokenRequest {
+                ttl_seconds: 0,
+                agent_name: "n1".into(),
+                replace: false,
+            })
+            .await,
+        "join token create",
+    );
+    assert_sealed(c.agents.list(pb::ListAgentsRequest {}).await, "agent list");
+    assert_sealed(
+        c.agents
+            .ban(pb::BanAgentRequest {
+                spiffe_id: format!("spiffe://{TD}/sigil/agent/n1"),
+            })
+            .await,
+        "agent ban",
+    );
+    assert_sealed(
+        c.node
+            .attest_agent(pb::AttestAgentRequest {
+                join_token: "t".into(),
+                csr: Vec::new(),
+            })
+            .await,
+        "agent attest",
+    );
+    assert_sealed(
+        c.node
+            .renew_agent(pb::RenewAgentRequest { csr: Vec::new() })
+            .await,
+        "agent renew",
+    );
+    assert_sealed(
+        c.node.sync_entries(pb::SyncEntriesRequest::default()).await,
+        "entry sync",
+    );
+    assert_sealed(c.operator.seal(pb::SealRequest {}).await, "seal");
     // A second init is refused.
     let again = c
         .operator
@@ -242,5 +291,30 @@ async fn rotate_keys_keeps_old_records_readable() {
     unseal(&mut c).await;
     let listed = list_entries(&mut c).await;
     assert_eq!(listed.entries.len(), 2);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_stream_open_at_seal_ends_with_sealed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let agent = TestAgent::start(&s, &tmp.path().join("agent"), "node1").await;
+    let mut stream = agent
+        .agent
+        .session
+        .node()
+        .sync_entries(pb::SyncEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.synced, "{first:?}");
+
+    let mut c = s.clients().await;
+    c.operator.seal(pb::SealRequest {}).await.unwrap();
+    // The same answer as any call to a sealed server: not "banned" (sealing
+    // empties the agent records in memory), not Unavailable.
+    assert_sealed(stream.message().await, "entry stream at seal");
+    agent.stop().await;
     s.stop().await;
 }

@@ -4,10 +4,11 @@
 //! mints its successor, so a slow server never stalls a fetch that has a
 //! usable token. The cache is bounded.
 
-use super::{Clock, lock};
+use super::Clock;
 use crate::agent::{AgentError, Issuer, JwtIdentity, rotation};
 use crate::id::SpiffeId;
 use crate::registry::Entry;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

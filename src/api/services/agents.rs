@@ -4,7 +4,6 @@ use crate::api::ApiError;
 use crate::api::convert::wire_time;
 use crate::api::gate::Gate;
 use crate::api::pb::{self, agents_server::Agents};
-use crate::clock;
 use crate::id::{SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
 use crate::server::Server;
@@ -55,12 +54,11 @@ impl Agents for AgentsService {
         }
         .map_err(|e| ApiError::InvalidArgument(format!("ttl: {e}")))?;
         let name = Some(msg.agent_name.as_str()).filter(|n| !n.is_empty());
-        let t = self.server.agents().create_join_token(
-            ttl.as_duration(),
-            name,
-            msg.replace,
-            clock::now(),
-        )?;
+        let t = self
+            .server
+            .agents()
+            .create_join_token(ttl.as_duration(), name, msg.replace, self.server.now())
+            .await?;
         let token = String::from_utf8(t.token.expose().to_vec())
             .map_err(|_| ApiError::Internal("token is not UTF-8".into()))?;
         Ok(Response::new(pb::CreateJoinTokenResponse {
@@ -107,7 +105,7 @@ impl Agents for AgentsService {
             .await?;
         let id = SpiffeId::parse(&target)
             .map_err(|e| ApiError::InvalidArgument(format!("spiffe_id: {e}")))?;
-        self.server.agents().ban(&id)?;
+        self.server.agents().ban(&id).await?;
         Ok(Response::new(pb::BanAgentResponse {}))
     }
 }

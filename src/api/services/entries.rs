@@ -4,7 +4,6 @@ use crate::api::ApiError;
 use crate::api::convert::{entry_draft, entry_to_pb};
 use crate::api::gate::Gate;
 use crate::api::pb::{self, entries_server::Entries};
-use crate::clock;
 use crate::policy::{Action, Resource};
 use crate::registry::EntryId;
 use crate::server::Server;
@@ -47,7 +46,7 @@ impl Entries for EntriesService {
         let created = self
             .server
             .entries()
-            .create(&entry_draft(&msg), clock::now())
+            .create(&entry_draft(&msg), self.server.now())
             .await?;
         Ok(Response::new(entry_to_pb(&created)))
     }

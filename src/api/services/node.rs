@@ -6,11 +6,10 @@ use crate::api::convert::{entry_to_pb, wire_time};
 use crate::api::gate::{Caller, Gate};
 use crate::api::pb::{self, node_server::Node};
 use crate::authority::{AuthorityError, check_audiences};
-use crate::clock;
 use crate::id::{IdError, SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
 use crate::registry::{Entry, EntryId, MAX_DNS_NAMES};
-use crate::server::Server;
+use crate::server::{AgentsError, Server};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -49,13 +48,17 @@ impl NodeService {
                 "entry {entry_id} does not issue {spiffe_id}"
             )));
         }
-        self.server.agents().touch(agent, clock::now());
+        self.server.agents().touch(agent, self.server.now());
         Ok(entry)
     }
 
-    fn agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<pb::AgentSvidResponse, ApiError> {
+    async fn agent_svid(
+        &self,
+        id: &SpiffeId,
+        csr: &[u8],
+    ) -> Result<pb::AgentSvidResponse, ApiError> {
         check_csr(csr)?;
-        let now = clock::now();
+        let now = self.server.now();
         let authority = self.server.authority()?;
         let svid = authority.sign_x509_svid(
             csr,
@@ -64,7 +67,10 @@ impl NodeService {
             &[],
             now,
         )?;
-        self.server.agents().record_svid(id, svid.expires_at, now)?;
+        self.server
+            .agents()
+            .record_svid(id, svid.expires_at, now)
+            .await?;
         Ok(pb::AgentSvidResponse {
             spiffe_id: id.to_string(),
             chain: svid.chain_der,
@@ -164,7 +170,7 @@ impl Node for NodeService {
         };
         let authority = self.server.authority()?;
         let svid = authority
-            .sign_x509_svid(&msg.csr, &id, ttl.as_duration(), &dns, clock::now())
+            .sign_x509_svid(&msg.csr, &id, ttl.as_duration(), &dns, self.server.now())
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::SignX509SvidResponse {
             chain: svid.chain_der,
@@ -202,7 +208,7 @@ impl Node for NodeService {
         let jwt = self
             .server
             .authority()?
-            .mint_jwt_svid(&id, &msg.audience, ttl.as_duration(), clock::now())
+            .mint_jwt_svid(&id, &msg.audience, ttl.as_duration(), self.server.now())
             .map_err(ApiError::from)?;
         let token = String::from_utf8(jwt.token.expose().to_vec())
             .map_err(|_| ApiError::Internal("minted token is not UTF-8".into()))?;
@@ -225,8 +231,12 @@ impl Node for NodeService {
         crate::authority::check_csr(&msg.csr).map_err(ApiError::from)?;
         // The token is the proof of identity: it is checked and consumed
         // before anything is signed, and only its hash is ever stored.
-        let agent = self.server.agents().redeem(&msg.join_token, clock::now())?;
-        let resp = self.agent_svid(&agent, &msg.csr)?;
+        let agent = self
+            .server
+            .agents()
+            .redeem(&msg.join_token, self.server.now())
+            .await?;
+        let resp = self.agent_svid(&agent, &msg.csr).await?;
         tracing::info!(agent = %agent, "agent attested");
         Ok(Response::new(resp))
     }
@@ -241,7 +251,7 @@ impl Node for NodeService {
             .await?;
         let agent = require_agent(caller)?;
         Ok(Response::new(
-            self.agent_svid(&agent, &req.into_inner().csr)?,
+            self.agent_svid(&agent, &req.into_inner().csr).await?,
         ))
     }
 
@@ -258,7 +268,7 @@ impl Node for NodeService {
             .authorize(&req, Action::AgentSync, Resource::new("agent", None))
             .await?;
         let agent = require_agent(caller)?;
-        self.server.agents().touch(&agent, clock::now());
+        self.server.agents().touch(&agent, self.server.now());
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(push_entries(
             self.server.clone(),
@@ -289,20 +299,19 @@ async fn push_entries(
     loop {
         changes.borrow_and_update();
         bans.borrow_and_update();
+        // Sealed is checked first: sealing also empties the agent records
+        // in memory, and a sealed server must say so, not that the agent is
+        // banned. It answers as every other call on a sealed server does.
+        let Ok(authority) = server.authority() else {
+            let _ = tx.send(Err(ApiError::Sealed.into())).await;
+            return;
+        };
         if !server.agents().is_active(&agent) {
             let _ = tx
-                .send(Err(Status::permission_denied(format!(
-                    "agent {agent} is banned"
-                ))))
+                .send(Err(AgentsError::AgentBanned(agent.clone()).into()))
                 .await;
             return;
         }
-        let Ok(authority) = server.authority() else {
-            let _ = tx
-                .send(Err(Status::unavailable(ApiError::Sealed.to_string())))
-                .await;
-            return;
-        };
         let authorized = server.entries().authorized_for(&agent);
         let mut msg = pb::SyncEntriesResponse {
             synced: first,
@@ -345,7 +354,7 @@ async fn push_entries(
             r = changes.changed() => if r.is_err() { return },
             r = bans.changed() => if r.is_err() { return },
             () = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                let _ = tx.send(Err(Status::unavailable("server shutting down"))).await;
+                let _ = tx.send(Err(ApiError::ShuttingDown.into())).await;
                 return;
             }
             _ = tx.closed() => return,

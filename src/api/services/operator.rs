@@ -4,12 +4,11 @@
 //! decision ("allow") before the handler runs, and a second record says the
 //! attempt failed and why (a wrong passphrase, a tampered store).
 
-use crate::api::ApiError;
 use crate::api::gate::Gate;
 use crate::api::pb::{self, operator_server::Operator};
 use crate::policy::{Action, Resource};
 use crate::secret::Secret;
-use crate::server::Server;
+use crate::server::{LifecycleError, Server};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -36,7 +35,7 @@ impl OperatorService {
         ext: &http::Extensions,
         action: Action,
         resource: &Resource,
-        error: ApiError,
+        error: LifecycleError,
     ) -> Status {
         let status = Status::from(error);
         match self

@@ -10,101 +10,9 @@
 )]
 
 use super::*;
-use crate::keyring::KdfCost;
-use crate::store::{
-    BatchConflict, CasConflict, Expect, Records, SledStore, Store, StoreError, WriteOp,
-};
-use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, Sender, channel};
-
-/// How long a test waits for the other side before failing (a guard against
-/// a hang, not a speed requirement).
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The next write to the agents table stops here until `resume` says go.
-struct Pause {
-    reached: Sender<()>,
-    resume: Receiver<()>,
-}
-
-/// A sled store whose next agent-record write can be paused.
-struct PausingStore {
-    inner: SledStore,
-    armed: Mutex<Option<Pause>>,
-}
-
-impl PausingStore {
-    fn hold_if_armed(&self, table: Table) {
-        if table != Table::AGENTS {
-            return;
-        }
-        let pause = self.armed.lock().unwrap().take();
-        if let Some(p) = pause {
-            p.reached.send(()).unwrap();
-            p.resume
-                .recv_timeout(WAIT)
-                .expect("the test resumes the write");
-        }
-    }
-}
-
-impl Store for PausingStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-
-    fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.hold_if_armed(table);
-        self.inner.put(table, key, value)
-    }
-
-    fn delete(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
-        self.inner.delete(table, key)
-    }
-
-    fn compare_and_swap(
-        &self,
-        table: Table,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<Result<(), CasConflict>, StoreError> {
-        self.hold_if_armed(table);
-        self.inner.compare_and_swap(table, key, expected, new)
-    }
-
-    fn batch(&self, ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
-        self.inner.batch(ops)
-    }
-
-    fn batch_if(
-        &self,
-        expect: &[Expect<'_>],
-        ops: &[WriteOp<'_>],
-    ) -> Result<Result<(), BatchConflict>, StoreError> {
-        // Sealed writes arrive here with the table digest: pause the one
-        // that changes an agent record.
-        let agents = ops.iter().any(|op| match *op {
-            WriteOp::Put { table, .. } | WriteOp::Delete { table, .. } => table == Table::AGENTS,
-        });
-        if agents {
-            self.hold_if_armed(Table::AGENTS);
-        }
-        self.inner.batch_if(expect, ops)
-    }
-
-    fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError> {
-        self.inner.scan_prefix(table, prefix)
-    }
-}
-
-fn td() -> TrustDomain {
-    TrustDomain::parse("example.org").unwrap()
-}
-
-fn at(secs: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-}
+use crate::server::testing::{PausingStore, WAIT, assert_off, at, td, unsealed_store};
+use crate::store::Table;
+use std::sync::mpsc::{Receiver, Sender};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -114,15 +22,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = Arc::new(PausingStore {
-        inner: SledStore::open(dir.path()).unwrap(),
-        armed: Mutex::new(None),
-    });
-    let sealed = Arc::new(SealedStore::new(raw.clone(), KdfCost::FAST_FOR_TESTS));
-    sealed
-        .init(&Secret::from_slice(b"agents test passphrase"), &td(), at(1))
-        .unwrap();
+    let (dir, raw, sealed) = unsealed_store();
     let agents = Arc::new(Agents::new(sealed.clone(), td()));
     Fixture {
         _dir: dir,
@@ -141,40 +41,37 @@ fn stored(f: &Fixture, id: &SpiffeId) -> AgentRecord {
     serde_json::from_slice(v.expose()).unwrap()
 }
 
-/// Arms the pause; returns (reached, resume).
+/// Holds the next agent-record write; returns (reached, resume).
 fn arm(f: &Fixture) -> (Receiver<()>, Sender<()>) {
-    let (reached_tx, reached_rx) = channel();
-    let (resume_tx, resume_rx) = channel();
-    *f.raw.armed.lock().unwrap() = Some(Pause {
-        reached: reached_tx,
-        resume: resume_rx,
-    });
-    (reached_rx, resume_tx)
+    f.raw.arm(Table::AGENTS)
 }
 
 #[test]
 fn a_ban_during_a_renewal_holds() {
     let f = fixture();
     let id = td().agent_id("n1").unwrap();
-    f.agents.record_svid(&id, at(2_000), at(1_000)).unwrap();
+    f.agents
+        .shared
+        .record_svid(&id, at(2_000), at(1_000))
+        .unwrap();
     assert!(f.agents.is_active(&id));
 
     // The renewal reads the record (not banned), then its write stops.
     let (reached, resume) = arm(&f);
     let renewal = std::thread::spawn({
-        let agents = f.agents.clone();
+        let agents = f.agents.shared.clone();
         let id = id.clone();
         move || agents.record_svid(&id, at(3_000), at(1_500))
     });
     reached.recv_timeout(WAIT).unwrap();
     // The ban lands while the renewal is between its read and its write.
-    f.agents.ban(&id).unwrap();
+    f.agents.shared.ban(&id).unwrap();
     resume.send(()).unwrap();
     let renewed = renewal.join().unwrap();
 
     // The renewal lost: it read the record before the ban.
     assert!(
-        matches!(&renewed, Err(ApiError::Denied(m)) if m == "agent spiffe://example.org/sigil/agent/n1 is banned"),
+        matches!(&renewed, Err(AgentsError::AgentBanned(a)) if a == &id),
         "{renewed:?}"
     );
     // Banned in memory…
@@ -193,17 +90,20 @@ fn a_ban_during_a_renewal_holds() {
 fn a_touch_during_a_ban_does_not_unban() {
     let f = fixture();
     let id = td().agent_id("n1").unwrap();
-    f.agents.record_svid(&id, at(2_000), at(1_000)).unwrap();
+    f.agents
+        .shared
+        .record_svid(&id, at(2_000), at(1_000))
+        .unwrap();
 
     // A last-seen update, due a minute later, reads the record and stops.
     let (reached, resume) = arm(&f);
     let touch = std::thread::spawn({
-        let agents = f.agents.clone();
+        let agents = f.agents.shared.clone();
         let id = id.clone();
         move || agents.touch(&id, at(1_100))
     });
     reached.recv_timeout(WAIT).unwrap();
-    f.agents.ban(&id).unwrap();
+    f.agents.shared.ban(&id).unwrap();
     resume.send(()).unwrap();
     touch.join().unwrap();
 
@@ -220,8 +120,14 @@ fn a_touch_during_a_ban_does_not_unban() {
 fn a_renewal_records_the_new_expiry_and_an_unknown_ban_is_not_found() {
     let f = fixture();
     let id = td().agent_id("n1").unwrap();
-    f.agents.record_svid(&id, at(2_000), at(1_000)).unwrap();
-    f.agents.record_svid(&id, at(3_000), at(1_500)).unwrap();
+    f.agents
+        .shared
+        .record_svid(&id, at(2_000), at(1_000))
+        .unwrap();
+    f.agents
+        .shared
+        .record_svid(&id, at(3_000), at(1_500))
+        .unwrap();
     let record = stored(&f, &id);
     assert_eq!(
         (record.attested_at, record.last_seen, record.svid_expires_at),
@@ -229,9 +135,9 @@ fn a_renewal_records_the_new_expiry_and_an_unknown_ban_is_not_found() {
     );
     assert_eq!(f.agents.list(), vec![record]);
     let other = td().agent_id("n2").unwrap();
-    let err = f.agents.ban(&other).unwrap_err();
+    let err = f.agents.shared.ban(&other).unwrap_err();
     assert!(
-        matches!(&err, ApiError::NotFound(m) if m == "agent spiffe://example.org/sigil/agent/n2"),
+        matches!(&err, AgentsError::AgentNotFound(a) if a == &other),
         "{err:?}"
     );
 }
@@ -243,20 +149,26 @@ fn a_name_an_active_agent_holds_needs_replace() {
     let id = td().agent_id("n1").unwrap();
     // Before the agent attests, the name is free (tokens may be reissued).
     f.agents
+        .shared
         .create_join_token(ttl, Some("n1"), false, at(1_000))
         .unwrap();
-    f.agents.record_svid(&id, at(9_000), at(1_000)).unwrap();
+    f.agents
+        .shared
+        .record_svid(&id, at(9_000), at(1_000))
+        .unwrap();
 
     let err = f
         .agents
+        .shared
         .create_join_token(ttl, Some("n1"), false, at(1_001))
         .unwrap_err();
     assert!(
-        matches!(&err, ApiError::AlreadyExists(m) if m == "agent spiffe://example.org/sigil/agent/n1 is active: a new token would hand its identity to another node (replace it explicitly with --replace)"),
+        matches!(&err, AgentsError::NameTaken(a) if a == &id),
         "{err:?}"
     );
     let t = f
         .agents
+        .shared
         .create_join_token(ttl, Some("n1"), true, at(1_002))
         .unwrap();
     assert_eq!(t.agent_id, id);
@@ -264,16 +176,122 @@ fn a_name_an_active_agent_holds_needs_replace() {
     // Replace names the agent it hands over.
     let err = f
         .agents
+        .shared
         .create_join_token(ttl, None, true, at(1_003))
         .unwrap_err();
-    assert!(
-        matches!(&err, ApiError::InvalidArgument(m) if m == "replace: needs agent_name (the agent whose name is handed over)"),
-        "{err:?}"
-    );
+    assert!(matches!(err, AgentsError::ReplaceNeedsName), "{err:?}");
     // A banned agent is not active: its name is not protected by this rule
     // (its tokens are refused at attestation instead).
-    f.agents.ban(&id).unwrap();
+    f.agents.shared.ban(&id).unwrap();
     f.agents
+        .shared
         .create_join_token(ttl, Some("n1"), false, at(1_004))
         .unwrap();
+}
+
+fn token_text(t: &JoinToken) -> String {
+    String::from_utf8(t.token.expose().to_vec()).unwrap()
+}
+
+#[test]
+fn join_tokens_are_refused_by_the_rule_they_break() {
+    let f = fixture();
+    let ttl = Duration::from_secs(600);
+    let t = f
+        .agents
+        .shared
+        .create_join_token(ttl, Some("n1"), false, at(1_000))
+        .unwrap();
+    let token = token_text(&t);
+    let unknown = f.agents.shared.redeem("not-a-token", at(1_001));
+    assert!(
+        matches!(unknown, Err(AgentsError::TokenUnknown)),
+        "{unknown:?}"
+    );
+    let late = f.agents.shared.redeem(&token, at(1_600));
+    assert!(matches!(late, Err(AgentsError::TokenExpired)), "{late:?}");
+    assert_eq!(
+        f.agents.shared.redeem(&token, at(1_599)).unwrap(),
+        t.agent_id
+    );
+    let again = f.agents.shared.redeem(&token, at(1_599));
+    assert!(matches!(again, Err(AgentsError::TokenUsed)), "{again:?}");
+
+    let bad = f
+        .agents
+        .shared
+        .create_join_token(ttl, Some("a/b"), false, at(1_002));
+    assert!(matches!(bad, Err(AgentsError::NameInvalid(_))), "{bad:?}");
+
+    // A banned agent's name can get a token, but redeeming it is refused.
+    f.agents
+        .shared
+        .record_svid(&t.agent_id, at(9_000), at(1_003))
+        .unwrap();
+    f.agents.shared.ban(&t.agent_id).unwrap();
+    let after_ban = f
+        .agents
+        .shared
+        .create_join_token(ttl, Some("n1"), false, at(1_004))
+        .unwrap();
+    let refused = f.agents.shared.redeem(&token_text(&after_ban), at(1_005));
+    assert!(
+        matches!(&refused, Err(AgentsError::AgentBanned(a)) if a == &t.agent_id),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn store_work_runs_off_the_async_worker() {
+    // A current-thread runtime: its only worker is this thread.
+    let f = fixture();
+    let worker = std::thread::current().id();
+    let ttl = Duration::from_secs(600);
+    let t = f
+        .agents
+        .create_join_token(ttl, Some("n1"), false, at(1_000))
+        .await
+        .unwrap();
+    assert_off(&f.raw, worker, "create_join_token");
+    let id = f.agents.redeem(&token_text(&t), at(1_001)).await.unwrap();
+    assert_off(&f.raw, worker, "redeem");
+    f.agents
+        .record_svid(&id, at(9_000), at(1_001))
+        .await
+        .unwrap();
+    assert_off(&f.raw, worker, "record_svid");
+    f.agents.ban(&id).await.unwrap();
+    assert_off(&f.raw, worker, "ban");
+}
+
+#[tokio::test]
+async fn touch_returns_before_its_write_lands() {
+    let f = fixture();
+    let worker = std::thread::current().id();
+    let id = td().agent_id("n1").unwrap();
+    f.agents
+        .record_svid(&id, at(2_000), at(1_000))
+        .await
+        .unwrap();
+    f.raw.take_threads();
+
+    // The last-seen write (due a minute later) is held in the store, and
+    // still every touch returns: the request never waits for it.
+    let (reached, resume) = f.raw.arm(Table::AGENTS);
+    f.agents.touch(&id, at(1_100));
+    f.agents.touch(&id, at(1_101));
+    reached.recv_timeout(WAIT).unwrap();
+    resume.send(()).unwrap();
+
+    // The write lands in the background, and the cache follows it.
+    for _ in 0..WAIT.as_millis() / 10 {
+        if f.agents.list()[0].last_seen == 1_100 && lock(&f.agents.shared.touching).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_off(&f.raw, worker, "touch");
+    assert_eq!(f.agents.list()[0].last_seen, 1_100);
+    assert_eq!(stored(&f, &id).last_seen, 1_100);
+    assert!(lock(&f.agents.shared.touching).is_empty());
 }

@@ -21,12 +21,12 @@
 //! written (stating how many records were written while sealed) before the
 //! server answers anything but status, init and unseal.
 
-use super::Server;
-use crate::api::ApiError;
+use super::{LifecycleError, Server};
 use crate::audit::{ANCHOR_ACTION, CHECKPOINT_ACTION, ChainKey, Event, VerifyError, VerifyReport};
 use crate::authority::Authority;
 use crate::clock;
 use crate::secret::Secret;
+use crate::server::blocking;
 use crate::server::heads::{HEAD_KEY, decode_head};
 use crate::store::audit_log::AuditError;
 use crate::store::{SealError, Table, Unsealing};
@@ -62,13 +62,6 @@ pub enum UnsealRefused {
     },
 }
 
-impl From<UnsealRefused> for ApiError {
-    fn from(e: UnsealRefused) -> Self {
-        tracing::error!(error = %e, "unseal refused");
-        ApiError::FailedPrecondition(e.to_string())
-    }
-}
-
 /// An accepted rollback: what the store and log said, and where the store is now.
 #[derive(Debug, Clone, Copy)]
 struct Rollback {
@@ -84,25 +77,17 @@ struct Checked {
     authority: Authority,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-}
-
 impl Server {
     /// Creates the key hierarchy and the CA; the server is unsealed after.
-    pub async fn init(self: Arc<Self>, passphrase: Secret) -> Result<(), ApiError> {
+    pub async fn init(self: Arc<Self>, passphrase: Secret) -> Result<(), LifecycleError> {
         let _guard = self.lifecycle.lock().await;
         let this = self.clone();
         // A refused init creates nothing and leaves the server as it was.
-        blocking(move || this.check_before_init()).await?;
+        blocking::run(move || this.check_before_init()).await?;
         let this = self.clone();
-        let checked = blocking(move || {
+        let checked = blocking::run(move || {
             this.store
-                .init(&passphrase, &this.config.trust_domain, clock::now())?;
+                .init(&passphrase, &this.config.trust_domain, this.now())?;
             let key = this.store.chain_key()?;
             this.prepare(key, None)
         })
@@ -115,7 +100,7 @@ impl Server {
     /// Refuses init on an initialized store, and on a log with keyed
     /// records: those were written under another store's keys and could
     /// never verify under the new ones. Blocks.
-    fn check_before_init(&self) -> Result<(), ApiError> {
+    fn check_before_init(&self) -> Result<(), LifecycleError> {
         if self.store.status()?.initialized {
             return Err(SealError::AlreadyInitialized.into());
         }
@@ -132,7 +117,7 @@ impl Server {
 
     /// Unseals with `passphrase`; a wrong one changes nothing. Refuses a
     /// tampered or rolled-back store (see the module docs).
-    pub async fn unseal(self: Arc<Self>, passphrase: Secret) -> Result<(), ApiError> {
+    pub async fn unseal(self: Arc<Self>, passphrase: Secret) -> Result<(), LifecycleError> {
         self.unseal_with(passphrase, false).await
     }
 
@@ -143,13 +128,13 @@ impl Server {
         self: Arc<Self>,
         passphrase: Secret,
         accept_rollback: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), LifecycleError> {
         let _guard = self.lifecycle.lock().await;
         if !self.is_sealed() {
             return Ok(());
         }
         let this = self.clone();
-        let checked = blocking(move || this.open_checked(&passphrase, accept_rollback)).await;
+        let checked = blocking::run(move || this.open_checked(&passphrase, accept_rollback)).await;
         self.finish_unseal(checked).await?;
         tracing::info!("unsealed");
         Ok(())
@@ -161,7 +146,7 @@ impl Server {
         &self,
         passphrase: &Secret,
         accept_rollback: bool,
-    ) -> Result<Checked, ApiError> {
+    ) -> Result<Checked, LifecycleError> {
         let mut opened = self.store.open_keys(passphrase)?;
         let head = decode_head(opened.get(Table::STATE, HEAD_KEY)?)?;
         let key = opened.chain_key()?;
@@ -176,7 +161,11 @@ impl Server {
 
     /// With the keys published: the authority (loaded, or made on a fresh
     /// store) and the entry and agent caches. Blocks.
-    fn prepare(&self, key: ChainKey, rollback: Option<Rollback>) -> Result<Checked, ApiError> {
+    fn prepare(
+        &self,
+        key: ChainKey,
+        rollback: Option<Rollback>,
+    ) -> Result<Checked, LifecycleError> {
         let authority = self.load_authority()?;
         let count = self.entries.load()?;
         self.agents.load()?;
@@ -191,7 +180,10 @@ impl Server {
     /// Writes the re-anchor and activates; on any failure (including of the
     /// blocking part) the keys leave memory again, so the server never
     /// holds keys while it reports itself sealed.
-    async fn finish_unseal(&self, checked: Result<Checked, ApiError>) -> Result<(), ApiError> {
+    async fn finish_unseal(
+        &self,
+        checked: Result<Checked, LifecycleError>,
+    ) -> Result<(), LifecycleError> {
         let outcome = match checked {
             Ok(checked) => self.anchor_and_activate(checked).await,
             Err(e) => Err(e),
@@ -202,8 +194,8 @@ impl Server {
         outcome
     }
 
-    async fn anchor_and_activate(&self, checked: Checked) -> Result<(), ApiError> {
-        let now = clock::now();
+    async fn anchor_and_activate(&self, checked: Checked) -> Result<(), LifecycleError> {
+        let now = self.now();
         let mut reasons = vec!["unsealed".to_owned()];
         if let Some(r) = checked.rollback {
             reasons.push(format!(
@@ -216,8 +208,8 @@ impl Server {
         self.activate(checked.authority, now)
     }
 
-    fn load_authority(&self) -> Result<Authority, ApiError> {
-        let now = clock::now();
+    fn load_authority(&self) -> Result<Authority, LifecycleError> {
+        let now = self.now();
         let stored = match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
             Some(stored) => Some(Authority::from_sealed_bytes(stored.expose())?),
             None => None,
@@ -266,11 +258,9 @@ impl Server {
         // Refuse requests first, so that no new "allow" needs the chain key
         // that is about to go; then a keyed checkpoint carries the store's
         // generation (a later rollback is caught) and the head is logged.
-        if let Ok(mut a) = self.active.write() {
-            *a = None;
-        }
+        *crate::sync::write(&self.active) = None;
         let checkpoint = Event::by_server(
-            clock::unix_seconds(clock::now()),
+            clock::unix_seconds(self.now()),
             CHECKPOINT_ACTION,
             vec!["seal".to_owned()],
         );
@@ -286,10 +276,10 @@ impl Server {
     }
 
     /// Adds a data-key version.
-    pub async fn rotate_keys(self: Arc<Self>) -> Result<u32, ApiError> {
+    pub async fn rotate_keys(self: Arc<Self>) -> Result<u32, LifecycleError> {
         let _guard = self.lifecycle.lock().await;
         let this = self.clone();
-        blocking(move || Ok(this.store.rotate_data_key()?)).await
+        blocking::run(move || Ok(this.store.rotate_data_key()?)).await
     }
 
     /// The store's write generation as last made durable.
@@ -297,13 +287,13 @@ impl Server {
         self.store.generation()
     }
 
-    fn verify_audit_now(&self) -> Result<Result<VerifyReport, VerifyError>, ApiError> {
+    fn verify_audit_now(&self) -> Result<Result<VerifyReport, VerifyError>, LifecycleError> {
         let head = self.heads.stored()?;
         let key = self.store.chain_key()?;
         match self.audit.verify(Some(&key), head.as_ref()) {
             Ok(report) => Ok(Ok(report)),
             Err(AuditError::Tampered(e)) => Ok(Err(e)),
-            Err(e) => Err(ApiError::Internal(e.to_string())),
+            Err(e) => Err(LifecycleError::AuditUnreadable(e)),
         }
     }
 
@@ -311,13 +301,13 @@ impl Server {
     /// head (reads the whole log, so off the async workers).
     pub async fn verify_audit(
         self: Arc<Self>,
-    ) -> Result<Result<VerifyReport, VerifyError>, ApiError> {
-        blocking(move || self.verify_audit_now()).await
+    ) -> Result<Result<VerifyReport, VerifyError>, LifecycleError> {
+        blocking::run(move || self.verify_audit_now()).await
     }
 
     /// The last `n` audit records.
-    pub async fn audit_tail(self: Arc<Self>, n: usize) -> Result<Vec<String>, ApiError> {
-        blocking(move || self.audit.tail(n).map_err(ApiError::from)).await
+    pub async fn audit_tail(self: Arc<Self>, n: usize) -> Result<Vec<String>, LifecycleError> {
+        blocking::run(move || self.audit.tail(n).map_err(LifecycleError::from)).await
     }
 }
 
@@ -327,7 +317,7 @@ fn check_generation(
     opened: &mut Unsealing<'_>,
     report: &VerifyReport,
     accept: bool,
-) -> Result<Option<Rollback>, ApiError> {
+) -> Result<Option<Rollback>, LifecycleError> {
     let (store, log) = (opened.generation(), report.generation);
     if log <= store {
         return Ok(None);

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -141,7 +141,7 @@ impl Writer {
             self.head = staged.head;
             self.key = staged.key;
             self.sealed_run = staged.sealed_run;
-            *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = self.head;
+            *crate::sync::lock(&self.shared) = self.head;
             if staged.sealed {
                 log_head(&self.head, "seal");
             } else if self.head.seq / HEAD_LOG_INTERVAL > before / HEAD_LOG_INTERVAL {
