@@ -32,7 +32,9 @@
 //! - [`tls`] — rustls configurations that authenticate peers by SPIFFE ID.
 //! - [`api`] — generated gRPC types, proto ⇄ domain conversion, status mapping and the
 //!   authorization chokepoint.
-//! - [`server`] — the server process: state, services, listeners.
+//! - [`server`] — the server's state: the sealed store, registry, agents, authority,
+//!   PDP and audit log, and their lifecycle.
+//! - [`serve`] — the server's listeners: the gRPC API on TLS and the admin socket.
 //! - [`agent`] — the node agent: server session, SVID cache, Workload API.
 //! - [`cli`] — the command line.
 //!
@@ -65,6 +67,7 @@ pub mod net;
 pub mod policy;
 pub mod registry;
 pub mod secret;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod sync;

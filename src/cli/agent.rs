@@ -67,6 +67,7 @@ pub(super) async fn run(
     token_file: Option<&Path>,
     token_inline: Option<String>,
 ) -> Result<(), Failure> {
+    let shutdown = super::dev::shutdown_signal();
     let config = AgentConfig::load(config)?;
     let mut opts = options(&config);
     super::dev::fit_to_fd_limit(None, Some(&mut opts.limits));
@@ -75,8 +76,6 @@ pub(super) async fn run(
     let listener = bind_workload_socket(&config.socket)
         .map_err(|e| Failure(format!("cannot bind {}: {e}", config.socket.display())))?;
     tracing::info!(agent = %agent.session.agent_id(), socket = %config.socket.display(), "serving the Workload API");
-    agent
-        .run(&opts, listener, super::dev::shutdown_signal())
-        .await?;
+    agent.run(&opts, listener, shutdown).await?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `sigil server` and `sigil dev`: thin wrappers that load configuration,
-//! bind the listeners and call [`crate::server::run`].
+//! bind the listeners and call [`crate::serve::run`].
 
 use super::Failure;
 use super::client::{Clients, Target};
@@ -13,7 +13,8 @@ use crate::files::{Access, OutDir};
 use crate::id::{TrustDomain, Ttl};
 use crate::net::Limits;
 use crate::secret::Secret;
-use crate::server::{Listeners, Server, bind_admin_socket, run as serve};
+use crate::serve::{Listeners, bind_admin_socket, run as serve};
+use crate::server::Server;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,20 +46,32 @@ async fn bind(server: &Server) -> Result<Listeners, Failure> {
     Ok(Listeners { tcp, admin })
 }
 
-pub(super) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+/// Installs the SIGINT and SIGTERM handlers at once and returns the future
+/// that completes when either arrives. Call it before printing anything a
+/// supervisor may answer with a signal: a signal that arrives before its
+/// handler is installed kills the process instead of shutting it down.
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+        match s {
             Ok(mut s) => {
                 s.recv().await;
             }
+            // Without a handler this signal keeps its default action.
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    let (term, int) = (
+        wait(signal(SignalKind::terminate())),
+        wait(signal(SignalKind::interrupt())),
+    );
+    async move {
+        tokio::select! {
+            () = term => {}
+            () = int => {}
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 /// Raises the open-file limit and fits under it the caps of the listeners
@@ -74,12 +87,13 @@ pub(super) fn fit_to_fd_limit(server: Option<&mut ServerLimits>, workload: Optio
 
 /// `sigil server --config FILE`.
 pub(super) async fn run_server(config: &Path) -> Result<(), Failure> {
+    let shutdown = shutdown_signal();
     let mut config = ServerConfig::load(config)?;
     fit_to_fd_limit(Some(&mut config.limits), None);
     let server = Server::open(config).await?;
     let listeners = bind(&server).await?;
     tracing::info!(listen = %server.config().listen, admin = %server.config().admin_socket.display(), "serving");
-    serve(server, listeners, shutdown_signal()).await?;
+    serve(server, listeners, shutdown).await?;
     Ok(())
 }
 
@@ -138,6 +152,7 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
 /// `sigil dev`: a server with an embedded store, initialized and unsealed
 /// with a development key.
 pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
+    let shutdown = shutdown_signal();
     let dir = absolute(&args.data_dir)?;
     let mut config = dev_config(args, &dir)?;
     let mut workload_limits = Limits::workload();
@@ -207,7 +222,7 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
             )
         },
     );
-    shutdown_signal().await;
+    shutdown.await;
     let _ = stop_tx.send(true);
     let (s, a) = tokio::join!(server_task, agent_task);
     s.map_err(|e| Failure(e.to_string()))??;

@@ -8,13 +8,11 @@ mod entries;
 mod heads;
 pub use heads::SealedHeads as SealedHeadsReader;
 pub use heads::{HEAD_KEY, decode_head};
-mod run;
 mod state;
 #[cfg(test)]
 mod testing;
 
 pub use agents::{AgentRecord, Agents, AgentsError, JoinToken};
 pub use entries::{Entries, EntriesError};
-pub use run::{Listeners, ServeError, bind_admin_socket, run};
 pub use state::read_policy_dir;
 pub use state::{LifecycleError, Server, ServerError, UnsealRefused, own_uid};

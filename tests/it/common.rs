@@ -4,7 +4,8 @@ use sigil::api::pb;
 use sigil::cli::client::{Clients, Target};
 use sigil::config::ServerConfig;
 use sigil::id::{TrustDomain, Ttl};
-use sigil::server::{Listeners, Server, run};
+use sigil::serve::{Listeners, run};
+use sigil::server::Server;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -80,7 +81,7 @@ impl TestServer {
 
     fn serve(server: Arc<Server>, tcp: tokio::net::TcpListener, admin: PathBuf) -> TestServer {
         let addr = tcp.local_addr().unwrap();
-        let admin_listener = sigil::server::bind_admin_socket(&admin).unwrap();
+        let admin_listener = sigil::serve::bind_admin_socket(&admin).unwrap();
         let (tx, rx) = oneshot::channel();
         let s = server.clone();
         let task = tokio::spawn(async move {

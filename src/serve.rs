@@ -1,9 +1,11 @@
-//! Serving: the TLS accept loop on TCP, the admin Unix socket, and the
-//! background renewal of the server's own SVID. `run` takes bound listeners
-//! so tests can bind port 0 and temporary sockets.
+//! Serving the server: the gRPC API (from `api`) on the TLS accept loop and
+//! the admin Unix socket, under the connection limits, and the background
+//! renewal of the server's own SVID. It sits above both `server` and `api`,
+//! so the server's state never depends on the transport that serves it.
+//! `run` takes bound listeners so tests can bind port 0 and temporary sockets.
 
-use super::Server;
 use crate::net::{Limited, Limiter, Peer, limit_incoming};
+use crate::server::Server;
 use crate::tls::{TlsConn, TlsConnInfo};
 use std::future::Future;
 use std::sync::Arc;
