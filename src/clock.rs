@@ -75,6 +75,17 @@ pub fn now() -> SystemTime {
     SystemTime::now()
 }
 
+/// Blocks the calling thread for `d`. Only for the rare blocking path that
+/// must wait for another thread to let go of something (a file lock); async
+/// code waits with `tokio::time`, and a worker thread must never sleep.
+pub fn pause_thread(d: Duration) {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one sanctioned blocking wait; its callers are named in its doc"
+    )]
+    std::thread::sleep(d);
+}
+
 /// Seconds since the Unix epoch for `t`, saturating at zero for times before it.
 pub fn unix_seconds(t: SystemTime) -> u64 {
     crate::unix_time::seconds(t)

@@ -9,6 +9,7 @@
 //! concurrent writers still share an fsync.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
@@ -33,10 +34,7 @@ impl SledStore {
     /// [`StoreError::Corrupt`] if its files cannot be recovered.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         let had_data = std::fs::metadata(dir.join(SLED_DATA_FILE)).is_ok_and(|m| m.len() > 0);
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| classify(dir, e))?;
+        let db = open_db(dir)?;
         // sled discards a log it cannot parse and starts empty instead of
         // failing. A data file that existed but yielded nothing is corruption,
         // and must not look like a fresh store that invites a new `init`.
@@ -76,6 +74,34 @@ impl SledStore {
 
     fn err(&self, e: sled::Error) -> StoreError {
         classify(&self.dir, e)
+    }
+}
+
+/// How long [`open_db`] waits for a lock that a store closed in this same
+/// process may still hold.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Opens sled in `dir`. sled releases its file lock only when the last of its
+/// background I/O tasks lets go of the file, a moment after the `Db` is
+/// dropped; a store closed and reopened in one process (a restart in place,
+/// tests) can meet its own lock. So a held lock is retried briefly before it
+/// is reported as [`StoreError::Locked`]: another process that really holds
+/// the store is still reported, only [`LOCK_PATIENCE`] later.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let mut waited = Duration::ZERO;
+    let mut step = Duration::from_millis(5);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(e) => match classify(dir, e) {
+                StoreError::Locked { .. } if waited < LOCK_PATIENCE => {
+                    crate::clock::pause_thread(step);
+                    waited += step;
+                    step = (step * 2).min(Duration::from_millis(200));
+                }
+                other => return Err(other),
+            },
+        }
     }
 }
 
