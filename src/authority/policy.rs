@@ -156,14 +156,15 @@ impl PolicyError {
 
 impl RotationPolicy {
     /// The SPEC §7 schedule for these lifetimes: prepare at ½ of `ca_ttl` left, activate
-    /// at ⅙ left, default publish window and taint grace.
+    /// at ⅙ left (in whole seconds, like every stored time), default publish window and
+    /// taint grace.
     pub fn for_ttls(ca_ttl: Duration, x509_svid_ttl: Duration, jwt_svid_ttl: Duration) -> Self {
         Self {
             ca_ttl,
             x509_svid_ttl,
             jwt_svid_ttl,
-            prepare_before: ca_ttl / 2,
-            activate_before: ca_ttl / 6,
+            prepare_before: Duration::from_secs(ca_ttl.as_secs() / 2),
+            activate_before: Duration::from_secs(ca_ttl.as_secs() / 6),
             publish_window: DEFAULT_PUBLISH_WINDOW,
             taint_grace: DEFAULT_TAINT_GRACE,
         }
