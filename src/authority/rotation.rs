@@ -154,28 +154,30 @@ impl Authority {
         policy: &RotationPolicy,
         rng: &dyn SecureRandom,
     ) -> Result<Advance, AuthorityError> {
-        let mut next = self.clone();
-        let mut events = Vec::new();
-        let mut deadline = Some(now);
-        for _ in 0..MAX_ROUNDS {
-            let plan = next.plan(now, policy);
-            if plan.actions.is_empty() {
-                deadline = plan.next_deadline;
-                break;
+        self.all_or_nothing(|next| {
+            let mut events = Vec::new();
+            for _ in 0..MAX_ROUNDS {
+                let plan = next.plan(now, policy);
+                if plan.actions.is_empty() {
+                    return Ok(Advance {
+                        events,
+                        next_deadline: plan.next_deadline,
+                    });
+                }
+                for action in &plan.actions {
+                    events.extend(next.apply(action, now, policy, rng)?);
+                }
             }
-            for action in &plan.actions {
-                events.extend(next.apply(action, now, policy, rng)?);
-            }
-        }
-        *self = next;
-        Ok(Advance {
-            events,
-            next_deadline: deadline,
+            Ok(Advance {
+                events,
+                next_deadline: Some(now),
+            })
         })
     }
 
-    /// Applies one action at `now`. Preconditions are checked again here: an unforced
-    /// activation before the key's publish window has passed is refused.
+    /// Applies one action at `now`, all or nothing. Preconditions are checked again
+    /// here: an unforced activation before the key's publish window has passed is
+    /// refused.
     pub fn apply(
         &mut self,
         action: &Action,
@@ -183,19 +185,33 @@ impl Authority {
         policy: &RotationPolicy,
         rng: &dyn SecureRandom,
     ) -> Result<Vec<KeyEvent>, AuthorityError> {
-        let events = match action {
-            Action::Prepare { kind } => vec![self.prepare(*kind, now, policy, rng)?],
-            Action::Activate { kind, id, forced } => {
-                self.activate(*kind, id, *forced, now, policy)?
-            }
-            Action::ActivateNew { kind } => self.activate_new(*kind, now, policy, rng)?,
-            Action::Drop { kind, id } => {
-                with_ring!(self, *kind, |r| r.remove(id))?;
-                vec![event(*kind, id, KeyChange::Dropped)]
-            }
-        };
-        self.bump_for(&events)?;
-        Ok(events)
+        self.all_or_nothing(|next| {
+            let events = match action {
+                Action::Prepare { kind } => vec![next.prepare(*kind, now, policy, rng)?],
+                Action::Activate { kind, id, forced } => {
+                    next.activate(*kind, id, *forced, now, policy)?
+                }
+                Action::ActivateNew { kind } => next.activate_new(*kind, now, policy, rng)?,
+                Action::Drop { kind, id } => {
+                    with_ring!(next, *kind, |r| r.remove(id))?;
+                    vec![event(*kind, id, KeyChange::Dropped)]
+                }
+            };
+            next.bump_for(&events)?;
+            Ok(events)
+        })
+    }
+
+    /// Runs `change` on a copy and keeps the copy only if it succeeds. Copies share
+    /// private keys, so this costs a few small allocations.
+    fn all_or_nothing<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, AuthorityError>,
+    ) -> Result<T, AuthorityError> {
+        let mut next = self.clone();
+        let out = change(&mut next)?;
+        *self = next;
+        Ok(out)
     }
 
     /// `rotate-ca` / `rotate-jwt-key`. Without `force`, a successor is prepared now (or
@@ -203,8 +219,19 @@ impl Authority {
     /// window — rotation as soon as it is safe for every consumer. With `force`, a new
     /// key signs at once, whoever has not received it yet: for a compromise, where
     /// signing with the old key any longer is the greater harm. Run
-    /// [`Authority::advance`] afterwards.
+    /// [`Authority::advance`] afterwards. All or nothing.
     pub fn rotate(
+        &mut self,
+        kind: KeyKind,
+        force: bool,
+        now: SystemTime,
+        policy: &RotationPolicy,
+        rng: &dyn SecureRandom,
+    ) -> Result<Vec<KeyEvent>, AuthorityError> {
+        self.all_or_nothing(|next| next.rotate_now(kind, force, now, policy, rng))
+    }
+
+    fn rotate_now(
         &mut self,
         kind: KeyKind,
         force: bool,

@@ -17,10 +17,10 @@ use ring::rand::SystemRandom;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::bundle::JwtAuthority;
-use super::ca::{BACKDATE_SECS, CaCertInfo, CaKey};
+use super::ca::{CaCertInfo, CaKey};
 use super::jwt::JwtKey;
 use super::keys::{KeyKind, KeyRecord, KeyState, Ring, Slot};
-use super::{Authority, AuthorityError, from_unix, later, unix};
+use super::{Authority, AuthorityError, from_unix, unix};
 use crate::id::TrustDomain;
 use crate::secret::Secret;
 
@@ -304,12 +304,4 @@ fn decode_key(b64: &str) -> Result<Secret, AuthorityError> {
         .decode(b64)
         .map(Secret::new)
         .map_err(|_| corrupt("private key encoding"))
-}
-
-/// When a key of a format-1 store was created: its CA's NotBefore, undoing the backdate.
-fn legacy_created_at(info_not_before: std::time::SystemTime) -> std::time::SystemTime {
-    later(
-        info_not_before,
-        std::time::Duration::from_secs(BACKDATE_SECS),
-    )
 }

@@ -4,16 +4,18 @@
 //! (its NotBefore, undoing the backdate), and any other key as old, without its private
 //! part.
 
+use std::time::{Duration, SystemTime};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::super::bundle::JwtAuthority;
-use super::super::ca::{CaCertInfo, CaKey};
+use super::super::ca::{BACKDATE_SECS, CaCertInfo, CaKey};
 use super::super::jwt::JwtKey;
 use super::super::keys::{KeyKind, KeyRecord, KeyState, Ring, Slot};
-use super::super::{Authority, AuthorityError, from_unix};
-use super::{assemble, corrupt, decode_key, legacy_created_at};
+use super::super::{Authority, AuthorityError, from_unix, later};
+use super::{assemble, corrupt, decode_key};
 use crate::id::TrustDomain;
 
 /// The version this module reads.
@@ -49,8 +51,8 @@ fn record(
     kind: KeyKind,
     id: String,
     first: bool,
-    created: std::time::SystemTime,
-    not_after: std::time::SystemTime,
+    created: SystemTime,
+    not_after: SystemTime,
 ) -> KeyRecord {
     let mut r = KeyRecord::new(kind, id, created, not_after);
     if first {
@@ -82,7 +84,8 @@ pub(super) fn load(bytes: &[u8]) -> Result<Authority, AuthorityError> {
         // about to be discarded: a mismatch means the document is not what was written.
         let key = CaKey::from_parts(&td, cert.clone(), decode_key(&c.pkcs8)?)?;
         let info = CaCertInfo::parse(&td, &cert)?;
-        let at = legacy_created_at(info.not_before);
+        // Created when it was made: its NotBefore, undoing the backdate.
+        let at = later(info.not_before, Duration::from_secs(BACKDATE_SECS));
         created.get_or_insert(at);
         cas.slots.push(Slot {
             record: record(KeyKind::X509Ca, info.id(), i == 0, at, info.not_after),

@@ -4,7 +4,9 @@
 //! The loop advances only at the deadlines the plan gave it, and after an operator's
 //! request (a `rotate-ca` and `rotate-jwt-key` without `--force` at 92 s, two seconds
 //! after the fourth keys were prepared); in between, the plan must have nothing to do.
-//! Every second a workload is issued an X.509-SVID and a JWT-SVID.
+//! The server is also killed and restarted from its sealed state in the middle of two
+//! rotations (with a key prepared, and with an old key kept), planning again at once as
+//! it does after unseal. Every second a workload is issued an X.509-SVID and a JWT-SVID.
 //! Every second, every credential still valid verifies against
 //! - the bundle of that moment,
 //! - the bundle of the moment it was issued (a peer that fetched nothing since), and
@@ -23,6 +25,8 @@ use super::*;
 const END: u64 = 130;
 /// When the operator asks for an early rotation.
 const ROTATE_AT: u64 = 92;
+/// When the server restarts from its sealed state.
+const RESTARTS: [u64; 2] = [40, 55];
 
 struct Issued {
     at: u64,
@@ -49,6 +53,10 @@ fn three_ca_generations_without_a_gap() {
     let mut wake = Some(s(0));
     for t in 0..=END {
         let now = s(t);
+        if RESTARTS.contains(&t) {
+            a = Authority::from_sealed_bytes(a.to_sealed_bytes().expose()).unwrap();
+            wake = Some(now);
+        }
         if t == ROTATE_AT {
             for kind in KeyKind::ALL {
                 a.rotate(kind, false, now, &policy, &rng).unwrap();

@@ -374,6 +374,20 @@ fn a_failed_advance_changes_nothing() {
         "{err:?}"
     );
     assert_eq!((a.keys(), a.bundle()), before);
+
+    // A forced rotation drops the prepared key before it makes the new one; when making
+    // it fails, the prepared key is still there.
+    advance(&mut a, 61);
+    let before = (a.keys(), a.bundle());
+    assert_eq!(before.0.len(), 4, "{:?}", before.0);
+    let err = a
+        .rotate(X509Ca, true, s(62), &policy, &SystemRandom::new())
+        .unwrap_err();
+    assert!(
+        matches!(err, AuthorityError::CertificateEncoding { .. }),
+        "{err:?}"
+    );
+    assert_eq!((a.keys(), a.bundle()), before);
 }
 
 /// Authorities in each phase of a rotation, named, with the time they were left at.
