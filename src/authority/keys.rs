@@ -128,8 +128,8 @@ impl KeyRecord {
         self.not_after
     }
 
-    /// When the key leaves the bundle, or `None` while it must stay (active, or
-    /// prepared and untainted and unexpired).
+    /// When the key leaves the bundle; `None` for the active key, which stays until a
+    /// successor replaces it.
     ///
     /// - An old key stays until everything it signed has expired: one second past
     ///   `not_after`, because an X.509 certificate is still valid during its notAfter
