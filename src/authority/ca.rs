@@ -89,31 +89,29 @@ impl CaKey {
         cert_der: Vec<u8>,
         pkcs8: Secret,
     ) -> Result<Self, AuthorityError> {
-        let invalid = |reason| AuthorityError::InvalidCaCertificate { reason };
-        let (rest, cert) =
-            X509Certificate::from_der(&cert_der).map_err(|_| invalid("not a DER certificate"))?;
-        if !rest.is_empty() {
-            return Err(invalid("trailing data after certificate"));
-        }
-        let key_id = check_ca_cert(&cert, td).map_err(invalid)?;
+        let info = CaCertInfo::parse(td, &cert_der)?;
         let key = load_key(&pkcs8)?;
-        if key.public_key_raw() != cert.public_key().subject_public_key.data.as_ref() {
-            return Err(invalid("private key does not match the certificate"));
+        if key.public_key_raw() != info.public_key.as_slice() {
+            return Err(AuthorityError::InvalidCaCertificate {
+                reason: "private key does not match the certificate",
+            });
         }
-        let not_before =
-            from_unix(u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0));
-        let not_after =
-            from_unix(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0));
         let issuer =
             rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.as_slice()), key)?;
         Ok(Self {
             cert_der,
             pkcs8,
             issuer,
-            not_before,
-            not_after,
-            key_id,
+            not_before: info.not_before,
+            not_after: info.not_after,
+            key_id: info.key_id,
         })
+    }
+
+    /// The key's stable id: its SubjectKeyIdentifier in hex, which every leaf it signs
+    /// carries as its AuthorityKeyIdentifier.
+    pub(super) fn id(&self) -> String {
+        hex::encode(&self.key_id)
     }
 
     /// Whether the CA may sign at `now`.
@@ -125,6 +123,41 @@ impl CaKey {
         } else {
             Ok(())
         }
+    }
+}
+
+/// What a checked CA certificate tells about its key; all an old CA key keeps.
+pub(super) struct CaCertInfo {
+    /// The SubjectKeyIdentifier.
+    pub(super) key_id: Vec<u8>,
+    pub(super) not_before: SystemTime,
+    pub(super) not_after: SystemTime,
+    /// The subject public key (an uncompressed point for P-256).
+    public_key: Vec<u8>,
+}
+
+impl CaCertInfo {
+    /// Checks that `cert_der` is one DER certificate following the CA rules for `td`.
+    pub(super) fn parse(td: &TrustDomain, cert_der: &[u8]) -> Result<Self, AuthorityError> {
+        let invalid = |reason| AuthorityError::InvalidCaCertificate { reason };
+        let (rest, cert) =
+            X509Certificate::from_der(cert_der).map_err(|_| invalid("not a DER certificate"))?;
+        if !rest.is_empty() {
+            return Err(invalid("trailing data after certificate"));
+        }
+        let key_id = check_ca_cert(&cert, td).map_err(invalid)?;
+        let time = |t: i64| from_unix(u64::try_from(t).unwrap_or(0));
+        Ok(Self {
+            key_id,
+            not_before: time(cert.validity().not_before.timestamp()),
+            not_after: time(cert.validity().not_after.timestamp()),
+            public_key: cert.public_key().subject_public_key.data.to_vec(),
+        })
+    }
+
+    /// The key's stable id (see [`CaKey::id`]).
+    pub(super) fn id(&self) -> String {
+        hex::encode(&self.key_id)
     }
 }
 

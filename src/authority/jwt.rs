@@ -235,7 +235,7 @@ impl Authority {
         if ttl.as_secs() == 0 {
             return Err(AuthorityError::InvalidTtl);
         }
-        let key = &self.jwt;
+        let key = self.jwt_keys.signer()?;
         let iat = unix(now);
         let exp = iat.saturating_add(ttl.as_secs()).min(unix(key.not_after));
         if exp <= iat {

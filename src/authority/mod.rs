@@ -7,15 +7,22 @@
 //! Every credential is checked with the same rules a client applies before it is handed
 //! out ("build template → sign → validate what was issued", as in SPIRE).
 //!
-//! Keys are held in `Vec`s so that rotation (a prepared CA at ½ of life, old keys kept in
-//! the bundle until they expire) can be added without changing the persisted format; for
-//! now exactly one CA key and one JWT key are active.
+//! Keys rotate (SPEC §7, issue 8): each kind of key — X.509 CA keys and JWT signing keys —
+//! is a ring of prepared, active and old keys, each described by a [`KeyRecord`]; a pure
+//! [`plan`] says when to prepare, activate and drop them under a [`RotationPolicy`];
+//! [`Authority::advance`] applies it, [`Authority::rotate`] and [`Authority::taint`] are
+//! the operator's, and the sealed state keeps every record so that a restarted server
+//! resumes the same plan.
 
 mod bundle;
 mod ca;
 mod csr;
 mod jwt;
 mod jwt_limits;
+mod keys;
+mod plan;
+mod policy;
+mod rotation;
 mod sealed;
 mod x509;
 
@@ -33,10 +40,18 @@ pub use jwt_limits::{
     AudienceError, MAX_AUDIENCE_LEN, MAX_AUDIENCES, MAX_MINTED_TOKEN_LEN, MAX_TOKEN_LEN,
     check_audiences,
 };
+pub use keys::{KeyKind, KeyRecord, KeyState};
+pub use plan::{Action, Plan, plan};
+pub use policy::{
+    DEFAULT_CA_TTL, DEFAULT_JWT_SVID_TTL, DEFAULT_PUBLISH_WINDOW, DEFAULT_TAINT_GRACE,
+    DEFAULT_X509_SVID_TTL, PolicyError, RotationPolicy,
+};
+pub use rotation::{Advance, KeyChange, KeyEvent};
 pub use x509::{SvidError, X509Svid, validate_x509_svid_leaf, verify_x509_svid};
 
 use ca::CaKey;
 use jwt::JwtKey;
+use keys::{KeyRecord as Record, Ring};
 
 /// How long a trust bundle consumer should wait before polling again (SPIFFE bundle
 /// `spiffe_refresh_hint`). Consumers of the streaming Workload API get pushes anyway.
@@ -105,6 +120,60 @@ pub enum AuthorityError {
     /// A JWT-SVID just minted failed the client-side checks; it was not handed out.
     #[error("issued JWT-SVID failed validation: {0}")]
     IssuedJwtInvalid(#[from] JwtError),
+    /// No key of this kind is active (the authority's state is inconsistent).
+    #[error("no active {} key", kind.as_str())]
+    NoActiveKey {
+        /// The kind.
+        kind: KeyKind,
+    },
+    /// The active key of this kind was tainted and its replacement is not active yet;
+    /// nothing was signed with it.
+    #[error("the active {} key is tainted and awaits its replacement", kind.as_str())]
+    ActiveKeyTainted {
+        /// The kind.
+        kind: KeyKind,
+    },
+    /// No key of this kind has this id (it never existed, or has left the bundle).
+    #[error("no {} key has id {id:?}", kind.as_str())]
+    UnknownKey {
+        /// The kind.
+        kind: KeyKind,
+        /// The id asked for.
+        id: String,
+    },
+    /// The key is already tainted.
+    #[error("the {} key {id:?} is already tainted", kind.as_str())]
+    KeyAlreadyTainted {
+        /// The kind.
+        kind: KeyKind,
+        /// The key.
+        id: String,
+    },
+    /// Only an untainted prepared key can be activated or marked for early activation.
+    #[error("the {} key {id:?} is not an untainted prepared key", kind.as_str())]
+    KeyNotPrepared {
+        /// The kind.
+        kind: KeyKind,
+        /// The key.
+        id: String,
+    },
+    /// The active key cannot leave the bundle; a successor must be activated first.
+    #[error("the {} key {id:?} is active and cannot be dropped", kind.as_str())]
+    KeyIsActive {
+        /// The kind.
+        kind: KeyKind,
+        /// The key.
+        id: String,
+    },
+    /// A key may not sign before it has been published for its window unless the
+    /// activation is forced; the unforced activation was refused.
+    #[error("the {} key {id:?} has not been published long enough to sign", kind.as_str())]
+    PublishWindowOpen {
+        /// The kind.
+        kind: KeyKind,
+        /// The key.
+        id: String,
+    },
     /// The bundle's `spiffe_sequence` cannot increase any further.
     #[error("the bundle sequence number is exhausted")]
     SequenceExhausted,
@@ -128,6 +197,8 @@ impl AuthorityError {
                 | AuthorityError::InvalidDnsName(_)
                 | AuthorityError::InvalidTtl
                 | AuthorityError::InvalidAudience(_)
+                | AuthorityError::UnknownKey { .. }
+                | AuthorityError::KeyAlreadyTainted { .. }
         )
     }
 }
@@ -144,18 +215,16 @@ impl From<rcgen::Error> for AuthorityError {
 /// The CA of one trust domain: its X.509 CA keys and JWT signing keys.
 ///
 /// `Authority` is `Send + Sync`; issuance takes `&self`, so one instance can serve many
-/// threads. Its `Debug` shows key identifiers only, never key bytes.
+/// threads. Cloning is cheap (private keys are shared, not copied): a rotation is made on
+/// a clone, persisted, then swapped in. Its `Debug` shows key identifiers only, never key
+/// bytes.
+#[derive(Clone)]
 pub struct Authority {
     trust_domain: TrustDomain,
-    /// The CA key that signs X.509-SVIDs.
-    ca: CaKey,
-    /// Other CA keys still published in the bundle (prepared or retired; empty until
-    /// rotation exists).
-    other_cas: Vec<CaKey>,
-    /// The key that signs JWT-SVIDs.
-    jwt: JwtKey,
-    /// Other JWT keys still published in the bundle (empty until rotation exists).
-    other_jwt_keys: Vec<JwtKey>,
+    /// CA keys with their certificates; the active one signs X.509-SVIDs.
+    cas: Ring<Vec<u8>, CaKey>,
+    /// JWT keys with their bundle entries; the active one signs JWT-SVIDs.
+    jwt_keys: Ring<JwtAuthority, JwtKey>,
     /// The trust bundle's `spiffe_sequence`; bumped whenever the key set changes.
     sequence: u64,
     rng: SystemRandom,
@@ -174,14 +243,13 @@ impl Authority {
             return Err(AuthorityError::InvalidTtl);
         }
         let ca = CaKey::generate(td, now, ca_ttl, rng)?;
-        let jwt_not_after = ca.not_after;
-        let jwt = JwtKey::generate(jwt_not_after, rng)?;
+        let jwt = JwtKey::generate(ca.not_after, rng)?;
+        let ca_record = Record::new(KeyKind::X509Ca, ca.id(), now, ca.not_after);
+        let jwt_record = Record::new(KeyKind::Jwt, jwt.kid.clone(), now, jwt.not_after);
         Ok(Self {
             trust_domain: td.clone(),
-            ca,
-            other_cas: Vec::new(),
-            jwt,
-            other_jwt_keys: Vec::new(),
+            cas: Ring::with_active(ca_record, ca.cert_der.clone(), ca),
+            jwt_keys: Ring::with_active(jwt_record, jwt.authority(), jwt),
             sequence: 1,
             rng: SystemRandom::new(),
         })
@@ -216,33 +284,31 @@ impl Authority {
 
     /// The NotAfter of the active CA certificate.
     pub fn ca_not_after(&self) -> SystemTime {
-        self.ca.not_after
+        self.cas
+            .active()
+            .map_or(SystemTime::UNIX_EPOCH, |s| s.record.not_after)
     }
 
     /// The DER of the active CA certificate.
     pub fn ca_cert_der(&self) -> &[u8] {
-        &self.ca.cert_der
+        self.cas.active().map_or(&[], |s| s.public.as_slice())
     }
 
-    /// The current trust bundle: every CA certificate and JWT public key still held.
+    /// The current trust bundle: every published CA certificate and JWT public key, in
+    /// the order the keys were created (so an activation changes no published byte).
     pub fn bundle(&self) -> Bundle {
         Bundle {
             trust_domain: self.trust_domain.clone(),
-            x509_authorities: self.cas().map(|c| c.cert_der.clone()).collect(),
-            jwt_authorities: self.jwt_keys().map(JwtKey::authority).collect(),
+            x509_authorities: self.cas.slots.iter().map(|s| s.public.clone()).collect(),
+            jwt_authorities: self
+                .jwt_keys
+                .slots
+                .iter()
+                .map(|s| s.public.clone())
+                .collect(),
             sequence: self.sequence,
             refresh_hint_secs: DEFAULT_REFRESH_HINT_SECS,
         }
-    }
-
-    /// All CA keys, the active one first.
-    fn cas(&self) -> impl Iterator<Item = &CaKey> {
-        std::iter::once(&self.ca).chain(&self.other_cas)
-    }
-
-    /// All JWT keys, the active one first.
-    fn jwt_keys(&self) -> impl Iterator<Item = &JwtKey> {
-        std::iter::once(&self.jwt).chain(&self.other_jwt_keys)
     }
 
     /// The subject of any SVID: a workload (an ID with a path) in this trust domain.
@@ -260,12 +326,13 @@ impl Authority {
 
 impl fmt::Debug for Authority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ca_ids: Vec<String> = self.cas().map(|c| hex::encode(&c.key_id)).collect();
-        let kids: Vec<&str> = self.jwt_keys().map(|k| k.kid.as_str()).collect();
+        let show = |r: &Record| format!("{} {}", r.id, r.state.as_str());
+        let cas: Vec<String> = self.cas.records().map(show).collect();
+        let jwt: Vec<String> = self.jwt_keys.records().map(show).collect();
         f.debug_struct("Authority")
             .field("trust_domain", &self.trust_domain)
-            .field("ca_key_ids (active first)", &ca_ids)
-            .field("jwt_kids (active first)", &kids)
+            .field("ca_keys", &cas)
+            .field("jwt_keys", &jwt)
             .field("sequence", &self.sequence)
             .finish_non_exhaustive()
     }
@@ -276,9 +343,21 @@ fn unix(t: SystemTime) -> u64 {
     crate::unix_time::seconds(t)
 }
 
-/// The time `secs` seconds after the Unix epoch.
+/// The last second an X.509 GeneralizedTime can name (9999-12-31T23:59:59Z): nothing
+/// this authority signs or keeps can be valid later, so times saturate here.
+const LAST_SECOND: u64 = 253_402_300_799;
+
+/// The time `secs` seconds after the Unix epoch, at most [`LAST_SECOND`] (so that a
+/// corrupt stored time cannot overflow).
 fn from_unix(secs: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs.min(LAST_SECOND))
+}
+
+/// `t + d`, saturating at [`LAST_SECOND`], for deadlines computed from policy timings.
+fn later(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d).map_or(from_unix(LAST_SECOND), |sum| {
+        sum.min(from_unix(LAST_SECOND))
+    })
 }
 
 #[cfg(test)]

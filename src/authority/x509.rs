@@ -122,7 +122,7 @@ impl Authority {
             .iter()
             .map(|n| DnsName::parse(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let ca = &self.ca;
+        let ca = self.cas.signer()?;
         ca.check_valid_at(now)?;
         let public_key = parse_and_verify(csr_der)?;
 

@@ -144,6 +144,7 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
         ca_ttl: ttl("24h")?,
         x509_svid_ttl: ttl("1h")?,
         jwt_svid_ttl: ttl("5m")?,
+        rotation: crate::authority::RotationPolicy::default(),
         kdf_cost: crate::keyring::KdfCost::default(),
         limits: ServerLimits::default(),
     })

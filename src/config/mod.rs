@@ -3,6 +3,7 @@
 //! variable), key files must be mode 0600, and everything is checked before
 //! anything binds.
 
+use crate::authority::RotationPolicy;
 use crate::id::{TrustDomain, Ttl};
 use crate::net::Limits;
 use crate::secret::Secret;
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+mod ca;
 mod limits;
 pub use limits::ServerLimits;
 
@@ -90,16 +92,26 @@ pub struct PolicyConfig {
     pub dir: PathBuf,
 }
 
-/// `[ca]`: the certificate authority.
+/// `[ca]`: the certificate authority and the rotation of its keys (SPEC §7).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CaConfig {
-    /// Lifetime of the self-signed root (default 24h, SPIRE's default).
+    /// Lifetime of each CA key and JWT signing key (default 24h, SPIRE's default).
     pub ttl: Option<String>,
     /// Default X.509-SVID lifetime (default 1h).
     pub x509_svid_ttl: Option<String>,
     /// Default JWT-SVID lifetime (default 5m).
     pub jwt_svid_ttl: Option<String>,
+    /// Life left on the active key when its successor is prepared and published
+    /// (default half of `ttl`).
+    pub prepare_before: Option<String>,
+    /// Life left on the active key when its successor starts signing (default a sixth
+    /// of `ttl`).
+    pub activate_before: Option<String>,
+    /// Least time a key is published before it signs (default 5m).
+    pub publish_window: Option<String>,
+    /// How long a tainted key stays published while agents re-issue (default 10m).
+    pub taint_grace: Option<String>,
 }
 
 /// `server.toml` as written.
@@ -143,6 +155,9 @@ pub struct ServerConfig {
     pub x509_svid_ttl: Ttl,
     /// Default JWT-SVID lifetime.
     pub jwt_svid_ttl: Ttl,
+    /// When CA and JWT keys are prepared, activated and dropped; its lifetimes are
+    /// `ca_ttl`, `x509_svid_ttl` and `jwt_svid_ttl`.
+    pub rotation: RotationPolicy,
     /// Argon2id cost for `init` (unseal uses the cost stored at init).
     pub kdf_cost: crate::keyring::KdfCost,
     /// Connection limits of the admin socket and the TLS listener.
@@ -153,19 +168,6 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })
-}
-
-fn parse_ttl(
-    path: &Path,
-    key: &'static str,
-    v: Option<&str>,
-    default: &str,
-) -> Result<Ttl, ConfigError> {
-    Ttl::parse(v.unwrap_or(default)).map_err(|e| ConfigError::Invalid {
-        path: path.to_owned(),
-        key,
-        message: e.to_string(),
     })
 }
 
@@ -214,7 +216,8 @@ impl ServerConfig {
             passphrase_file: u.passphrase_file.map(|p| resolve(path, p)),
             passphrase_env: u.passphrase_env,
         });
-        Self {
+        let ca = ca::CaSection::parse(path, &raw.ca)?;
+        Ok(Self {
             trust_domain,
             data_dir: resolve(path, raw.data_dir),
             listen,
@@ -222,38 +225,13 @@ impl ServerConfig {
             admin_uids: raw.admin_uids,
             unseal,
             policy_dir: resolve(path, raw.policy.dir),
-            ca_ttl: parse_ttl(path, "ca.ttl", raw.ca.ttl.as_deref(), "24h")?,
-            x509_svid_ttl: parse_ttl(
-                path,
-                "ca.x509_svid_ttl",
-                raw.ca.x509_svid_ttl.as_deref(),
-                "1h",
-            )?,
-            jwt_svid_ttl: parse_ttl(
-                path,
-                "ca.jwt_svid_ttl",
-                raw.ca.jwt_svid_ttl.as_deref(),
-                "5m",
-            )?,
+            ca_ttl: ca.ttl,
+            x509_svid_ttl: ca.x509_svid_ttl,
+            jwt_svid_ttl: ca.jwt_svid_ttl,
+            rotation: ca.rotation,
             kdf_cost: crate::keyring::KdfCost::default(),
             limits: raw.limits.check(path)?,
-        }
-        .checked(path)
-    }
-
-    /// Cross-field rules: the CA must outlive the SVIDs it signs.
-    fn checked(self, path: &Path) -> Result<Self, ConfigError> {
-        if self.ca_ttl <= self.x509_svid_ttl || self.ca_ttl <= self.jwt_svid_ttl {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                key: "ca.ttl",
-                message: format!(
-                    "must be longer than ca.x509_svid_ttl ({}) and ca.jwt_svid_ttl ({})",
-                    self.x509_svid_ttl, self.jwt_svid_ttl
-                ),
-            });
-        }
-        Ok(self)
+        })
     }
 }
 
@@ -424,6 +402,8 @@ mod tests {
         let s = ServerConfig::load(&dir.join("server.example.toml")).unwrap();
         assert_eq!(s.trust_domain.as_str(), "example.org");
         assert_eq!(s.x509_svid_ttl.as_secs(), 3600);
+        // The example spells out the defaults, which are SPEC §7's.
+        assert_eq!(s.rotation, crate::authority::RotationPolicy::default());
         AgentConfig::load(&dir.join("agent.example.toml")).unwrap();
     }
 

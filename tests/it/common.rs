@@ -32,6 +32,7 @@ pub fn config(dir: &Path) -> ServerConfig {
         ca_ttl: Ttl::parse("24h").unwrap(),
         x509_svid_ttl: Ttl::parse("1h").unwrap(),
         jwt_svid_ttl: Ttl::parse("5m").unwrap(),
+        rotation: sigil::authority::RotationPolicy::default(),
         kdf_cost: sigil::keyring::KdfCost::FAST_FOR_TESTS,
         limits: sigil::config::ServerLimits::default(),
     }

@@ -53,8 +53,9 @@ fn bundle_4_1_1_sequence_is_set_and_kept_in_sealed_state() {
 
 #[test]
 fn bundle_4_1_1_sequence_increases_whenever_the_contents_change() {
-    // The bundle changes only when the authority is replaced (until rotation exists);
-    // each replacement moves the sequence forward, never back to 1.
+    // A replacement (a server that stayed down past its CA's life) moves the sequence
+    // forward, never back to 1; rotation moves it on every change of the key set
+    // (rotation_props checks that for any sequence of rotations and taints).
     let mut ca = authority();
     let mut last = ca.bundle();
     for _ in 0..3 {

@@ -11,6 +11,12 @@ mod bundle_standard_tests;
 mod bundle_tests;
 mod jwt_standard_tests;
 mod jwt_tests;
+mod plan_tests;
+mod policy_tests;
+mod rotation_props;
+mod rotation_sim;
+mod rotation_tests;
+mod sealed_tests;
 mod x509_standard_tests;
 mod x509_tests;
 
@@ -28,6 +34,25 @@ pub(super) fn t0() -> SystemTime {
 
 pub(super) const HOUR: Duration = Duration::from_secs(3600);
 pub(super) const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// `n` seconds after [`t0`].
+pub(super) fn s(n: u64) -> SystemTime {
+    t0() + Duration::from_secs(n)
+}
+
+/// The short lifetimes of the end-to-end tests: keys live 60 s and are prepared at 30 s
+/// left and activated at 10 s left; SVIDs live 10 s; keys are published 5 s before they
+/// sign (JWT keys 10 s, one JWT-SVID lifetime); a tainted key stays 8 s.
+pub(super) fn short_policy() -> RotationPolicy {
+    let secs = Duration::from_secs;
+    let policy = RotationPolicy {
+        publish_window: secs(5),
+        taint_grace: secs(8),
+        ..RotationPolicy::for_ttls(secs(60), secs(10), secs(10))
+    };
+    policy.validate().unwrap();
+    policy
+}
 
 pub(super) fn td() -> TrustDomain {
     TrustDomain::parse("example.org").unwrap()
@@ -115,7 +140,7 @@ fn corrupt_sealed_bytes_are_refused() {
 
     let ca = authority();
     let mut doc: serde_json::Value = serde_json::from_slice(ca.to_sealed_bytes().expose()).unwrap();
-    doc["format"] = 2.into();
+    doc["format"] = 3.into();
     let err = Authority::from_sealed_bytes(doc.to_string().as_bytes()).unwrap_err();
     assert!(
         matches!(
@@ -151,7 +176,7 @@ fn corrupt_sealed_bytes_are_refused() {
         matches!(
             err,
             AuthorityError::SealedStateCorrupt {
-                reason: "no JWT key"
+                reason: "exactly one key of each kind must be active"
             }
         ),
         "{err:?}"
