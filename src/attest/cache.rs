@@ -1,20 +1,23 @@
-//! A bounded cache of executable digests for the Unix attestor (SPEC §2), so
-//! that attesting the same binary again costs a `stat` instead of a hash.
+//! Bounded caches for the Unix attestor (SPEC §2): executable digests, so
+//! that attesting the same binary again costs a `stat` instead of a hash,
+//! and whole attestation results (see `Attestor::attest` for what a hit
+//! must still check).
 //!
-//! The key is what the kernel says about the file: device, inode, size and
-//! both timestamps with nanoseconds. Rewriting a file changes its ctime, and
-//! ctime cannot be set back by the file's owner (only mtime can, with
-//! `utimes`), so a binary changed in place never hits an old entry. Replacing
-//! the file gives a new inode, which misses as well.
+//! Files are known by what the kernel says about them ([`FileKey`]):
+//! device, inode, size and both timestamps with nanoseconds. Rewriting a
+//! file changes its ctime, and ctime cannot be set back by the file's owner
+//! (only mtime can, with `utimes`), so a binary changed in place never hits
+//! an old entry. Replacing the file gives a new inode, which misses as well.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::Metadata;
+use std::hash::Hash;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Mutex, PoisonError};
 
-/// Identity of one version of an executable file.
+/// Identity of one version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ExeKey {
+pub(crate) struct FileKey {
     dev: u64,
     ino: u64,
     size: u64,
@@ -22,7 +25,7 @@ pub(crate) struct ExeKey {
     ctime: (i64, i64),
 }
 
-impl ExeKey {
+impl FileKey {
     /// The key of the file `meta` describes.
     pub(crate) fn of(meta: &Metadata) -> Self {
         Self {
@@ -40,41 +43,47 @@ impl ExeKey {
     }
 }
 
-/// Maps [`ExeKey`] to lowercase hex SHA-256, holding at most `capacity`
-/// entries and evicting the oldest insert first.
+/// Maps an executable's [`FileKey`] to its lowercase hex SHA-256.
+pub(crate) type DigestCache = Bounded<FileKey, String>;
+
+/// A map holding at most `capacity` entries, evicting the oldest insert
+/// first. Values are cloned out, so large ones should be `Arc`s.
 #[derive(Debug)]
-pub(crate) struct DigestCache {
+pub(crate) struct Bounded<K, V> {
     capacity: usize,
-    inner: Mutex<Inner>,
+    inner: Mutex<Inner<K, V>>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    map: HashMap<ExeKey, String>,
-    order: VecDeque<ExeKey>,
+#[derive(Debug)]
+struct Inner<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
 }
 
-impl DigestCache {
+impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
     /// An empty cache; a capacity of 0 caches nothing.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+            }),
         }
     }
 
-    /// The digest recorded for `key`, if any.
-    pub(crate) fn get(&self, key: &ExeKey) -> Option<String> {
+    /// The value recorded for `key`, if any.
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         self.lock().map.get(key).cloned()
     }
 
-    /// Records `digest` for `key`, evicting the oldest entries beyond capacity.
-    pub(crate) fn insert(&self, key: ExeKey, digest: String) {
+    /// Records `value` for `key`, evicting the oldest entries beyond capacity.
+    pub(crate) fn insert(&self, key: K, value: V) {
         if self.capacity == 0 {
             return;
         }
         let mut inner = self.lock();
-        if inner.map.insert(key, digest).is_none() {
+        if inner.map.insert(key.clone(), value).is_none() {
             inner.order.push_back(key);
         }
         while inner.map.len() > self.capacity {
@@ -87,7 +96,7 @@ impl DigestCache {
         }
     }
 
-    /// How many digests are cached.
+    /// How many entries are cached.
     pub(crate) fn len(&self) -> usize {
         self.lock().map.len()
     }
@@ -96,7 +105,7 @@ impl DigestCache {
     // map and queue are each updated by single calls, and at worst the queue
     // names a key the map lacks, which eviction tolerates. So a poisoned
     // lock is still safe to use.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K, V>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -106,8 +115,8 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
-    fn key(ino: u64) -> ExeKey {
-        ExeKey {
+    fn key(ino: u64) -> FileKey {
+        FileKey {
             dev: 1,
             ino,
             size: 10,

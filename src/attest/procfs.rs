@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ring::digest;
 
 use super::AttestError;
-use super::cache::{DigestCache, ExeKey};
+use super::cache::{DigestCache, FileKey};
 use super::parse::{self, ProcStat, StatusIds};
 
 /// The `/proc` directory of one process.
@@ -79,19 +79,27 @@ impl ProcDir {
         std::fs::read_link(self.dir.join("exe")).map_err(|e| self.io_error("exe", &e))
     }
 
-    /// The SHA-256 of the executable as lowercase hex, or `None` when it is
-    /// larger than `max_bytes`.
+    /// The identity of the file the process is running (`stat` through the
+    /// `exe` link, which reaches the inode even if its path is gone).
+    pub(crate) fn exe_key(&self) -> Result<FileKey, AttestError> {
+        std::fs::metadata(self.dir.join("exe"))
+            .map(|meta| FileKey::of(&meta))
+            .map_err(|e| self.io_error("exe", &e))
+    }
+
+    /// The SHA-256 of the executable `key` describes as lowercase hex, or
+    /// `None` when it is larger than `max_bytes`.
     ///
     /// The file is read through `/proc/<pid>/exe`, which opens the inode the
-    /// process is running even if the path now names another file or none.
+    /// process is running even if the path now names another file or none;
+    /// if that is no longer the file `key` describes, the result is
+    /// [`AttestError::ExeChanged`].
     pub(crate) fn exe_digest(
         &self,
+        key: FileKey,
         cache: &DigestCache,
         max_bytes: u64,
     ) -> Result<Option<String>, AttestError> {
-        let link = self.dir.join("exe");
-        let meta = std::fs::metadata(&link).map_err(|e| self.io_error("exe", &e))?;
-        let key = ExeKey::of(&meta);
         if key.size() > max_bytes {
             tracing::warn!(
                 pid = self.pid,
@@ -104,7 +112,7 @@ impl ProcDir {
         if let Some(hex) = cache.get(&key) {
             return Ok(Some(hex));
         }
-        let hex = self.hash_file(&link, key)?;
+        let hex = self.hash_file(&self.dir.join("exe"), key)?;
         cache.insert(key, hex.clone());
         Ok(Some(hex))
     }
@@ -112,11 +120,11 @@ impl ProcDir {
     /// Hashes the file, refusing the result if it is not exactly the file
     /// `key` describes from start to end: a digest of a file that changed
     /// while being read describes no binary at all.
-    fn hash_file(&self, link: &Path, key: ExeKey) -> Result<String, AttestError> {
+    fn hash_file(&self, link: &Path, key: FileKey) -> Result<String, AttestError> {
         let changed = AttestError::ExeChanged { pid: self.pid };
         let file = File::open(link).map_err(|e| self.io_error("exe", &e))?;
         let fstat = |f: &File| f.metadata().map_err(|e| self.io_error("exe", &e));
-        if ExeKey::of(&fstat(&file)?) != key {
+        if FileKey::of(&fstat(&file)?) != key {
             return Err(changed);
         }
         let mut ctx = digest::Context::new(&digest::SHA256);
@@ -137,7 +145,7 @@ impl ProcDir {
             ctx.update(chunk);
             total = total.saturating_add(n as u64);
         }
-        if total != key.size() || ExeKey::of(&fstat(&file)?) != key {
+        if total != key.size() || FileKey::of(&fstat(&file)?) != key {
             return Err(changed);
         }
         Ok(hex::encode(ctx.finish().as_ref()))

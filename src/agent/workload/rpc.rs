@@ -44,7 +44,7 @@ fn jwt_bundle_value(b: &Bundle) -> Vec<u8> {
 impl WorkloadApi {
     async fn x509_stream(
         &self,
-        selectors: Vec<Selector>,
+        selectors: Arc<[Selector]>,
     ) -> Result<Stream<wpb::X509svidResponse>, WorkloadError> {
         let mut changes = self.provider.changes();
         // Whatever happened before the first snapshot is already in it.
@@ -52,7 +52,6 @@ impl WorkloadApi {
         let first = self.x509_snapshot(&selectors).await?;
         let key = x509_fingerprint(&first);
         let api = self.clone();
-        let selectors = Arc::new(selectors);
         Ok(follow(changes, (first, key), move || {
             let (api, selectors) = (api.clone(), selectors.clone());
             async move {
@@ -67,7 +66,7 @@ impl WorkloadApi {
     /// the value for the trust domain.
     fn bundle_stream<T: Send + 'static>(
         &self,
-        selectors: Vec<Selector>,
+        selectors: Arc<[Selector]>,
         encode: fn(&Bundle) -> Vec<u8>,
         make: fn(HashMap<String, Vec<u8>>) -> T,
     ) -> Result<Stream<T>, WorkloadError> {
