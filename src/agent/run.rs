@@ -63,6 +63,14 @@ impl Attest for UnixAttest {
     ) -> Result<Arc<[Selector]>, AttestError> {
         self.0.attest(&PeerCred::try_from(*cred)?, pin)
     }
+
+    fn attest_cached(
+        &self,
+        cred: &tokio::net::unix::UCred,
+        pin: &PeerPin,
+    ) -> Option<Arc<[Selector]>> {
+        self.0.attest_cached(&PeerCred::try_from(*cred).ok()?, pin)
+    }
 }
 
 /// A started agent: its session and cache, for callers that embed it.

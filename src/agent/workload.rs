@@ -36,8 +36,15 @@ const SECURITY_HEADER: &str = "workload.spiffe.io";
 /// selectors. Implemented over the real workload attestor by the agent;
 /// tests use fixed selectors.
 pub trait Attest: Send + Sync + 'static {
-    /// The caller's selectors, or why it could not be attested.
+    /// The caller's selectors, or why it could not be attested. May block.
     fn attest(&self, cred: &UCred, pin: &PeerPin) -> Result<Arc<[Selector]>, AttestError>;
+
+    /// The caller's selectors if a cached attestation still holds, checked
+    /// without blocking (no filesystem waits, no hashing); `None` sends the
+    /// caller to [`Attest::attest`].
+    fn attest_cached(&self, _cred: &UCred, _pin: &PeerPin) -> Option<Arc<[Selector]>> {
+        None
+    }
 }
 
 /// Why a Workload API request failed. Each variant names the broken rule.
@@ -173,9 +180,16 @@ impl WorkloadApi {
             .get::<WorkloadPeer>()
             .ok_or(WorkloadError::NoPeerCredentials)?;
         let cred = peer.cred.ok_or(WorkloadError::NoPeerCredentials)?;
+        // A cached attestation is checked in place: it only reads /proc and
+        // never waits on a filesystem, and handing it to a blocking thread
+        // and back would cost more than the check itself.
+        if let Some(selectors) = self.attest.attest_cached(&cred, &peer.pin) {
+            return Ok(selectors);
+        }
         let pin = peer.pin.clone();
         let attest = self.attest.clone();
-        // Attestors read /proc and may block: keep them off the reactor.
+        // A full attestation hashes executables and may block: keep it off
+        // the reactor.
         tokio::task::spawn_blocking(move || attest.attest(&cred, &pin))
             .await
             .map_err(|_| WorkloadError::AttestorFailed)?

@@ -10,30 +10,65 @@
 //! an old entry. Replacing the file gives a new inode, which misses as well.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::Metadata;
+use std::fs::File;
 use std::hash::Hash;
-use std::os::unix::fs::MetadataExt;
+use std::io;
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
+
+use rustix::fs::{AtFlags, CWD, Statx, StatxFlags, StatxTimestamp, statx};
 
 /// Identity of one version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FileKey {
-    dev: u64,
+    dev: (u32, u32),
     ino: u64,
     size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+}
+
+/// Whether a `stat` may ask the file's filesystem for fresh attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// As `stat(2)` does: a network or FUSE filesystem may be asked, which
+    /// can take as long as its server or daemon likes.
+    Synced,
+    /// `AT_STATX_DONT_SYNC`: what the kernel has in memory, without asking
+    /// the filesystem, so the call never waits on a remote server or on a
+    /// FUSE daemon that a local user controls. Device and inode never
+    /// change for a file; size and times are as fresh as the kernel knows.
+    Cached,
 }
 
 impl FileKey {
-    /// The key of the file `meta` describes.
-    pub(crate) fn of(meta: &Metadata) -> Self {
+    /// The key of `path`, following symlinks (and `/proc/<pid>/exe`).
+    pub(crate) fn of_path(path: &Path, fresh: Freshness) -> io::Result<Self> {
+        let flags = match fresh {
+            Freshness::Synced => AtFlags::empty(),
+            Freshness::Cached => AtFlags::STATX_DONT_SYNC,
+        };
+        Ok(Self::of(&statx(CWD, path, flags, StatxFlags::BASIC_STATS)?))
+    }
+
+    /// The key of the open `file`.
+    pub(crate) fn of_file(file: &File) -> io::Result<Self> {
+        Ok(Self::of(&statx(
+            file,
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::BASIC_STATS,
+        )?))
+    }
+
+    fn of(st: &Statx) -> Self {
+        let time = |t: &StatxTimestamp| (t.tv_sec, t.tv_nsec);
         Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
+            dev: (st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            size: st.stx_size,
+            mtime: time(&st.stx_mtime),
+            ctime: time(&st.stx_ctime),
         }
     }
 
@@ -117,7 +152,7 @@ mod tests {
 
     fn key(ino: u64) -> FileKey {
         FileKey {
-            dev: 1,
+            dev: (8, 1),
             ino,
             size: 10,
             mtime: (0, 0),
@@ -148,6 +183,22 @@ mod tests {
         changed = key(1);
         changed.size = 11;
         assert_eq!(cache.get(&changed), None);
+    }
+
+    #[test]
+    fn a_file_has_one_key_however_it_is_stated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"content").unwrap();
+        let synced = FileKey::of_path(&path, Freshness::Synced).unwrap();
+        assert_eq!(FileKey::of_path(&path, Freshness::Cached).unwrap(), synced);
+        assert_eq!(
+            FileKey::of_file(&File::open(&path).unwrap()).unwrap(),
+            synced
+        );
+        assert_eq!(synced.size(), 7);
+        std::fs::write(&path, b"other!!").unwrap();
+        assert_ne!(FileKey::of_path(&path, Freshness::Cached).unwrap(), synced);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! is consulted.
 //!
 //! This is edge code. It reads `/proc/<pid>`, `/etc/passwd` and `/etc/group`
-//! and may hash a large executable, so every call blocks; async callers run
-//! it under `tokio::task::spawn_blocking`. Pure parsing lives in `parse`.
+//! and may hash a large executable, so [`Attestor::attest`] blocks; async
+//! callers run it under `tokio::task::spawn_blocking`.
+//! [`Attestor::attest_cached`] only checks a cached result and never waits
+//! on a filesystem, so it may run in place. Pure parsing lives in `parse`.
 //!
 //! What attestation cannot see: a process that connects and then `exec`s
 //! another binary, while it (or a child that inherited the socket) keeps
@@ -38,12 +40,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::id::Selector;
-use cache::{Bounded, DigestCache, FileKey};
+use cache::{Bounded, DigestCache, FileKey, Freshness};
 use names::NameStamp;
 use procfs::ProcDir;
 
 pub use error::AttestError;
-pub use pin::PeerPin;
+pub use pin::{PeerPin, Pidfd};
 
 /// How many executable digests an [`Attestor`] remembers.
 const DIGEST_CACHE_ENTRIES: usize = 1024;
@@ -111,6 +113,18 @@ struct ProcessKey {
     exe: FileKey,
     uid: u32,
     gid: u32,
+}
+
+/// What one round of reads found out about the process behind a socket.
+#[derive(Debug)]
+struct Facts {
+    proc: ProcDir,
+    key: ProcessKey,
+    exe_path: PathBuf,
+    groups: Vec<u32>,
+    names: NameStamp,
+    /// `status`, when opened by these reads: kept by the pin once confirmed.
+    opened: Option<std::fs::File>,
 }
 
 /// One cached attestation: the selectors and the inputs, beyond the key,
@@ -193,7 +207,10 @@ impl Attestor {
     /// executable identity, socket uid and gid). A hit skips reading the
     /// passwd and group files, hashing and building selectors, but still
     /// reads, every time:
-    /// - `stat`, for the start time of the key and to refuse a zombie;
+    /// - the start time of the key: from `stat` (which also shows a
+    ///   zombie), or, on a connection whose pidfd an earlier call confirmed,
+    ///   from that confirmation: the pinned process keeps its start time
+    ///   until it exits, and whether it exited is what the pin checks;
     /// - the executable's identity and the `exe` link: `exec` keeps pid and
     ///   start time but changes these, so `unix:path` and `unix:sha256`
     ///   follow the new binary;
@@ -206,6 +223,42 @@ impl Attestor {
     /// - the pid confirmation above, which no cache may skip: the key names
     ///   a process, but only the pin proves the reads were of the caller.
     pub fn attest(&self, cred: &PeerCred, pin: &PeerPin) -> Result<Arc<[Selector]>, AttestError> {
+        let facts = self.read_facts(cred, pin, Freshness::Synced)?;
+        let selectors = match self.cached(&facts) {
+            Some(selectors) => selectors,
+            None => self.compute(&facts)?,
+        };
+        confirm(pin, facts)?;
+        Ok(selectors)
+    }
+
+    /// A cached attestation that still holds, or `None` (then call
+    /// [`Attestor::attest`], which reports why when it fails).
+    ///
+    /// Makes every check [`Attestor::attest`] makes on a hit, but never
+    /// waits on a filesystem: it reads only `/proc`, which the kernel
+    /// answers from memory, and states files with `AT_STATX_DONT_SYNC`, so
+    /// an executable on a stalled network or FUSE mount cannot hold up the
+    /// caller. Async callers may run it on their own thread.
+    pub fn attest_cached(&self, cred: &PeerCred, pin: &PeerPin) -> Option<Arc<[Selector]>> {
+        let facts = self.read_facts(cred, pin, Freshness::Cached).ok()?;
+        let selectors = self.cached(&facts)?;
+        confirm(pin, facts).ok()?;
+        Some(selectors)
+    }
+
+    /// Everything read from `/proc` (and the account files' identities)
+    /// before the pid is confirmed, with the uid and gid checked.
+    ///
+    /// A connection whose pidfd an earlier attestation confirmed skips
+    /// `stat` (the pinned process keeps its start time until it exits,
+    /// which the confirmation checks) and re-reads its kept `status` file.
+    fn read_facts(
+        &self,
+        cred: &PeerCred,
+        pin: &PeerPin,
+        fresh: Freshness,
+    ) -> Result<Facts, AttestError> {
         if cred.pid <= 0 {
             return Err(AttestError::NoPid);
         }
@@ -216,47 +269,52 @@ impl Attestor {
             });
         }
         let proc = ProcDir::new(cred.pid);
-        let stat = proc.stat()?;
-        let exe = proc.exe_key()?;
+        let confirmed = pin.confirmed(cred.pid);
+        let start_time = match confirmed {
+            Some(known) => known.start_time,
+            None => proc.stat()?.start_time,
+        };
+        let exe = proc.exe_key(fresh)?;
         let exe_path = proc.exe_target()?;
-        let status = proc.status()?;
+        let (status, opened) = match confirmed {
+            Some(known) => (proc.status(|| known.read_status())?, None),
+            None => {
+                let file = proc.open_status()?;
+                (proc.status(|| procfs::read_whole(&file))?, Some(file))
+            }
+        };
         check_ids(&proc, cred, &status)?;
-        let key = ProcessKey {
-            pid: cred.pid,
-            start_time: stat.start_time,
-            exe,
-            uid: cred.uid,
-            gid: cred.gid,
-        };
-        let names = NameStamp::now(&self.cfg);
-        let selectors = match self.results.get(&key) {
-            Some(hit) if hit.still_holds(&exe_path, &status.groups, &names) => {
-                hit.selectors.clone()
-            }
-            _ => {
-                let fresh = self.compute(&proc, key, exe_path, status.groups, names)?;
-                let selectors = fresh.selectors.clone();
-                self.results.insert(key, Arc::new(fresh));
-                selectors
-            }
-        };
-        confirm(&proc, pin, stat.start_time)?;
-        Ok(selectors)
+        Ok(Facts {
+            key: ProcessKey {
+                pid: cred.pid,
+                start_time,
+                exe,
+                uid: cred.uid,
+                gid: cred.gid,
+            },
+            proc,
+            exe_path,
+            groups: status.groups,
+            names: NameStamp::now(&self.cfg, fresh),
+            opened,
+        })
     }
 
-    /// The full attestation of a cache miss: names, digest and selectors.
-    fn compute(
-        &self,
-        proc: &ProcDir,
-        key: ProcessKey,
-        exe_path: PathBuf,
-        groups: Vec<u32>,
-        names: NameStamp,
-    ) -> Result<Attested, AttestError> {
+    /// The cached selectors for `facts`, if an entry still holds.
+    fn cached(&self, facts: &Facts) -> Option<Arc<[Selector]>> {
+        let hit = self.results.get(&facts.key)?;
+        hit.still_holds(&facts.exe_path, &facts.groups, &facts.names)
+            .then(|| hit.selectors.clone())
+    }
+
+    /// The full attestation of a cache miss (names, digest, selectors),
+    /// recorded in the cache.
+    fn compute(&self, facts: &Facts) -> Result<Arc<[Selector]>, AttestError> {
+        let (proc, key) = (&facts.proc, facts.key);
         let digest = proc.exe_digest(key.exe, &self.digests, self.cfg.max_exe_bytes)?;
         // The path was read after the identity; if the process ran `exec`
         // in between, the path and the digest would describe two binaries.
-        if proc.exe_key()? != key.exe {
+        if proc.exe_key(Freshness::Synced)? != key.exe {
             return Err(AttestError::ExeChanged { pid: key.pid });
         }
         let mut out = Vec::new();
@@ -268,41 +326,47 @@ impl Attestor {
         if let Some(name) = names::lookup(&self.cfg.group_path, key.gid) {
             push(&mut out, "group", &name);
         }
-        for gid in &groups {
+        for gid in &facts.groups {
             push(&mut out, "supplementary_gid", &gid.to_string());
         }
-        match exe_path.to_str().and_then(parse::exe_path_value) {
+        match facts.exe_path.to_str().and_then(parse::exe_path_value) {
             Some(path) => push(&mut out, "path", path),
-            None => tracing::debug!(pid = key.pid, exe = ?exe_path, "no path selector"),
+            None => tracing::debug!(pid = key.pid, exe = ?facts.exe_path, "no path selector"),
         }
         if let Some(hex) = digest {
             push(&mut out, "sha256", &hex);
         }
         out.sort();
         out.dedup();
-        Ok(Attested {
-            exe_path,
-            groups,
-            names,
-            selectors: out.into(),
-        })
+        let selectors: Arc<[Selector]> = out.into();
+        let entry = Attested {
+            exe_path: facts.exe_path.clone(),
+            groups: facts.groups.clone(),
+            names: facts.names,
+            selectors: selectors.clone(),
+        };
+        self.results.insert(key, Arc::new(entry));
+        Ok(selectors)
     }
 }
 
 /// Confirms, after every `/proc` read, that the pid still names the process
 /// that connected (see [`Attestor::attest`]).
-fn confirm(proc: &ProcDir, pin: &PeerPin, start_time: u64) -> Result<(), AttestError> {
+fn confirm(pin: &PeerPin, facts: Facts) -> Result<(), AttestError> {
+    let Facts {
+        proc, key, opened, ..
+    } = facts;
     match pin {
-        PeerPin::Pidfd(fd) => pin::confirm(fd, proc.pid()),
+        PeerPin::Pidfd(pidfd) => pidfd.confirm(key.pid, key.start_time, opened),
         PeerPin::Unsupported => {
-            if proc.stat()?.start_time == start_time {
+            if proc.stat()?.start_time == key.start_time {
                 Ok(())
             } else {
-                Err(AttestError::PidReused { pid: proc.pid() })
+                Err(AttestError::PidReused { pid: key.pid })
             }
         }
         PeerPin::Failed { errno } => Err(AttestError::PinFailed {
-            pid: proc.pid(),
+            pid: key.pid,
             errno: *errno,
         }),
     }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::AttestConfig;
-use super::cache::FileKey;
+use super::cache::{FileKey, Freshness};
 use super::parse;
 
 /// Which versions of the passwd and group files names were read from;
@@ -18,14 +18,14 @@ pub(crate) struct NameStamp {
 }
 
 impl NameStamp {
-    /// The current versions (two `stat` calls).
+    /// The current versions (two `stat` calls, as fresh as `fresh` says).
     ///
     /// A stamp is taken *before* the files are read: a file changed after
     /// that shows a new stamp next time, so an entry built from it is
     /// rebuilt rather than kept. (Files are usually replaced by rename, which
     /// gives a new inode; an in-place write changes size or ctime.)
-    pub(crate) fn now(cfg: &AttestConfig) -> Self {
-        let key = |path: &Path| std::fs::metadata(path).ok().map(|m| FileKey::of(&m));
+    pub(crate) fn now(cfg: &AttestConfig, fresh: Freshness) -> Self {
+        let key = |path: &Path| FileKey::of_path(path, fresh).ok();
         Self {
             passwd: key(&cfg.passwd_path),
             group: key(&cfg.group_path),

@@ -74,14 +74,16 @@ pub(crate) fn parse_status(text: &str) -> Option<StatusIds> {
     let mut gids = None;
     let mut groups = None;
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
+        // A prefix test per line, not a split: this runs on every Workload
+        // API call and `status` has some fifty lines.
+        let (slot, value) = if let Some(v) = line.strip_prefix("Uid:") {
+            (&mut uids, v)
+        } else if let Some(v) = line.strip_prefix("Gid:") {
+            (&mut gids, v)
+        } else if let Some(v) = line.strip_prefix("Groups:") {
+            (&mut groups, v)
+        } else {
             continue;
-        };
-        let slot = match key {
-            "Uid" => &mut uids,
-            "Gid" => &mut gids,
-            "Groups" => &mut groups,
-            _ => continue,
         };
         if slot.is_some() {
             return None;

@@ -221,7 +221,7 @@ fn a_cached_result_follows_renamed_users() {
 
 #[test]
 fn a_hit_needs_the_same_path_groups_and_names() {
-    let names = NameStamp::now(&AttestConfig::default());
+    let names = NameStamp::now(&AttestConfig::default(), Freshness::Synced);
     let entry = Attested {
         exe_path: PathBuf::from("/usr/bin/a"),
         groups: vec![4, 24],
@@ -232,10 +232,13 @@ fn a_hit_needs_the_same_path_groups_and_names() {
     assert!(!entry.still_holds(Path::new("/usr/bin/b"), &[4, 24], &names));
     // A dropped supplementary group must not keep matching.
     assert!(!entry.still_holds(Path::new("/usr/bin/a"), &[4], &names));
-    let moved = NameStamp::now(&AttestConfig {
-        passwd_path: PathBuf::from("/nonexistent/passwd"),
-        ..AttestConfig::default()
-    });
+    let moved = NameStamp::now(
+        &AttestConfig {
+            passwd_path: PathBuf::from("/nonexistent/passwd"),
+            ..AttestConfig::default()
+        },
+        Freshness::Synced,
+    );
     assert!(!entry.still_holds(Path::new("/usr/bin/a"), &[4, 24], &moved));
 }
 

@@ -1,6 +1,6 @@
 //! The five Workload API RPCs (SPEC §3.1) over [`WorkloadApi`]'s helpers.
 
-use super::streams::follow;
+use super::streams::{Updates, follow};
 use super::{
     WorkloadApi, WorkloadError, check_header, to_status, unique_hints, unverified_trust_domain,
 };
@@ -10,10 +10,9 @@ use crate::authority::Bundle;
 use crate::id::{Selector, SpiffeId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-type Stream<T> = ReceiverStream<Result<T, Status>>;
+type Stream<T> = Updates<T>;
 
 /// What decides whether an X.509 snapshot changed: SPIFFE IDs, chains and
 /// the bundle, never the keys (a new key always comes with a new leaf).

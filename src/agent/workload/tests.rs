@@ -9,6 +9,7 @@
 //! off-the-shelf `spiffe` client and a raw tonic client.
 
 pub(crate) mod fixture;
+mod peer;
 mod raw;
 
 use fixture::{Harness, entry};

@@ -124,6 +124,31 @@ fn a_gone_peer_is_never_attested_as_the_process_now_at_its_pid() {
 }
 
 #[test]
+fn a_confirmed_peer_that_exits_is_gone() {
+    let mut peer = Peer::connect("exit");
+    let attestor = Attestor::new(AttestConfig::default());
+    attestor.attest(&peer.cred, &peer.pin).unwrap();
+    assert_eq!(
+        peer.pin.confirmed(peer.cred.pid).map(|c| c.pid),
+        Some(peer.cred.pid)
+    );
+    assert!(attestor.attest_cached(&peer.cred, &peer.pin).is_some());
+    peer.go();
+    peer.kid.0.wait().unwrap();
+    assert_eq!(attestor.attest_cached(&peer.cred, &peer.pin), None);
+    assert_eq!(
+        attestor.attest(&peer.cred, &peer.pin),
+        Err(AttestError::ProcessGone { pid: peer.cred.pid })
+    );
+    let (_kid, reused) = bystander();
+    assert_eq!(attestor.attest_cached(&reused, &peer.pin), None);
+    assert_eq!(
+        attestor.attest(&reused, &peer.pin),
+        Err(AttestError::ProcessGone { pid: reused.pid })
+    );
+}
+
+#[test]
 fn a_pidfd_for_another_live_process_is_pid_reuse() {
     let peer = Peer::connect("exit");
     let (_kid, other) = bystander();
