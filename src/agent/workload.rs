@@ -53,8 +53,9 @@ pub enum WorkloadError {
     /// The request lacks metadata `workload.spiffe.io: true`.
     #[error("security header missing from request")]
     MissingSecurityHeader,
-    /// The connection carries no peer credentials to attest.
-    #[error("could not read the caller's credentials")]
+    /// The connection carries no peer credentials to attest. The caller is
+    /// told only that attestation failed.
+    #[error("workload attestation failed")]
     NoPeerCredentials,
     /// The attestor could not attest the caller. The caller is told only
     /// that; who it is and why go to the log (see [`to_status`]).
@@ -117,7 +118,11 @@ pub fn to_status(e: &WorkloadError) -> Status {
             tracing::error!("workload api: the attestation task failed");
             Status::unavailable(e.to_string())
         }
-        E::NoPeerCredentials | E::BundleUnknown => Status::unavailable(e.to_string()),
+        E::NoPeerCredentials => {
+            tracing::warn!("workload api: the connection carries no peer credentials");
+            Status::unavailable(e.to_string())
+        }
+        E::BundleUnknown => Status::unavailable(e.to_string()),
         E::NoIdentityIssued => Status::permission_denied(e.to_string()),
         E::Agent(a) => agent_status(a),
     }

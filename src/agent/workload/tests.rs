@@ -185,6 +185,9 @@ fn status_mapping_is_fixed() {
         },
     };
     assert_eq!(to_status(&failed).message(), "workload attestation failed");
+    for e in [E::NoPeerCredentials, E::AttestorFailed] {
+        assert_eq!(to_status(&e).message(), "workload attestation failed");
+    }
 }
 
 #[test]
