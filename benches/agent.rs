@@ -333,7 +333,7 @@ fn cached_calls(runtime: &tokio::runtime::Runtime, rig: &Rig) -> BenchResult<()>
         }))
     });
     let rates = compare(fetch, bare(runtime, &health))?;
-    print_rates("FetchX509SVID, cached, new stream", &rates, 0.5);
+    print_rates("FetchX509SVID, cached, new stream", &rates, 0.8);
     let fetch: Runner<'_> = Box::new(|span| {
         runtime.block_on(repeat(span, || {
             let mut client = jwt.clone();
@@ -341,7 +341,7 @@ fn cached_calls(runtime: &tokio::runtime::Runtime, rig: &Rig) -> BenchResult<()>
         }))
     });
     let rates = compare(fetch, bare(runtime, &health))?;
-    print_rates("FetchJWTSVID, cached", &rates, 0.5);
+    print_rates("FetchJWTSVID, cached", &rates, 0.8);
     println!();
     Ok(())
 }

@@ -12,9 +12,13 @@ pub type BenchResult<T> = Result<T, Box<dyn Error>>;
 pub type Runner<'a> = Box<dyn FnMut(Duration) -> BenchResult<u64> + 'a>;
 
 /// Total time spent on each comparison (figure and raw limit share it).
-pub const WINDOW: Duration = Duration::from_secs(6);
+pub const WINDOW: Duration = Duration::from_secs(9);
 /// How many alternating slices a window is cut into (half for each side).
-pub const SLICES: u32 = 6;
+/// Short slices (150 ms a side) pair each side with the load the other just
+/// saw: on a shared machine whose load swings within a second, half-second
+/// slices let one side catch a quiet spell the other missed, and the ratio
+/// then moved by ±0.15 from run to run.
+pub const SLICES: u32 = 30;
 /// Unmeasured warm-up before each comparison.
 pub const WARMUP: Duration = Duration::from_millis(300);
 

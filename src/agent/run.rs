@@ -6,7 +6,7 @@ use super::cache::IdentityCache;
 use super::session::{NodeIssuer, Session, SessionError};
 use super::workload::{Attest, WorkloadApi, serve_workload_api, workload_routes};
 use crate::api::pb;
-use crate::attest::{AttestConfig, Attestor, PeerCred};
+use crate::attest::{AttestConfig, AttestError, Attestor, PeerCred, PeerPin};
 use crate::authority::Bundle;
 use crate::clock;
 use crate::id::Selector;
@@ -53,14 +53,25 @@ pub enum AgentRunError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Attests callers from their kernel peer credentials and /proc.
+/// Attests callers from their kernel peer credentials, pidfd and /proc.
 #[derive(Debug)]
 struct UnixAttest(Attestor);
 
 impl Attest for UnixAttest {
-    fn attest(&self, cred: &tokio::net::unix::UCred) -> Result<Vec<Selector>, String> {
-        let peer = PeerCred::try_from(*cred).map_err(|e| e.to_string())?;
-        self.0.attest(&peer).map_err(|e| e.to_string())
+    fn attest(
+        &self,
+        cred: &tokio::net::unix::UCred,
+        pin: &PeerPin,
+    ) -> Result<Arc<[Selector]>, AttestError> {
+        self.0.attest(&PeerCred::try_from(*cred)?, pin)
+    }
+
+    fn attest_cached(
+        &self,
+        cred: &tokio::net::unix::UCred,
+        pin: &PeerPin,
+    ) -> Option<Arc<[Selector]>> {
+        self.0.attest_cached(&PeerCred::try_from(*cred).ok()?, pin)
     }
 }
 

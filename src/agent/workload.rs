@@ -12,11 +12,12 @@ mod streams;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use socket::{bind_workload_socket, serve_workload_api};
+pub use socket::{WorkloadConn, WorkloadPeer, bind_workload_socket, serve_workload_api};
 
 use super::{AgentError, IdentityProvider};
 use crate::api::workload as wpb;
 use crate::api::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use crate::attest::{AttestError, PeerPin};
 use crate::authority::{AudienceError, Bundle, JwtError};
 use crate::id::{IdError, Selector, SpiffeId, TrustDomain};
 use crate::registry::Entry;
@@ -24,7 +25,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::net::unix::UCred;
 use tonic::service::Routes;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
 /// The metadata key every Workload API request must carry with value `true`;
@@ -32,12 +32,19 @@ use tonic::{Request, Status};
 /// proxied caller (SSRF protection).
 const SECURITY_HEADER: &str = "workload.spiffe.io";
 
-/// Turns a caller's Unix peer credentials into selectors. Implemented over
-/// the real workload attestors by the agent; tests use fixed selectors.
+/// Turns a caller's Unix peer credentials, pinned by its pidfd, into
+/// selectors. Implemented over the real workload attestor by the agent;
+/// tests use fixed selectors.
 pub trait Attest: Send + Sync + 'static {
-    /// The caller's selectors, or why it could not be attested (no secrets
-    /// in the message).
-    fn attest(&self, cred: &UCred) -> Result<Vec<Selector>, String>;
+    /// The caller's selectors, or why it could not be attested. May block.
+    fn attest(&self, cred: &UCred, pin: &PeerPin) -> Result<Arc<[Selector]>, AttestError>;
+
+    /// The caller's selectors if a cached attestation still holds, checked
+    /// without blocking (no filesystem waits, no hashing); `None` sends the
+    /// caller to [`Attest::attest`].
+    fn attest_cached(&self, _cred: &UCred, _pin: &PeerPin) -> Option<Arc<[Selector]>> {
+        None
+    }
 }
 
 /// Why a Workload API request failed. Each variant names the broken rule.
@@ -46,12 +53,24 @@ pub enum WorkloadError {
     /// The request lacks metadata `workload.spiffe.io: true`.
     #[error("security header missing from request")]
     MissingSecurityHeader,
-    /// The connection carries no peer credentials to attest.
-    #[error("could not read the caller's credentials")]
+    /// The connection carries no peer credentials to attest. The caller is
+    /// told only that attestation failed.
+    #[error("workload attestation failed")]
     NoPeerCredentials,
-    /// The attestor could not attest the caller.
-    #[error("workload attestation failed: {0}")]
-    AttestationFailed(String),
+    /// The attestor could not attest the caller. The caller is told only
+    /// that; who it is and why go to the log (see [`to_status`]).
+    #[error("workload attestation failed")]
+    AttestationFailed {
+        /// The caller's pid from `SO_PEERCRED`, if it had one.
+        pid: Option<i32>,
+        /// The caller's uid from `SO_PEERCRED`.
+        uid: u32,
+        /// Why attestation failed.
+        cause: AttestError,
+    },
+    /// The attestation task itself failed (it panicked or was cancelled).
+    #[error("workload attestation failed")]
+    AttestorFailed,
     /// The caller matches no registration entry (or not the requested one).
     #[error("no identity issued")]
     NoIdentityIssued,
@@ -93,9 +112,21 @@ pub fn to_status(e: &WorkloadError) -> Status {
         | E::BadSpiffeId(_)
         | E::UnknownTrustDomain(_)
         | E::InvalidToken(_) => Status::invalid_argument(e.to_string()),
-        E::NoPeerCredentials | E::AttestationFailed(_) | E::BundleUnknown => {
+        // The pid, uid and cause say which local processes exist and what
+        // they run; they are for the operator, not for the caller.
+        E::AttestationFailed { pid, uid, cause } => {
+            tracing::warn!(pid, uid, %cause, "workload api: attestation failed");
             Status::unavailable(e.to_string())
         }
+        E::AttestorFailed => {
+            tracing::error!("workload api: the attestation task failed");
+            Status::unavailable(e.to_string())
+        }
+        E::NoPeerCredentials => {
+            tracing::warn!("workload api: the connection carries no peer credentials");
+            Status::unavailable(e.to_string())
+        }
+        E::BundleUnknown => Status::unavailable(e.to_string()),
         E::NoIdentityIssued => Status::permission_denied(e.to_string()),
         E::Agent(a) => agent_status(a),
     }
@@ -149,20 +180,33 @@ impl WorkloadApi {
         Self { provider, attest }
     }
 
-    /// Checks the security header and attests the caller.
-    async fn caller<T>(&self, req: &Request<T>) -> Result<Vec<Selector>, WorkloadError> {
+    /// Checks the security header and attests the caller from the peer
+    /// credentials and pidfd its connection carries (see [`WorkloadConn`]).
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Arc<[Selector]>, WorkloadError> {
         check_header(req)?;
-        let cred = req
+        let peer = req
             .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|i| i.peer_cred)
+            .get::<WorkloadPeer>()
             .ok_or(WorkloadError::NoPeerCredentials)?;
+        let cred = peer.cred.ok_or(WorkloadError::NoPeerCredentials)?;
+        // A cached attestation is checked in place: it only reads /proc and
+        // never waits on a filesystem, and handing it to a blocking thread
+        // and back would cost more than the check itself.
+        if let Some(selectors) = self.attest.attest_cached(&cred, &peer.pin) {
+            return Ok(selectors);
+        }
+        let pin = peer.pin.clone();
         let attest = self.attest.clone();
-        // Attestors read /proc and may block: keep them off the reactor.
-        tokio::task::spawn_blocking(move || attest.attest(&cred))
+        // A full attestation hashes executables and may block: keep it off
+        // the reactor.
+        tokio::task::spawn_blocking(move || attest.attest(&cred, &pin))
             .await
-            .map_err(|_| WorkloadError::AttestationFailed("attestor task failed".into()))?
-            .map_err(WorkloadError::AttestationFailed)
+            .map_err(|_| WorkloadError::AttestorFailed)?
+            .map_err(|cause| WorkloadError::AttestationFailed {
+                pid: cred.pid(),
+                uid: cred.uid(),
+                cause,
+            })
     }
 
     /// The caller's entries; an error when there are none.

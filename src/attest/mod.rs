@@ -1,11 +1,19 @@
 //! Unix workload attestation (SPEC §1.1, §2 "attests workloads by their peer
 //! credentials"): from the credentials the kernel reports for a Workload API
-//! connection (`SO_PEERCRED`) and from `/proc` and `/etc`, compute the
-//! caller's `unix:` selectors. Nothing the caller says is consulted.
+//! connection (`SO_PEERCRED`, pinned by `SO_PEERPIDFD`) and from `/proc` and
+//! `/etc`, compute the caller's `unix:` selectors. Nothing the caller says
+//! is consulted.
 //!
 //! This is edge code. It reads `/proc/<pid>`, `/etc/passwd` and `/etc/group`
-//! and may hash a large executable, so every call blocks; async callers run
-//! it under `tokio::task::spawn_blocking`. Pure parsing lives in `parse`.
+//! and may hash a large executable, so [`Attestor::attest`] blocks; async
+//! callers run it under `tokio::task::spawn_blocking`.
+//! [`Attestor::attest_cached`] only checks a cached result and never waits
+//! on a filesystem, so it may run in place. Pure parsing lives in `parse`.
+//!
+//! What attestation cannot see: a process that connects and then `exec`s
+//! another binary, while it (or a child that inherited the socket) keeps
+//! the connection, is attested as the new binary, because the pid and the
+//! pidfd still name the same process. SPIRE has the same limit.
 //!
 //! # Selectors produced
 //!
@@ -19,20 +27,32 @@
 //! than guesses.
 
 mod cache;
+mod error;
+mod names;
 mod parse;
+mod pin;
 mod procfs;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::id::Selector;
-use cache::DigestCache;
+use cache::{Bounded, DigestCache, FileKey, Freshness};
+use names::NameStamp;
 use procfs::ProcDir;
+
+pub use error::AttestError;
+pub use pin::{PeerPin, Pidfd};
 
 /// How many executable digests an [`Attestor`] remembers.
 const DIGEST_CACHE_ENTRIES: usize = 1024;
+
+/// How many attestation results an [`Attestor`] remembers (one per live
+/// workload process and binary; each is a few hundred bytes).
+const RESULT_CACHE_ENTRIES: usize = 1024;
 
 /// What the kernel reported about the peer of a Unix socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,73 +104,54 @@ impl Default for AttestConfig {
     }
 }
 
-/// Why a workload could not be attested.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AttestError {
-    /// The kernel reported no process id (or a non-positive one) for the
-    /// peer, so there is no process to inspect.
-    #[error("peer credentials carry no process id")]
-    NoPid,
-    /// The process exited (or is a zombie) before attestation finished.
-    #[error("process {pid} is gone")]
-    ProcessGone {
-        /// The pid from the socket credentials.
-        pid: i32,
-    },
-    /// A `/proc` file could not be read for a reason other than the process
-    /// being gone (e.g. permissions).
-    #[error("cannot read /proc/{pid}/{what}: {message}")]
-    ProcRead {
-        /// The pid from the socket credentials.
-        pid: i32,
-        /// Which file under `/proc/<pid>`.
-        what: &'static str,
-        /// The operating system's error text.
-        message: String,
-    },
-    /// A `/proc` file is not in the format the kernel documents.
-    #[error("/proc/{pid}/{what} is not in the expected format")]
-    ProcFormat {
-        /// The pid from the socket credentials.
-        pid: i32,
-        /// Which file under `/proc/<pid>`.
-        what: &'static str,
-    },
-    /// The process's start time changed during attestation: the pid now
-    /// belongs to a different process.
-    #[error("process {pid} was replaced during attestation (pid reused)")]
-    PidReused {
-        /// The pid from the socket credentials.
-        pid: i32,
-    },
-    /// The effective uid or gid in `/proc` is not what the kernel reported
-    /// for the socket: the process changed identity since it connected, or
-    /// the pid is no longer the connecting process.
-    #[error("process {pid}: {what} is {found} in /proc but {expected} on the socket")]
-    CredentialMismatch {
-        /// The pid from the socket credentials.
-        pid: i32,
-        /// `uid` or `gid`.
-        what: &'static str,
-        /// The id from the socket credentials.
-        expected: u32,
-        /// The effective id `/proc` shows now.
-        found: u32,
-    },
-    /// The executable changed while it was being hashed, so its digest
-    /// describes no binary.
-    #[error("executable of process {pid} changed while it was hashed")]
-    ExeChanged {
-        /// The pid from the socket credentials.
-        pid: i32,
-    },
+/// What a cached attestation is filed under: the process (pid and start
+/// time), the executable it runs, and the ids the socket reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ProcessKey {
+    pid: i32,
+    start_time: u64,
+    exe: FileKey,
+    uid: u32,
+    gid: u32,
 }
 
-/// Attests local workloads; holds the configuration and a bounded cache of
-/// executable digests. `Send + Sync`: share one per agent.
+/// What one round of reads found out about the process behind a socket.
+#[derive(Debug)]
+struct Facts {
+    proc: ProcDir,
+    key: ProcessKey,
+    exe_path: PathBuf,
+    groups: Vec<u32>,
+    names: NameStamp,
+    /// `status`, when opened by these reads: kept by the pin once confirmed.
+    opened: Option<std::fs::File>,
+}
+
+/// One cached attestation: the selectors and the inputs, beyond the key,
+/// that they were computed from.
+#[derive(Debug)]
+struct Attested {
+    exe_path: PathBuf,
+    groups: Vec<u32>,
+    names: NameStamp,
+    selectors: Arc<[Selector]>,
+}
+
+impl Attested {
+    /// Whether this result still describes a process whose key matched and
+    /// which now shows `exe_path`, `groups` and account files `names`.
+    fn still_holds(&self, exe_path: &Path, groups: &[u32], names: &NameStamp) -> bool {
+        self.exe_path == exe_path && self.groups == groups && self.names == *names
+    }
+}
+
+/// Attests local workloads; holds the configuration and bounded caches of
+/// executable digests and of attestation results. `Send + Sync`: share one
+/// per agent.
 pub struct Attestor {
     cfg: AttestConfig,
     digests: DigestCache,
+    results: Bounded<ProcessKey, Arc<Attested>>,
 }
 
 impl fmt::Debug for Attestor {
@@ -158,21 +159,27 @@ impl fmt::Debug for Attestor {
         f.debug_struct("Attestor")
             .field("cfg", &self.cfg)
             .field("cached_digests", &self.digests.len())
+            .field("cached_results", &self.results.len())
             .finish()
     }
 }
 
-/// Attests one caller without a digest cache; see [`Attestor::attest`].
-pub fn attest(cred: &PeerCred, cfg: &AttestConfig) -> Result<Vec<Selector>, AttestError> {
-    Attestor::new(cfg.clone()).attest(cred)
+/// Attests one caller without caches; see [`Attestor::attest`].
+pub fn attest(
+    cred: &PeerCred,
+    pin: &PeerPin,
+    cfg: &AttestConfig,
+) -> Result<Arc<[Selector]>, AttestError> {
+    Attestor::new(cfg.clone()).attest(cred, pin)
 }
 
 impl Attestor {
-    /// An attestor with an empty digest cache.
+    /// An attestor with empty caches.
     pub fn new(cfg: AttestConfig) -> Self {
         Self {
             cfg,
             digests: DigestCache::new(DIGEST_CACHE_ENTRIES),
+            results: Bounded::new(RESULT_CACHE_ENTRIES),
         }
     }
 
@@ -181,73 +188,187 @@ impl Attestor {
         &self.cfg
     }
 
-    /// The selectors of the process behind `cred`, sorted and without
-    /// duplicates.
+    /// The selectors of the process that connected with `cred`, pinned by
+    /// `pin`: sorted and without duplicates.
     ///
     /// PID reuse: `cred.pid` names the process that connected, but pids are
-    /// recycled, and by the time we read `/proc/<pid>` another process may
-    /// hold it. Attesting that one would hand its identity to our caller.
-    /// So the start time (stat field 22, fixed for a process's life) is read
-    /// first and again last, and in between `/proc` must show the effective
-    /// uid and gid the socket reported. A changed start time means the pid
-    /// was reused mid-way; a changed identity means it is not the process
-    /// that connected (or it changed credentials, which we also refuse).
+    /// recycled, and by the time `/proc/<pid>` is read another process may
+    /// hold it; attesting that one would hand its identity to our caller.
+    /// So every read of `/proc/<pid>` comes first, and only then is the pid
+    /// confirmed: through the pidfd (its process still holds the pid, so it
+    /// held it throughout the reads; see `pin`), or, on kernels without
+    /// `SO_PEERPIDFD`, by reading the start time again (stat field 22, fixed
+    /// for a process's life), which cannot see a pid reused before the first
+    /// read by a process with the same uid and gid. In both cases `/proc`
+    /// must also show the effective uid and gid the socket reported: a
+    /// process that changed identity since it connected is refused.
     ///
-    /// What this cannot see: a pid reused *before* the first read by a
-    /// process with the same uid and gid (the connecting process must have
-    /// exited and not passed on its socket), and an `exec` by the same
-    /// process, which keeps the pid and start time. Closing those needs a
-    /// pidfd from `SO_PEERPIDFD`, which needs unsafe code.
-    pub fn attest(&self, cred: &PeerCred) -> Result<Vec<Selector>, AttestError> {
+    /// Caching: results are kept per [`ProcessKey`] (pid, start time,
+    /// executable identity, socket uid and gid). A hit skips reading the
+    /// passwd and group files, hashing and building selectors, but still
+    /// reads, every time:
+    /// - the start time of the key: from `stat` (which also shows a
+    ///   zombie), or, on a connection whose pidfd an earlier call confirmed,
+    ///   from that confirmation: the pinned process keeps its start time
+    ///   until it exits, and whether it exited is what the pin checks;
+    /// - the executable's identity and the `exe` link: `exec` keeps pid and
+    ///   start time but changes these, so `unix:path` and `unix:sha256`
+    ///   follow the new binary;
+    /// - `status`: uid, gid and supplementary groups can change without
+    ///   `exec` (`setuid`, `setgroups`); a process that dropped a group
+    ///   must not keep matching entries that require it, so a hit whose
+    ///   groups differ is recomputed, and changed ids are refused as above;
+    /// - the identity of the passwd and group files, so renamed users and
+    ///   groups are not served from the cache;
+    /// - the pid confirmation above, which no cache may skip: the key names
+    ///   a process, but only the pin proves the reads were of the caller.
+    pub fn attest(&self, cred: &PeerCred, pin: &PeerPin) -> Result<Arc<[Selector]>, AttestError> {
+        let facts = self.read_facts(cred, pin, Freshness::Synced)?;
+        let selectors = match self.cached(&facts) {
+            Some(selectors) => selectors,
+            None => self.compute(&facts)?,
+        };
+        confirm(pin, facts)?;
+        Ok(selectors)
+    }
+
+    /// A cached attestation that still holds, or `None` (then call
+    /// [`Attestor::attest`], which reports why when it fails).
+    ///
+    /// Makes every check [`Attestor::attest`] makes on a hit, but never
+    /// waits on a filesystem: it reads only `/proc`, which the kernel
+    /// answers from memory, and states files with `AT_STATX_DONT_SYNC`, so
+    /// an executable on a stalled network or FUSE mount cannot hold up the
+    /// caller. Async callers may run it on their own thread.
+    pub fn attest_cached(&self, cred: &PeerCred, pin: &PeerPin) -> Option<Arc<[Selector]>> {
+        let facts = self.read_facts(cred, pin, Freshness::Cached).ok()?;
+        let selectors = self.cached(&facts)?;
+        confirm(pin, facts).ok()?;
+        Some(selectors)
+    }
+
+    /// Everything read from `/proc` (and the account files' identities)
+    /// before the pid is confirmed, with the uid and gid checked.
+    ///
+    /// A connection whose pidfd an earlier attestation confirmed skips
+    /// `stat` (the pinned process keeps its start time until it exits,
+    /// which the confirmation checks) and re-reads its kept `status` file.
+    fn read_facts(
+        &self,
+        cred: &PeerCred,
+        pin: &PeerPin,
+        fresh: Freshness,
+    ) -> Result<Facts, AttestError> {
         if cred.pid <= 0 {
             return Err(AttestError::NoPid);
         }
-        let proc = ProcDir::new(cred.pid);
-        let before = proc.stat()?;
-        let exe = proc.exe_target()?;
-        let digest = proc.exe_digest(&self.digests, self.cfg.max_exe_bytes)?;
-        let status = proc.status()?;
-        check_ids(&proc, cred, &status)?;
-        let after = proc.stat()?;
-        if after.start_time != before.start_time {
-            return Err(AttestError::PidReused { pid: proc.pid() });
+        if let PeerPin::Failed { errno } = pin {
+            return Err(AttestError::PinFailed {
+                pid: cred.pid,
+                errno: *errno,
+            });
         }
+        let proc = ProcDir::new(cred.pid);
+        let confirmed = pin.confirmed(cred.pid);
+        let start_time = match confirmed {
+            Some(known) => known.start_time,
+            None => proc.stat()?.start_time,
+        };
+        let exe = proc.exe_key(fresh)?;
+        let exe_path = proc.exe_target()?;
+        let (status, opened) = match confirmed {
+            Some(known) => (proc.status(|| known.read_status())?, None),
+            None => {
+                let file = proc.open_status()?;
+                (proc.status(|| procfs::read_whole(&file))?, Some(file))
+            }
+        };
+        check_ids(&proc, cred, &status)?;
+        Ok(Facts {
+            key: ProcessKey {
+                pid: cred.pid,
+                start_time,
+                exe,
+                uid: cred.uid,
+                gid: cred.gid,
+            },
+            proc,
+            exe_path,
+            groups: status.groups,
+            names: NameStamp::now(&self.cfg, fresh),
+            opened,
+        })
+    }
 
+    /// The cached selectors for `facts`, if an entry still holds.
+    fn cached(&self, facts: &Facts) -> Option<Arc<[Selector]>> {
+        let hit = self.results.get(&facts.key)?;
+        hit.still_holds(&facts.exe_path, &facts.groups, &facts.names)
+            .then(|| hit.selectors.clone())
+    }
+
+    /// The full attestation of a cache miss (names, digest, selectors),
+    /// recorded in the cache.
+    fn compute(&self, facts: &Facts) -> Result<Arc<[Selector]>, AttestError> {
+        let (proc, key) = (&facts.proc, facts.key);
+        let digest = proc.exe_digest(key.exe, &self.digests, self.cfg.max_exe_bytes)?;
+        // The path was read after the identity; if the process ran `exec`
+        // in between, the path and the digest would describe two binaries.
+        if proc.exe_key(Freshness::Synced)? != key.exe {
+            return Err(AttestError::ExeChanged { pid: key.pid });
+        }
         let mut out = Vec::new();
-        push(&mut out, "uid", &cred.uid.to_string());
-        push(&mut out, "gid", &cred.gid.to_string());
-        if let Some(name) = lookup_name(&self.cfg.passwd_path, cred.uid) {
+        push(&mut out, "uid", &key.uid.to_string());
+        push(&mut out, "gid", &key.gid.to_string());
+        if let Some(name) = names::lookup(&self.cfg.passwd_path, key.uid) {
             push(&mut out, "user", &name);
         }
-        if let Some(name) = lookup_name(&self.cfg.group_path, cred.gid) {
+        if let Some(name) = names::lookup(&self.cfg.group_path, key.gid) {
             push(&mut out, "group", &name);
         }
-        for gid in &status.groups {
+        for gid in &facts.groups {
             push(&mut out, "supplementary_gid", &gid.to_string());
         }
-        match exe.to_str().and_then(parse::exe_path_value) {
+        match facts.exe_path.to_str().and_then(parse::exe_path_value) {
             Some(path) => push(&mut out, "path", path),
-            None => tracing::debug!(pid = cred.pid, exe = ?exe, "no path selector"),
+            None => tracing::debug!(pid = key.pid, exe = ?facts.exe_path, "no path selector"),
         }
         if let Some(hex) = digest {
             push(&mut out, "sha256", &hex);
         }
         out.sort();
         out.dedup();
-        Ok(out)
+        let selectors: Arc<[Selector]> = out.into();
+        let entry = Attested {
+            exe_path: facts.exe_path.clone(),
+            groups: facts.groups.clone(),
+            names: facts.names,
+            selectors: selectors.clone(),
+        };
+        self.results.insert(key, Arc::new(entry));
+        Ok(selectors)
     }
 }
 
-/// The name for `id` in a passwd or group file. A missing or unreadable file
-/// gives no name: names are extra selectors, and leaving one out only narrows
-/// what the caller matches.
-fn lookup_name(path: &std::path::Path, id: u32) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(db) => parse::name_for_id(&db, id).map(str::to_owned),
-        Err(err) => {
-            tracing::warn!(path = %path.display(), %err, "cannot read account names");
-            None
+/// Confirms, after every `/proc` read, that the pid still names the process
+/// that connected (see [`Attestor::attest`]).
+fn confirm(pin: &PeerPin, facts: Facts) -> Result<(), AttestError> {
+    let Facts {
+        proc, key, opened, ..
+    } = facts;
+    match pin {
+        PeerPin::Pidfd(pidfd) => pidfd.confirm(key.pid, key.start_time, opened),
+        PeerPin::Unsupported => {
+            if proc.stat()?.start_time == key.start_time {
+                Ok(())
+            } else {
+                Err(AttestError::PidReused { pid: key.pid })
+            }
         }
+        PeerPin::Failed { errno } => Err(AttestError::PinFailed {
+            pid: key.pid,
+            errno: *errno,
+        }),
     }
 }
 

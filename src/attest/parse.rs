@@ -1,8 +1,9 @@
 //! Pure parsers for the kernel and account files the Unix attestor reads
 //! (SPEC §2 "attests workloads by their peer credentials"): `/proc/<pid>/stat`,
-//! `/proc/<pid>/status`, `/etc/passwd`, `/etc/group` and the target of
-//! `/proc/<pid>/exe`. No I/O here: every function takes the text already read
-//! and returns `None` when the text is not in the documented format.
+//! `/proc/<pid>/status`, `/etc/passwd`, `/etc/group`, the target of
+//! `/proc/<pid>/exe` and a pidfd's `/proc/self/fdinfo/<fd>`. No I/O here:
+//! every function takes the text already read and returns `None` when the
+//! text is not in the documented format.
 
 /// What the attestor needs from `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,14 +74,16 @@ pub(crate) fn parse_status(text: &str) -> Option<StatusIds> {
     let mut gids = None;
     let mut groups = None;
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
+        // A prefix test per line, not a split: this runs on every Workload
+        // API call and `status` has some fifty lines.
+        let (slot, value) = if let Some(v) = line.strip_prefix("Uid:") {
+            (&mut uids, v)
+        } else if let Some(v) = line.strip_prefix("Gid:") {
+            (&mut gids, v)
+        } else if let Some(v) = line.strip_prefix("Groups:") {
+            (&mut groups, v)
+        } else {
             continue;
-        };
-        let slot = match key {
-            "Uid" => &mut uids,
-            "Gid" => &mut gids,
-            "Groups" => &mut groups,
-            _ => continue,
         };
         if slot.is_some() {
             return None;
@@ -125,6 +128,43 @@ pub(crate) fn name_for_id(db: &str, id: u32) -> Option<&str> {
         let line_id = parse_decimal(fields.next()?)?;
         (line_id == id && !name.is_empty()).then_some(name)
     })
+}
+
+/// What the `Pid:` line of a pidfd's `/proc/self/fdinfo/<fd>` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PidfdPid {
+    /// The process still holds this pid in our pid namespace.
+    Running(i32),
+    /// `-1`: the process has exited and been reaped; its pid may already
+    /// belong to another process.
+    Reaped,
+    /// `0`: the process lives in a pid namespace that is not ours or a
+    /// descendant of ours, so it has no pid here.
+    Invisible,
+}
+
+/// Parses the `Pid:` line of a pidfd's fdinfo (kernel `pidfd_show_fdinfo`:
+/// the pid in the procfs instance's namespace, `0` when the process is
+/// outside it, `-1` once no task is attached, i.e. after the process was
+/// reaped). A zombie still shows its pid: its pid cannot be reused until it
+/// is reaped. Exactly one `Pid:` line must be present.
+pub(crate) fn parse_pidfd_pid(fdinfo: &str) -> Option<PidfdPid> {
+    let mut found = None;
+    for line in fdinfo.lines() {
+        let Some(value) = line.strip_prefix("Pid:") else {
+            continue;
+        };
+        if found.is_some() {
+            return None;
+        }
+        let value = value.trim_matches([' ', '\t']);
+        found = Some(match value {
+            "-1" => PidfdPid::Reaped,
+            "0" => PidfdPid::Invisible,
+            _ => PidfdPid::Running(i32::try_from(parse_decimal(value)?).ok()?),
+        });
+    }
+    found
 }
 
 /// Suffix the kernel appends to `/proc/<pid>/exe` when the file was unlinked.
@@ -237,6 +277,30 @@ mod tests {
         assert_eq!(exe_path_value(""), None);
     }
 
+    #[test]
+    fn pidfd_pid_line() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nPid:\t4321\nNSpid:\t4321\n";
+        assert_eq!(parse_pidfd_pid(info), Some(PidfdPid::Running(4321)));
+        assert_eq!(
+            parse_pidfd_pid("Pid:\t-1\nNSpid:\t-1\n"),
+            Some(PidfdPid::Reaped)
+        );
+        assert_eq!(
+            parse_pidfd_pid("Pid:\t0\nNSpid:\t0\n"),
+            Some(PidfdPid::Invisible)
+        );
+    }
+
+    #[test]
+    fn pidfd_pid_rejects_missing_duplicate_and_malformed() {
+        assert_eq!(parse_pidfd_pid("pos:\t0\nflags:\t02\n"), None);
+        assert_eq!(parse_pidfd_pid("Pid:\t1\nPid:\t2\n"), None);
+        assert_eq!(parse_pidfd_pid("Pid:\t-2\n"), None);
+        assert_eq!(parse_pidfd_pid("Pid:\t+5\n"), None);
+        assert_eq!(parse_pidfd_pid("Pid:\t"), None);
+        assert_eq!(parse_pidfd_pid("Pid:\t4294967295\n"), None);
+    }
+
     proptest! {
         #[test]
         fn stat_never_panics(s in "\\PC{0,300}") {
@@ -259,6 +323,11 @@ mod tests {
             let list: Vec<String> = groups.iter().map(u32::to_string).collect();
             let text = format!("Uid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\nGroups:\t{}\n", list.join(" "));
             prop_assert_eq!(parse_status(&text).unwrap().groups, groups);
+        }
+
+        #[test]
+        fn pidfd_pid_never_panics(s in "(\\PC{0,30}\n){0,6}") {
+            let _ = parse_pidfd_pid(&s);
         }
 
         #[test]

@@ -5,12 +5,13 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ring::digest;
 
 use super::AttestError;
-use super::cache::{DigestCache, ExeKey};
+use super::cache::{DigestCache, FileKey, Freshness};
 use super::parse::{self, ProcStat, StatusIds};
 
 /// The `/proc` directory of one process.
@@ -35,7 +36,7 @@ impl ProcDir {
         self.pid
     }
 
-    fn io_error(&self, what: &'static str, err: &io::Error) -> AttestError {
+    pub(crate) fn io_error(&self, what: &'static str, err: &io::Error) -> AttestError {
         if err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(ESRCH) {
             AttestError::ProcessGone { pid: self.pid }
         } else {
@@ -48,7 +49,7 @@ impl ProcDir {
     }
 
     fn read_text(&self, what: &'static str) -> Result<String, AttestError> {
-        std::fs::read_to_string(self.dir.join(what)).map_err(|e| self.io_error(what, &e))
+        read_proc_file(&self.dir.join(what)).map_err(|e| self.io_error(what, &e))
     }
 
     /// The state and start time from `stat`; an exited process is gone.
@@ -64,9 +65,19 @@ impl ProcDir {
         Ok(stat)
     }
 
-    /// The uid, gid and supplementary group lines from `status`.
-    pub(crate) fn status(&self) -> Result<StatusIds, AttestError> {
-        let text = self.read_text("status")?;
+    /// Opens `status`, to be read with [`read_whole`] now and perhaps kept
+    /// (see `pin::Confirmed`).
+    pub(crate) fn open_status(&self) -> Result<File, AttestError> {
+        File::open(self.dir.join("status")).map_err(|e| self.io_error("status", &e))
+    }
+
+    /// The uid, gid and supplementary group lines from the text of `status`
+    /// (`read` reads it; its errors are classified like every other read).
+    pub(crate) fn status(
+        &self,
+        read: impl FnOnce() -> io::Result<String>,
+    ) -> Result<StatusIds, AttestError> {
+        let text = read().map_err(|e| self.io_error("status", &e))?;
         parse::parse_status(&text).ok_or(AttestError::ProcFormat {
             pid: self.pid,
             what: "status",
@@ -79,19 +90,25 @@ impl ProcDir {
         std::fs::read_link(self.dir.join("exe")).map_err(|e| self.io_error("exe", &e))
     }
 
-    /// The SHA-256 of the executable as lowercase hex, or `None` when it is
-    /// larger than `max_bytes`.
+    /// The identity of the file the process is running (`stat` through the
+    /// `exe` link, which reaches the inode even if its path is gone).
+    pub(crate) fn exe_key(&self, fresh: Freshness) -> Result<FileKey, AttestError> {
+        FileKey::of_path(&self.dir.join("exe"), fresh).map_err(|e| self.io_error("exe", &e))
+    }
+
+    /// The SHA-256 of the executable `key` describes as lowercase hex, or
+    /// `None` when it is larger than `max_bytes`.
     ///
     /// The file is read through `/proc/<pid>/exe`, which opens the inode the
-    /// process is running even if the path now names another file or none.
+    /// process is running even if the path now names another file or none;
+    /// if that is no longer the file `key` describes, the result is
+    /// [`AttestError::ExeChanged`].
     pub(crate) fn exe_digest(
         &self,
+        key: FileKey,
         cache: &DigestCache,
         max_bytes: u64,
     ) -> Result<Option<String>, AttestError> {
-        let link = self.dir.join("exe");
-        let meta = std::fs::metadata(&link).map_err(|e| self.io_error("exe", &e))?;
-        let key = ExeKey::of(&meta);
         if key.size() > max_bytes {
             tracing::warn!(
                 pid = self.pid,
@@ -104,7 +121,7 @@ impl ProcDir {
         if let Some(hex) = cache.get(&key) {
             return Ok(Some(hex));
         }
-        let hex = self.hash_file(&link, key)?;
+        let hex = self.hash_file(&self.dir.join("exe"), key)?;
         cache.insert(key, hex.clone());
         Ok(Some(hex))
     }
@@ -112,11 +129,11 @@ impl ProcDir {
     /// Hashes the file, refusing the result if it is not exactly the file
     /// `key` describes from start to end: a digest of a file that changed
     /// while being read describes no binary at all.
-    fn hash_file(&self, link: &Path, key: ExeKey) -> Result<String, AttestError> {
+    fn hash_file(&self, link: &Path, key: FileKey) -> Result<String, AttestError> {
         let changed = AttestError::ExeChanged { pid: self.pid };
         let file = File::open(link).map_err(|e| self.io_error("exe", &e))?;
-        let fstat = |f: &File| f.metadata().map_err(|e| self.io_error("exe", &e));
-        if ExeKey::of(&fstat(&file)?) != key {
+        let fstat = |f: &File| FileKey::of_file(f).map_err(|e| self.io_error("exe", &e));
+        if fstat(&file)? != key {
             return Err(changed);
         }
         let mut ctx = digest::Context::new(&digest::SHA256);
@@ -137,9 +154,55 @@ impl ProcDir {
             ctx.update(chunk);
             total = total.saturating_add(n as u64);
         }
-        if total != key.size() || ExeKey::of(&fstat(&file)?) != key {
+        if total != key.size() || fstat(&file)? != key {
             return Err(changed);
         }
         Ok(hex::encode(ctx.finish().as_ref()))
     }
+}
+
+/// The longest `/proc` text file read. `status` is about 1.5 KiB, but its
+/// `Groups:` line alone can reach several hundred KiB for a process with
+/// the maximum of 65,536 supplementary groups.
+const MAX_PROC_FILE: usize = 1024 * 1024;
+
+/// Reads a `/proc` text file whole; see [`read_whole`].
+pub(crate) fn read_proc_file(path: &Path) -> io::Result<String> {
+    read_whole(&File::open(path)?)
+}
+
+/// Reads an open `/proc` text file whole from its start, without moving
+/// its offset, so a kept-open file can be read again (procfs regenerates
+/// the text when a read starts at offset 0).
+///
+/// Unlike `std::fs::read_to_string` this skips the `fstat` for a size hint
+/// (procfs reports size 0 anyway). It reads to end of file and refuses a
+/// longer file rather than cut it: a cut `Groups:` line would end in a
+/// group id the process does not have. Bytes that are not UTF-8 (a command
+/// name may hold any) become U+FFFD instead of failing the whole read.
+pub(crate) fn read_whole(file: &File) -> io::Result<String> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            if len >= MAX_PROC_FILE {
+                return Err(io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    format!("{MAX_PROC_FILE} bytes or longer"),
+                ));
+            }
+            buf.resize(len.saturating_mul(2), 0);
+        }
+        let Some(spare) = buf.get_mut(len..) else {
+            return Err(io::ErrorKind::InvalidData.into());
+        };
+        let n = file.read_at(spare, u64::try_from(len).unwrap_or(u64::MAX))?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    buf.truncate(len);
+    Ok(String::from_utf8(buf)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }

@@ -1,5 +1,5 @@
 //! Attestation against the real `/proc` of this test process and of children
-//! it spawns.
+//! it spawns; `peer` covers pidfds of processes that connect, exit and exec.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,6 +14,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::*;
+
+mod peer;
 
 fn sel(text: &str) -> Selector {
     Selector::parse(text).unwrap()
@@ -30,6 +32,24 @@ fn own_cred() -> PeerCred {
         uid: status.effective_uid(),
         gid: status.effective_gid(),
     }
+}
+
+/// A pidfd for this process: the peer of one end of a socket pair is the
+/// process that made the pair.
+fn own_pin() -> PeerPin {
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let pin = PeerPin::of_socket(&a);
+    assert!(matches!(pin, PeerPin::Pidfd(_)), "{pin:?}");
+    pin
+}
+
+/// Attests `cred` pinned by `pin` with a fresh attestor.
+fn attest_with(
+    cred: &PeerCred,
+    pin: &PeerPin,
+    cfg: &AttestConfig,
+) -> Result<Vec<Selector>, AttestError> {
+    attest(cred, pin, cfg).map(|s| s.to_vec())
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -106,9 +126,9 @@ fn attests_own_process_exactly() {
     let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
     let want = expected(&cred, &own_status().groups, &exe, Some(sha256_hex(&exe)));
     let got = Attestor::new(AttestConfig::default())
-        .attest(&cred)
+        .attest(&cred, &own_pin())
         .unwrap();
-    assert_eq!(got, want);
+    assert_eq!(got.to_vec(), want);
     assert!(got.contains(&sel(&format!("unix:uid:{}", cred.uid))));
 }
 
@@ -118,18 +138,108 @@ fn root_is_named_root() {
     if cred.uid != 0 || name("/etc/passwd", 0).as_deref() != Some("root") {
         return;
     }
-    let got = attest(&cred, &AttestConfig::default()).unwrap();
+    let got = attest_with(&cred, &own_pin(), &AttestConfig::default()).unwrap();
     assert!(got.contains(&sel("unix:user:root")));
 }
 
 #[test]
 fn digest_is_cached_by_file_identity() {
     let attestor = Attestor::new(AttestConfig::default());
-    let first = attestor.attest(&own_cred()).unwrap();
+    let first = attestor.attest(&own_cred(), &own_pin()).unwrap();
     assert_eq!(attestor.digests.len(), 1);
-    let second = attestor.attest(&own_cred()).unwrap();
+    let second = attestor.attest(&own_cred(), &own_pin()).unwrap();
     assert_eq!(first, second);
     assert_eq!(attestor.digests.len(), 1);
+}
+
+#[test]
+fn repeat_attestation_is_served_from_the_result_cache() {
+    let attestor = Attestor::new(AttestConfig::default());
+    let pin = own_pin();
+    let first = attestor.attest(&own_cred(), &pin).unwrap();
+    let second = attestor.attest(&own_cred(), &pin).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "the second call was recomputed"
+    );
+    assert_eq!(attestor.results.len(), 1);
+    // Another connection from the same process hits the same entry.
+    let third = attestor.attest(&own_cred(), &own_pin()).unwrap();
+    assert!(Arc::ptr_eq(&first, &third));
+}
+
+#[test]
+fn a_cached_result_still_refuses_changed_ids_and_dead_pins() {
+    let attestor = Attestor::new(AttestConfig::default());
+    let real = own_cred();
+    attestor.attest(&real, &own_pin()).unwrap();
+    let cred = PeerCred { uid: 12345, ..real };
+    assert_eq!(
+        attestor.attest(&cred, &own_pin()),
+        Err(AttestError::CredentialMismatch {
+            pid: real.pid,
+            what: "uid",
+            expected: 12345,
+            found: real.uid,
+        })
+    );
+    let failed = PeerPin::Failed { errno: 22 };
+    assert_eq!(
+        attestor.attest(&real, &failed),
+        Err(AttestError::PinFailed {
+            pid: real.pid,
+            errno: 22
+        })
+    );
+}
+
+#[test]
+fn a_cached_result_follows_renamed_users() {
+    let cred = own_cred();
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, format!("svc-a:x:{}:0::/:/bin/sh\n", cred.uid)).unwrap();
+    let attestor = Attestor::new(AttestConfig {
+        passwd_path: passwd.clone(),
+        ..AttestConfig::default()
+    });
+    let pin = own_pin();
+    assert!(
+        attestor
+            .attest(&cred, &pin)
+            .unwrap()
+            .contains(&sel("unix:user:svc-a"))
+    );
+    // Replaced the way account tools do it: a new file renamed over the old.
+    let next = dir.path().join("passwd+");
+    std::fs::write(&next, format!("svc-b:x:{}:0::/:/bin/sh\n", cred.uid)).unwrap();
+    std::fs::rename(&next, &passwd).unwrap();
+    let got = attestor.attest(&cred, &pin).unwrap();
+    assert!(got.contains(&sel("unix:user:svc-b")), "{got:?}");
+    assert!(!got.contains(&sel("unix:user:svc-a")), "{got:?}");
+}
+
+#[test]
+fn a_hit_needs_the_same_path_groups_and_names() {
+    let names = NameStamp::now(&AttestConfig::default(), Freshness::Synced);
+    let entry = Attested {
+        exe_path: PathBuf::from("/usr/bin/a"),
+        groups: vec![4, 24],
+        names,
+        selectors: Vec::new().into(),
+    };
+    assert!(entry.still_holds(Path::new("/usr/bin/a"), &[4, 24], &names));
+    assert!(!entry.still_holds(Path::new("/usr/bin/b"), &[4, 24], &names));
+    // A dropped supplementary group must not keep matching.
+    assert!(!entry.still_holds(Path::new("/usr/bin/a"), &[4], &names));
+    let moved = NameStamp::now(
+        &AttestConfig {
+            passwd_path: PathBuf::from("/nonexistent/passwd"),
+            ..AttestConfig::default()
+        },
+        Freshness::Synced,
+    );
+    assert!(!entry.still_holds(Path::new("/usr/bin/a"), &[4, 24], &moved));
 }
 
 #[test]
@@ -140,7 +250,7 @@ fn size_limit_omits_only_sha256() {
         max_exe_bytes: 1,
         ..AttestConfig::default()
     };
-    let got = attest(&cred, &cfg).unwrap();
+    let got = attest_with(&cred, &own_pin(), &cfg).unwrap();
     assert_eq!(got, expected(&cred, &own_status().groups, &exe, None));
     assert!(!got.iter().any(|s| s.value().starts_with("sha256:")));
 }
@@ -156,7 +266,7 @@ fn names_come_from_configured_files() {
         group_path: dir.path().join("missing"),
         ..AttestConfig::default()
     };
-    let got = attest(&cred, &cfg).unwrap();
+    let got = attest_with(&cred, &own_pin(), &cfg).unwrap();
     assert!(got.contains(&sel("unix:user:svc-x")));
     assert!(!got.iter().any(|s| s.value().starts_with("group:")));
 }
@@ -169,7 +279,8 @@ fn attests_child_sleep() {
         pid: kid.pid(),
         ..own_cred()
     };
-    let got = attest(&cred, &AttestConfig::default()).unwrap();
+    // No pidfd for a process that never connected: the start-time fallback.
+    let got = attest_with(&cred, &PeerPin::Unsupported, &AttestConfig::default()).unwrap();
     assert!(got.contains(&sel(&format!("unix:path:{}", exe.display()))));
     assert!(got.contains(&sel(&format!("unix:sha256:{}", sha256_hex(&exe)))));
 }
@@ -189,7 +300,7 @@ fn attests_child_under_other_uid() {
         uid: 65534,
         gid: 65534,
     };
-    let got = attest(&cred, &AttestConfig::default()).unwrap();
+    let got = attest_with(&cred, &PeerPin::Unsupported, &AttestConfig::default()).unwrap();
     assert_eq!(got, expected(&cred, &[], &exe, Some(sha256_hex(&exe))));
     assert!(got.contains(&sel("unix:uid:65534")));
     if name("/etc/passwd", 65534).as_deref() == Some("nobody") {
@@ -204,7 +315,7 @@ fn exited_process_is_gone() {
     child.wait().unwrap();
     let cred = PeerCred { pid, ..own_cred() };
     assert_eq!(
-        attest(&cred, &AttestConfig::default()),
+        attest_with(&cred, &PeerPin::Unsupported, &AttestConfig::default()),
         Err(AttestError::ProcessGone { pid })
     );
 }
@@ -214,7 +325,7 @@ fn claimed_uid_must_match_proc() {
     let real = own_cred();
     let cred = PeerCred { uid: 12345, ..real };
     assert_eq!(
-        attest(&cred, &AttestConfig::default()),
+        attest_with(&cred, &own_pin(), &AttestConfig::default()),
         Err(AttestError::CredentialMismatch {
             pid: real.pid,
             what: "uid",
@@ -232,7 +343,7 @@ fn claimed_gid_must_match_proc() {
         ..real
     };
     assert_eq!(
-        attest(&cred, &AttestConfig::default()),
+        attest_with(&cred, &own_pin(), &AttestConfig::default()),
         Err(AttestError::CredentialMismatch {
             pid: real.pid,
             what: "gid",
@@ -247,7 +358,7 @@ fn non_positive_pid_is_no_pid() {
     for pid in [0, -1] {
         let cred = PeerCred { pid, ..own_cred() };
         assert_eq!(
-            attest(&cred, &AttestConfig::default()),
+            attest_with(&cred, &own_pin(), &AttestConfig::default()),
             Err(AttestError::NoPid)
         );
     }
@@ -258,8 +369,9 @@ async fn socket_credentials_convert_and_attest() {
     let (a, _b) = tokio::net::UnixStream::pair().unwrap();
     let cred = PeerCred::try_from(a.peer_cred().unwrap()).unwrap();
     assert_eq!(cred, own_cred());
+    let pin = PeerPin::of_socket(&a);
     let attestor = Attestor::new(AttestConfig::default());
-    let got = tokio::task::spawn_blocking(move || attestor.attest(&cred))
+    let got = tokio::task::spawn_blocking(move || attestor.attest(&cred, &pin))
         .await
         .unwrap()
         .unwrap();

@@ -12,9 +12,10 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 /// attestation opens.
 pub const RESERVED_FDS: u64 = 256;
 
-/// Descriptors one Workload API connection may hold: its socket, and the
-/// caller's process handle and `/proc` files while it is attested.
-pub const WORKLOAD_FDS_PER_CONN: u64 = 2;
+/// Descriptors one Workload API connection holds: its socket, the caller's
+/// pidfd (`SO_PEERPIDFD`), and the caller's `/proc/<pid>/status`, kept open
+/// once attested so repeat calls re-read it without a path walk.
+pub const WORKLOAD_FDS_PER_CONN: u64 = 3;
 
 /// Raises the soft descriptor limit to the hard limit and returns the soft
 /// limit in force afterwards (`u64::MAX` for unlimited). A failure leaves

@@ -147,7 +147,9 @@ fn fit_lowers_caps_in_proportion_and_keeps_admin_whole() {
     assert_eq!(tcp.max_handshakes, 128, "still within the total");
     assert_eq!(workload.max_connections, 4096);
     assert_eq!(workload.max_per_peer, Some(512));
-    let used = 256 + tcp.max_connections as u64 + 2 * workload.max_connections as u64;
+    let used = 256
+        + tcp.max_connections as u64
+        + fds::WORKLOAD_FDS_PER_CONN * workload.max_connections as u64;
     assert!(used + RESERVED_FDS <= nofile, "{used} over {nofile}");
 }
 

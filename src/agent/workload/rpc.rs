@@ -1,6 +1,6 @@
 //! The five Workload API RPCs (SPEC §3.1) over [`WorkloadApi`]'s helpers.
 
-use super::streams::follow;
+use super::streams::{Updates, follow};
 use super::{
     WorkloadApi, WorkloadError, check_header, to_status, unique_hints, unverified_trust_domain,
 };
@@ -10,10 +10,9 @@ use crate::authority::{Bundle, check_audiences};
 use crate::id::{Selector, SpiffeId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-type Stream<T> = ReceiverStream<Result<T, Status>>;
+type Stream<T> = Updates<T>;
 
 /// What decides whether an X.509 snapshot changed: SPIFFE IDs, chains and
 /// the bundle, never the keys (a new key always comes with a new leaf).
@@ -44,7 +43,7 @@ fn jwt_bundle_value(b: &Bundle) -> Vec<u8> {
 impl WorkloadApi {
     async fn x509_stream(
         &self,
-        selectors: Vec<Selector>,
+        selectors: Arc<[Selector]>,
     ) -> Result<Stream<wpb::X509svidResponse>, WorkloadError> {
         let mut changes = self.provider.changes();
         // Whatever happened before the first snapshot is already in it.
@@ -52,7 +51,6 @@ impl WorkloadApi {
         let first = self.x509_snapshot(&selectors).await?;
         let key = x509_fingerprint(&first);
         let api = self.clone();
-        let selectors = Arc::new(selectors);
         Ok(follow(changes, (first, key), move || {
             let (api, selectors) = (api.clone(), selectors.clone());
             async move {
@@ -67,7 +65,7 @@ impl WorkloadApi {
     /// the value for the trust domain.
     fn bundle_stream<T: Send + 'static>(
         &self,
-        selectors: Vec<Selector>,
+        selectors: Arc<[Selector]>,
         encode: fn(&Bundle) -> Vec<u8>,
         make: fn(HashMap<String, Vec<u8>>) -> T,
     ) -> Result<Stream<T>, WorkloadError> {

@@ -9,6 +9,7 @@
 //! off-the-shelf `spiffe` client and a raw tonic client.
 
 pub(crate) mod fixture;
+mod peer;
 mod raw;
 
 use fixture::{Harness, entry};
@@ -134,7 +135,15 @@ fn status_mapping_is_fixed() {
     let cases = [
         (E::MissingSecurityHeader, Code::InvalidArgument),
         (E::NoPeerCredentials, Code::Unavailable),
-        (E::AttestationFailed("x".into()), Code::Unavailable),
+        (
+            E::AttestationFailed {
+                pid: Some(4242),
+                uid: 1000,
+                cause: crate::attest::AttestError::PidReused { pid: 4242 },
+            },
+            Code::Unavailable,
+        ),
+        (E::AttestorFailed, Code::Unavailable),
         (E::NoIdentityIssued, Code::PermissionDenied),
         (E::BundleUnknown, Code::Unavailable),
         (E::MissingAudience, Code::InvalidArgument),
@@ -166,6 +175,19 @@ fn status_mapping_is_fixed() {
         to_status(&E::MissingSecurityHeader).message(),
         "security header missing from request"
     );
+    let failed = E::AttestationFailed {
+        pid: Some(4242),
+        uid: 1000,
+        cause: crate::attest::AttestError::ProcRead {
+            pid: 4242,
+            what: "status",
+            message: "Permission denied".into(),
+        },
+    };
+    assert_eq!(to_status(&failed).message(), "workload attestation failed");
+    for e in [E::NoPeerCredentials, E::AttestorFailed] {
+        assert_eq!(to_status(&e).message(), "workload attestation failed");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use super::super::{
 };
 use crate::agent::{AgentError, IdentityProvider, JwtIdentity, X509Identity};
 use crate::api::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use crate::attest::{AttestError, PeerPin};
 use crate::authority::{Authority, Bundle, generate_key_and_csr};
 use crate::id::{Selector, SpiffeId, TrustDomain};
 use crate::registry::{Entry, EntryId};
@@ -136,10 +137,10 @@ impl IdentityProvider for FakeProvider {
 }
 
 /// Answers every caller with the same outcome.
-pub(crate) struct FixedAttest(pub Result<Vec<Selector>, String>);
+pub(crate) struct FixedAttest(pub Result<Arc<[Selector]>, AttestError>);
 
 impl Attest for FixedAttest {
-    fn attest(&self, _cred: &UCred) -> Result<Vec<Selector>, String> {
+    fn attest(&self, _cred: &UCred, _pin: &PeerPin) -> Result<Arc<[Selector]>, AttestError> {
         self.0.clone()
     }
 }
@@ -158,7 +159,15 @@ impl Harness {
         Self::start_with(entries, Ok(vec![Selector::parse(SELECTOR).unwrap()])).await
     }
 
-    pub async fn start_with(entries: Vec<Entry>, attested: Result<Vec<Selector>, String>) -> Self {
+    pub async fn start_with(
+        entries: Vec<Entry>,
+        attested: Result<Vec<Selector>, AttestError>,
+    ) -> Self {
+        Self::start_attested(entries, Arc::new(FixedAttest(attested.map(Into::into)))).await
+    }
+
+    /// Serves `entries` to callers attested by `attest`.
+    pub async fn start_attested(entries: Vec<Entry>, attest: Arc<dyn Attest>) -> Self {
         let authority = authority("example.org");
         let bundle = Arc::new(authority.bundle());
         let provider = Arc::new(FakeProvider {
@@ -171,7 +180,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent/public/api.sock");
         let listener = bind_workload_socket(&socket).unwrap();
-        let api = WorkloadApi::new(provider.clone(), Arc::new(FixedAttest(attested)));
+        let api = WorkloadApi::new(provider.clone(), attest);
         let routes = workload_routes(api).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve_workload_api(

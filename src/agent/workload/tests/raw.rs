@@ -2,6 +2,7 @@
 
 use super::fixture::{Harness, authority, entry, sub_of, with_header};
 use crate::api::workload as wpb;
+use crate::attest::AttestError;
 use crate::id::Selector;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,15 +61,22 @@ async fn unmatched_caller_gets_no_identity_issued() {
 }
 
 #[tokio::test]
-async fn attestation_failure_is_unavailable() {
-    let h = Harness::start_with(vec![entry(1, "/web", "")], Err("no such pid".into())).await;
+async fn attestation_failure_is_unavailable_and_says_nothing_more() {
+    let cause = AttestError::CredentialMismatch {
+        pid: 4242,
+        what: "uid",
+        expected: 1000,
+        found: 0,
+    };
+    let h = Harness::start_with(vec![entry(1, "/web", "")], Err(cause)).await;
     let mut c = h.raw_client().await;
     let e = c
         .fetch_x509svid(with_header(wpb::X509svidRequest {}))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
-    assert_eq!(e.message(), "workload attestation failed: no such pid");
+    // Neither the pid, the uid nor the cause reaches the caller.
+    assert_eq!(e.message(), "workload attestation failed");
     let e = c
         .validate_jwtsvid(with_header(wpb::ValidateJwtsvidRequest {
             audience: "a".into(),
@@ -116,7 +124,8 @@ async fn jwt_request_errors() {
 async fn oversized_jwt_requests_are_refused_before_attestation() {
     // Attestation would fail here, so InvalidArgument shows the limits are checked
     // first: such a request costs no attestation and never reaches the server.
-    let h = Harness::start_with(vec![entry(1, "/web", "")], Err("no such pid".into())).await;
+    let gone = AttestError::ProcessGone { pid: 4242 };
+    let h = Harness::start_with(vec![entry(1, "/web", "")], Err(gone)).await;
     let mut c = h.raw_client().await;
     let request = |audience: Vec<String>| {
         with_header(wpb::JwtsvidRequest {
