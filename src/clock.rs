@@ -75,6 +75,16 @@ pub fn now() -> SystemTime {
     SystemTime::now()
 }
 
+/// A reading of the monotonic clock, for measuring how long ago something
+/// was checked (never for deciding what sigil issues: that uses [`Clock`]).
+pub fn monotonic() -> std::time::Instant {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place that reads the monotonic clock"
+    )]
+    std::time::Instant::now()
+}
+
 /// Blocks the calling thread for `d`. Only for the rare blocking path that
 /// must wait for another thread to let go of something (a file lock); async
 /// code waits with `tokio::time`, and a worker thread must never sleep.

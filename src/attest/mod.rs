@@ -38,6 +38,8 @@ mod tests;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::id::Selector;
 use cache::{Bounded, DigestCache, FileKey, Freshness};
@@ -53,6 +55,14 @@ const DIGEST_CACHE_ENTRIES: usize = 1024;
 /// How many attestation results an [`Attestor`] remembers (one per live
 /// workload process and binary; each is a few hundred bytes).
 const RESULT_CACHE_ENTRIES: usize = 1024;
+
+/// How long a cached result's slowly changing inputs — the ids and groups in
+/// `status` and the account files — are trusted before a hit reads them
+/// again. What `exec` changes (the executable's identity and path) and the
+/// pin are checked on every call; only `setuid`/`setgroups` without `exec`
+/// and a renamed user or group may take up to this long to be seen, on a
+/// connection whose caller was already attested.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// What the kernel reported about the peer of a Unix socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,16 +138,25 @@ struct Facts {
 }
 
 /// One cached attestation: the selectors and the inputs, beyond the key,
-/// that they were computed from.
+/// that they were computed from, and when those inputs were last confirmed
+/// (milliseconds after the attestor's epoch).
 #[derive(Debug)]
 struct Attested {
     exe_path: PathBuf,
     groups: Vec<u32>,
     names: NameStamp,
     selectors: Arc<[Selector]>,
+    checked_ms: AtomicU64,
 }
 
 impl Attested {
+    /// Whether the slowly changing inputs were confirmed within
+    /// [`RECHECK_AFTER`] of `now_ms`.
+    fn recently_checked(&self, now_ms: u64) -> bool {
+        let recheck = u64::try_from(RECHECK_AFTER.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(self.checked_ms.load(Ordering::Acquire)) < recheck
+    }
+
     /// Whether this result still describes a process whose key matched and
     /// which now shows `exe_path`, `groups` and account files `names`.
     fn still_holds(&self, exe_path: &Path, groups: &[u32], names: &NameStamp) -> bool {
@@ -152,6 +171,8 @@ pub struct Attestor {
     cfg: AttestConfig,
     digests: DigestCache,
     results: Bounded<ProcessKey, Arc<Attested>>,
+    /// What `Attested::checked_ms` counts from.
+    epoch: Instant,
 }
 
 impl fmt::Debug for Attestor {
@@ -180,7 +201,13 @@ impl Attestor {
             cfg,
             digests: DigestCache::new(DIGEST_CACHE_ENTRIES),
             results: Bounded::new(RESULT_CACHE_ENTRIES),
+            epoch: crate::clock::monotonic(),
         }
+    }
+
+    /// Milliseconds since this attestor's epoch.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The configuration in force.
@@ -205,8 +232,7 @@ impl Attestor {
     ///
     /// Caching: results are kept per [`ProcessKey`] (pid, start time,
     /// executable identity, socket uid and gid). A hit skips reading the
-    /// passwd and group files, hashing and building selectors, but still
-    /// reads, every time:
+    /// passwd and group files, hashing and building selectors, but checks:
     /// - the start time of the key: from `stat` (which also shows a
     ///   zombie), or, on a connection whose pidfd an earlier call confirmed,
     ///   from that confirmation: the pinned process keeps its start time
@@ -222,6 +248,13 @@ impl Attestor {
     ///   groups are not served from the cache;
     /// - the pid confirmation above, which no cache may skip: the key names
     ///   a process, but only the pin proves the reads were of the caller.
+    ///
+    /// `status` and the account files change rarely and cost the most (the
+    /// kernel formats all of `status` for each read), so on a connection
+    /// whose pin is already confirmed a hit re-reads them only when they
+    /// were last confirmed more than [`RECHECK_AFTER`] ago (see
+    /// [`Attestor::attest_cached`]); the executable, its path and the pin
+    /// are checked on every call.
     pub fn attest(&self, cred: &PeerCred, pin: &PeerPin) -> Result<Arc<[Selector]>, AttestError> {
         let facts = self.read_facts(cred, pin, Freshness::Synced)?;
         let selectors = match self.cached(&facts) {
@@ -241,10 +274,40 @@ impl Attestor {
     /// an executable on a stalled network or FUSE mount cannot hold up the
     /// caller. Async callers may run it on their own thread.
     pub fn attest_cached(&self, cred: &PeerCred, pin: &PeerPin) -> Option<Arc<[Selector]>> {
+        if let Some(selectors) = self.recent_hit(cred, pin) {
+            return Some(selectors);
+        }
         let facts = self.read_facts(cred, pin, Freshness::Cached).ok()?;
         let selectors = self.cached(&facts)?;
         confirm(pin, facts).ok()?;
         Some(selectors)
+    }
+
+    /// A hit on a connection whose pin an earlier attestation confirmed,
+    /// for a result whose `status` and account files were checked within
+    /// [`RECHECK_AFTER`]: only what `exec` changes (the executable's
+    /// identity and path) is read again, and the pin is confirmed after.
+    /// `None` sends the caller down the full check.
+    fn recent_hit(&self, cred: &PeerCred, pin: &PeerPin) -> Option<Arc<[Selector]>> {
+        let PeerPin::Pidfd(pidfd) = pin else {
+            return None;
+        };
+        let known = pin.confirmed(cred.pid)?;
+        let proc = ProcDir::new(cred.pid);
+        let key = ProcessKey {
+            pid: cred.pid,
+            start_time: known.start_time,
+            exe: proc.exe_key(Freshness::Cached).ok()?,
+            uid: cred.uid,
+            gid: cred.gid,
+        };
+        let hit = self.results.get(&key)?;
+        if !hit.recently_checked(self.now_ms()) || proc.exe_target().ok()? != hit.exe_path {
+            return None;
+        }
+        // The reads above were of the caller only if it still holds its pid.
+        pidfd.confirm(key.pid, key.start_time, None).ok()?;
+        Some(hit.selectors.clone())
     }
 
     /// Everything read from `/proc` (and the account files' identities)
@@ -303,8 +366,11 @@ impl Attestor {
     /// The cached selectors for `facts`, if an entry still holds.
     fn cached(&self, facts: &Facts) -> Option<Arc<[Selector]>> {
         let hit = self.results.get(&facts.key)?;
-        hit.still_holds(&facts.exe_path, &facts.groups, &facts.names)
-            .then(|| hit.selectors.clone())
+        if !hit.still_holds(&facts.exe_path, &facts.groups, &facts.names) {
+            return None;
+        }
+        hit.checked_ms.store(self.now_ms(), Ordering::Release);
+        Some(hit.selectors.clone())
     }
 
     /// The full attestation of a cache miss (names, digest, selectors),
@@ -344,6 +410,7 @@ impl Attestor {
             groups: facts.groups.clone(),
             names: facts.names,
             selectors: selectors.clone(),
+            checked_ms: AtomicU64::new(self.now_ms()),
         };
         self.results.insert(key, Arc::new(entry));
         Ok(selectors)

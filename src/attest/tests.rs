@@ -227,6 +227,7 @@ fn a_hit_needs_the_same_path_groups_and_names() {
         groups: vec![4, 24],
         names,
         selectors: Vec::new().into(),
+        checked_ms: std::sync::atomic::AtomicU64::new(0),
     };
     assert!(entry.still_holds(Path::new("/usr/bin/a"), &[4, 24], &names));
     assert!(!entry.still_holds(Path::new("/usr/bin/b"), &[4, 24], &names));
@@ -382,4 +383,48 @@ async fn socket_credentials_convert_and_attest() {
 fn attestor_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Attestor>();
+}
+
+#[test]
+fn a_recent_hit_rereads_status_and_names_only_after_the_recheck_interval() {
+    let cred = own_cred();
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, format!("svc-a:x:{}:0::/:/bin/sh\n", cred.uid)).unwrap();
+    let mut attestor = Attestor::new(AttestConfig {
+        passwd_path: passwd.clone(),
+        ..AttestConfig::default()
+    });
+    let pin = own_pin();
+    // The first call on the connection is a full attestation and confirms the pin.
+    let first = attestor.attest(&cred, &pin).unwrap();
+    assert!(first.contains(&sel("unix:user:svc-a")), "{first:?}");
+    let next = dir.path().join("passwd.new");
+    std::fs::write(&next, format!("svc-b:x:{}:0::/:/bin/sh\n", cred.uid)).unwrap();
+    std::fs::rename(&next, &passwd).unwrap();
+    // Within the interval a hit checks only the executable and the pin.
+    let recent = attestor.attest_cached(&cred, &pin).unwrap();
+    assert!(Arc::ptr_eq(&first, &recent), "served from the recent check");
+    // Once the interval has passed, the account files are read again: the
+    // renamed user is not served from the cache.
+    attestor.epoch -= RECHECK_AFTER + Duration::from_millis(1);
+    assert_eq!(attestor.attest_cached(&cred, &pin), None);
+    let fresh = attestor.attest(&cred, &pin).unwrap();
+    assert!(fresh.contains(&sel("unix:user:svc-b")), "{fresh:?}");
+}
+
+#[test]
+fn a_recent_hit_needs_a_confirmed_pin_and_the_same_uid() {
+    let attestor = Attestor::new(AttestConfig::default());
+    let cred = own_cred();
+    let pin = own_pin();
+    attestor.attest(&cred, &pin).unwrap();
+    assert!(attestor.attest_cached(&cred, &pin).is_some());
+    // Another uid on the socket is another key: no recent hit for it.
+    let other = PeerCred { uid: 12345, ..cred };
+    assert_eq!(attestor.attest_cached(&other, &pin), None);
+    // A connection whose pin was never confirmed takes the full check.
+    let fresh_pin = own_pin();
+    assert!(attestor.recent_hit(&cred, &fresh_pin).is_none());
+    assert!(attestor.recent_hit(&cred, &pin).is_some());
 }

@@ -6,7 +6,6 @@
 //! handler reads about its peer does not depend on this wrapper.
 
 use super::limits::{Admission, Limits};
-use futures::task::AtomicWaker;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -19,15 +18,17 @@ use tonic::transport::server::Connected;
 use tower::layer::util::{Identity, Stack};
 
 /// Requests in flight on one connection, and since when it has had none.
+///
+/// Ending a request only updates these counters: it neither wakes the
+/// connection nor touches its timer, so the idle check costs a request
+/// nothing. The connection's idle timer is always armed instead, and when it
+/// fires it looks at the counters and re-arms (see [`Limited::poll_idle`]).
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `epoch` when the last request ended.
     idle_since_ms: AtomicU64,
     epoch: Instant,
-    /// The connection's reader, woken when its last request ends so the
-    /// idle deadline is set from then.
-    reader: AtomicWaker,
 }
 
 impl Activity {
@@ -36,7 +37,6 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            reader: AtomicWaker::new(),
         }
     }
 
@@ -61,9 +61,7 @@ impl Drop for RequestGuard {
         let a = &self.0;
         let ms = u64::try_from(a.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         a.idle_since_ms.store(ms, Ordering::Release);
-        if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            a.reader.wake();
-        }
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -116,23 +114,31 @@ impl<S> Limited<S> {
 
     /// Ready with an error once the connection has had no request in flight
     /// for the idle timeout; hyper then closes it.
+    ///
+    /// The timer always stands armed. When it fires with requests in flight
+    /// it is pushed a whole timeout ahead; with none, to the timeout after
+    /// the last one ended, and the connection is closed once that has
+    /// passed. So an idle connection closes exactly one timeout after its
+    /// last request, and a busy one costs a timer event per timeout.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        // Registered before the check, so a request ending in between still
-        // wakes this reader.
-        self.activity.reader.register(cx.waker());
-        if self.activity.in_flight.load(Ordering::Acquire) > 0 {
-            return Poll::Pending;
-        }
-        let deadline = self.activity.idle_since() + self.idle_timeout;
-        if self.idle.deadline() != deadline {
-            self.idle.as_mut().reset(deadline);
-        }
-        match self.idle.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no request in flight for the idle timeout",
-            )),
-            Poll::Pending => Poll::Pending,
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let next = if self.activity.in_flight.load(Ordering::Acquire) > 0 {
+                Instant::now() + self.idle_timeout
+            } else {
+                let deadline = self.activity.idle_since() + self.idle_timeout;
+                if deadline <= Instant::now() {
+                    return Poll::Ready(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request in flight for the idle timeout",
+                    ));
+                }
+                deadline
+            };
+            // Polled again at once so the re-armed timer registers this task.
+            self.idle.as_mut().reset(next);
         }
     }
 }
