@@ -32,3 +32,40 @@ impl Federated {
         read(&self.0).get(td).cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use crate::authority::Authority;
+    use std::time::{Duration, SystemTime};
+
+    fn bundle(name: &str) -> Bundle {
+        Authority::generate(
+            &TrustDomain::parse(name).unwrap(),
+            SystemTime::now(),
+            Duration::from_secs(3600),
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap()
+        .bundle()
+    }
+
+    #[test]
+    fn a_push_changes_the_set_only_when_it_differs() {
+        let f = Federated::default();
+        let td = TrustDomain::parse("other.org").unwrap();
+        let b = bundle("other.org");
+        assert!(f.replace(BTreeMap::from([(td.clone(), b.clone())])));
+        assert!(
+            !f.replace(BTreeMap::from([(td.clone(), b.clone())])),
+            "same set"
+        );
+        assert_eq!(f.get(&td).as_deref(), Some(&b));
+        let mut newer = b.clone();
+        newer.sequence += 1;
+        assert!(f.replace(BTreeMap::from([(td.clone(), newer)])));
+        assert!(f.replace(BTreeMap::new()), "the trust domain left");
+        assert_eq!(f.get(&td), None);
+    }
+}

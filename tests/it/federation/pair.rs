@@ -9,7 +9,7 @@ use sigil::api::pb;
 use sigil::authority::{Action, KeyKind};
 use sigil::clock::{Clock, ManualClock, SystemClock};
 use sigil::config::{BundleEndpointConfig, EndpointProfile, FederationConfig};
-use sigil::federation::Source;
+use sigil::federation::{FetchError, Source};
 use std::sync::Arc;
 
 const A: &str = "example.org";
@@ -162,6 +162,24 @@ async fn workloads_in_two_trust_domains_authenticate_each_other_with_their_workl
         "{f:?}"
     );
     assert_eq!(f.next_attempt, f.last_success + 300, "B's refresh hint");
+
+    // Sealed, B has no SVID to present: its endpoint refuses the handshake, and A
+    // keeps B's bundle.
+    let kept = pair.a.inner().federation().bundle(&td(B)).unwrap();
+    pair.b
+        .server
+        .clients()
+        .await
+        .operator
+        .seal(pb::SealRequest {})
+        .await
+        .unwrap();
+    let st = fetch_again(pair.a.inner(), &pair.a_clock, B).await;
+    assert!(
+        matches!(&st.last_error, Some((_, FetchError::Tls { .. }))),
+        "{st:?}"
+    );
+    assert_eq!(pair.a.inner().federation().bundle(&td(B)), Some(kept));
     pair.stop().await;
 }
 
