@@ -14,7 +14,7 @@
 //! bundle fetch is one `GET` every few minutes.
 
 use super::setup::EndpointIdentity;
-use crate::net::{Limiter, Limits, Peer};
+use crate::net::{Admission, Limiter, Limits, Peer};
 use crate::server::Server;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -103,44 +103,72 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, mut stop: watch::
         let Ok(handshake) = limiter.begin_handshake(peer) else {
             continue;
         };
-        let (server, config, mut stop) = (server.clone(), config.clone(), stop.clone());
-        tokio::spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let done = tokio::time::timeout(LIMITS.handshake_timeout, acceptor.accept(tcp)).await;
-            drop(handshake);
-            let tls = match done {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%addr, error = %e, "bundle endpoint: TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%addr, "bundle endpoint: TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |req| answer(server.clone(), req));
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.keep_alive(false)
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let conn = http.serve_connection(TokioIo::new(tls), service);
-            // Shutdown cuts the connection too: it holds the server.
-            tokio::select! {
-                done = tokio::time::timeout(LIMITS.idle_timeout, conn) => match done {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(%addr, error = %e, "bundle endpoint: connection failed")
-                    }
-                    Err(_) => {
-                        tracing::debug!(%addr, "bundle endpoint: connection cut at its time limit")
-                    }
-                },
-                _ = stop.wait_for(|s| *s) => {}
-            }
-            drop(admission);
-        });
+        tokio::spawn(connection(
+            Accepted {
+                tcp,
+                addr,
+                admission,
+                handshake,
+            },
+            server.clone(),
+            config.clone(),
+            stop.clone(),
+        ));
     }
+}
+
+/// A connection admitted under the caps, with its handshake slot.
+struct Accepted {
+    tcp: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    admission: Admission,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Serves one connection: the TLS handshake (its slot given back when it ends), then
+/// one request, within the time limits or until shutdown.
+async fn connection(
+    accepted: Accepted,
+    server: Arc<Server>,
+    config: Arc<rustls::ServerConfig>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Accepted {
+        tcp,
+        addr,
+        admission,
+        handshake,
+    } = accepted;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let done = tokio::time::timeout(LIMITS.handshake_timeout, acceptor.accept(tcp)).await;
+    drop(handshake);
+    let tls = match done {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "bundle endpoint: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "bundle endpoint: TLS handshake timed out");
+            return;
+        }
+    };
+    let service = hyper::service::service_fn(move |req| answer(server.clone(), req));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let conn = http.serve_connection(TokioIo::new(tls), service);
+    // Shutdown cuts the connection too: it holds the server.
+    tokio::select! {
+        done = tokio::time::timeout(LIMITS.idle_timeout, conn) => match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(%addr, error = %e, "bundle endpoint: connection failed"),
+            Err(_) => tracing::debug!(%addr, "bundle endpoint: connection cut at its time limit"),
+        },
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    drop(admission);
 }
 
 /// The answer to one request: the bundle, or why not.
