@@ -134,7 +134,7 @@ pub(super) fn status_text(s: &pb::FederationStatus) -> String {
         if t == 0 {
             "never".to_owned()
         } else {
-            t.to_string()
+            super::agents::time_text(t)
         }
     };
     let mut text = format!(

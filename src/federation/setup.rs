@@ -65,12 +65,25 @@ pub enum SetupError {
 }
 
 /// How this server's bundle endpoint presents itself.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum EndpointIdentity {
     /// `https_spiffe`: the server's current X509-SVID.
     ServerSvid,
     /// `https_web`: the operator's certificate and key.
     Web(Arc<CertifiedKey>),
+}
+
+impl std::fmt::Debug for EndpointIdentity {
+    // The operator's key is a secret: only the number of certificates is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointIdentity::ServerSvid => f.write_str("ServerSvid"),
+            EndpointIdentity::Web(k) => f
+                .debug_struct("Web")
+                .field("certificates", &k.cert.len())
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// How one foreign bundle endpoint is authenticated.

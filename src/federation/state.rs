@@ -291,7 +291,7 @@ impl Federation {
         names
             .into_iter()
             .map(|td| View {
-                kept: kept.as_ref().and_then(|_| self.bundle(&td)),
+                kept: self.bundle(&td),
                 relationship: self.relationship(&td).cloned(),
                 status: status.get(&td).cloned(),
                 trust_domain: td,

@@ -263,6 +263,19 @@ async fn bad_foreign_bundles_are_refused_and_the_last_good_one_stays() {
     assert_eq!(f.failures, 6);
     assert_eq!(f.next_attempt, f.last_error_at + 300);
     assert_eq!(f.sequence, kept.bundle.sequence);
+    let text = ok(sigil(
+        &["operator", "status"],
+        &[("SIGIL_ADMIN_SOCKET", s.admin.to_str().unwrap())],
+    ));
+    let line = format!(
+        "  bad.org (https_spiffe https://{}/): sequence 2, last success ",
+        fake.addr
+    );
+    assert!(text.contains(&line), "{text}");
+    assert!(
+        text.contains("(6 in a row): the endpoint's certificate is not a valid X509-SVID"),
+        "{text}"
+    );
 
     // An operator's bundle for a fetched trust domain is used until the next fetch
     // replaces it (Federation §4.2); deleting it is refused, since it would only be
@@ -340,6 +353,10 @@ async fn operators_set_list_and_delete_foreign_bundles() {
     let list = listed(&ok(sigil(&["bundle", "list", "--json"], &env)));
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["spiffe"], good.as_str());
+    assert_eq!(
+        ok(sigil(&["bundle", "list"], &env)),
+        "static.org: operator bundle, sequence 1, 1 X.509 authorities, 1 JWT keys\n"
+    );
 
     // Bad bundles are refused with the rule they break; the kept one stays.
     let mut c = s.clients().await;
