@@ -5,6 +5,7 @@
 //! `https_web` profile, and `sigil bundle set|list|delete`.
 
 mod bad;
+mod endpoint;
 mod fixture;
 mod pair;
 mod web;
