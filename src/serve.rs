@@ -1,8 +1,9 @@
 //! Serving the server: the gRPC API (from `api`) on the TLS accept loop and
 //! the admin Unix socket, under the connection limits, the bundle endpoint
 //! when one is configured, and the background tasks: renewal of the server's
-//! own SVID and the refresh of foreign bundles (`federation`). It sits above both `server` and `api`,
-//! so the server's state never depends on the transport that serves it.
+//! own SVID and the refresh of foreign bundles (`federation`). It sits above
+//! both `server` and `api`, so the server's state never depends on the
+//! transport that serves it.
 //! `run` takes bound listeners so tests can bind port 0 and temporary sockets.
 
 use crate::net::{Limited, Limiter, Peer, limit_incoming};
