@@ -34,6 +34,9 @@
 //!   authorization chokepoint.
 //! - [`server`] — the server's state: the sealed store, registry, agents, authority,
 //!   PDP and audit log, and their lifecycle.
+//! - [`federation`] — SPIFFE Federation: this trust domain's bundle endpoint, and the
+//!   foreign trust domains' bundles, fetched and kept (its refresh plan and foreign
+//!   bundle checks are core).
 //! - [`serve`] — the server's listeners: the gRPC API on TLS and the admin socket.
 //! - [`agent`] — the node agent: server session, SVID cache, Workload API.
 //! - [`cli`] — the command line.
@@ -60,6 +63,7 @@ pub mod authority;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod federation;
 pub mod files;
 pub mod id;
 pub mod keyring;

@@ -1,7 +1,9 @@
 //! Serving the server: the gRPC API (from `api`) on the TLS accept loop and
-//! the admin Unix socket, under the connection limits, and the background
-//! renewal of the server's own SVID. It sits above both `server` and `api`,
-//! so the server's state never depends on the transport that serves it.
+//! the admin Unix socket, under the connection limits, the bundle endpoint
+//! when one is configured, and the background tasks: renewal of the server's
+//! own SVID and the refresh of foreign bundles (`federation`). It sits above
+//! both `server` and `api`, so the server's state never depends on the
+//! transport that serves it.
 //! `run` takes bound listeners so tests can bind port 0 and temporary sockets.
 
 use crate::net::{Limited, Limiter, Peer, limit_incoming};
@@ -25,6 +27,8 @@ pub struct Listeners {
     pub tcp: TcpListener,
     /// The admin socket.
     pub admin: UnixListener,
+    /// The SPIFFE bundle endpoint, when `[federation.bundle_endpoint]` is configured.
+    pub bundle_endpoint: Option<TcpListener>,
 }
 
 /// Why serving stopped with an error.
@@ -110,6 +114,17 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tokio::spawn(renew_server_svid(server.clone(), stop_rx.clone()));
+    tokio::spawn(crate::federation::refresh::run(
+        server.clone(),
+        stop_rx.clone(),
+    ));
+    if let Some(listener) = listeners.bundle_endpoint {
+        tokio::spawn(crate::federation::endpoint::serve(
+            listener,
+            server.clone(),
+            stop_rx.clone(),
+        ));
+    }
 
     let tcp = crate::net::builder::<TlsConnInfo>(&limits.tcp)
         .add_routes(routes.clone())

@@ -15,6 +15,7 @@
 //! trigger one signing. Std locks are held only for map operations, never
 //! across an `.await`.
 
+mod federated;
 mod jwt;
 #[cfg(test)]
 mod tests;
@@ -22,12 +23,12 @@ mod tests;
 use super::{AgentError, IdentityProvider, Issuer, JwtIdentity, X509Identity, rotation};
 use crate::authority::{Bundle, generate_key_and_csr, validate_x509_svid_leaf};
 use crate::clock;
-use crate::id::{Selector, SpiffeId};
+use crate::id::{Selector, SpiffeId, TrustDomain};
 use crate::registry::Entry;
 use crate::secret::Secret;
 use crate::sync::{lock, read, write};
 use ring::rand::{SecureRandom, SystemRandom};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::sync::{Notify, watch};
@@ -111,6 +112,7 @@ pub struct IdentityCache {
     x509: Mutex<HashMap<String, Arc<X509Slot>>>,
     jwt: Arc<jwt::JwtCache>,
     bundle: RwLock<Option<Arc<Bundle>>>,
+    federated: federated::Federated,
     changes: watch::Sender<u64>,
     /// Wakes the rotation task when its schedule may have moved earlier.
     reschedule: Notify,
@@ -146,6 +148,7 @@ impl IdentityCache {
             entries: RwLock::default(),
             x509: Mutex::default(),
             bundle: RwLock::default(),
+            federated: federated::Federated::default(),
             changes: watch::channel(0).0,
             reschedule: Notify::new(),
         })
@@ -232,6 +235,17 @@ impl IdentityCache {
         }
         self.bump();
         true
+    }
+
+    /// Replaces the foreign trust domains' bundles (a push from the server).
+    /// Returns whether they changed; only then is the change counter bumped, so
+    /// open Workload API streams get them.
+    pub fn set_federated_bundles(&self, bundles: BTreeMap<TrustDomain, Bundle>) -> bool {
+        let changed = self.federated.replace(bundles);
+        if changed {
+            self.bump();
+        }
+        changed
     }
 
     /// How many X.509-SVIDs are held (for memory measurements).
@@ -520,6 +534,10 @@ impl IdentityProvider for IdentityCache {
 
     fn bundle(&self) -> Option<Arc<Bundle>> {
         read(&self.bundle).clone()
+    }
+
+    fn federated_bundle(&self, td: &TrustDomain) -> Option<Arc<Bundle>> {
+        self.federated.get(td)
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

@@ -14,7 +14,7 @@ pub mod session;
 pub mod workload;
 
 use crate::authority::Bundle;
-use crate::id::{Selector, SpiffeId};
+use crate::id::{Selector, SpiffeId, TrustDomain};
 use crate::registry::Entry;
 use crate::secret::Secret;
 use std::sync::Arc;
@@ -129,6 +129,13 @@ pub trait IdentityProvider: Send + Sync + 'static {
     ) -> Result<Arc<JwtIdentity>, AgentError>;
     /// The trust domain's bundle, once known.
     fn bundle(&self) -> Option<Arc<Bundle>>;
+    /// The bundle of foreign trust domain `td`, when the server pushed one for
+    /// the agent's entries (SPIFFE Federation). Providers without federation
+    /// know none.
+    fn federated_bundle(&self, td: &TrustDomain) -> Option<Arc<Bundle>> {
+        let _ = td;
+        None
+    }
     /// A counter bumped on every change that may alter what a workload
     /// sees: entries, rotated SVIDs, bundles.
     fn changes(&self) -> watch::Receiver<u64>;

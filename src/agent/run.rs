@@ -9,8 +9,9 @@ use crate::api::pb;
 use crate::attest::{AttestConfig, AttestError, Attestor, PeerCred, PeerPin};
 use crate::authority::Bundle;
 use crate::clock;
-use crate::id::Selector;
+use crate::id::{Selector, TrustDomain};
 use crate::secret::Secret;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -146,6 +147,9 @@ impl Agent {
 }
 
 fn apply(session: &Session, cache: &IdentityCache, msg: pb::SyncEntriesResponse) {
+    if msg.federated_bundles_changed {
+        cache.set_federated_bundles(federated_bundles(&msg.federated_bundles));
+    }
     if !msg.bundle_json.is_empty() {
         match Bundle::from_spiffe_json(session.trust_domain(), &msg.bundle_json) {
             Ok(b) => {
@@ -167,6 +171,32 @@ fn apply(session: &Session, cache: &IdentityCache, msg: pb::SyncEntriesResponse)
         })
         .collect();
     cache.upsert_entries(upserts, &msg.deletes);
+}
+
+/// The foreign bundles of a push, each parsed as its trust domain's. The
+/// server checked them before keeping them; one that does not parse here is
+/// left out (its workloads then see no bundle for that trust domain, rather
+/// than a wrong one).
+fn federated_bundles(pushed: &HashMap<String, String>) -> BTreeMap<TrustDomain, Bundle> {
+    let mut out = BTreeMap::new();
+    for (name, json) in pushed {
+        let parsed = TrustDomain::parse(name)
+            .map_err(|e| e.to_string())
+            .and_then(|td| {
+                Bundle::from_spiffe_json(&td, json)
+                    .map(|b| (td, b))
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok((td, b)) => {
+                out.insert(td, b);
+            }
+            Err(e) => {
+                tracing::warn!(trust_domain = %name, error = %e, "ignoring an unusable foreign bundle from the server");
+            }
+        }
+    }
+    out
 }
 
 /// Keeps the entry stream open: resumes from what the cache holds after

@@ -6,6 +6,7 @@
 //! What a caller is told is decided in one place, [`to_status`].
 
 pub mod claims;
+mod federated;
 mod rpc;
 mod socket;
 mod streams;
@@ -21,7 +22,7 @@ use crate::attest::{AttestError, PeerPin};
 use crate::authority::{AudienceError, Bundle, JwtError};
 use crate::id::{IdError, Selector, SpiffeId, TrustDomain};
 use crate::registry::Entry;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use tokio::net::unix::UCred;
 use tonic::service::Routes;
@@ -228,11 +229,18 @@ impl WorkloadApi {
         selectors: &[Selector],
     ) -> Result<wpb::X509svidResponse, WorkloadError> {
         let entries = unique_hints(self.entries(selectors)?);
-        let bundle = self.bundle()?.x509_concat_der();
+        let own = self.bundle()?;
+        let bundle = own.x509_concat_der();
         // A bundle value is never empty: with no roots there is nothing to send.
         if bundle.is_empty() {
             return Err(WorkloadError::BundleUnknown);
         }
+        let federated_bundles = federated::bundles(
+            &*self.provider,
+            &own.trust_domain,
+            &entries,
+            Bundle::x509_concat_der,
+        );
         let mut svids = Vec::with_capacity(entries.len());
         let mut first_error = None;
         for entry in entries {
@@ -261,23 +269,27 @@ impl WorkloadApi {
         }
         Ok(wpb::X509svidResponse {
             svids,
+            federated_bundles: federated_bundles.into_iter().collect(),
             ..Default::default()
         })
     }
 
-    /// The bundle map for a caller that must still match an entry.
+    /// The bundle map for a caller that must still match an entry: its own
+    /// trust domain's, and those its entries federate with.
     fn bundle_map(
         &self,
         selectors: &[Selector],
         encode: fn(&Bundle) -> Vec<u8>,
-    ) -> Result<(String, Vec<u8>), WorkloadError> {
-        self.entries(selectors)?;
+    ) -> Result<BTreeMap<String, Vec<u8>>, WorkloadError> {
+        let entries = self.entries(selectors)?;
         let bundle = self.bundle()?;
         let value = encode(&bundle);
         if value.is_empty() {
             return Err(WorkloadError::BundleUnknown);
         }
-        Ok((bundle.trust_domain.id_string(), value))
+        let mut map = federated::bundles(&*self.provider, &bundle.trust_domain, &entries, encode);
+        map.insert(bundle.trust_domain.id_string(), value);
+        Ok(map)
     }
 }
 

@@ -1,10 +1,11 @@
 //! The one place that decides what a caller is told (STYLE §3): every error a
 //! handler can meet is an [`ApiError`] or one of the server's own error
-//! enums ([`AgentsError`], [`EntriesError`], [`LifecycleError`]), and the
-//! functions here pick the gRPC code and the message. Internal detail goes to
-//! the log only.
+//! enums ([`AgentsError`], [`EntriesError`], [`LifecycleError`],
+//! [`FederationError`]), and the functions here pick the gRPC code and the
+//! message. Internal detail goes to the log only.
 
 use crate::authority::AuthorityError;
+use crate::federation::FederationError;
 use crate::registry::EntryError;
 use crate::server::{AgentsError, EntriesError, LifecycleError};
 use crate::store::SealError;
@@ -87,6 +88,12 @@ impl From<LifecycleError> for Status {
     }
 }
 
+impl From<FederationError> for Status {
+    fn from(e: FederationError) -> Self {
+        federation_status(&e)
+    }
+}
+
 fn sealed() -> Status {
     Status::failed_precondition(SEALED)
 }
@@ -161,6 +168,21 @@ fn entries_status(e: &EntriesError) -> Status {
         | EntriesError::NoRandomness
         | EntriesError::TaskFailed(_) => internal(e),
         EntriesError::Store(s) => seal_status(s),
+    }
+}
+
+fn federation_status(e: &FederationError) -> Status {
+    match e {
+        // A refused bundle is told with the rule it broke: the operator holds the
+        // document and needs to know what to fix.
+        FederationError::BadTrustDomain(_) | FederationError::Refused(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        FederationError::NotFound(_) => Status::not_found(e.to_string()),
+        FederationError::Configured(_) => Status::failed_precondition(e.to_string()),
+        FederationError::Sealed => sealed(),
+        FederationError::Store(s) => seal_status(s),
+        FederationError::RecordUnencodable(_) | FederationError::TaskFailed(_) => internal(e),
     }
 }
 

@@ -39,7 +39,8 @@ pub(super) enum AgentNodeCmd {
     },
 }
 
-fn time_text(unix: i64) -> String {
+/// A Unix time as RFC 3339 text.
+pub(super) fn time_text(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).ok();
     t.and_then(|t| {
         t.format(&time::format_description::well_known::Rfc3339)

@@ -43,7 +43,19 @@ async fn bind(server: &Server) -> Result<Listeners, Failure> {
         .map_err(|e| Failure(format!("cannot listen on {}: {e}", cfg.listen)))?;
     let admin = bind_admin_socket(&cfg.admin_socket)
         .map_err(|e| Failure(format!("cannot bind {}: {e}", cfg.admin_socket.display())))?;
-    Ok(Listeners { tcp, admin })
+    let bundle_endpoint = match &cfg.federation.bundle_endpoint {
+        Some(e) => Some(
+            tokio::net::TcpListener::bind(e.listen)
+                .await
+                .map_err(|err| Failure(format!("cannot listen on {}: {err}", e.listen)))?,
+        ),
+        None => None,
+    };
+    Ok(Listeners {
+        tcp,
+        admin,
+        bundle_endpoint,
+    })
 }
 
 /// Installs the SIGINT and SIGTERM handlers at once and returns the future
@@ -147,6 +159,7 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
         rotation: crate::authority::RotationPolicy::default(),
         kdf_cost: crate::keyring::KdfCost::default(),
         limits: ServerLimits::default(),
+        federation: crate::config::FederationConfig::default(),
     })
 }
 

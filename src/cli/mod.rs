@@ -8,6 +8,7 @@ mod audit_report;
 pub mod client;
 mod dev;
 mod entry;
+mod federation;
 mod offline;
 mod ops;
 mod output;
@@ -71,9 +72,9 @@ enum Command {
     /// Manage registration entries.
     #[command(subcommand)]
     Entry(entry::EntryCmd),
-    /// Show the trust bundle.
+    /// Show the trust bundle; set, list and delete foreign trust domains' bundles.
     #[command(subcommand)]
-    Bundle(ops::BundleCmd),
+    Bundle(federation::BundleCmd),
     /// Mint or fetch X.509-SVIDs.
     #[command(subcommand)]
     Svid(ops::SvidCmd),
@@ -153,7 +154,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         } => agent::run(config, join_token_file.as_deref(), join_token.clone()).await,
         Command::Operator(cmd) => ops::operator(&cli, cmd, &out).await,
         Command::Entry(cmd) => entry::run(&cli, cmd, &out).await,
-        Command::Bundle(cmd) => ops::bundle(&cli, cmd, &out).await,
+        Command::Bundle(cmd) => federation::bundle(&cli, cmd, &out).await,
         Command::Svid(ops::SvidCmd::Fetch(args)) => workload::svid_fetch(args, &out).await,
         Command::Svid(cmd) => ops::svid(&cli, cmd, &out).await,
         Command::Jwt(ops::JwtCmd::Fetch(args)) => workload::jwt_fetch(args, &out).await,

@@ -104,18 +104,32 @@ pub(super) async fn operator(cli: &Cli, cmd: &OperatorCmd, out: &Out) -> Result<
                 .await
                 .map_err(st)?
                 .into_inner();
+            let federation: Vec<serde_json::Value> = r
+                .federation
+                .iter()
+                .map(super::federation::status_json)
+                .collect();
             let v = json!({
                 "initialized": r.initialized,
                 "sealed": r.sealed,
                 "trust_domain": r.trust_domain,
                 "key_versions": r.key_versions,
                 "active_key_version": r.active_key_version,
+                "federation": federation,
             });
             out.print(&v, || {
-                format!(
+                let mut text = format!(
                     "initialized: {}\nsealed: {}\ntrust domain: {}\nkey versions: {:?} (active {})",
                     r.initialized, r.sealed, r.trust_domain, r.key_versions, r.active_key_version
-                )
+                );
+                if !r.federation.is_empty() {
+                    text.push_str("\nfederation:");
+                }
+                for s in &r.federation {
+                    text.push('\n');
+                    text.push_str(&super::federation::status_text(s));
+                }
+                text
             });
         }
         OperatorCmd::RotateKeys => {

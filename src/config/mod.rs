@@ -13,7 +13,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 mod ca;
+mod federation;
 mod limits;
+pub use federation::{
+    BundleEndpointConfig, EndpointProfile, EndpointUrl, FederationConfig, ForeignProfile,
+    ForeignTrustDomain,
+};
 pub use limits::ServerLimits;
 
 /// Why a configuration was refused. Messages name the file and the key.
@@ -130,6 +135,8 @@ struct RawServerConfig {
     ca: CaConfig,
     #[serde(default)]
     limits: limits::RawServerLimits,
+    #[serde(default)]
+    federation: federation::RawFederation,
 }
 
 /// A checked server configuration.
@@ -162,6 +169,8 @@ pub struct ServerConfig {
     pub kdf_cost: crate::keyring::KdfCost,
     /// Connection limits of the admin socket and the TLS listener.
     pub limits: ServerLimits,
+    /// The bundle endpoint and the foreign trust domains (SPIFFE Federation).
+    pub federation: FederationConfig,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -217,6 +226,7 @@ impl ServerConfig {
             passphrase_env: u.passphrase_env,
         });
         let ca = ca::CaSection::parse(path, &raw.ca)?;
+        let federation = raw.federation.check(path, &trust_domain)?;
         Ok(Self {
             trust_domain,
             data_dir: resolve(path, raw.data_dir),
@@ -231,6 +241,7 @@ impl ServerConfig {
             rotation: ca.rotation,
             kdf_cost: crate::keyring::KdfCost::default(),
             limits: raw.limits.check(path)?,
+            federation,
         })
     }
 }

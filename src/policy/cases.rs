@@ -90,6 +90,29 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
             input: input(agent(), Action::JoinTokenReplace, "join_token", tcp),
             expect: Expect::Deny,
         },
+        // A foreign bundle decides which CA this server and its workloads trust
+        // for another trust domain's identities: whoever sets one can have
+        // identities of that trust domain forged for them.
+        Case {
+            name: "non-admin workload may not set a foreign bundle",
+            input: input(workload(), Action::BundleSet, "bundle", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "agent may not set a foreign bundle",
+            input: input(agent(), Action::BundleSet, "bundle", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "anonymous caller may not delete a foreign bundle",
+            input: input(Subject::anonymous(), Action::BundleDelete, "bundle", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "operator on the admin socket may set a foreign bundle",
+            input: input(Subject::operator(0), Action::BundleSet, "bundle", sock),
+            expect: Expect::Allow,
+        },
         // Without this an operator could lock themselves out of administration.
         Case {
             name: "operator on the admin socket may create entries",

@@ -251,6 +251,12 @@ actions! {
     EntryDelete => "entry.delete",
     /// Read the trust bundle.
     BundleShow => "bundle.show",
+    /// Set a foreign trust domain's bundle: trust another CA for its identities.
+    BundleSet => "bundle.set",
+    /// List the foreign trust domains' bundles and their endpoints' status.
+    BundleList => "bundle.list",
+    /// Delete a foreign trust domain's bundle.
+    BundleDelete => "bundle.delete",
     /// Mint an X.509-SVID.
     SvidMint => "svid.mint",
     /// Mint a JWT-SVID.

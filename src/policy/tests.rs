@@ -82,6 +82,19 @@ fn default_policy_decides_the_table() {
         (plain_wl(), JoinTokenReplace, false),
         (agent(), JoinTokenReplace, false),
         (anon(), JoinTokenReplace, false),
+        (op(), BundleSet, true),
+        (op(), BundleList, true),
+        (op(), BundleDelete, true),
+        (admin_wl(), BundleSet, true),
+        (admin_wl(), BundleList, true),
+        (admin_wl(), BundleDelete, true),
+        (plain_wl(), BundleSet, false),
+        (plain_wl(), BundleList, false),
+        (plain_wl(), BundleDelete, false),
+        (agent(), BundleSet, false),
+        (agent(), BundleList, false),
+        (anon(), BundleSet, false),
+        (anon(), BundleList, false),
     ];
     for (subject, action, want) in table {
         let d = pdp.decide(&at(subject.clone(), action));

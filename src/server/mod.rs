@@ -3,7 +3,7 @@
 //! TLS listener and the admin Unix socket.
 
 mod agents;
-mod blocking;
+pub(crate) mod blocking;
 mod entries;
 mod heads;
 pub use heads::SealedHeads as SealedHeadsReader;

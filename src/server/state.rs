@@ -9,6 +9,7 @@ use super::heads::SealedHeads;
 use crate::authority::Authority;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ServerConfig};
+use crate::federation::{Federation, SetupError};
 use crate::id::{TrustDomain, Ttl};
 use crate::policy::{Pdp, PolicyError};
 use crate::store::audit_log::{AuditError, AuditLog, log_head};
@@ -59,6 +60,9 @@ pub enum ServerError {
     /// Unsealing at start failed.
     #[error("unseal at start: {0}")]
     Unseal(String),
+    /// A file `[federation]` names could not be used.
+    #[error("federation: {0}")]
+    Federation(#[from] SetupError),
 }
 
 /// What exists only while unsealed.
@@ -79,6 +83,7 @@ pub struct Server {
     pdp: RwLock<Arc<Pdp>>,
     entries: Entries,
     agents: Agents,
+    federation: Arc<Federation>,
     active: RwLock<Option<Active>>,
     tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
     health: Mutex<Option<tonic_health::server::HealthReporter>>,
@@ -161,10 +166,12 @@ impl Server {
             Arc::new(SealedHeads(store.clone())),
         )?;
         let pdp = Pdp::compile(&read_policy_dir(&config.policy_dir)?)?;
+        let federation = Arc::new(Federation::open(&config, store.clone())?);
         let (tls, _) = watch::channel(None);
         let server = Arc::new(Self {
             entries: Entries::new(store.clone(), config.trust_domain.clone()),
             agents: Agents::new(store.clone(), config.trust_domain.clone()),
+            federation,
             config,
             store,
             heads,
@@ -267,6 +274,11 @@ impl Server {
     /// Join tokens and agents.
     pub fn agents(&self) -> &Agents {
         &self.agents
+    }
+
+    /// Foreign trust domains' bundles and the bundle endpoint (SPIFFE Federation).
+    pub fn federation(&self) -> &Arc<Federation> {
+        &self.federation
     }
 
     /// True while the store is sealed.

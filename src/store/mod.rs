@@ -50,9 +50,11 @@ impl Table {
     pub const STATE: Table = Table("state");
     /// The store's write generation and per-table digests (see `sealed`).
     pub const INTEGRITY: Table = Table("integrity");
+    /// Foreign trust domains' bundles (SPIFFE Federation), keyed by trust domain name.
+    pub const FEDERATED_BUNDLES: Table = Table("federated_bundles");
 
     /// Every table, for tools that walk the whole store.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::SYS,
         Table::ENTRIES,
         Table::AGENTS,
@@ -65,6 +67,7 @@ impl Table {
         Table::ENTRY_INDEX,
         Table::STATE,
         Table::INTEGRITY,
+        Table::FEDERATED_BUNDLES,
     ];
 
     /// The table's name.

@@ -3,15 +3,18 @@
 //! SVIDs carry no DNS names, so the usual hostname check does not apply:
 //! servers accept any client certificate that chains to the trust bundle and
 //! read its SPIFFE ID per request; clients check the chain and then that the
-//! server presents exactly the SPIFFE ID they expect.
+//! server presents exactly the SPIFFE ID they expect. Bundle endpoints (SPIFFE
+//! Federation) speak plain HTTPS with their own configurations (`https`).
 
 pub mod channel;
 mod client;
 mod conn;
+mod https;
 mod server;
 
 pub use client::{SpiffeServerVerifier, client_config};
 pub use conn::{TlsConn, TlsConnInfo, peer_spiffe_id};
+pub use https::{https_client_config, https_server_config};
 pub use server::server_config;
 
 use rustls::crypto::CryptoProvider;

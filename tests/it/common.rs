@@ -35,6 +35,7 @@ pub fn config(dir: &Path) -> ServerConfig {
         rotation: sigil::authority::RotationPolicy::default(),
         kdf_cost: sigil::keyring::KdfCost::FAST_FOR_TESTS,
         limits: sigil::config::ServerLimits::default(),
+        federation: sigil::config::FederationConfig::default(),
     }
 }
 
@@ -80,7 +81,30 @@ impl TestServer {
         Self::serve(server, tcp, admin)
     }
 
+    /// Starts a server with `config` reading the time from `clock`, on bound
+    /// listeners: `tcp` for gRPC, `bundle_endpoint` for the SPIFFE bundle endpoint.
+    pub async fn start_on(
+        config: ServerConfig,
+        clock: Arc<dyn sigil::clock::Clock>,
+        tcp: tokio::net::TcpListener,
+        bundle_endpoint: Option<tokio::net::TcpListener>,
+    ) -> TestServer {
+        init_logs();
+        let admin = config.admin_socket.clone();
+        let server = Server::open_with_clock(config, clock).await.unwrap();
+        Self::serve_all(server, tcp, admin, bundle_endpoint)
+    }
+
     fn serve(server: Arc<Server>, tcp: tokio::net::TcpListener, admin: PathBuf) -> TestServer {
+        Self::serve_all(server, tcp, admin, None)
+    }
+
+    fn serve_all(
+        server: Arc<Server>,
+        tcp: tokio::net::TcpListener,
+        admin: PathBuf,
+        bundle_endpoint: Option<tokio::net::TcpListener>,
+    ) -> TestServer {
         let addr = tcp.local_addr().unwrap();
         let admin_listener = sigil::serve::bind_admin_socket(&admin).unwrap();
         let (tx, rx) = oneshot::channel();
@@ -91,6 +115,7 @@ impl TestServer {
                 Listeners {
                     tcp,
                     admin: admin_listener,
+                    bundle_endpoint,
                 },
                 async {
                     let _ = rx.await;

@@ -24,6 +24,7 @@ mod cli;
 mod clock;
 mod crash;
 mod dev;
+mod federation;
 mod files;
 mod flood;
 mod grpc;

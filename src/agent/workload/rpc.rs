@@ -14,9 +14,19 @@ use tonic::{Request, Response, Status};
 
 type Stream<T> = Updates<T>;
 
-/// What decides whether an X.509 snapshot changed: SPIFFE IDs, chains and
-/// the bundle, never the keys (a new key always comes with a new leaf).
-type X509Fingerprint = (Vec<(String, Vec<u8>)>, Vec<u8>);
+/// What decides whether an X.509 snapshot changed: SPIFFE IDs, chains, the
+/// bundle and the federated bundles, never the keys (a new key always comes
+/// with a new leaf).
+type X509Fingerprint = (Vec<(String, Vec<u8>)>, Vec<u8>, BundleKey);
+
+/// A bundle map in a comparable form.
+type BundleKey = Vec<(String, Vec<u8>)>;
+
+fn bundle_key(map: &HashMap<String, Vec<u8>>) -> BundleKey {
+    let mut key: BundleKey = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    key.sort();
+    key
+}
 
 fn x509_fingerprint(r: &wpb::X509svidResponse) -> X509Fingerprint {
     let svids = r
@@ -29,14 +39,19 @@ fn x509_fingerprint(r: &wpb::X509svidResponse) -> X509Fingerprint {
         .first()
         .map(|s| s.bundle.clone())
         .unwrap_or_default();
-    (svids, bundle)
+    (svids, bundle, bundle_key(&r.federated_bundles))
 }
 
 fn x509_bundle_value(b: &Bundle) -> Vec<u8> {
     b.x509_concat_der()
 }
 
+/// A trust domain without JWT keys has no JWT bundle to send: its value would
+/// be an empty key set, and values are never empty (it is left out instead).
 fn jwt_bundle_value(b: &Bundle) -> Vec<u8> {
+    if b.jwt_authorities.is_empty() {
+        return Vec::new();
+    }
     b.to_jwt_jwks_json().into_bytes()
 }
 
@@ -74,9 +89,10 @@ impl WorkloadApi {
         let resolve = {
             let api = self.clone();
             move || {
-                let (td, value) = api.bundle_map(&selectors, encode)?;
-                let key = value.clone();
-                Ok((make(HashMap::from([(td, value)])), key))
+                let map: HashMap<String, Vec<u8>> =
+                    api.bundle_map(&selectors, encode)?.into_iter().collect();
+                let key = bundle_key(&map);
+                Ok((make(map), key))
             }
         };
         let first = resolve()?;
@@ -121,17 +137,22 @@ impl WorkloadApi {
         Ok(wpb::JwtsvidResponse { svids })
     }
 
+    /// Validates with the bundle of the token's trust domain: ours, or a foreign
+    /// one the caller's entries federate with (`selectors` are the caller's).
     fn validate(
         &self,
+        selectors: &[Selector],
         req: &wpb::ValidateJwtsvidRequest,
     ) -> Result<wpb::ValidateJwtsvidResponse, WorkloadError> {
-        let bundle = self.bundle()?;
-        if let Some(td) = unverified_trust_domain(&req.svid) {
-            // Only our own trust domain's bundle is known.
-            if td != bundle.trust_domain {
-                return Err(WorkloadError::UnknownTrustDomain(td.as_str().to_owned()));
+        let own = self.bundle()?;
+        let bundle = match unverified_trust_domain(&req.svid) {
+            Some(td) if td != own.trust_domain => {
+                let entries = self.provider.matching(selectors);
+                super::federated::bundle_for(&*self.provider, &own.trust_domain, &entries, &td)
+                    .ok_or_else(|| WorkloadError::UnknownTrustDomain(td.as_str().to_owned()))?
             }
-        }
+            _ => own,
+        };
         let claims = crate::authority::validate_jwt_svid(
             &req.svid,
             &req.audience,
@@ -139,6 +160,12 @@ impl WorkloadApi {
             crate::clock::now(),
         )
         .map_err(WorkloadError::InvalidToken)?;
+        // A bundle verifies only its own trust domain's identities (Federation §7.3).
+        if claims.spiffe_id.trust_domain_str() != bundle.trust_domain.as_str() {
+            return Err(WorkloadError::UnknownTrustDomain(
+                claims.spiffe_id.trust_domain_str().to_owned(),
+            ));
+        }
         Ok(wpb::ValidateJwtsvidResponse {
             spiffe_id: claims.spiffe_id.to_string(),
             claims: Some(super::claims::to_struct(claims.all)),
@@ -233,9 +260,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if req.svid.is_empty() {
             return Err(status(WorkloadError::MissingToken));
         }
-        // Any attested caller may validate; no entry needs to match.
-        self.caller(&request).await.map_err(status)?;
-        let r = self.validate(request.get_ref()).map_err(status)?;
+        // Any attested caller may validate; no entry needs to match (one that
+        // matches none knows only its own trust domain's bundle).
+        let selectors = self.caller(&request).await.map_err(status)?;
+        let r = self
+            .validate(&selectors, request.get_ref())
+            .map_err(status)?;
         Ok(Response::new(r))
     }
 }

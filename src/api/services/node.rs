@@ -294,11 +294,14 @@ async fn push_entries(
     let mut changes = server.entries().changes();
     let mut bans = server.agents().bans();
     let mut stopping = server.stopping();
+    let mut federation = server.federation().changes();
     let mut bundle_sent: Option<String> = None;
+    let mut federated_sent = None;
     let mut first = true;
     loop {
         changes.borrow_and_update();
         bans.borrow_and_update();
+        federation.borrow_and_update();
         // Sealed is checked first: sealing also empties the agent records
         // in memory, and a sealed server must say so, not that the agent is
         // banned. It answers as every other call on a sealed server does.
@@ -333,10 +336,18 @@ async fn push_entries(
         if bundle_sent.as_ref() != Some(&bundle) {
             msg.bundle_json = bundle.clone();
         }
+        // The foreign bundles the agent's entries federate with, whole, when they
+        // changed (a bundle fetched or set, an entry's federates_with edited).
+        let federated = server.federation().for_entries(&authorized);
+        if federated_sent.as_ref() != Some(&federated) {
+            msg.federated_bundles = federated.clone().into_iter().collect();
+            msg.federated_bundles_changed = true;
+        }
         if first
             || !msg.upserts.is_empty()
             || !msg.deletes.is_empty()
             || !msg.bundle_json.is_empty()
+            || msg.federated_bundles_changed
         {
             for e in &msg.upserts {
                 sent.insert(e.id.clone(), e.revision);
@@ -348,11 +359,13 @@ async fn push_entries(
                 return;
             }
             bundle_sent = Some(bundle);
+            federated_sent = Some(federated);
         }
         first = false;
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             r = bans.changed() => if r.is_err() { return },
+            r = federation.changed() => if r.is_err() { return },
             () = async { let _ = stopping.wait_for(|s| *s).await; } => {
                 let _ = tx.send(Err(ApiError::ShuttingDown.into())).await;
                 return;

@@ -65,6 +65,7 @@ impl Operator for OperatorService {
             trust_domain: s.trust_domain.unwrap_or_default(),
             key_versions: s.key_versions,
             active_key_version: s.active_key_version.unwrap_or(0),
+            federation: super::bundle::federation_statuses(&self.server),
         }))
     }
 

@@ -169,7 +169,8 @@ impl Server {
         let authority = self.load_authority()?;
         let count = self.entries.load()?;
         self.agents.load()?;
-        tracing::info!(entries = count, "caches loaded");
+        let foreign = self.federation.load()?;
+        tracing::info!(entries = count, foreign_bundles = foreign, "caches loaded");
         Ok(Checked {
             key,
             rollback,
@@ -270,6 +271,7 @@ impl Server {
         self.store.seal();
         self.entries.clear();
         self.agents.clear();
+        self.federation.clear();
         self.tls.send_replace(None);
         self.report_health();
         tracing::info!("sealed");
