@@ -1,6 +1,6 @@
 //! Serving the server: the gRPC API (from `api`) on the TLS accept loop and
 //! the admin Unix socket, under the connection limits, and the background
-//! renewal of the server's own SVID. It sits above both `server` and `api`,
+//! tasks: renewal of the server's own SVID and rotation of the authority's keys. It sits above both `server` and `api`,
 //! so the server's state never depends on the transport that serves it.
 //! `run` takes bound listeners so tests can bind port 0 and temporary sockets.
 
@@ -110,6 +110,10 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tokio::spawn(renew_server_svid(server.clone(), stop_rx.clone()));
+    tokio::spawn(crate::server::rotation::run(
+        server.clone(),
+        stop_rx.clone(),
+    ));
 
     let tcp = crate::net::builder::<TlsConnInfo>(&limits.tcp)
         .add_routes(routes.clone())

@@ -16,8 +16,11 @@
 //! across an `.await`.
 
 mod jwt;
+mod taint;
 #[cfg(test)]
 mod tests;
+
+pub use taint::issuer_key_id;
 
 use super::{AgentError, IdentityProvider, Issuer, JwtIdentity, X509Identity, rotation};
 use crate::authority::{Bundle, generate_key_and_csr, validate_x509_svid_leaf};
@@ -71,6 +74,8 @@ impl EntrySet {
 struct CachedX509 {
     identity: Arc<X509Identity>,
     renew_at: SystemTime,
+    /// The id of the CA that signed it ([`issuer_key_id`]).
+    issuer: Option<String>,
 }
 
 /// The SVID state of one entry at one revision.
@@ -111,6 +116,8 @@ pub struct IdentityCache {
     x509: Mutex<HashMap<String, Arc<X509Slot>>>,
     jwt: Arc<jwt::JwtCache>,
     bundle: RwLock<Option<Arc<Bundle>>>,
+    /// Keys the server says are compromised.
+    taints: RwLock<taint::Taints>,
     changes: watch::Sender<u64>,
     /// Wakes the rotation task when its schedule may have moved earlier.
     reschedule: Notify,
@@ -146,6 +153,7 @@ impl IdentityCache {
             entries: RwLock::default(),
             x509: Mutex::default(),
             bundle: RwLock::default(),
+            taints: RwLock::default(),
             changes: watch::channel(0).0,
             reschedule: Notify::new(),
         })
@@ -353,8 +361,23 @@ impl IdentityCache {
             return Ok(false);
         }
         let fresh = self.issue_x509(&entry).await?;
-        slot.store(fresh);
+        self.store(&slot, fresh);
         Ok(true)
+    }
+
+    /// Stores `fresh` in `slot`; true when it replaced an earlier SVID. Checked against
+    /// the taints after storing (`set_taints` stores the taints before it scans), so an
+    /// SVID a tainted CA signed is made due whichever of the two comes first.
+    fn store(&self, slot: &X509Slot, fresh: CachedX509) -> bool {
+        let replaced = slot.store(fresh);
+        let taints = read(&self.taints);
+        if let Some(c) = write(&slot.current).as_mut()
+            && taints.ca(c.issuer.as_deref())
+        {
+            c.renew_at = c.identity.issued_at;
+            self.reschedule.notify_one();
+        }
+        replaced
     }
 
     /// Makes a new key, has its CSR signed and checks what came back.
@@ -369,6 +392,7 @@ impl IdentityCache {
         let jitter = self.draw_jitter()?;
         Ok(CachedX509 {
             renew_at: rotation::renew_at(issued_at, expires_at, jitter),
+            issuer: chain_der.first().and_then(|leaf| issuer_key_id(leaf)),
             identity: Arc::new(X509Identity {
                 entry_id: entry.id.as_str().to_owned(),
                 spiffe_id: entry.spiffe_id.clone(),
@@ -501,7 +525,7 @@ impl IdentityProvider for IdentityCache {
         }
         let fresh = self.issue_x509(&entry).await?;
         let identity = Arc::clone(&fresh.identity);
-        if slot.store(fresh) {
+        if self.store(&slot, fresh) {
             // An expired SVID was replaced: watchers must see the new one.
             self.bump();
         }

@@ -39,7 +39,7 @@ pub(super) enum AgentNodeCmd {
     },
 }
 
-fn time_text(unix: i64) -> String {
+pub(super) fn time_text(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).ok();
     t.and_then(|t| {
         t.format(&time::format_description::well_known::Rfc3339)

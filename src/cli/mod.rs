@@ -8,6 +8,7 @@ mod audit_report;
 pub mod client;
 mod dev;
 mod entry;
+mod keys;
 mod offline;
 mod ops;
 mod output;

@@ -82,6 +82,16 @@ fn default_policy_decides_the_table() {
         (plain_wl(), JoinTokenReplace, false),
         (agent(), JoinTokenReplace, false),
         (anon(), JoinTokenReplace, false),
+        (op(), OperatorRotateKey, true),
+        (op(), OperatorTaintKey, true),
+        (admin_wl(), OperatorRotateKey, true),
+        (admin_wl(), OperatorTaintKey, true),
+        (plain_wl(), OperatorRotateKey, false),
+        (plain_wl(), OperatorTaintKey, false),
+        (agent(), OperatorRotateKey, false),
+        (agent(), OperatorTaintKey, false),
+        (anon(), OperatorRotateKey, false),
+        (anon(), OperatorTaintKey, false),
     ];
     for (subject, action, want) in table {
         let d = pdp.decide(&at(subject.clone(), action));

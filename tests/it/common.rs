@@ -38,6 +38,24 @@ pub fn config(dir: &Path) -> ServerConfig {
     }
 }
 
+/// [`config`] with the short key lifetimes of the rotation tests: keys live 60 s
+/// (a successor is prepared at 30 s left and signs at 10 s left), SVIDs 10 s, a
+/// key is published 5 s before it signs, a tainted key leaves after 8 s.
+pub fn short_config(dir: &Path) -> ServerConfig {
+    let secs = std::time::Duration::from_secs;
+    let mut rotation = sigil::authority::RotationPolicy::for_ttls(secs(60), secs(10), secs(10));
+    rotation.publish_window = secs(5);
+    rotation.taint_grace = secs(8);
+    rotation.validate().unwrap();
+    ServerConfig {
+        ca_ttl: Ttl::parse("60s").unwrap(),
+        x509_svid_ttl: Ttl::parse("10s").unwrap(),
+        jwt_svid_ttl: Ttl::parse("10s").unwrap(),
+        rotation,
+        ..config(dir)
+    }
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub server: Arc<Server>,
