@@ -15,19 +15,20 @@
 //! trigger one signing. Std locks are held only for map operations, never
 //! across an `.await`.
 
+mod issued;
 mod jwt;
 mod taint;
 #[cfg(test)]
 mod tests;
 
+use issued::check_issued;
 pub use taint::issuer_key_id;
 
 use super::{AgentError, IdentityProvider, Issuer, JwtIdentity, X509Identity, rotation};
-use crate::authority::{Bundle, generate_key_and_csr, validate_x509_svid_leaf};
+use crate::authority::{Bundle, generate_key_and_csr};
 use crate::clock;
 use crate::id::{Selector, SpiffeId};
 use crate::registry::Entry;
-use crate::secret::Secret;
 use crate::sync::{lock, read, write};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
@@ -365,21 +366,6 @@ impl IdentityCache {
         Ok(true)
     }
 
-    /// Stores `fresh` in `slot`; true when it replaced an earlier SVID. Checked against
-    /// the taints after storing (`set_taints` stores the taints before it scans), so an
-    /// SVID a tainted CA signed is made due whichever of the two comes first.
-    fn store(&self, slot: &X509Slot, fresh: CachedX509) -> bool {
-        let replaced = slot.store(fresh);
-        let taints = read(&self.taints);
-        if let Some(c) = write(&slot.current).as_mut()
-            && taints.ca(c.issuer.as_deref())
-        {
-            c.renew_at = c.identity.issued_at;
-            self.reschedule.notify_one();
-        }
-        replaced
-    }
-
     /// Makes a new key, has its CSR signed and checks what came back.
     async fn issue_x509(&self, entry: &Entry) -> Result<CachedX509, AgentError> {
         // A new key per issuance: the private key is made here, never leaves
@@ -445,59 +431,6 @@ impl IdentityCache {
     fn bump(&self) {
         self.changes.send_modify(|c| *c = c.wrapping_add(1));
     }
-}
-
-/// Checks an X.509-SVID from the server with the rules workloads apply, so a
-/// wrong or broken certificate is never cached or handed out.
-fn check_issued(
-    entry: &Entry,
-    chain_der: &[Vec<u8>],
-    key_pkcs8: &Secret,
-    expires_at: SystemTime,
-    now: SystemTime,
-) -> Result<(), AgentError> {
-    let leaf = chain_der
-        .first()
-        .ok_or_else(|| AgentError::Internal("the server returned an empty chain".into()))?;
-    // The Workload API hands out the key with the leaf: they must match, or
-    // the workload would hold a certificate it cannot use.
-    if !leaf_matches_key(leaf, key_pkcs8) {
-        return Err(AgentError::Internal(
-            "the server returned an X.509-SVID for another key".into(),
-        ));
-    }
-    let id = validate_x509_svid_leaf(leaf, now).map_err(|e| {
-        AgentError::Internal(format!("the server returned an invalid X.509-SVID: {e}"))
-    })?;
-    if id != entry.spiffe_id {
-        return Err(AgentError::Internal(format!(
-            "the server returned an X.509-SVID for {id}, expected {}",
-            entry.spiffe_id
-        )));
-    }
-    if expires_at <= now {
-        return Err(AgentError::Internal(
-            "the server returned an expired X.509-SVID".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn leaf_matches_key(leaf: &[u8], key_pkcs8: &Secret) -> bool {
-    use ring::signature::KeyPair;
-    use x509_parser::prelude::FromDer;
-    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(leaf) else {
-        return false;
-    };
-    let rng = ring::rand::SystemRandom::new();
-    let Ok(pair) = ring::signature::EcdsaKeyPair::from_pkcs8(
-        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-        key_pkcs8.expose(),
-        &rng,
-    ) else {
-        return false;
-    };
-    cert.public_key().subject_public_key.data.as_ref() == pair.public_key().as_ref()
 }
 
 #[tonic::async_trait]

@@ -9,8 +9,8 @@
 //! read counts as signed by no tainted key: the server issues every SVID with both,
 //! and the rotation at half-life still replaces it.
 
-use super::IdentityCache;
-use crate::sync::{lock, write};
+use super::{CachedX509, IdentityCache, X509Slot};
+use crate::sync::{lock, read, write};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashSet;
@@ -85,4 +85,22 @@ impl IdentityCache {
         }
         due
     }
+
+    /// Stores `fresh` in `slot`; true when it replaced an earlier SVID. Checked against
+    /// the taints after storing (`set_taints` stores the taints before it scans), so an
+    /// SVID a tainted CA signed is made due whichever of the two comes first.
+    pub(super) fn store(&self, slot: &X509Slot, fresh: CachedX509) -> bool {
+        let replaced = slot.store(fresh);
+        let taints = read(&self.taints);
+        if let Some(c) = write(&slot.current).as_mut()
+            && taints.ca(c.issuer.as_deref())
+        {
+            c.renew_at = c.identity.issued_at;
+            self.reschedule.notify_one();
+        }
+        replaced
+    }
 }
+
+#[cfg(test)]
+mod tests;
