@@ -259,8 +259,12 @@ impl Session {
             clock::now(),
         )
         .map_err(|e| SessionError::BadAnswer(format!("agent SVID: {e}")))?;
-        let (issued, expires) = leaf_validity(leaf)
+        let (_, expires) = leaf_validity(leaf)
             .ok_or_else(|| SessionError::BadAnswer("agent SVID validity".into()))?;
+        // Its life counts from now, not from NotBefore: the server backdates that for
+        // peers with slow clocks, and half-life from there would come too early (at
+        // once, for an SVID that lives twice the backdating).
+        let issued = clock::now();
         let roots = bundle.x509_authorities.clone();
         let identity = Identity {
             id,

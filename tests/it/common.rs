@@ -259,7 +259,21 @@ impl TestAgent {
         name: &str,
         limits: sigil::net::Limits,
     ) -> TestAgent {
-        let mut c = server.clients().await;
+        Self::start_against(&server.admin, server.addr, dir, name, limits).await
+    }
+
+    /// [`TestAgent::start_limited`] against any server: the one whose admin socket
+    /// is `admin` and whose TLS listener is `addr` (a server run as the binary).
+    pub async fn start_against(
+        admin: &Path,
+        addr: std::net::SocketAddr,
+        dir: &Path,
+        name: &str,
+        limits: sigil::net::Limits,
+    ) -> TestAgent {
+        let mut c = Clients::connect(&Target::Admin(admin.to_owned()))
+            .await
+            .unwrap();
         let token = c
             .agents
             .create_join_token(pb::CreateJoinTokenRequest {
@@ -282,7 +296,7 @@ impl TestAgent {
         std::fs::write(&bundle, pem).unwrap();
         let opts = sigil::agent::run::AgentOptions {
             limits,
-            ..agent_options(server, dir)
+            ..agent_options(addr, dir)
         };
         let agent =
             sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token.token)))
@@ -345,9 +359,9 @@ impl TestAgent {
     }
 }
 
-fn agent_options(server: &TestServer, dir: &Path) -> sigil::agent::run::AgentOptions {
+fn agent_options(addr: std::net::SocketAddr, dir: &Path) -> sigil::agent::run::AgentOptions {
     sigil::agent::run::AgentOptions {
-        server: server.addr.to_string(),
+        server: addr.to_string(),
         trust_bundle: dir.join("bootstrap.pem"),
         data_dir: dir.join("state"),
         attest: sigil::attest::AttestConfig::default(),
