@@ -22,10 +22,9 @@ mod taint;
 mod tests;
 
 use issued::check_issued;
-pub use taint::issuer_key_id;
 
 use super::{AgentError, IdentityProvider, Issuer, JwtIdentity, X509Identity, rotation};
-use crate::authority::{Bundle, generate_key_and_csr};
+use crate::authority::{Bundle, generate_key_and_csr, signing_ca_id};
 use crate::clock;
 use crate::id::{Selector, SpiffeId};
 use crate::registry::Entry;
@@ -75,7 +74,7 @@ impl EntrySet {
 struct CachedX509 {
     identity: Arc<X509Identity>,
     renew_at: SystemTime,
-    /// The id of the CA that signed it ([`issuer_key_id`]).
+    /// The id of the CA that signed it ([`signing_ca_id`]).
     issuer: Option<String>,
 }
 
@@ -378,7 +377,7 @@ impl IdentityCache {
         let jitter = self.draw_jitter()?;
         Ok(CachedX509 {
             renew_at: rotation::renew_at(issued_at, expires_at, jitter),
-            issuer: chain_der.first().and_then(|leaf| issuer_key_id(leaf)),
+            issuer: chain_der.first().and_then(|leaf| signing_ca_id(leaf)),
             identity: Arc::new(X509Identity {
                 entry_id: entry.id.as_str().to_owned(),
                 spiffe_id: entry.spiffe_id.clone(),

@@ -339,7 +339,7 @@ impl Session {
         let issuer = id
             .chain
             .first()
-            .and_then(|leaf| super::cache::issuer_key_id(leaf));
+            .and_then(|leaf| crate::authority::signing_ca_id(leaf));
         issuer.is_some_and(|i| read(&self.tainted_cas).contains(&i))
     }
 

@@ -31,20 +31,6 @@ impl Taints {
     }
 }
 
-/// The id of the CA key that signed `leaf_der`: its AuthorityKeyIdentifier in hex.
-pub fn issuer_key_id(leaf_der: &[u8]) -> Option<String> {
-    use x509_parser::extensions::ParsedExtension;
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(leaf_der).ok()?;
-    cert.extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
-            _ => None,
-        })
-        .map(|id| hex::encode(id.0))
-}
-
 /// The `kid` in a compact JWS header, if it has one.
 pub(super) fn token_key_id(token: &[u8]) -> Option<String> {
     let header = token.split(|b| *b == b'.').next()?;

@@ -140,6 +140,15 @@ impl Server {
         self.keys.failures.store(0, Ordering::Relaxed);
     }
 
+    /// Whether a tainted CA key signed `leaf_der` (see [`crate::authority::signing_ca_id`]).
+    pub fn signed_by_tainted_ca(&self, leaf_der: &[u8]) -> bool {
+        let Ok(authority) = self.authority() else {
+            return false;
+        };
+        crate::authority::signing_ca_id(leaf_der)
+            .is_some_and(|id| authority.tainted_ids(KeyKind::X509Ca).contains(&id))
+    }
+
     /// The rotation timings in force.
     pub fn rotation_policy(&self) -> &RotationPolicy {
         &self.config.rotation

@@ -268,3 +268,56 @@ async fn the_key_view_is_for_operators_and_admins() {
     drop((c, anon));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_svid_a_tainted_ca_signed_authenticates_nobody() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut c = s.clients().await;
+    let mut ops = entry("/ops", 1234);
+    ops.admin = true;
+    c.entries
+        .create(pb::CreateEntryRequest { entry: Some(ops) })
+        .await
+        .unwrap();
+    let admin = [("SIGIL_ADMIN_SOCKET", s.admin.to_str().unwrap())];
+    let mint = |dir: &std::path::Path| {
+        ok(sigil(
+            &[
+                "svid",
+                "mint",
+                "--spiffe-id",
+                "spiffe://example.org/ops",
+                "--out",
+                dir.to_str().unwrap(),
+            ],
+            &admin,
+        ))
+    };
+    let before = tmp.path().join("before");
+    mint(&before);
+    let mut tls = s
+        .tls_clients(&before.join("bundle.pem"), Some(&before))
+        .await;
+    list_entries(&mut tls).await;
+
+    // After a compromise of the CA that signed it, the same SVID is nobody's.
+    let old = ids(&keys(&mut c).await, "x509-ca", "active").remove(0);
+    ok(sigil(&["operator", "rotate-ca", "--force"], &admin));
+    ok(sigil(&["operator", "taint-ca", &old], &admin));
+    let e = tls
+        .entries
+        .list(pb::ListEntriesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(e.message(), "anonymous callers may not perform entry.list");
+
+    // One the new CA signed is the admin's again.
+    let after = tmp.path().join("after");
+    mint(&after);
+    let mut tls = s.tls_clients(&after.join("bundle.pem"), Some(&after)).await;
+    list_entries(&mut tls).await;
+    drop((c, tls));
+    s.stop().await;
+}

@@ -11,7 +11,7 @@
 use super::{CLIENT_WL, SERVER_WL};
 use crate::common::TD;
 use futures::StreamExt;
-use sigil::agent::cache::issuer_key_id;
+use sigil::authority::signing_ca_id;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -337,7 +337,7 @@ async fn handshake(ctx: &spiffe::X509Context) -> Result<Vec<String>, String> {
     if peer.unwrap_or(0) == 0 {
         return Err("the server side saw no client certificate".into());
     }
-    let issuer = |s: &spiffe::X509Svid| issuer_key_id(s.leaf().as_bytes()).unwrap_or_default();
+    let issuer = |s: &spiffe::X509Svid| signing_ca_id(s.leaf().as_bytes()).unwrap_or_default();
     Ok(vec![issuer(server), issuer(client)])
 }
 

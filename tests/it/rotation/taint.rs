@@ -7,7 +7,7 @@ use super::probe::ca_of;
 use super::{ids, keys};
 use crate::common::*;
 use futures::StreamExt;
-use sigil::agent::cache::issuer_key_id;
+use sigil::authority::signing_ca_id;
 use std::time::{Duration, Instant};
 
 const WORKLOADS: [&str; 3] = ["/t/a", "/t/b", "/t/c"];
@@ -29,7 +29,7 @@ fn issuers_and_bundle(ctx: &spiffe::X509Context) -> (Vec<String>, Vec<Vec<u8>>) 
     let issuers = ctx
         .svids()
         .iter()
-        .map(|s| issuer_key_id(s.leaf().as_bytes()).unwrap())
+        .map(|s| signing_ca_id(s.leaf().as_bytes()).unwrap())
         .collect();
     let bundle = ctx
         .bundle_set()
@@ -148,7 +148,7 @@ async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
     assert!(
         svids
             .iter()
-            .all(|s| issuer_key_id(s.leaf().as_bytes()).unwrap() == old)
+            .all(|s| signing_ca_id(s.leaf().as_bytes()).unwrap() == old)
     );
 
     // The taint: the agent re-issues every SVID the old CA signed, and the open
@@ -177,7 +177,7 @@ async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
     eventually(10, || async {
         let pem = std::fs::read(&agent_svid).ok()?;
         let chain = sigil::tls::certs_from_pem("agent_svid.pem", &pem).ok()?;
-        (issuer_key_id(&chain[0])? == new).then_some(())
+        (signing_ca_id(&chain[0])? == new).then_some(())
     })
     .await;
 

@@ -47,7 +47,7 @@ fn rotate_and_taint(f: &Fixture, kind: KeyKind) -> (String, String) {
 }
 
 fn issuer_of(svid: &crate::agent::X509Identity) -> String {
-    issuer_key_id(&svid.chain_der[0]).unwrap()
+    crate::authority::signing_ca_id(&svid.chain_der[0]).unwrap()
 }
 
 #[tokio::test]
@@ -149,7 +149,7 @@ async fn jwt_svids_a_tainted_key_signed_are_forgotten() {
 
 #[test]
 fn key_ids_are_read_from_the_credentials() {
-    assert_eq!(issuer_key_id(b"not a certificate"), None);
+    assert_eq!(crate::authority::signing_ca_id(b"not a certificate"), None);
     assert_eq!(token_key_id(b"e30.e30.sig"), None, "a header without kid");
     assert_eq!(
         token_key_id(b"!!.e30.sig"),
