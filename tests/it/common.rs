@@ -131,6 +131,20 @@ impl TestServer {
         Self::initialized_with_clock(dir, Arc::new(sigil::clock::SystemClock)).await
     }
 
+    /// Starts a fresh server with `config`, and initializes it.
+    pub async fn initialized_with_config(config: ServerConfig) -> TestServer {
+        let s = Self::start_with(config).await;
+        s.clients()
+            .await
+            .operator
+            .init(pb::InitRequest {
+                passphrase: PASSPHRASE.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap();
+        s
+    }
+
     /// Starts a fresh server reading the time from `clock`, and initializes it.
     pub async fn initialized_with_clock(
         dir: &Path,

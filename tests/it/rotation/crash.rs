@@ -96,6 +96,18 @@ async fn wait_keys<T>(
     }
 }
 
+/// Waits until the agent has just renewed its SVID, so that a kill now leaves it the
+/// longest time to reach the restarted server before its SVID expires (an agent whose
+/// SVID expired needs a new join token).
+async fn after_agent_renewal(dir: &Path) {
+    let svid = dir.join("state/agent_svid.pem");
+    let before = std::fs::read(&svid).unwrap();
+    eventually(15, || async {
+        (std::fs::read(&svid).ok()? != before).then_some(())
+    })
+    .await;
+}
+
 fn one(v: Vec<String>) -> Option<String> {
     (v.len() == 1).then(|| v.into_iter().next()).flatten()
 }
@@ -106,14 +118,14 @@ async fn sigkill_in_the_middle_of_rotations_resumes_the_same_plan() {
     let port = free_port();
     let cfg = write_config(tmp.path(), port);
     let sock = tmp.path().join("admin.sock");
+    // Initialized in process with the same settings, so that its stored Argon2
+    // parameters are the fast ones of the tests: each restart below is then quick,
+    // as it would be on a production machine with a release build, and the short
+    // SVIDs do not expire while the server is down.
+    let init = TestServer::initialized_with_config(short_config(tmp.path())).await;
+    init.stop().await;
     let mut child = spawn(&cfg);
-    let mut c = connect(&sock, false).await;
-    c.operator
-        .init(pb::InitRequest {
-            passphrase: PASSPHRASE.as_bytes().to_vec(),
-        })
-        .await
-        .unwrap();
+    let mut c = connect(&sock, true).await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let dir = tmp.path().join("agent");
     let agent =
@@ -129,7 +141,7 @@ async fn sigkill_in_the_middle_of_rotations_resumes_the_same_plan() {
         one(ids(k, "x509-ca", "prepared"))
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    after_agent_renewal(&dir).await;
     kill(&mut child);
     child = spawn(&cfg);
     c = connect(&sock, true).await;
@@ -143,16 +155,22 @@ async fn sigkill_in_the_middle_of_rotations_resumes_the_same_plan() {
 
     // It signs when it was due; killed right after, the server comes back with the
     // old CA still published (it signed SVIDs that are still valid).
-    wait_keys(&mut c, 30, "the prepared CA active", |k| {
-        (ids(k, "x509-ca", "active") == [prepared.clone()]).then_some(())
+    let leaves = wait_keys(&mut c, 30, "the prepared CA active", |k| {
+        let old = k.iter().find(|k| k.id == first)?;
+        (ids(k, "x509-ca", "active") == [prepared.clone()]).then_some(old.leaves_bundle_at)
     })
     .await;
+    after_agent_renewal(&dir).await;
     kill(&mut child);
     child = spawn(&cfg);
     c = connect(&sock, true).await;
     let k = keys(&mut c).await;
     assert_eq!(ids(&k, "x509-ca", "active"), [prepared], "{k:#?}");
-    assert_eq!(ids(&k, "x509-ca", "old"), [first], "{k:#?}");
+    // Unless a loaded machine took us past the second it leaves the bundle.
+    let now = sigil::clock::unix_seconds(std::time::SystemTime::now());
+    if now < u64::try_from(leaves).unwrap() {
+        assert_eq!(ids(&k, "x509-ca", "old"), [first], "{k:#?}");
+    }
 
     // And on to the third generation, which signs 80 s after init.
     probe

@@ -9,15 +9,7 @@ use crate::common::*;
 /// at least one CA has left its bundle; nothing may fail on the way.
 async fn generations(generations: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let s = TestServer::start_with(short_config(tmp.path())).await;
-    s.clients()
-        .await
-        .operator
-        .init(sigil::api::pb::InitRequest {
-            passphrase: PASSPHRASE.as_bytes().to_vec(),
-        })
-        .await
-        .unwrap();
+    let s = TestServer::initialized_with_config(short_config(tmp.path())).await;
     let agent = TestAgent::start(&s, &tmp.path().join("agent"), "node1").await;
     register_probe_workloads(&s.admin, &agent.id).await;
     crate::agent::identities(&agent, 2).await;
