@@ -36,8 +36,8 @@ admin_workload_actions := {
 	"agent.token.replace",
 	"agent.list",
 	"agent.ban",
-	"operator.rotate_key",
-	"operator.taint_key",
+	"operator.rotate_signing_key",
+	"operator.taint_signing_key",
 }
 
 # What an attested agent may do with its agent SVID. Issuance is further

@@ -64,7 +64,7 @@ pub(super) fn keys_text(keys: &[pb::AuthorityKey]) -> String {
     s
 }
 
-fn changes_json(changes: &[pb::KeyChange]) -> Value {
+fn changes_json(changes: &[pb::SigningKeyChange]) -> Value {
     Value::Array(
         changes
             .iter()
@@ -73,7 +73,7 @@ fn changes_json(changes: &[pb::KeyChange]) -> Value {
     )
 }
 
-fn changes_text(changes: &[pb::KeyChange]) -> String {
+fn changes_text(changes: &[pb::SigningKeyChange]) -> String {
     if changes.is_empty() {
         return "nothing changed\n".to_owned();
     }
@@ -91,7 +91,7 @@ fn failure(s: tonic::Status) -> Failure {
 }
 
 /// Prints what changed and the keys afterwards.
-fn print_changes(changes: &[pb::KeyChange], keys: &[pb::AuthorityKey], out: &Out) {
+fn print_changes(changes: &[pb::SigningKeyChange], keys: &[pb::AuthorityKey], out: &Out) {
     out.print(
         &json!({"changes": changes_json(changes), "keys": keys_json(keys)}),
         || format!("{}\n{}", changes_text(changes), keys_text(keys)),
@@ -101,12 +101,12 @@ fn print_changes(changes: &[pb::KeyChange], keys: &[pb::AuthorityKey], out: &Out
 /// `rotate-ca` / `rotate-jwt-key`.
 pub(super) async fn rotate(
     c: &mut Operator,
-    kind: pb::KeyKind,
+    kind: pb::SigningKeyKind,
     force: bool,
     out: &Out,
 ) -> Result<(), Failure> {
     let r = c
-        .rotate_key(pb::RotateKeyRequest {
+        .rotate_signing_key(pb::RotateSigningKeyRequest {
             kind: kind.into(),
             force,
         })
@@ -120,12 +120,12 @@ pub(super) async fn rotate(
 /// `taint-ca` / `taint-jwt-key`.
 pub(super) async fn taint(
     c: &mut Operator,
-    kind: pb::KeyKind,
+    kind: pb::SigningKeyKind,
     id: &str,
     out: &Out,
 ) -> Result<(), Failure> {
     let r = c
-        .taint_key(pb::TaintKeyRequest {
+        .taint_signing_key(pb::TaintSigningKeyRequest {
             kind: kind.into(),
             id: id.to_owned(),
         })

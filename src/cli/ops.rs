@@ -5,7 +5,7 @@ use super::keys::{keys_json, keys_text, rotate, taint};
 use super::output::Out;
 use super::{Cli, Failure, status_line};
 use crate::api::pb;
-use crate::api::pb::KeyKind;
+use crate::api::pb::SigningKeyKind;
 use crate::files::{Access, OutDir};
 use crate::id::{SpiffeId, Ttl};
 use crate::secret::Secret;
@@ -158,10 +158,18 @@ pub(super) async fn operator(cli: &Cli, cmd: &OperatorCmd, out: &Out) -> Result<
                 s
             });
         }
-        OperatorCmd::RotateCa { force } => rotate(&mut c, KeyKind::X509Ca, *force, out).await?,
-        OperatorCmd::RotateJwtKey { force } => rotate(&mut c, KeyKind::Jwt, *force, out).await?,
-        OperatorCmd::TaintCa { key_id } => taint(&mut c, KeyKind::X509Ca, key_id, out).await?,
-        OperatorCmd::TaintJwtKey { key_id } => taint(&mut c, KeyKind::Jwt, key_id, out).await?,
+        OperatorCmd::RotateCa { force } => {
+            rotate(&mut c, SigningKeyKind::X509Ca, *force, out).await?
+        }
+        OperatorCmd::RotateJwtKey { force } => {
+            rotate(&mut c, SigningKeyKind::Jwt, *force, out).await?
+        }
+        OperatorCmd::TaintCa { key_id } => {
+            taint(&mut c, SigningKeyKind::X509Ca, key_id, out).await?
+        }
+        OperatorCmd::TaintJwtKey { key_id } => {
+            taint(&mut c, SigningKeyKind::Jwt, key_id, out).await?
+        }
         OperatorCmd::RotateKeys => {
             let r = c
                 .rotate_keys(pb::RotateKeysRequest {})

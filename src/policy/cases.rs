@@ -98,7 +98,7 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
             name: "anonymous caller may not rotate or taint keys",
             input: input(
                 Subject::anonymous(),
-                Action::OperatorTaintKey,
+                Action::OperatorTaintSigningKey,
                 "x509-ca",
                 tcp,
             ),
@@ -106,24 +106,24 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
         },
         Case {
             name: "non-admin workload may not rotate the CA",
-            input: input(workload(), Action::OperatorRotateKey, "x509-ca", tcp),
+            input: input(workload(), Action::OperatorRotateSigningKey, "x509-ca", tcp),
             expect: Expect::Deny,
         },
         Case {
             name: "non-admin workload may not taint a key",
-            input: input(workload(), Action::OperatorTaintKey, "x509-ca", tcp),
+            input: input(workload(), Action::OperatorTaintSigningKey, "x509-ca", tcp),
             expect: Expect::Deny,
         },
         Case {
             name: "agent may not rotate or taint keys",
-            input: input(agent(), Action::OperatorTaintKey, "x509-ca", tcp),
+            input: input(agent(), Action::OperatorTaintSigningKey, "x509-ca", tcp),
             expect: Expect::Deny,
         },
         Case {
             name: "operator on the admin socket may rotate the CA",
             input: input(
                 Subject::operator(0),
-                Action::OperatorRotateKey,
+                Action::OperatorRotateSigningKey,
                 "x509-ca",
                 sock,
             ),
@@ -133,7 +133,7 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
             name: "operator on the admin socket may taint a key",
             input: input(
                 Subject::operator(0),
-                Action::OperatorTaintKey,
+                Action::OperatorTaintSigningKey,
                 "x509-ca",
                 sock,
             ),

@@ -35,19 +35,19 @@ fn store() -> Resource {
 
 /// The key kind a request names.
 fn key_kind(wire: i32) -> Result<KeyKind, ApiError> {
-    match pb::KeyKind::try_from(wire) {
-        Ok(pb::KeyKind::X509Ca) => Ok(KeyKind::X509Ca),
-        Ok(pb::KeyKind::Jwt) => Ok(KeyKind::Jwt),
+    match pb::SigningKeyKind::try_from(wire) {
+        Ok(pb::SigningKeyKind::X509Ca) => Ok(KeyKind::X509Ca),
+        Ok(pb::SigningKeyKind::Jwt) => Ok(KeyKind::Jwt),
         _ => Err(ApiError::InvalidArgument(
-            "kind: must be KEY_KIND_X509_CA or KEY_KIND_JWT".into(),
+            "kind: must be SIGNING_KEY_KIND_X509_CA or SIGNING_KEY_KIND_JWT".into(),
         )),
     }
 }
 
-fn changes_to_pb(events: &[KeyEvent]) -> Vec<pb::KeyChange> {
+fn changes_to_pb(events: &[KeyEvent]) -> Vec<pb::SigningKeyChange> {
     events
         .iter()
-        .map(|e| pb::KeyChange {
+        .map(|e| pb::SigningKeyChange {
             kind: e.kind.as_str().to_owned(),
             id: e.id.clone(),
             change: e.change.as_str().to_owned(),
@@ -183,10 +183,10 @@ impl Operator for OperatorService {
         }))
     }
 
-    async fn rotate_key(
+    async fn rotate_signing_key(
         &self,
-        req: Request<pb::RotateKeyRequest>,
-    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        req: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
         let kind = key_kind(req.get_ref().kind)?;
         let force = req.get_ref().force;
         // The flag shows in the decision record: a forced rotation signs with a
@@ -194,37 +194,37 @@ impl Operator for OperatorService {
         let resource = Resource::new(kind.as_str(), force.then(|| "force".to_owned()));
         let caller = self
             .gate
-            .authorize(&req, Action::OperatorRotateKey, resource.clone())
+            .authorize(&req, Action::OperatorRotateSigningKey, resource.clone())
             .await?;
         let cause = KeyCause::Request {
             caller: caller.audit_name(),
-            action: Action::OperatorRotateKey.as_str().to_owned(),
+            action: Action::OperatorRotateSigningKey.as_str().to_owned(),
         };
-        let events = match self.server.rotate_key(kind, force, &cause).await {
+        let events = match self.server.rotate_signing_key(kind, force, &cause).await {
             Ok(events) => events,
             Err(e) => {
                 let (_, ext, _) = req.into_parts();
                 return Err(self
-                    .failed(&ext, Action::OperatorRotateKey, &resource, e)
+                    .failed(&ext, Action::OperatorRotateSigningKey, &resource, e)
                     .await);
             }
         };
-        Ok(Response::new(pb::RotateKeyResponse {
+        Ok(Response::new(pb::RotateSigningKeyResponse {
             changes: changes_to_pb(&events),
             keys: self.keys()?,
         }))
     }
 
-    async fn taint_key(
+    async fn taint_signing_key(
         &self,
-        req: Request<pb::TaintKeyRequest>,
-    ) -> Result<Response<pb::TaintKeyResponse>, Status> {
+        req: Request<pb::TaintSigningKeyRequest>,
+    ) -> Result<Response<pb::TaintSigningKeyResponse>, Status> {
         let kind = key_kind(req.get_ref().kind)?;
         let id = req.get_ref().id.clone();
         let resource = Resource::new(kind.as_str(), Some(id.clone()));
         let caller = self
             .gate
-            .authorize(&req, Action::OperatorTaintKey, resource.clone())
+            .authorize(&req, Action::OperatorTaintSigningKey, resource.clone())
             .await?;
         if id.is_empty() {
             return Err(ApiError::InvalidArgument(
@@ -234,18 +234,18 @@ impl Operator for OperatorService {
         }
         let cause = KeyCause::Request {
             caller: caller.audit_name(),
-            action: Action::OperatorTaintKey.as_str().to_owned(),
+            action: Action::OperatorTaintSigningKey.as_str().to_owned(),
         };
-        let events = match self.server.taint_key(kind, &id, &cause).await {
+        let events = match self.server.taint_signing_key(kind, &id, &cause).await {
             Ok(events) => events,
             Err(e) => {
                 let (_, ext, _) = req.into_parts();
                 return Err(self
-                    .failed(&ext, Action::OperatorTaintKey, &resource, e)
+                    .failed(&ext, Action::OperatorTaintSigningKey, &resource, e)
                     .await);
             }
         };
-        Ok(Response::new(pb::TaintKeyResponse {
+        Ok(Response::new(pb::TaintSigningKeyResponse {
             changes: changes_to_pb(&events),
             keys: self.keys()?,
         }))

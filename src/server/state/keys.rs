@@ -46,7 +46,7 @@ pub enum KeyCause {
     Request {
         /// The caller as audit records name it.
         caller: String,
-        /// What was asked, e.g. `operator.taint_key`.
+        /// What was asked, e.g. `operator.taint_signing_key`.
         action: String,
     },
 }
@@ -167,7 +167,7 @@ impl Server {
 
     /// `rotate-ca` (and the JWT key's): see [`Authority::rotate`]. Returns every change
     /// made, including what the plan then did at once.
-    pub async fn rotate_key(
+    pub async fn rotate_signing_key(
         &self,
         kind: KeyKind,
         force: bool,
@@ -186,7 +186,7 @@ impl Server {
     /// `taint-ca` / `taint-jwt-key`: see [`Authority::taint`]. An active key is replaced
     /// in the same change, so the push that tells agents of the taint also brings the
     /// key that signs their re-issued SVIDs.
-    pub async fn taint_key(
+    pub async fn taint_signing_key(
         &self,
         kind: KeyKind,
         id: &str,

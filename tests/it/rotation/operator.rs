@@ -118,36 +118,36 @@ async fn refused_rotations_and_taints_name_the_rule_and_are_audited() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
     let mut c = s.clients().await;
-    let taint = |kind: pb::KeyKind, id: &str| pb::TaintKeyRequest {
+    let taint = |kind: pb::SigningKeyKind, id: &str| pb::TaintSigningKeyRequest {
         kind: kind.into(),
         id: id.to_owned(),
     };
     let e = c
         .operator
-        .taint_key(taint(pb::KeyKind::X509Ca, "nope"))
+        .taint_signing_key(taint(pb::SigningKeyKind::X509Ca, "nope"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     assert_eq!(e.message(), "no x509-ca key has id \"nope\"");
     let e = c
         .operator
-        .taint_key(taint(pb::KeyKind::Unspecified, "nope"))
+        .taint_signing_key(taint(pb::SigningKeyKind::Unspecified, "nope"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert_eq!(
         e.message(),
-        "kind: must be KEY_KIND_X509_CA or KEY_KIND_JWT"
+        "kind: must be SIGNING_KEY_KIND_X509_CA or SIGNING_KEY_KIND_JWT"
     );
     let e = c
         .operator
-        .taint_key(taint(pb::KeyKind::Jwt, ""))
+        .taint_signing_key(taint(pb::SigningKeyKind::Jwt, ""))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let e = c
         .operator
-        .rotate_key(pb::RotateKeyRequest {
+        .rotate_signing_key(pb::RotateSigningKeyRequest {
             kind: 7,
             force: false,
         })
@@ -159,7 +159,7 @@ async fn refused_rotations_and_taints_name_the_rule_and_are_audited() {
     let jwt = ids(&keys(&mut c).await, "jwt", "active").remove(0);
     let r = c
         .operator
-        .taint_key(taint(pb::KeyKind::Jwt, &jwt))
+        .taint_signing_key(taint(pb::SigningKeyKind::Jwt, &jwt))
         .await
         .unwrap()
         .into_inner();
@@ -170,7 +170,7 @@ async fn refused_rotations_and_taints_name_the_rule_and_are_audited() {
     );
     let e = c
         .operator
-        .taint_key(taint(pb::KeyKind::Jwt, &jwt))
+        .taint_signing_key(taint(pb::SigningKeyKind::Jwt, &jwt))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -184,7 +184,7 @@ async fn refused_rotations_and_taints_name_the_rule_and_are_audited() {
     let last: Vec<&serde_json::Value> = events
         .iter()
         .rev()
-        .filter(|e| e["action"] == "operator.taint_key")
+        .filter(|e| e["action"] == "operator.taint_signing_key")
         .take(2)
         .collect();
     assert_eq!(last[0]["decision"], "failed", "{last:?}");
@@ -258,8 +258,8 @@ async fn the_key_view_is_for_operators_and_admins() {
     assert!(st.authority_keys.is_empty(), "{st:?}");
     let e = anon
         .operator
-        .rotate_key(pb::RotateKeyRequest {
-            kind: pb::KeyKind::X509Ca.into(),
+        .rotate_signing_key(pb::RotateSigningKeyRequest {
+            kind: pb::SigningKeyKind::X509Ca.into(),
             force: true,
         })
         .await

@@ -231,7 +231,7 @@ async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
         .collect();
     let request = events
         .iter()
-        .find(|e| e["action"] == "operator.taint_key")
+        .find(|e| e["action"] == "operator.taint_signing_key")
         .unwrap();
     assert_eq!(request["resource"], format!("x509-ca:{old}"));
     assert_eq!(request["decision"], "allow");
@@ -243,7 +243,7 @@ async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
     assert_eq!(
         record["reasons"][0],
         format!(
-            "operator.taint_key requested by {}",
+            "operator.taint_signing_key requested by {}",
             request["subject"].as_str().unwrap()
         )
     );
