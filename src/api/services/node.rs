@@ -283,7 +283,7 @@ impl Node for NodeService {
 type SyncSender = mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>;
 
 /// The tainted keys still in `authority`'s bundle, as pushed to agents.
-fn taints(authority: &Authority) -> pb::KeyTaints {
+fn taints_of(authority: &Authority) -> pb::KeyTaints {
     pb::KeyTaints {
         x509_authorities: authority.tainted_ids(KeyKind::X509Ca),
         jwt_authorities: authority.tainted_ids(KeyKind::Jwt),
@@ -345,7 +345,7 @@ async fn push_entries(
         if bundle_sent.as_ref() != Some(&bundle) {
             msg.bundle_json = bundle.clone();
         }
-        let taints = taints(&authority);
+        let taints = taints_of(&authority);
         if taints_sent.as_ref() != Some(&taints) {
             msg.taints = Some(taints.clone());
         }

@@ -104,8 +104,9 @@ fn first_key_events(authority: &Authority) -> Vec<KeyEvent> {
         .collect()
 }
 
-/// Whether the server's TLS SVID must be re-issued after `events`: a new CA signs,
-/// or the bundle its client verifier trusts changed.
+/// Whether the server's TLS SVID must be re-issued after `events`: a new CA signs, a
+/// CA was tainted (the server stops presenting what it signed), or the bundle its
+/// client verifier trusts changed.
 fn tls_follows(events: &[KeyEvent]) -> bool {
     events.iter().any(|e| {
         e.change.changes_bundle()
@@ -145,8 +146,10 @@ impl Server {
         let Ok(authority) = self.authority() else {
             return false;
         };
-        crate::authority::signing_ca_id(leaf_der)
-            .is_some_and(|id| authority.tainted_ids(KeyKind::X509Ca).contains(&id))
+        let tainted = authority.tainted_ids(KeyKind::X509Ca);
+        // Most of the time nothing is tainted, and the leaf need not be parsed.
+        !tainted.is_empty()
+            && crate::authority::signing_ca_id(leaf_der).is_some_and(|id| tainted.contains(&id))
     }
 
     /// The rotation timings in force.
@@ -315,5 +318,82 @@ impl Server {
                 .await?;
         }
         Ok(authority)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use crate::id::TrustDomain;
+    use std::time::Duration;
+
+    fn event(kind: KeyKind, change: KeyChange) -> KeyEvent {
+        KeyEvent {
+            kind,
+            id: "k".into(),
+            change,
+        }
+    }
+
+    #[test]
+    fn the_tls_svid_follows_the_ca_and_the_bundle() {
+        use KeyChange::*;
+        use KeyKind::{Jwt, X509Ca};
+        let rows = [
+            (X509Ca, Prepared, true),
+            (Jwt, Prepared, true),
+            (X509Ca, Dropped, true),
+            (Jwt, Dropped, true),
+            (X509Ca, Activated { forced: false }, true),
+            (X509Ca, Activated { forced: true }, true),
+            (Jwt, Activated { forced: true }, false),
+            (X509Ca, Tainted, true),
+            (Jwt, Tainted, false),
+            (X509Ca, Retired, false),
+            (X509Ca, ActivationRequested, false),
+        ];
+        for (kind, change, want) in rows {
+            assert_eq!(
+                tls_follows(&[event(kind, change)]),
+                want,
+                "{kind:?} {change:?}"
+            );
+        }
+        assert!(!tls_follows(&[]));
+    }
+
+    #[test]
+    fn a_new_authority_is_audited_as_prepared_and_signing_at_once() {
+        let td = TrustDomain::parse("example.org").unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let a =
+            Authority::generate(&td, now, Duration::from_secs(3600), &SystemRandom::new()).unwrap();
+        let got: Vec<(KeyKind, String)> = first_key_events(&a)
+            .iter()
+            .map(|e| (e.kind, action_of(e.change)))
+            .collect();
+        let want = [
+            (KeyKind::X509Ca, "key.prepared"),
+            (KeyKind::X509Ca, "key.activated-forced"),
+            (KeyKind::Jwt, "key.prepared"),
+            (KeyKind::Jwt, "key.activated-forced"),
+        ]
+        .map(|(k, a)| (k, a.to_owned()));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn causes_name_who_asked() {
+        assert_eq!(KeyCause::Schedule.reason(), "rotation schedule");
+        assert_eq!(KeyCause::Unseal.reason(), "unseal");
+        let asked = KeyCause::Request {
+            caller: "uid:0".into(),
+            action: "operator.taint_signing_key".into(),
+        };
+        assert_eq!(
+            asked.reason(),
+            "operator.taint_signing_key requested by uid:0"
+        );
     }
 }
