@@ -1,9 +1,10 @@
 //! Serving the server: the gRPC API (from `api`) on the TLS accept loop and
 //! the admin Unix socket, under the connection limits, the bundle endpoint
-//! when one is configured, and the background tasks: renewal of the server's
-//! own SVID and the refresh of foreign bundles (`federation`). It sits above
-//! both `server` and `api`, so the server's state never depends on the
-//! transport that serves it.
+//! when one is configured, and the background tasks: the one that rotates
+//! the authority's keys and renews the server's own SVID (`server::rotation`)
+//! and the refresh of foreign bundles (`federation`). It sits above both
+//! `server` and `api`, so the server's state never depends on the transport
+//! that serves it.
 //! `run` takes bound listeners so tests can bind port 0 and temporary sockets.
 
 use crate::net::{Limited, Limiter, Peer, limit_incoming};
@@ -16,9 +17,6 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::transport::server::UdsConnectInfo;
-
-/// How often a sealed server checks whether renewal became possible.
-const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// The listeners the server serves on.
 #[derive(Debug)]
@@ -113,7 +111,6 @@ pub async fn run(
         conn_tx,
         stop_rx.clone(),
     ));
-    tokio::spawn(renew_server_svid(server.clone(), stop_rx.clone()));
     tokio::spawn(crate::federation::refresh::run(
         server.clone(),
         stop_rx.clone(),
@@ -125,6 +122,10 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+    tokio::spawn(crate::server::rotation::run(
+        server.clone(),
+        stop_rx.clone(),
+    ));
 
     let tcp = crate::net::builder::<TlsConnInfo>(&limits.tcp)
         .add_routes(routes.clone())
@@ -207,34 +208,5 @@ async fn accept_tls(
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
-    }
-}
-
-/// Renews the server's SVID at half its lifetime; retries with backoff and
-/// never exits on a failure.
-async fn renew_server_svid(server: Arc<Server>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let wait = match server.server_svid_renewal_due() {
-            Some(due) => due.duration_since(server.now()).unwrap_or_default(),
-            None => IDLE_CHECK,
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if server
-            .server_svid_renewal_due()
-            .is_some_and(|due| due <= server.now())
-        {
-            match server.renew_server_svid(server.now()) {
-                Ok(()) => backoff = Duration::from_secs(1),
-                Err(e) => {
-                    tracing::warn!(error = %e, "server SVID renewal failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                }
-            }
-        }
     }
 }

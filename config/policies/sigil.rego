@@ -39,6 +39,8 @@ admin_workload_actions := {
 	"agent.token.replace",
 	"agent.list",
 	"agent.ban",
+	"operator.rotate_signing_key",
+	"operator.taint_signing_key",
 }
 
 # What an attested agent may do with its agent SVID. Issuance is further

@@ -16,16 +16,19 @@
 //! across an `.await`.
 
 mod federated;
+mod issued;
 mod jwt;
+mod taint;
 #[cfg(test)]
 mod tests;
 
+use issued::check_issued;
+
 use super::{AgentError, IdentityProvider, Issuer, JwtIdentity, X509Identity, rotation};
-use crate::authority::{Bundle, generate_key_and_csr, validate_x509_svid_leaf};
+use crate::authority::{Bundle, generate_key_and_csr, signing_ca_id};
 use crate::clock;
 use crate::id::{Selector, SpiffeId, TrustDomain};
 use crate::registry::Entry;
-use crate::secret::Secret;
 use crate::sync::{lock, read, write};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -72,6 +75,8 @@ impl EntrySet {
 struct CachedX509 {
     identity: Arc<X509Identity>,
     renew_at: SystemTime,
+    /// The id of the CA that signed it ([`signing_ca_id`]).
+    issuer: Option<String>,
 }
 
 /// The SVID state of one entry at one revision.
@@ -113,7 +118,11 @@ pub struct IdentityCache {
     jwt: Arc<jwt::JwtCache>,
     bundle: RwLock<Option<Arc<Bundle>>>,
     federated: federated::Federated,
+    /// Keys the server says are compromised.
+    taints: RwLock<taint::Taints>,
     changes: watch::Sender<u64>,
+    /// Set once the server's first push has been applied.
+    synced: watch::Sender<bool>,
     /// Wakes the rotation task when its schedule may have moved earlier.
     reschedule: Notify,
 }
@@ -149,7 +158,9 @@ impl IdentityCache {
             x509: Mutex::default(),
             bundle: RwLock::default(),
             federated: federated::Federated::default(),
+            taints: RwLock::default(),
             changes: watch::channel(0).0,
+            synced: watch::channel(false).0,
             reschedule: Notify::new(),
         })
     }
@@ -164,6 +175,13 @@ impl IdentityCache {
             .map(|e| (e.id.as_str().to_owned(), Arc::new(e)))
             .collect();
         self.replace_entries(|_| by_id)
+    }
+
+    /// Records that the server's first push has been applied in full: from
+    /// now on a caller matching no entry has none.
+    pub fn mark_synced(&self) {
+        self.synced
+            .send_if_modified(|s| !std::mem::replace(s, true));
     }
 
     /// Applies an incremental push: inserts or replaces `upserts`, then
@@ -367,7 +385,7 @@ impl IdentityCache {
             return Ok(false);
         }
         let fresh = self.issue_x509(&entry).await?;
-        slot.store(fresh);
+        self.store(&slot, fresh);
         Ok(true)
     }
 
@@ -383,6 +401,7 @@ impl IdentityCache {
         let jitter = self.draw_jitter()?;
         Ok(CachedX509 {
             renew_at: rotation::renew_at(issued_at, expires_at, jitter),
+            issuer: chain_der.first().and_then(|leaf| signing_ca_id(leaf)),
             identity: Arc::new(X509Identity {
                 entry_id: entry.id.as_str().to_owned(),
                 spiffe_id: entry.spiffe_id.clone(),
@@ -437,59 +456,6 @@ impl IdentityCache {
     }
 }
 
-/// Checks an X.509-SVID from the server with the rules workloads apply, so a
-/// wrong or broken certificate is never cached or handed out.
-fn check_issued(
-    entry: &Entry,
-    chain_der: &[Vec<u8>],
-    key_pkcs8: &Secret,
-    expires_at: SystemTime,
-    now: SystemTime,
-) -> Result<(), AgentError> {
-    let leaf = chain_der
-        .first()
-        .ok_or_else(|| AgentError::Internal("the server returned an empty chain".into()))?;
-    // The Workload API hands out the key with the leaf: they must match, or
-    // the workload would hold a certificate it cannot use.
-    if !leaf_matches_key(leaf, key_pkcs8) {
-        return Err(AgentError::Internal(
-            "the server returned an X.509-SVID for another key".into(),
-        ));
-    }
-    let id = validate_x509_svid_leaf(leaf, now).map_err(|e| {
-        AgentError::Internal(format!("the server returned an invalid X.509-SVID: {e}"))
-    })?;
-    if id != entry.spiffe_id {
-        return Err(AgentError::Internal(format!(
-            "the server returned an X.509-SVID for {id}, expected {}",
-            entry.spiffe_id
-        )));
-    }
-    if expires_at <= now {
-        return Err(AgentError::Internal(
-            "the server returned an expired X.509-SVID".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn leaf_matches_key(leaf: &[u8], key_pkcs8: &Secret) -> bool {
-    use ring::signature::KeyPair;
-    use x509_parser::prelude::FromDer;
-    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(leaf) else {
-        return false;
-    };
-    let rng = ring::rand::SystemRandom::new();
-    let Ok(pair) = ring::signature::EcdsaKeyPair::from_pkcs8(
-        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-        key_pkcs8.expose(),
-        &rng,
-    ) else {
-        return false;
-    };
-    cert.public_key().subject_public_key.data.as_ref() == pair.public_key().as_ref()
-}
-
 #[tonic::async_trait]
 impl IdentityProvider for IdentityCache {
     fn matching(&self, selectors: &[Selector]) -> Vec<Arc<Entry>> {
@@ -515,7 +481,7 @@ impl IdentityProvider for IdentityCache {
         }
         let fresh = self.issue_x509(&entry).await?;
         let identity = Arc::clone(&fresh.identity);
-        if slot.store(fresh) {
+        if self.store(&slot, fresh) {
             // An expired SVID was replaced: watchers must see the new one.
             self.bump();
         }
@@ -542,5 +508,14 @@ impl IdentityProvider for IdentityCache {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    async fn wait_synced(&self) {
+        // The sender lives as long as the cache, so this only ends synced.
+        let _ = self.synced.subscribe().wait_for(|s| *s).await;
     }
 }

@@ -139,4 +139,12 @@ pub trait IdentityProvider: Send + Sync + 'static {
     /// A counter bumped on every change that may alter what a workload
     /// sees: entries, rotated SVIDs, bundles.
     fn changes(&self) -> watch::Receiver<u64>;
+    /// Whether the server's first push (entries and bundle) has arrived.
+    /// Until then "no entry matches" means "not known yet", not "none".
+    /// Providers that hold everything from the start are always synced.
+    fn synced(&self) -> bool {
+        true
+    }
+    /// Completes once [`Self::synced`] is true.
+    async fn wait_synced(&self) {}
 }

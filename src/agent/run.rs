@@ -3,6 +3,7 @@
 //! socket. `run` takes a bound listener so tests can use temporary sockets.
 
 use super::cache::IdentityCache;
+use super::rotation;
 use super::session::{NodeIssuer, Session, SessionError};
 use super::workload::{Attest, WorkloadApi, serve_workload_api, workload_routes};
 use crate::api::pb;
@@ -171,6 +172,14 @@ fn apply(session: &Session, cache: &IdentityCache, msg: pb::SyncEntriesResponse)
         })
         .collect();
     cache.upsert_entries(upserts, &msg.deletes);
+    // After the bundle: the keys that replace the tainted ones are in it.
+    if let Some(t) = msg.taints {
+        session.set_tainted_cas(t.x509_authorities.clone());
+        cache.set_taints(t.x509_authorities, t.jwt_authorities);
+    }
+    if msg.synced {
+        cache.mark_synced();
+    }
 }
 
 /// The foreign bundles of a push, each parsed as its trust domain's. The
@@ -241,29 +250,32 @@ async fn sync_entries(
     }
 }
 
-/// Renews the agent's SVID at half its life; retries with backoff and keeps
-/// the current one until then.
+/// Renews the agent's SVID at half its life, or at once when the server says
+/// its CA is tainted; retries with backoff and keeps the current one until
+/// then. The same shape as every rotation loop ([`rotation::sleep_for`]).
 async fn renew_agent(session: Arc<Session>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_secs(1);
+    let mut failures: u32 = 0;
     loop {
-        let wait = session
-            .renew_at()
-            .duration_since(clock::now())
-            .unwrap_or_default();
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        match session.renew().await {
-            Ok(()) => backoff = Duration::from_secs(1),
-            Err(e) => {
-                tracing::warn!(error = %e, "agent SVID renewal failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+        let due = session.renew_at() <= clock::now();
+        if due {
+            match session.renew().await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures, "agent SVID renewal failed; retrying");
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
             }
+        }
+        // A renewal still due after a failure waits for the backoff; otherwise
+        // until the renewal time.
+        let renew_at = session.renew_at();
+        let now = clock::now();
+        let next = (renew_at > now || failures == 0).then_some(renew_at);
+        let sleep = rotation::sleep_for(now, next, failures);
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = session.renewal_requested() => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -73,6 +73,11 @@ pub struct Session {
     channel: RwLock<Channel>,
     /// The last full bundle received (also kept as bundle.json).
     bundle: RwLock<Option<Arc<Bundle>>>,
+    /// CA keys the server says are compromised: an agent SVID one of them signed
+    /// is renewed at once.
+    tainted_cas: RwLock<Vec<String>>,
+    /// Wakes the renewal task when the agent SVID became due early.
+    renew_now: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Session {
@@ -161,6 +166,8 @@ impl Session {
             identity: RwLock::new(Arc::new(identity)),
             channel: RwLock::new(channel),
             bundle: RwLock::new(None),
+            tainted_cas: RwLock::default(),
+            renew_now: tokio::sync::Notify::new(),
         });
         session.persist()?;
         if let Some(b) = bundle {
@@ -252,8 +259,12 @@ impl Session {
             clock::now(),
         )
         .map_err(|e| SessionError::BadAnswer(format!("agent SVID: {e}")))?;
-        let (issued, expires) = leaf_validity(leaf)
+        let (_, expires) = leaf_validity(leaf)
             .ok_or_else(|| SessionError::BadAnswer("agent SVID validity".into()))?;
+        // Its life counts from now, not from NotBefore: the server backdates that for
+        // peers with slow clocks, and half-life from there would come too early (at
+        // once, for an SVID that lives twice the backdating).
+        let issued = clock::now();
         let roots = bundle.x509_authorities.clone();
         let identity = Identity {
             id,
@@ -314,10 +325,37 @@ impl Session {
         &self.trust_domain
     }
 
-    /// When the agent SVID should be renewed (half its life).
+    /// When the agent SVID should be renewed: half its life, or at once when the CA
+    /// that signed it is tainted.
     pub fn renew_at(&self) -> SystemTime {
         let id = self.current();
+        if self.signed_by_tainted(&id) {
+            return id.issued;
+        }
         id.issued + id.expires.duration_since(id.issued).unwrap_or_default() / 2
+    }
+
+    fn signed_by_tainted(&self, id: &Identity) -> bool {
+        let issuer = id
+            .chain
+            .first()
+            .and_then(|leaf| crate::authority::signing_ca_id(leaf));
+        issuer.is_some_and(|i| read(&self.tainted_cas).contains(&i))
+    }
+
+    /// Applies the server's list of tainted CA keys: when one of them signed the agent
+    /// SVID, the renewal task is woken to renew it now.
+    pub fn set_tainted_cas(&self, ids: Vec<String>) {
+        *write(&self.tainted_cas) = ids;
+        if self.signed_by_tainted(&self.current()) {
+            tracing::info!("the agent SVID was signed by a tainted CA; renewing it now");
+            self.renew_now.notify_one();
+        }
+    }
+
+    /// Completes when the agent SVID became due before its scheduled time.
+    pub async fn renewal_requested(&self) {
+        self.renew_now.notified().await;
     }
 
     /// A client for the Node service over the current channel.

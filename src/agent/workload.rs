@@ -33,6 +33,13 @@ use tonic::{Request, Status};
 /// proxied caller (SSRF protection).
 const SECURITY_HEADER: &str = "workload.spiffe.io";
 
+/// How long a call made before the agent's first push from the server waits
+/// for it. A workload started together with its agent (at boot, in `sigil
+/// dev`) then gets its identity instead of a refusal that would be wrong: an
+/// agent that has not synced cannot know whether the caller has an entry.
+/// Past the wait the call fails with Unavailable, which clients retry.
+const FIRST_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Turns a caller's Unix peer credentials, pinned by its pidfd, into
 /// selectors. Implemented over the real workload attestor by the agent;
 /// tests use fixed selectors.
@@ -75,6 +82,10 @@ pub enum WorkloadError {
     /// The caller matches no registration entry (or not the requested one).
     #[error("no identity issued")]
     NoIdentityIssued,
+    /// The agent has not heard from the server since it started: it cannot
+    /// tell yet whether the caller has an identity.
+    #[error("the agent has not received its registration entries from the server yet")]
+    NotSynced,
     /// The agent does not know its trust bundle yet.
     #[error("trust bundle is not available yet")]
     BundleUnknown,
@@ -127,7 +138,7 @@ pub fn to_status(e: &WorkloadError) -> Status {
             tracing::warn!("workload api: the connection carries no peer credentials");
             Status::unavailable(e.to_string())
         }
-        E::BundleUnknown => Status::unavailable(e.to_string()),
+        E::BundleUnknown | E::NotSynced => Status::unavailable(e.to_string()),
         E::NoIdentityIssued => Status::permission_denied(e.to_string()),
         E::Agent(a) => agent_status(a),
     }
@@ -181,10 +192,16 @@ impl WorkloadApi {
         Self { provider, attest }
     }
 
-    /// Checks the security header and attests the caller from the peer
+    /// Checks the security header, waits for the agent's first sync (see
+    /// [`FIRST_SYNC_WAIT`]), and attests the caller from the peer
     /// credentials and pidfd its connection carries (see [`WorkloadConn`]).
     async fn caller<T>(&self, req: &Request<T>) -> Result<Arc<[Selector]>, WorkloadError> {
         check_header(req)?;
+        if !self.provider.synced() {
+            tokio::time::timeout(FIRST_SYNC_WAIT, self.provider.wait_synced())
+                .await
+                .map_err(|_| WorkloadError::NotSynced)?;
+        }
         let peer = req
             .extensions()
             .get::<WorkloadPeer>()

@@ -231,6 +231,14 @@ impl From<ApiError> for Status {
 }
 
 fn authority_status(e: &AuthorityError) -> Status {
+    // An operator naming a key (`taint-ca ID`) is told which rule refused it.
+    match e {
+        AuthorityError::UnknownKey { .. } => return Status::not_found(e.to_string()),
+        AuthorityError::KeyAlreadyTainted { .. } => {
+            return Status::failed_precondition(e.to_string());
+        }
+        _ => {}
+    }
     if e.is_caller_error() {
         Status::invalid_argument(e.to_string())
     } else {

@@ -220,6 +220,14 @@ impl Gate {
                 }
                 Caller::Agent { id }
             } else {
+                // A workload SVID a tainted CA signed proves nothing: whoever holds
+                // the stolen CA key can mint one for any identity, an admin's
+                // included. Its agent re-issues it as soon as it hears of the taint.
+                // Agents are not refused here: they must renew with the SVID they
+                // hold, and the taint grace bounds how long that is possible.
+                if leaf.is_some_and(|l| self.server.signed_by_tainted_ca(l)) {
+                    return (Caller::Anonymous, Authn::None, source);
+                }
                 let admin = self.server.is_admin_identity(&id);
                 Caller::Workload { id, admin }
             };

@@ -21,6 +21,16 @@ fn sel(text: &str) -> Selector {
     Selector::parse(text).unwrap()
 }
 
+/// The default settings, but hashing binaries of any size: an unoptimized
+/// test binary with debug info outgrows the default limit (256 MiB), and the
+/// limit has its own test.
+fn test_config() -> AttestConfig {
+    AttestConfig {
+        max_exe_bytes: u64::MAX,
+        ..AttestConfig::default()
+    }
+}
+
 fn own_status() -> parse::StatusIds {
     parse::parse_status(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap()
 }
@@ -125,7 +135,7 @@ fn attests_own_process_exactly() {
     let cred = own_cred();
     let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
     let want = expected(&cred, &own_status().groups, &exe, Some(sha256_hex(&exe)));
-    let got = Attestor::new(AttestConfig::default())
+    let got = Attestor::new(test_config())
         .attest(&cred, &own_pin())
         .unwrap();
     assert_eq!(got.to_vec(), want);
@@ -138,13 +148,13 @@ fn root_is_named_root() {
     if cred.uid != 0 || name("/etc/passwd", 0).as_deref() != Some("root") {
         return;
     }
-    let got = attest_with(&cred, &own_pin(), &AttestConfig::default()).unwrap();
+    let got = attest_with(&cred, &own_pin(), &test_config()).unwrap();
     assert!(got.contains(&sel("unix:user:root")));
 }
 
 #[test]
 fn digest_is_cached_by_file_identity() {
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     let first = attestor.attest(&own_cred(), &own_pin()).unwrap();
     assert_eq!(attestor.digests.len(), 1);
     let second = attestor.attest(&own_cred(), &own_pin()).unwrap();
@@ -154,7 +164,7 @@ fn digest_is_cached_by_file_identity() {
 
 #[test]
 fn repeat_attestation_is_served_from_the_result_cache() {
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     let pin = own_pin();
     let first = attestor.attest(&own_cred(), &pin).unwrap();
     let second = attestor.attest(&own_cred(), &pin).unwrap();
@@ -170,7 +180,7 @@ fn repeat_attestation_is_served_from_the_result_cache() {
 
 #[test]
 fn a_cached_result_still_refuses_changed_ids_and_dead_pins() {
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     let real = own_cred();
     attestor.attest(&real, &own_pin()).unwrap();
     let cred = PeerCred { uid: 12345, ..real };
@@ -201,7 +211,7 @@ fn a_cached_result_follows_renamed_users() {
     std::fs::write(&passwd, format!("svc-a:x:{}:0::/:/bin/sh\n", cred.uid)).unwrap();
     let attestor = Attestor::new(AttestConfig {
         passwd_path: passwd.clone(),
-        ..AttestConfig::default()
+        ..test_config()
     });
     let pin = own_pin();
     assert!(
@@ -221,7 +231,7 @@ fn a_cached_result_follows_renamed_users() {
 
 #[test]
 fn a_hit_needs_the_same_path_groups_and_names() {
-    let names = NameStamp::now(&AttestConfig::default(), Freshness::Synced);
+    let names = NameStamp::now(&test_config(), Freshness::Synced);
     let entry = Attested {
         exe_path: PathBuf::from("/usr/bin/a"),
         groups: vec![4, 24],
@@ -236,7 +246,7 @@ fn a_hit_needs_the_same_path_groups_and_names() {
     let moved = NameStamp::now(
         &AttestConfig {
             passwd_path: PathBuf::from("/nonexistent/passwd"),
-            ..AttestConfig::default()
+            ..test_config()
         },
         Freshness::Synced,
     );
@@ -249,7 +259,7 @@ fn size_limit_omits_only_sha256() {
     let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
     let cfg = AttestConfig {
         max_exe_bytes: 1,
-        ..AttestConfig::default()
+        ..test_config()
     };
     let got = attest_with(&cred, &own_pin(), &cfg).unwrap();
     assert_eq!(got, expected(&cred, &own_status().groups, &exe, None));
@@ -265,7 +275,7 @@ fn names_come_from_configured_files() {
     let cfg = AttestConfig {
         passwd_path: passwd,
         group_path: dir.path().join("missing"),
-        ..AttestConfig::default()
+        ..test_config()
     };
     let got = attest_with(&cred, &own_pin(), &cfg).unwrap();
     assert!(got.contains(&sel("unix:user:svc-x")));
@@ -281,7 +291,7 @@ fn attests_child_sleep() {
         ..own_cred()
     };
     // No pidfd for a process that never connected: the start-time fallback.
-    let got = attest_with(&cred, &PeerPin::Unsupported, &AttestConfig::default()).unwrap();
+    let got = attest_with(&cred, &PeerPin::Unsupported, &test_config()).unwrap();
     assert!(got.contains(&sel(&format!("unix:path:{}", exe.display()))));
     assert!(got.contains(&sel(&format!("unix:sha256:{}", sha256_hex(&exe)))));
 }
@@ -301,7 +311,7 @@ fn attests_child_under_other_uid() {
         uid: 65534,
         gid: 65534,
     };
-    let got = attest_with(&cred, &PeerPin::Unsupported, &AttestConfig::default()).unwrap();
+    let got = attest_with(&cred, &PeerPin::Unsupported, &test_config()).unwrap();
     assert_eq!(got, expected(&cred, &[], &exe, Some(sha256_hex(&exe))));
     assert!(got.contains(&sel("unix:uid:65534")));
     if name("/etc/passwd", 65534).as_deref() == Some("nobody") {
@@ -316,7 +326,7 @@ fn exited_process_is_gone() {
     child.wait().unwrap();
     let cred = PeerCred { pid, ..own_cred() };
     assert_eq!(
-        attest_with(&cred, &PeerPin::Unsupported, &AttestConfig::default()),
+        attest_with(&cred, &PeerPin::Unsupported, &test_config()),
         Err(AttestError::ProcessGone { pid })
     );
 }
@@ -326,7 +336,7 @@ fn claimed_uid_must_match_proc() {
     let real = own_cred();
     let cred = PeerCred { uid: 12345, ..real };
     assert_eq!(
-        attest_with(&cred, &own_pin(), &AttestConfig::default()),
+        attest_with(&cred, &own_pin(), &test_config()),
         Err(AttestError::CredentialMismatch {
             pid: real.pid,
             what: "uid",
@@ -344,7 +354,7 @@ fn claimed_gid_must_match_proc() {
         ..real
     };
     assert_eq!(
-        attest_with(&cred, &own_pin(), &AttestConfig::default()),
+        attest_with(&cred, &own_pin(), &test_config()),
         Err(AttestError::CredentialMismatch {
             pid: real.pid,
             what: "gid",
@@ -359,7 +369,7 @@ fn non_positive_pid_is_no_pid() {
     for pid in [0, -1] {
         let cred = PeerCred { pid, ..own_cred() };
         assert_eq!(
-            attest_with(&cred, &own_pin(), &AttestConfig::default()),
+            attest_with(&cred, &own_pin(), &test_config()),
             Err(AttestError::NoPid)
         );
     }
@@ -371,7 +381,7 @@ async fn socket_credentials_convert_and_attest() {
     let cred = PeerCred::try_from(a.peer_cred().unwrap()).unwrap();
     assert_eq!(cred, own_cred());
     let pin = PeerPin::of_socket(&a);
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     let got = tokio::task::spawn_blocking(move || attestor.attest(&cred, &pin))
         .await
         .unwrap()
@@ -393,7 +403,7 @@ fn a_recent_hit_rereads_status_and_names_only_after_the_recheck_interval() {
     std::fs::write(&passwd, format!("svc-a:x:{}:0::/:/bin/sh\n", cred.uid)).unwrap();
     let mut attestor = Attestor::new(AttestConfig {
         passwd_path: passwd.clone(),
-        ..AttestConfig::default()
+        ..test_config()
     });
     let pin = own_pin();
     // The first call on the connection is a full attestation and confirms the pin.
@@ -415,7 +425,7 @@ fn a_recent_hit_rereads_status_and_names_only_after_the_recheck_interval() {
 
 #[test]
 fn a_recent_hit_needs_a_confirmed_pin_and_the_same_uid() {
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     let cred = own_cred();
     let pin = own_pin();
     attestor.attest(&cred, &pin).unwrap();

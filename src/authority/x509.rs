@@ -35,6 +35,22 @@ impl X509Svid {
     }
 }
 
+/// The id of the CA key that signed `leaf_der`: its AuthorityKeyIdentifier in hex,
+/// which is the signing CA's [`super::KeyRecord`] id (the template sets it on every
+/// leaf). `None` when the certificate or the extension cannot be read. Agents use it to
+/// find what a tainted CA signed, the server to recognize callers a tainted CA signed.
+pub fn signing_ca_id(leaf_der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::ParsedExtension;
+    let (_, cert) = X509Certificate::from_der(leaf_der).ok()?;
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        })
+        .map(|id| hex::encode(id.0))
+}
+
 /// Why a certificate is not a valid X.509-SVID. Each variant names the broken rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SvidError {

@@ -5,6 +5,7 @@ use super::Failure;
 use super::client::{Clients, Target};
 use super::output::Out;
 use super::status_line;
+use crate::agent::IdentityProvider;
 use crate::agent::run::{Agent, AgentOptions};
 use crate::agent::workload::bind_workload_socket;
 use crate::api::pb;
@@ -19,6 +20,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The default policy, written into a dev data directory on first start.
 const DEFAULT_POLICY: &str = include_str!("../../config/policies/sigil.rego");
@@ -205,6 +207,7 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
         limits: workload_limits,
     };
     let agent = Agent::start(&opts, Some(&token)).await?;
+    let cache = agent.cache.clone();
     let socket = dir.join("agent.sock");
     let listener = bind_workload_socket(&socket)
         .map_err(|e| Failure(format!("cannot bind {}: {e}", socket.display())))?;
@@ -213,6 +216,16 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
         async move { agent.run(&opts, listener, stop).await }
     });
 
+    // The environment is printed once the agent holds the dev entries, so a
+    // command run right after it is answered, not told to retry.
+    if tokio::time::timeout(Duration::from_secs(10), cache.wait_synced())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "warning: the agent has not synced with the server yet; Workload API calls will wait for it"
+        );
+    }
     eprintln!(
         "WARNING: sigil dev keeps its unseal key next to its data ({}).",
         dir.display()

@@ -9,6 +9,7 @@ pub mod client;
 mod dev;
 mod entry;
 mod federation;
+mod keys;
 mod offline;
 mod ops;
 mod output;

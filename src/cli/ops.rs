@@ -1,9 +1,11 @@
 //! Operator, bundle, SVID, JWT, policy and audit commands.
 
 use super::audit_report::Summary;
+use super::keys::{keys_json, keys_text, rotate, taint};
 use super::output::Out;
 use super::{Cli, Failure, status_line};
 use crate::api::pb;
+use crate::api::pb::SigningKeyKind;
 use crate::files::{Access, OutDir};
 use crate::id::{SpiffeId, Ttl};
 use crate::secret::Secret;
@@ -23,6 +25,34 @@ pub(super) enum OperatorCmd {
     Status,
     /// Add a new data-key version.
     RotateKeys,
+    /// Rotate the CA now: a new CA is published at once and signs as soon as
+    /// every agent has had it for the publish window. With --force it signs at
+    /// once (after a compromise: peers that have not received it yet fail to
+    /// verify SVIDs it signs until they do).
+    RotateCa {
+        /// Sign with the new CA at once.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rotate the JWT signing key now, like rotate-ca.
+    RotateJwtKey {
+        /// Sign with the new key at once.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mark a CA key compromised (its id as `bundle show --format keys` lists
+    /// it): it never signs again, is replaced at once if it was active, agents
+    /// re-issue every SVID it signed, and it leaves the bundle after
+    /// [ca] taint_grace.
+    TaintCa {
+        /// The CA key's id (hex SubjectKeyIdentifier).
+        key_id: String,
+    },
+    /// Mark a JWT signing key compromised, like taint-ca.
+    TaintJwtKey {
+        /// The key's `kid`.
+        key_id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,12 +146,21 @@ pub(super) async fn operator(cli: &Cli, cmd: &OperatorCmd, out: &Out) -> Result<
                 "key_versions": r.key_versions,
                 "active_key_version": r.active_key_version,
                 "federation": federation,
+                "authority_keys": keys_json(&r.authority_keys),
+                "rotation_failures": r.rotation_failures,
             });
             out.print(&v, || {
                 let mut text = format!(
                     "initialized: {}\nsealed: {}\ntrust domain: {}\nkey versions: {:?} (active {})",
                     r.initialized, r.sealed, r.trust_domain, r.key_versions, r.active_key_version
                 );
+                if !r.authority_keys.is_empty() {
+                    text.push_str(&format!(
+                        "\nkey rotation failures: {}\n{}",
+                        r.rotation_failures,
+                        keys_text(&r.authority_keys)
+                    ));
+                }
                 if !r.federation.is_empty() {
                     text.push_str("\nfederation:");
                 }
@@ -131,6 +170,18 @@ pub(super) async fn operator(cli: &Cli, cmd: &OperatorCmd, out: &Out) -> Result<
                 }
                 text
             });
+        }
+        OperatorCmd::RotateCa { force } => {
+            rotate(&mut c, SigningKeyKind::X509Ca, *force, out).await?
+        }
+        OperatorCmd::RotateJwtKey { force } => {
+            rotate(&mut c, SigningKeyKind::Jwt, *force, out).await?
+        }
+        OperatorCmd::TaintCa { key_id } => {
+            taint(&mut c, SigningKeyKind::X509Ca, key_id, out).await?
+        }
+        OperatorCmd::TaintJwtKey { key_id } => {
+            taint(&mut c, SigningKeyKind::Jwt, key_id, out).await?
         }
         OperatorCmd::RotateKeys => {
             let r = c
@@ -152,6 +203,8 @@ pub(super) enum BundleFormat {
     Pem,
     /// The SPIFFE bundle format (JWKS).
     Spiffe,
+    /// Each key with its rotation state, one line each.
+    Keys,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,9 +230,10 @@ pub(super) async fn bundle(cli: &Cli, cmd: &BundleCmd, out: &Out) -> Result<(), 
     let text = match format {
         BundleFormat::Pem => r.pem.clone(),
         BundleFormat::Spiffe => r.spiffe_json.clone(),
+        BundleFormat::Keys => keys_text(&r.keys),
     };
     out.print(
-        &json!({"trust_domain": r.trust_domain, "sequence": r.sequence, "pem": r.pem, "spiffe": r.spiffe_json}),
+        &json!({"trust_domain": r.trust_domain, "sequence": r.sequence, "pem": r.pem, "spiffe": r.spiffe_json, "keys": keys_json(&r.keys)}),
         || text,
     );
     Ok(())

@@ -113,6 +113,55 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
             input: input(Subject::operator(0), Action::BundleSet, "bundle", sock),
             expect: Expect::Allow,
         },
+        // Rotating and tainting keys is how a compromise is answered: nobody
+        // but operators and admin workloads may force a new CA on every
+        // workload or pull a key from the bundle, and operators must always
+        // be able to.
+        Case {
+            name: "anonymous caller may not rotate or taint keys",
+            input: input(
+                Subject::anonymous(),
+                Action::OperatorTaintSigningKey,
+                "x509-ca",
+                tcp,
+            ),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "non-admin workload may not rotate the CA",
+            input: input(workload(), Action::OperatorRotateSigningKey, "x509-ca", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "non-admin workload may not taint a key",
+            input: input(workload(), Action::OperatorTaintSigningKey, "x509-ca", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "agent may not rotate or taint keys",
+            input: input(agent(), Action::OperatorTaintSigningKey, "x509-ca", tcp),
+            expect: Expect::Deny,
+        },
+        Case {
+            name: "operator on the admin socket may rotate the CA",
+            input: input(
+                Subject::operator(0),
+                Action::OperatorRotateSigningKey,
+                "x509-ca",
+                sock,
+            ),
+            expect: Expect::Allow,
+        },
+        Case {
+            name: "operator on the admin socket may taint a key",
+            input: input(
+                Subject::operator(0),
+                Action::OperatorTaintSigningKey,
+                "x509-ca",
+                sock,
+            ),
+            expect: Expect::Allow,
+        },
         // Without this an operator could lock themselves out of administration.
         Case {
             name: "operator on the admin socket may create entries",

@@ -239,6 +239,10 @@ actions! {
     OperatorSeal => "operator.seal",
     /// Rotate the data keys.
     OperatorRotateKeys => "operator.rotate_keys",
+    /// Rotate the CA or the JWT signing key now (`rotate-ca`), forced or not.
+    OperatorRotateSigningKey => "operator.rotate_signing_key",
+    /// Mark a CA or JWT signing key compromised (`taint-ca`, `taint-jwt-key`).
+    OperatorTaintSigningKey => "operator.taint_signing_key",
     /// Create a registration entry.
     EntryCreate => "entry.create",
     /// List registration entries.

@@ -95,6 +95,16 @@ fn default_policy_decides_the_table() {
         (agent(), BundleList, false),
         (anon(), BundleSet, false),
         (anon(), BundleList, false),
+        (op(), OperatorRotateSigningKey, true),
+        (op(), OperatorTaintSigningKey, true),
+        (admin_wl(), OperatorRotateSigningKey, true),
+        (admin_wl(), OperatorTaintSigningKey, true),
+        (plain_wl(), OperatorRotateSigningKey, false),
+        (plain_wl(), OperatorTaintSigningKey, false),
+        (agent(), OperatorRotateSigningKey, false),
+        (agent(), OperatorTaintSigningKey, false),
+        (anon(), OperatorRotateSigningKey, false),
+        (anon(), OperatorTaintSigningKey, false),
     ];
     for (subject, action, want) in table {
         let d = pdp.decide(&at(subject.clone(), action));

@@ -26,6 +26,9 @@ pub use seal::UnsealRefused;
 mod error;
 pub use error::LifecycleError;
 
+mod keys;
+pub use keys::KeyCause;
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -88,8 +91,10 @@ pub struct Server {
     tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
     health: Mutex<Option<tonic_health::server::HealthReporter>>,
     own_uid: u32,
-    /// Serializes init, unseal, seal and key rotation.
+    /// Serializes init, unseal, seal and every change of the authority's keys.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Tells the entry streams and the rotation task that the keys changed.
+    keys: keys::KeyWatch,
     /// Set when the server begins shutting down, so long streams end.
     stopping: watch::Sender<bool>,
     /// Where the server and its services read the time.
@@ -182,6 +187,7 @@ impl Server {
             health: Mutex::new(None),
             own_uid: own_uid(),
             lifecycle: tokio::sync::Mutex::new(()),
+            keys: keys::KeyWatch::new(),
             stopping: watch::channel(false).0,
             clock,
         });
@@ -344,6 +350,7 @@ impl Server {
             server_svid_issued: now,
         });
         self.report_health();
+        self.keys.bump();
         tracing::info!("authority active");
         Ok(())
     }

@@ -89,11 +89,12 @@ async fn chain_verifies_and_tampering_is_named() {
     }
     let report = verify(&mut c).await;
     assert!(report.ok, "{report:?}");
-    // init (written while sealed) + re-anchor + 5 creates + bundle + 3
-    // denied + this verify.
+    // init (written while sealed) + re-anchor + the first CA and JWT key
+    // (each prepared and activated) + 5 creates + bundle + 3 denied + this
+    // verify.
     assert_eq!(
         (report.records, report.authenticated, report.unauthenticated),
-        (12, 11, 1),
+        (16, 15, 1),
         "{report:?}"
     );
     let tail = tail(&mut c, 50).await;
@@ -111,9 +112,9 @@ async fn chain_verifies_and_tampering_is_named() {
     let data = tmp.path().join("data");
     let pass = passphrase_file(tmp.path());
     let out = ok(offline_verify(&data, &pass));
-    // 12 records, the tail call, then the keyed checkpoint at shutdown.
+    // 16 records, the tail call, then the keyed checkpoint at shutdown.
     assert!(
-        out.starts_with("chain intact: 14 records, 13 authenticated\n"),
+        out.starts_with("chain intact: 18 records, 17 authenticated\n"),
         "{out}"
     );
     assert!(
@@ -365,7 +366,7 @@ async fn init_refuses_another_stores_log() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert_eq!(
         e.message(),
-        "the audit log holds 2 keyed records from another store; move it aside before init"
+        "the audit log holds 6 keyed records from another store; move it aside before init"
     );
     let st = c
         .operator

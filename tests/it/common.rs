@@ -39,6 +39,24 @@ pub fn config(dir: &Path) -> ServerConfig {
     }
 }
 
+/// [`config`] with the short key lifetimes of the rotation tests: keys live 60 s
+/// (a successor is prepared at 30 s left and signs at 10 s left), SVIDs 10 s, a
+/// key is published 5 s before it signs, a tainted key leaves after 8 s.
+pub fn short_config(dir: &Path) -> ServerConfig {
+    let secs = std::time::Duration::from_secs;
+    let mut rotation = sigil::authority::RotationPolicy::for_ttls(secs(60), secs(10), secs(10));
+    rotation.publish_window = secs(5);
+    rotation.taint_grace = secs(8);
+    rotation.validate().unwrap();
+    ServerConfig {
+        ca_ttl: Ttl::parse("60s").unwrap(),
+        x509_svid_ttl: Ttl::parse("10s").unwrap(),
+        jwt_svid_ttl: Ttl::parse("10s").unwrap(),
+        rotation,
+        ..config(dir)
+    }
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub server: Arc<Server>,
@@ -136,6 +154,20 @@ impl TestServer {
     /// Starts a fresh server and initializes it.
     pub async fn initialized(dir: &Path) -> TestServer {
         Self::initialized_with_clock(dir, Arc::new(sigil::clock::SystemClock)).await
+    }
+
+    /// Starts a fresh server with `config`, and initializes it.
+    pub async fn initialized_with_config(config: ServerConfig) -> TestServer {
+        let s = Self::start_with(config).await;
+        s.clients()
+            .await
+            .operator
+            .init(pb::InitRequest {
+                passphrase: PASSPHRASE.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap();
+        s
     }
 
     /// Starts a fresh server reading the time from `clock`, and initializes it.
@@ -266,7 +298,21 @@ impl TestAgent {
         name: &str,
         limits: sigil::net::Limits,
     ) -> TestAgent {
-        let mut c = server.clients().await;
+        Self::start_against(&server.admin, server.addr, dir, name, limits).await
+    }
+
+    /// [`TestAgent::start_limited`] against any server: the one whose admin socket
+    /// is `admin` and whose TLS listener is `addr` (a server run as the binary).
+    pub async fn start_against(
+        admin: &Path,
+        addr: std::net::SocketAddr,
+        dir: &Path,
+        name: &str,
+        limits: sigil::net::Limits,
+    ) -> TestAgent {
+        let mut c = Clients::connect(&Target::Admin(admin.to_owned()))
+            .await
+            .unwrap();
         let token = c
             .agents
             .create_join_token(pb::CreateJoinTokenRequest {
@@ -289,7 +335,7 @@ impl TestAgent {
         std::fs::write(&bundle, pem).unwrap();
         let opts = sigil::agent::run::AgentOptions {
             limits,
-            ..agent_options(server, dir)
+            ..agent_options(addr, dir)
         };
         let agent =
             sigil::agent::run::Agent::start(&opts, Some(&sigil::secret::Secret::from(token.token)))
@@ -352,9 +398,9 @@ impl TestAgent {
     }
 }
 
-fn agent_options(server: &TestServer, dir: &Path) -> sigil::agent::run::AgentOptions {
+fn agent_options(addr: std::net::SocketAddr, dir: &Path) -> sigil::agent::run::AgentOptions {
     sigil::agent::run::AgentOptions {
-        server: server.addr.to_string(),
+        server: addr.to_string(),
         trust_bundle: dir.join("bootstrap.pem"),
         data_dir: dir.join("state"),
         attest: sigil::attest::AttestConfig::default(),

@@ -6,7 +6,19 @@ use crate::common::*;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
-fn start_dev(dir: &std::path::Path) -> (std::process::Child, serde_json::Value) {
+/// A running `sigil dev`, killed if the test fails before stopping it.
+struct DevChild(Option<std::process::Child>);
+
+impl Drop for DevChild {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_dev(dir: &std::path::Path) -> (DevChild, serde_json::Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
         .args([
             "dev",
@@ -27,10 +39,11 @@ fn start_dev(dir: &std::path::Path) -> (std::process::Child, serde_json::Value) 
         .unwrap();
     let env: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    (child, env)
+    (DevChild(Some(child)), env)
 }
 
-fn stop(child: std::process::Child) -> String {
+fn stop(mut dev: DevChild) -> String {
+    let child = dev.0.take().unwrap();
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let out = child.wait_with_output().unwrap();

@@ -34,4 +34,5 @@ mod join_token;
 mod lifecycle;
 mod limits;
 mod policy;
+mod rotation;
 mod tamper;

@@ -29,6 +29,8 @@ struct Key {
 
 struct Slot {
     token: Arc<JwtIdentity>,
+    /// The `kid` of the key that signed it, to forget it if that key is tainted.
+    kid: Option<String>,
     refresh_at: SystemTime,
     refreshing: bool,
 }
@@ -171,6 +173,14 @@ impl JwtCache {
         lock(&self.slots).retain(|_, s| now < s.token.expires_at);
     }
 
+    /// Forgets every token signed by a key in `kids`.
+    pub(super) fn forget_signed_by(&self, kids: &std::collections::HashSet<String>) {
+        if kids.is_empty() {
+            return;
+        }
+        lock(&self.slots).retain(|_, s| !s.kid.as_ref().is_some_and(|k| kids.contains(k)));
+    }
+
     /// Keeps only tokens of identities for which `keep` holds.
     pub(super) fn retain_identities(&self, keep: impl Fn(&SpiffeId) -> bool) {
         lock(&self.slots).retain(|k, _| keep(&k.spiffe_id));
@@ -184,6 +194,7 @@ impl JwtCache {
 fn new_slot(token: Arc<JwtIdentity>) -> Slot {
     Slot {
         refresh_at: rotation::renew_at(token.issued_at, token.expires_at, 0.0),
+        kid: super::taint::token_key_id(token.token.expose()),
         token,
         refreshing: false,
     }

@@ -7,7 +7,7 @@
 )]
 
 use super::*;
-use crate::authority::{Authority, validate_jwt_svid};
+use crate::authority::{Authority, validate_jwt_svid, validate_x509_svid_leaf};
 use crate::id::TrustDomain;
 use crate::registry::{EntryDraft, EntryId};
 use crate::secret::Secret;
@@ -15,21 +15,22 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A wall clock the test moves by hand.
-struct FakeClock(Mutex<SystemTime>);
+pub(super) struct FakeClock(Mutex<SystemTime>);
 
 impl FakeClock {
-    fn now(&self) -> SystemTime {
+    pub(super) fn now(&self) -> SystemTime {
         *self.0.lock().unwrap()
     }
-    fn advance(&self, secs: u64) {
+    pub(super) fn advance(&self, secs: u64) {
         *self.0.lock().unwrap() += Duration::from_secs(secs);
     }
 }
 
 /// An issuer over an in-process authority that counts calls and can be
 /// switched off to simulate a server outage.
-struct TestIssuer {
-    authority: Authority,
+pub(super) struct TestIssuer {
+    /// Behind a lock so a test can rotate or taint its keys.
+    pub(super) authority: Mutex<Authority>,
     clock: Arc<FakeClock>,
     x509_calls: AtomicUsize,
     jwt_calls: AtomicUsize,
@@ -53,6 +54,8 @@ impl Issuer for TestIssuer {
         let ttl = Duration::from_secs(entry.x509_ttl_secs.unwrap_or(3600));
         let svid = self
             .authority
+            .lock()
+            .unwrap()
             .sign_x509_svid(&csr_der, &entry.spiffe_id, ttl, &[], self.clock.now())
             .map_err(|e| AgentError::Internal(e.to_string()))?;
         Ok((svid.chain_der, svid.expires_at))
@@ -71,16 +74,18 @@ impl Issuer for TestIssuer {
         let ttl = Duration::from_secs(entry.jwt_ttl_secs.unwrap_or(300));
         let svid = self
             .authority
+            .lock()
+            .unwrap()
             .mint_jwt_svid(&entry.spiffe_id, &audiences, ttl, self.clock.now())
             .map_err(|e| AgentError::Internal(e.to_string()))?;
         Ok((svid.token, svid.expires_at))
     }
 }
 
-struct Fixture {
-    cache: Arc<IdentityCache>,
-    issuer: Arc<TestIssuer>,
-    clock: Arc<FakeClock>,
+pub(super) struct Fixture {
+    pub(super) cache: Arc<IdentityCache>,
+    pub(super) issuer: Arc<TestIssuer>,
+    pub(super) clock: Arc<FakeClock>,
 }
 
 fn td() -> TrustDomain {
@@ -99,7 +104,7 @@ fn fixture_with(delay: Duration, jwt_capacity: usize) -> Fixture {
     )
     .unwrap();
     let issuer = Arc::new(TestIssuer {
-        authority,
+        authority: Mutex::new(authority),
         clock: Arc::clone(&clock),
         x509_calls: AtomicUsize::new(0),
         jwt_calls: AtomicUsize::new(0),
@@ -120,11 +125,11 @@ fn fixture_with(delay: Duration, jwt_capacity: usize) -> Fixture {
     }
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     fixture_with(Duration::ZERO, jwt::MAX_JWT_ENTRIES)
 }
 
-fn entry(path: &str, selectors: &[&str], id: u8, revision: u64) -> Entry {
+pub(super) fn entry(path: &str, selectors: &[&str], id: u8, revision: u64) -> Entry {
     EntryDraft {
         spiffe_id: format!("spiffe://example.org/{path}"),
         parent_id: "spiffe://example.org/node".into(),
@@ -141,11 +146,11 @@ fn sel(s: &str) -> Selector {
     Selector::parse(s).unwrap()
 }
 
-fn x509_calls(f: &Fixture) -> usize {
+pub(super) fn x509_calls(f: &Fixture) -> usize {
     f.issuer.x509_calls.load(Ordering::SeqCst)
 }
 
-fn jwt_calls(f: &Fixture) -> usize {
+pub(super) fn jwt_calls(f: &Fixture) -> usize {
     f.issuer.jwt_calls.load(Ordering::SeqCst)
 }
 
@@ -182,6 +187,25 @@ async fn issues_lazily_and_once_for_concurrent_requests() {
         validate_x509_svid_leaf(&svid.chain_der[0], f.clock.now()).unwrap(),
         e.spiffe_id
     );
+}
+
+#[tokio::test]
+async fn a_new_cache_is_synced_only_once_marked() {
+    let f = fixture();
+    assert!(!f.cache.synced());
+    // Entries alone do not make it synced: a push may come in several parts.
+    f.cache.set_entries(vec![entry("a", &["unix:uid:1"], 1, 1)]);
+    assert!(!f.cache.synced());
+    let waiter = tokio::spawn({
+        let cache = Arc::clone(&f.cache);
+        async move { cache.wait_synced().await }
+    });
+    f.cache.mark_synced();
+    assert!(f.cache.synced());
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -377,7 +401,7 @@ async fn jwt_is_cached_per_audience_list_with_exact_aud() {
         .unwrap();
     assert_eq!(jwt_calls(&f), 1);
     assert_eq!(*f.issuer.last_aud.lock().unwrap(), strings(&["b", "a"]));
-    let bundle = f.issuer.authority.bundle().jwt_bundle();
+    let bundle = f.issuer.authority.lock().unwrap().bundle().jwt_bundle();
     let token = std::str::from_utf8(first.token.expose()).unwrap();
     let claims = validate_jwt_svid(token, "a", &bundle, f.clock.now()).unwrap();
     assert_eq!(claims.audiences, strings(&["b", "a"]));
@@ -455,7 +479,7 @@ async fn bundle_changes_are_detected_by_content() {
     let mut rx = f.cache.changes();
     rx.borrow_and_update();
     assert!(f.cache.bundle().is_none());
-    let bundle = f.issuer.authority.bundle();
+    let bundle = f.issuer.authority.lock().unwrap().bundle();
     assert!(f.cache.set_bundle(bundle.clone()));
     assert!(rx.has_changed().unwrap());
     rx.borrow_and_update();

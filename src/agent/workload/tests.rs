@@ -146,6 +146,7 @@ fn status_mapping_is_fixed() {
         (E::AttestorFailed, Code::Unavailable),
         (E::NoIdentityIssued, Code::PermissionDenied),
         (E::BundleUnknown, Code::Unavailable),
+        (E::NotSynced, Code::Unavailable),
         (E::MissingAudience, Code::InvalidArgument),
         (E::MissingToken, Code::InvalidArgument),
         (E::UnknownTrustDomain("x".into()), Code::InvalidArgument),

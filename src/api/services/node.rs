@@ -5,7 +5,7 @@ use crate::api::ApiError;
 use crate::api::convert::{entry_to_pb, wire_time};
 use crate::api::gate::{Caller, Gate};
 use crate::api::pb::{self, node_server::Node};
-use crate::authority::{AuthorityError, check_audiences};
+use crate::authority::{Authority, AuthorityError, KeyKind, check_audiences};
 use crate::id::{IdError, SpiffeId, Ttl};
 use crate::policy::{Action, Resource};
 use crate::registry::{Entry, EntryId, MAX_DNS_NAMES};
@@ -282,9 +282,18 @@ impl Node for NodeService {
 
 type SyncSender = mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>;
 
+/// The tainted keys still in `authority`'s bundle, as pushed to agents.
+fn taints_of(authority: &Authority) -> pb::KeyTaints {
+    pb::KeyTaints {
+        x509_authorities: authority.tainted_ids(KeyKind::X509Ca),
+        jwt_authorities: authority.tainted_ids(KeyKind::Jwt),
+    }
+}
+
 /// Pushes to one agent what changed since what it holds, then every later
-/// change as it happens. Ends when the agent goes away, is banned, or the
-/// server seals.
+/// change as it happens: entries, and the bundle and taints whenever the
+/// authority's keys change (before a new key signs, SPEC §7). Ends when the
+/// agent goes away, is banned, or the server seals.
 async fn push_entries(
     server: Arc<Server>,
     agent: SpiffeId,
@@ -293,15 +302,18 @@ async fn push_entries(
 ) {
     let mut changes = server.entries().changes();
     let mut bans = server.agents().bans();
+    let mut keys = server.key_changes();
     let mut stopping = server.stopping();
     let mut federation = server.federation().changes();
     let mut bundle_sent: Option<String> = None;
     let mut federated_sent = None;
+    let mut taints_sent: Option<pb::KeyTaints> = None;
     let mut first = true;
     loop {
         changes.borrow_and_update();
         bans.borrow_and_update();
         federation.borrow_and_update();
+        keys.borrow_and_update();
         // Sealed is checked first: sealing also empties the agent records
         // in memory, and a sealed server must say so, not that the agent is
         // banned. It answers as every other call on a sealed server does.
@@ -343,11 +355,16 @@ async fn push_entries(
             msg.federated_bundles = federated.clone().into_iter().collect();
             msg.federated_bundles_changed = true;
         }
+        let taints = taints_of(&authority);
+        if taints_sent.as_ref() != Some(&taints) {
+            msg.taints = Some(taints.clone());
+        }
         if first
             || !msg.upserts.is_empty()
             || !msg.deletes.is_empty()
             || !msg.bundle_json.is_empty()
             || msg.federated_bundles_changed
+            || msg.taints.is_some()
         {
             for e in &msg.upserts {
                 sent.insert(e.id.clone(), e.revision);
@@ -360,12 +377,14 @@ async fn push_entries(
             }
             bundle_sent = Some(bundle);
             federated_sent = Some(federated);
+            taints_sent = Some(taints);
         }
         first = false;
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             r = bans.changed() => if r.is_err() { return },
             r = federation.changed() => if r.is_err() { return },
+            r = keys.changed() => if r.is_err() { return },
             () = async { let _ = stopping.wait_for(|s| *s).await; } => {
                 let _ = tx.send(Err(ApiError::ShuttingDown.into())).await;
                 return;

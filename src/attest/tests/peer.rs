@@ -109,7 +109,7 @@ fn a_gone_peer_is_never_attested_as_the_process_now_at_its_pid() {
     // The peer is reaped; its pidfd now says so. Whatever process the pid
     // names now (here: a live bystander), attestation must refuse.
     let (_kid, reused) = bystander();
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     assert_eq!(
         attestor.attest(&reused, &peer.pin),
         Err(AttestError::ProcessGone { pid: reused.pid })
@@ -126,7 +126,7 @@ fn a_gone_peer_is_never_attested_as_the_process_now_at_its_pid() {
 #[test]
 fn a_confirmed_peer_that_exits_is_gone() {
     let mut peer = Peer::connect("exit");
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     attestor.attest(&peer.cred, &peer.pin).unwrap();
     assert_eq!(
         peer.pin.confirmed(peer.cred.pid).map(|c| c.pid),
@@ -152,7 +152,7 @@ fn a_confirmed_peer_that_exits_is_gone() {
 fn a_pidfd_for_another_live_process_is_pid_reuse() {
     let peer = Peer::connect("exit");
     let (_kid, other) = bystander();
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     assert_eq!(
         attestor.attest(&other, &peer.pin),
         Err(AttestError::PidReused { pid: other.pid })
@@ -169,7 +169,7 @@ fn a_pidfd_for_another_live_process_is_pid_reuse() {
 #[test]
 fn exec_is_noticed_on_the_inherited_connection() {
     let mut peer = Peer::connect("exec");
-    let attestor = Attestor::new(AttestConfig::default());
+    let attestor = Attestor::new(test_config());
     let before = attestor.attest(&peer.cred, &peer.pin).unwrap();
     let test_exe = std::env::current_exe().unwrap().canonicalize().unwrap();
     assert!(before.contains(&sel(&format!("unix:path:{}", test_exe.display()))));

@@ -125,6 +125,21 @@ fn issued_leaf_follows_the_x509_svid_rules_and_verifies() {
             _ => None,
         });
     assert_eq!(aki, ski);
+    // ... and is the id the CA key goes by, which agents and the server read back.
+    let ca_id = ca
+        .keys()
+        .into_iter()
+        .find(|k| k.kind == KeyKind::X509Ca && k.state == KeyState::Active)
+        .unwrap()
+        .id;
+    assert_eq!(ski.map(hex::encode), Some(ca_id.clone()));
+    assert_eq!(signing_ca_id(&svid.leaf_der), Some(ca_id));
+    assert_eq!(
+        signing_ca_id(ca.ca_cert_der()),
+        None,
+        "a root names no signer"
+    );
+    assert_eq!(signing_ca_id(b"not a certificate"), None);
 
     // Two SVIDs for the same key never share a serial.
     let again = ca

@@ -1,4 +1,4 @@
-//! The seal lifecycle: init, unseal (with the at-rest checks), seal, key
+//! The seal lifecycle: init, unseal (with the at-rest checks), seal, data-key
 //! rotation, and reading the audit log through the server.
 //!
 //! Unseal opens the keys without putting them to use, then refuses to go on
@@ -19,8 +19,11 @@
 //! they run on the blocking pool, never on the async workers. Only then are
 //! the keys published, the caches loaded, and the keyed re-anchor record
 //! written (stating how many records were written while sealed) before the
-//! server answers anything but status, init and unseal.
+//! server answers anything but status, init and unseal. Then the authority's
+//! rotation plan catches up with the time the server was down (`keys.rs`),
+//! so a server killed in any phase of a rotation resumes the same plan.
 
+use super::keys::AUTHORITY_KEY;
 use super::{LifecycleError, Server};
 use crate::audit::{ANCHOR_ACTION, CHECKPOINT_ACTION, ChainKey, Event, VerifyError, VerifyReport};
 use crate::authority::Authority;
@@ -31,8 +34,6 @@ use crate::server::heads::{HEAD_KEY, decode_head};
 use crate::store::audit_log::AuditError;
 use crate::store::{SealError, Table, Unsealing};
 use std::sync::Arc;
-
-const AUTHORITY_KEY: &[u8] = b"authority";
 
 /// Why unseal (or init) refused a store or log that the passphrase did open.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +75,8 @@ struct Rollback {
 struct Checked {
     key: ChainKey,
     rollback: Option<Rollback>,
-    authority: Authority,
+    /// The stored authority; none on a fresh store.
+    authority: Option<Authority>,
 }
 
 impl Server {
@@ -159,8 +161,8 @@ impl Server {
         self.prepare(key, rollback)
     }
 
-    /// With the keys published: the authority (loaded, or made on a fresh
-    /// store) and the entry and agent caches. Blocks.
+    /// With the keys published: the stored authority and the entry and agent
+    /// caches. Blocks.
     fn prepare(
         &self,
         key: ChainKey,
@@ -206,46 +208,18 @@ impl Server {
         }
         let anchor = Event::by_server(clock::unix_seconds(now), ANCHOR_ACTION, reasons);
         self.audit.unsealed(checked.key, anchor).await?;
-        self.activate(checked.authority, now)
+        // After the anchor, so that what the plan does now is in the keyed chain,
+        // and before anything signs.
+        let authority = self.settle_authority(checked.authority, now).await?;
+        self.activate(authority, now)
     }
 
-    fn load_authority(&self) -> Result<Authority, LifecycleError> {
-        let now = self.now();
-        let stored = match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
-            Some(stored) => Some(Authority::from_sealed_bytes(stored.expose())?),
-            None => None,
-        };
-        // A server that stays down past its CA's life comes back with a CA
-        // that can sign nothing. Until CA rotation exists, replace a CA that
-        // cannot outlive one default SVID: everything it issued has expired
-        // or is about to, so agents re-attest with join tokens.
-        let usable_until = now + self.config.x509_svid_ttl.as_duration();
-        match stored {
-            Some(a) if a.ca_not_after() > usable_until => Ok(a),
-            previous => {
-                if previous.is_some() {
-                    tracing::warn!(
-                        "the stored CA has expired or is about to; generating a new one"
-                    );
-                }
-                // Also covers a fresh store, or one whose init stopped
-                // before the CA was stored. A replacement continues the
-                // bundle's sequence number.
-                let (ttl, rng) = (
-                    self.config.ca_ttl.as_duration(),
-                    ring::rand::SystemRandom::new(),
-                );
-                let authority = match &previous {
-                    Some(old) => old.replacement(now, ttl, &rng)?,
-                    None => Authority::generate(&self.config.trust_domain, now, ttl, &rng)?,
-                };
-                self.store.put(
-                    Table::AUTHORITY,
-                    AUTHORITY_KEY,
-                    authority.to_sealed_bytes().expose(),
-                )?;
-                Ok(authority)
-            }
+    /// The stored authority, if the store holds one (a fresh store, or one whose
+    /// init stopped before the authority was stored, holds none).
+    fn load_authority(&self) -> Result<Option<Authority>, LifecycleError> {
+        match self.store.get(Table::AUTHORITY, AUTHORITY_KEY)? {
+            Some(stored) => Ok(Some(Authority::from_sealed_bytes(stored.expose())?)),
+            None => Ok(None),
         }
     }
 

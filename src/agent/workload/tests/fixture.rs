@@ -58,6 +58,8 @@ pub(crate) struct FakeProvider {
     pub svids: Mutex<HashMap<String, Arc<X509Identity>>>,
     pub bundle: Mutex<Option<Arc<Bundle>>>,
     pub changes: watch::Sender<u64>,
+    /// Whether the first push "arrived"; true unless a test clears it.
+    pub synced: watch::Sender<bool>,
 }
 
 impl FakeProvider {
@@ -134,6 +136,14 @@ impl IdentityProvider for FakeProvider {
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
+
+    fn synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    async fn wait_synced(&self) {
+        let _ = self.synced.subscribe().wait_for(|s| *s).await;
+    }
 }
 
 /// Answers every caller with the same outcome.
@@ -176,6 +186,7 @@ impl Harness {
             svids: Mutex::new(HashMap::new()),
             bundle: Mutex::new(Some(bundle)),
             changes: watch::channel(0).0,
+            synced: watch::channel(true).0,
         });
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent/public/api.sock");

@@ -61,6 +61,47 @@ async fn unmatched_caller_gets_no_identity_issued() {
 }
 
 #[tokio::test]
+async fn a_call_before_the_first_sync_waits_for_it() {
+    let h = Harness::start(vec![entry(1, "/web", "")]).await;
+    h.provider.synced.send_replace(false);
+    let mut c = h.raw_client().await;
+    let call = tokio::spawn(async move {
+        let mut s = c
+            .fetch_x509svid(with_header(wpb::X509svidRequest {}))
+            .await?
+            .into_inner();
+        s.message().await
+    });
+    tokio::time::sleep(QUIET).await;
+    assert!(!call.is_finished(), "answered before the agent synced");
+    h.provider.synced.send_replace(true);
+    let first = tokio::time::timeout(PROMPT, call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.svids.len(), 1);
+    assert_eq!(first.svids[0].spiffe_id, "spiffe://example.org/web");
+}
+
+#[tokio::test]
+async fn an_agent_that_never_synced_answers_unavailable_not_denied() {
+    let h = Harness::start(vec![entry(1, "/web", "")]).await;
+    h.provider.synced.send_replace(false);
+    let mut c = h.raw_client().await;
+    let e = c
+        .fetch_jwtsvid(with_header(jwt_request(&["a"], "")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_eq!(
+        e.message(),
+        "the agent has not received its registration entries from the server yet"
+    );
+}
+
+#[tokio::test]
 async fn attestation_failure_is_unavailable_and_says_nothing_more() {
     let cause = AttestError::CredentialMismatch {
         pid: 4242,

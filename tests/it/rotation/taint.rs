@@ -1,0 +1,259 @@
+//! After a compromise: `rotate-ca --force` makes a new CA sign at once, `taint-ca`
+//! makes the agent re-issue every SVID the old CA signed (its own included) as soon
+//! as the push reaches it — hours before their half-life — and the tainted CA leaves
+//! the bundle when its grace has passed. The same for the JWT signing key.
+
+use super::probe::ca_of;
+use super::{ids, keys};
+use crate::common::*;
+use futures::StreamExt;
+use sigil::authority::signing_ca_id;
+use std::time::{Duration, Instant};
+
+const WORKLOADS: [&str; 3] = ["/t/a", "/t/b", "/t/c"];
+
+/// Runs the CLI as an operator on the server's admin socket; returns its JSON.
+fn cli_json(s: &TestServer, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = ok(sigil(
+        &all,
+        &[("SIGIL_ADMIN_SOCKET", s.admin.to_str().unwrap())],
+    ));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The CA ids that signed the SVIDs of a context, and the CA ids of its bundle.
+fn issuers_and_bundle(ctx: &spiffe::X509Context) -> (Vec<String>, Vec<Vec<u8>>) {
+    let td = spiffe::TrustDomain::new(TD).unwrap();
+    let issuers = ctx
+        .svids()
+        .iter()
+        .map(|s| signing_ca_id(s.leaf().as_bytes()).unwrap())
+        .collect();
+    let bundle = ctx
+        .bundle_set()
+        .get(&td)
+        .unwrap()
+        .authorities()
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    (issuers, bundle)
+}
+
+/// Reads the open stream until a context satisfies `done`, for up to `secs`.
+async fn until_context(
+    stream: &mut (
+             impl futures::Stream<Item = Result<spiffe::X509Context, spiffe::WorkloadApiError>> + Unpin
+         ),
+    secs: u64,
+    what: &str,
+    done: impl Fn(&spiffe::X509Context) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = tokio::time::timeout(left, stream.next()).await;
+        let ctx = next
+            .unwrap_or_else(|_| panic!("{what}: not within {secs}s"))
+            .unwrap()
+            .unwrap();
+        if done(&ctx) {
+            return;
+        }
+    }
+}
+
+fn change(out: &serde_json::Value, kind: &str, id: &str) -> Vec<String> {
+    out["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == kind && c["id"] == id)
+        .map(|c| c["change"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    // SVIDs live an hour: only the taint can make them renew during this test.
+    cfg.rotation.publish_window = Duration::from_secs(1);
+    cfg.rotation.taint_grace = Duration::from_secs(3);
+    cfg.rotation.validate().unwrap();
+    let s = TestServer::start_with(cfg).await;
+    s.clients()
+        .await
+        .operator
+        .init(sigil::api::pb::InitRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
+    let dir = tmp.path().join("agent");
+    let agent = TestAgent::start(&s, &dir, "node1").await;
+    for w in WORKLOADS {
+        register(&s, &agent.id, w, sigil::server::own_uid(), "", 0).await;
+    }
+    crate::agent::identities(&agent, 3).await;
+    let mut c = s.clients().await;
+    let k = keys(&mut c).await;
+    let old = ids(&k, "x509-ca", "active").remove(0);
+    let old_kid = ids(&k, "jwt", "active").remove(0);
+
+    let client = crate::agent::client(&agent).await;
+    let mut stream = client.stream_x509_contexts().await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(issuers_and_bundle(&first).0, [old.as_str(); 3]);
+    let wid = spiffe::SpiffeId::new(format!("spiffe://{TD}/t/a")).unwrap();
+    let token = client.fetch_jwt_svid(["aud"], Some(&wid)).await.unwrap();
+    assert_eq!(token.key_id(), old_kid);
+
+    // A forced rotation: the new CA signs at once. What the old one signed stays
+    // valid and is not re-issued by the rotation alone.
+    let out = cli_json(&s, &["operator", "rotate-ca", "--force"]);
+    let new = ids(&keys(&mut c).await, "x509-ca", "active").remove(0);
+    assert_ne!(new, old);
+    assert_eq!(
+        change(&out, "x509-ca", &new),
+        ["prepared", "activated-forced"]
+    );
+    assert_eq!(change(&out, "x509-ca", &old), ["retired"]);
+    // The server's own SVID follows the active CA: a client trusting only the new
+    // CA reaches it.
+    let pem = c
+        .bundle
+        .get(sigil::api::pb::GetBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pem;
+    let only_new: Vec<Vec<u8>> = sigil::tls::certs_from_pem("bundle", pem.as_bytes())
+        .unwrap()
+        .into_iter()
+        .filter(|der| ca_of(der).0 == new)
+        .collect();
+    let td = sigil::id::TrustDomain::parse(TD).unwrap();
+    let config = sigil::tls::client_config(&only_new, td.server_id(), None).unwrap();
+    let channel = sigil::tls::channel::connect(&s.addr.to_string(), std::sync::Arc::new(config))
+        .await
+        .unwrap();
+    sigil::api::pb::operator_client::OperatorClient::new(channel)
+        .status(sigil::api::pb::StatusRequest {})
+        .await
+        .unwrap();
+    let svids = client.fetch_all_x509_svids().await.unwrap();
+    assert!(
+        svids
+            .iter()
+            .all(|s| signing_ca_id(s.leaf().as_bytes()).unwrap() == old)
+    );
+
+    // The taint: the agent re-issues every SVID the old CA signed, and the open
+    // stream delivers them.
+    let out = cli_json(&s, &["operator", "taint-ca", &old]);
+    assert_eq!(change(&out, "x509-ca", &old), ["tainted"]);
+    let tainted = out["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == old.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(tainted["tainted"], true, "{tainted}");
+    assert_eq!(tainted["state"], "old", "{tainted}");
+    assert_eq!(
+        tainted["leaves_bundle_at"].as_i64().unwrap(),
+        tainted["tainted_at"].as_i64().unwrap() + 3,
+        "{tainted}"
+    );
+    until_context(&mut stream, 10, "every SVID re-issued", |ctx| {
+        issuers_and_bundle(ctx).0.iter().all(|i| *i == new)
+    })
+    .await;
+    let agent_svid = dir.join("state/agent_svid.pem");
+    eventually(10, || async {
+        let pem = std::fs::read(&agent_svid).ok()?;
+        let chain = sigil::tls::certs_from_pem("agent_svid.pem", &pem).ok()?;
+        (signing_ca_id(&chain[0])? == new).then_some(())
+    })
+    .await;
+
+    // The tainted CA leaves the bundle once its grace has passed.
+    until_context(&mut stream, 15, "the tainted CA out of the bundle", |ctx| {
+        let bundle = issuers_and_bundle(ctx).1;
+        !bundle.iter().any(|der| ca_of(der).0 == old)
+    })
+    .await;
+    let shown = cli_json(&s, &["bundle", "show"]);
+    let listed: Vec<&str> = shown["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert!(!listed.contains(&old.as_str()), "{shown}");
+
+    // The JWT key the same way: a token it signed is no longer served, and once it
+    // has left the bundle no longer validates.
+    cli_json(&s, &["operator", "rotate-jwt-key", "--force"]);
+    let out = cli_json(&s, &["operator", "taint-jwt-key", &old_kid]);
+    assert_eq!(change(&out, "jwt", &old_kid), ["tainted"]);
+    let new_kid = ids(&keys(&mut c).await, "jwt", "active").remove(0);
+    eventually(10, || async {
+        let t = client.fetch_jwt_svid(["aud"], Some(&wid)).await.ok()?;
+        (t.key_id() == new_kid).then_some(())
+    })
+    .await;
+    eventually(15, || async {
+        client
+            .validate_jwt_token("aud", token.token())
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+
+    // Every step is audited: the operator's request by the gate, each key change
+    // with the server as subject.
+    let tail = c
+        .audit
+        .tail(sigil::api::pb::TailAuditRequest { count: 200 })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let events: Vec<serde_json::Value> = tail
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["event"].clone())
+        .collect();
+    let request = events
+        .iter()
+        .find(|e| e["action"] == "operator.taint_signing_key")
+        .unwrap();
+    assert_eq!(request["resource"], format!("x509-ca:{old}"));
+    assert_eq!(request["decision"], "allow");
+    let record = events
+        .iter()
+        .find(|e| e["action"] == "key.tainted" && e["resource"] == format!("x509-ca:{old}"))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(record["subject"], sigil::audit::SERVER_SUBJECT);
+    assert_eq!(
+        record["reasons"][0],
+        format!(
+            "operator.taint_signing_key requested by {}",
+            request["subject"].as_str().unwrap()
+        )
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "key.dropped" && e["resource"] == format!("x509-ca:{old}")),
+        "{events:#?}"
+    );
+    drop(stream);
+    agent.stop().await;
+    s.stop().await;
+}
