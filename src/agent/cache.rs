@@ -45,16 +45,52 @@ struct EntrySet {
     /// Sorted by (SPIFFE ID, entry ID): the first match is the stable default.
     sorted: Arc<Vec<Arc<Entry>>>,
     by_id: HashMap<String, Arc<Entry>>,
+    /// Positions in `sorted` by each entry's first selector. An entry
+    /// matches only callers that have all its selectors, its first among
+    /// them, so a caller's candidates are found through its own few
+    /// selectors instead of by testing every entry the agent holds.
+    by_first_selector: HashMap<Selector, Vec<usize>>,
+    /// Positions of entries without selectors (they match every caller).
+    unconditional: Vec<usize>,
 }
 
 impl EntrySet {
     fn new(by_id: HashMap<String, Arc<Entry>>) -> Self {
         let mut sorted: Vec<Arc<Entry>> = by_id.values().cloned().collect();
         sorted.sort_by(|a, b| (&a.spiffe_id, &a.id).cmp(&(&b.spiffe_id, &b.id)));
+        let mut by_first_selector: HashMap<Selector, Vec<usize>> = HashMap::new();
+        let mut unconditional = Vec::new();
+        for (i, e) in sorted.iter().enumerate() {
+            match e.selectors.first() {
+                Some(s) => by_first_selector.entry(s.clone()).or_default().push(i),
+                None => unconditional.push(i),
+            }
+        }
         Self {
             sorted: Arc::new(sorted),
             by_id,
+            by_first_selector,
+            unconditional,
         }
+    }
+
+    /// The entries whose selectors are all among `selectors`, in default
+    /// order.
+    fn matching(&self, selectors: &[Selector]) -> Vec<Arc<Entry>> {
+        let mut candidates: Vec<usize> = self.unconditional.clone();
+        for s in selectors {
+            if let Some(at) = self.by_first_selector.get(s) {
+                candidates.extend_from_slice(at);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .filter_map(|i| self.sorted.get(i))
+            .filter(|e| e.matches(selectors))
+            .cloned()
+            .collect()
     }
 
     fn revision_of(&self, entry_id: &str) -> Option<u64> {
@@ -459,12 +495,7 @@ impl IdentityCache {
 #[tonic::async_trait]
 impl IdentityProvider for IdentityCache {
     fn matching(&self, selectors: &[Selector]) -> Vec<Arc<Entry>> {
-        self.snapshot()
-            .sorted
-            .iter()
-            .filter(|e| e.matches(selectors))
-            .cloned()
-            .collect()
+        self.snapshot().matching(selectors)
     }
 
     async fn x509_svid(&self, entry: &Entry) -> Result<Arc<X509Identity>, AgentError> {
@@ -504,6 +535,10 @@ impl IdentityProvider for IdentityCache {
 
     fn federated_bundle(&self, td: &TrustDomain) -> Option<Arc<Bundle>> {
         self.federated.get(td)
+    }
+
+    fn jwt_key_tainted(&self, kid: &str) -> bool {
+        read(&self.taints).jwt.contains(kid)
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

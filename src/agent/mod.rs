@@ -139,6 +139,14 @@ pub trait IdentityProvider: Send + Sync + 'static {
     /// A counter bumped on every change that may alter what a workload
     /// sees: entries, rotated SVIDs, bundles.
     fn changes(&self) -> watch::Receiver<u64>;
+    /// Whether the server marked the trust domain's JWT signing key `kid`
+    /// compromised. Its tokens are refused from then on, although the key
+    /// stays in the bundle for a grace period so that X.509 peers and
+    /// in-flight re-issues are not cut off.
+    fn jwt_key_tainted(&self, kid: &str) -> bool {
+        let _ = kid;
+        false
+    }
     /// Whether the server's first push (entries and bundle) has arrived.
     /// Until then "no entry matches" means "not known yet", not "none".
     /// Providers that hold everything from the start are always synced.

@@ -104,6 +104,10 @@ pub enum WorkloadError {
     /// The token's subject belongs to a trust domain with no known bundle.
     #[error("no bundle for trust domain {0:?}")]
     UnknownTrustDomain(String),
+    /// The token is signed by a key of this trust domain that an operator
+    /// marked compromised (`sigil operator taint-jwt-key`).
+    #[error("invalid JWT-SVID: signed by key {0}, which is marked compromised")]
+    TaintedKey(String),
     /// The token is not a valid JWT-SVID for the audience.
     #[error("invalid JWT-SVID: {0}")]
     InvalidToken(JwtError),
@@ -123,7 +127,8 @@ pub fn to_status(e: &WorkloadError) -> Status {
         | E::MissingToken
         | E::BadSpiffeId(_)
         | E::UnknownTrustDomain(_)
-        | E::InvalidToken(_) => Status::invalid_argument(e.to_string()),
+        | E::InvalidToken(_)
+        | E::TaintedKey(_) => Status::invalid_argument(e.to_string()),
         // The pid, uid and cause say which local processes exist and what
         // they run; they are for the operator, not for the caller.
         E::AttestationFailed { pid, uid, cause } => {
@@ -342,6 +347,21 @@ fn unique_hints(entries: Vec<Arc<Entry>>) -> Vec<Arc<Entry>> {
 /// The trust domain named by an unverified token's `sub`, used only to pick
 /// the bundle to verify against; `None` when the token does not decode (the
 /// validator then reports the broken rule).
+/// The `kid` in the header of `token`, without verifying anything: asked
+/// only of a token whose signature already verified with that key.
+fn unverified_kid(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    if token.len() > 16 * 1024 {
+        return None;
+    }
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(header.get("kid")?.as_str()?.to_owned())
+}
+
 fn unverified_trust_domain(token: &str) -> Option<TrustDomain> {
     use base64::Engine as _;
     // The validator refuses longer tokens before decoding; so do we.

@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::hash::Hash;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -49,6 +50,16 @@ impl FileKey {
             Freshness::Cached => AtFlags::STATX_DONT_SYNC,
         };
         Ok(Self::of(&statx(CWD, path, flags, StatxFlags::BASIC_STATS)?))
+    }
+
+    /// The key of `name` in the directory `dir`, following symlinks (and
+    /// magic links such as `exe` in a `/proc/<pid>` directory).
+    pub(crate) fn of_at(dir: &impl AsFd, name: &str, fresh: Freshness) -> io::Result<Self> {
+        let flags = match fresh {
+            Freshness::Synced => AtFlags::empty(),
+            Freshness::Cached => AtFlags::STATX_DONT_SYNC,
+        };
+        Ok(Self::of(&statx(dir, name, flags, StatxFlags::BASIC_STATS)?))
     }
 
     /// The key of the open `file`.

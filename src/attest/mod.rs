@@ -57,11 +57,12 @@ const DIGEST_CACHE_ENTRIES: usize = 1024;
 const RESULT_CACHE_ENTRIES: usize = 1024;
 
 /// How long a cached result's slowly changing inputs — the ids and groups in
-/// `status` and the account files — are trusted before a hit reads them
-/// again. What `exec` changes (the executable's identity and path) and the
-/// pin are checked on every call; only `setuid`/`setgroups` without `exec`
-/// and a renamed user or group may take up to this long to be seen, on a
-/// connection whose caller was already attested.
+/// `status`, the account files and the executable's path — are trusted
+/// before a hit reads them again. What `exec` changes (the executable's
+/// identity) and the pin are checked on every call; only `setuid`/`setgroups`
+/// without `exec`, a renamed user or group, and a renamed running binary may
+/// take up to this long to be seen, on a connection whose caller was already
+/// attested.
 const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// What the kernel reported about the peer of a Unix socket.
@@ -133,8 +134,9 @@ struct Facts {
     exe_path: PathBuf,
     groups: Vec<u32>,
     names: NameStamp,
-    /// `status`, when opened by these reads: kept by the pin once confirmed.
-    opened: Option<std::fs::File>,
+    /// `status` and the `/proc/<pid>` directory, when opened by these reads:
+    /// kept by the pin once confirmed.
+    opened: Option<pin::Opened>,
 }
 
 /// One cached attestation: the selectors and the inputs, beyond the key,
@@ -253,8 +255,8 @@ impl Attestor {
     /// kernel formats all of `status` for each read), so on a connection
     /// whose pin is already confirmed a hit re-reads them only when they
     /// were last confirmed more than [`RECHECK_AFTER`] ago (see
-    /// [`Attestor::attest_cached`]); the executable, its path and the pin
-    /// are checked on every call.
+    /// [`Attestor::attest_cached`]), and so is the executable's path; the
+    /// executable's identity and the pin are checked on every call.
     pub fn attest(&self, cred: &PeerCred, pin: &PeerPin) -> Result<Arc<[Selector]>, AttestError> {
         let facts = self.read_facts(cred, pin, Freshness::Synced)?;
         let selectors = match self.cached(&facts) {
@@ -284,25 +286,30 @@ impl Attestor {
     }
 
     /// A hit on a connection whose pin an earlier attestation confirmed,
-    /// for a result whose `status` and account files were checked within
-    /// [`RECHECK_AFTER`]: only what `exec` changes (the executable's
-    /// identity and path) is read again, and the pin is confirmed after.
-    /// `None` sends the caller down the full check.
+    /// for a result whose `status`, account files and executable path were
+    /// checked within [`RECHECK_AFTER`]: only what `exec` changes (the
+    /// executable's identity: device, inode, size, times) is read again, and
+    /// the pin is confirmed after. `None` sends the caller down the full
+    /// check.
+    ///
+    /// The path is left to the recheck because only a rename of the running
+    /// binary changes it without changing the file: the selectors then still
+    /// describe the same code (same file, same digest) for at most
+    /// [`RECHECK_AFTER`]. An `exec` of anything else changes the identity.
     fn recent_hit(&self, cred: &PeerCred, pin: &PeerPin) -> Option<Arc<[Selector]>> {
         let PeerPin::Pidfd(pidfd) = pin else {
             return None;
         };
         let known = pin.confirmed(cred.pid)?;
-        let proc = ProcDir::new(cred.pid);
         let key = ProcessKey {
             pid: cred.pid,
             start_time: known.start_time,
-            exe: proc.exe_key(Freshness::Cached).ok()?,
+            exe: known.exe_key(Freshness::Cached).ok()?,
             uid: cred.uid,
             gid: cred.gid,
         };
         let hit = self.results.get(&key)?;
-        if !hit.recently_checked(self.now_ms()) || proc.exe_target().ok()? != hit.exe_path {
+        if !hit.recently_checked(self.now_ms()) {
             return None;
         }
         // The reads above were of the caller only if it still holds its pid.
@@ -343,7 +350,9 @@ impl Attestor {
             Some(known) => (proc.status(|| known.read_status())?, None),
             None => {
                 let file = proc.open_status()?;
-                (proc.status(|| procfs::read_whole(&file))?, Some(file))
+                let ids = proc.status(|| procfs::read_whole(&file))?;
+                let dir = proc.open_dir()?;
+                (ids, Some(pin::Opened { status: file, dir }))
             }
         };
         check_ids(&proc, cred, &status)?;

@@ -22,6 +22,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{getsockopt, sockopt::PeerPidfd};
 
 use super::AttestError;
+use super::cache::{FileKey, Freshness};
 use super::parse::{self, PidfdPid};
 use super::procfs::{read_proc_file, read_whole};
 
@@ -112,9 +113,28 @@ pub(crate) struct Confirmed {
     /// a later holder of the pid (reads fail once the process is gone), and
     /// re-reading it spares the path walk and open of every attestation.
     status: Mutex<File>,
+    /// `/proc/<pid>`, opened before the confirmation like `status` and bound
+    /// to the process the same way: names looked up in it (`exe`) skip the
+    /// walk from `/` and cannot reach a later holder of the pid.
+    dir: OwnedFd,
+}
+
+/// The `/proc` files of one attestation that the pin keeps once it has been
+/// confirmed.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// `/proc/<pid>/status`.
+    pub(crate) status: File,
+    /// `/proc/<pid>`.
+    pub(crate) dir: OwnedFd,
 }
 
 impl Confirmed {
+    /// The identity of the executable the process runs now.
+    pub(crate) fn exe_key(&self, fresh: Freshness) -> io::Result<FileKey> {
+        FileKey::of_at(&self.dir, "exe", fresh)
+    }
+
     /// The current text of the process's `status`.
     pub(crate) fn read_status(&self) -> io::Result<String> {
         // One reader at a time: two interleaved reads of one open seq file
@@ -139,7 +159,7 @@ impl Pidfd {
         &self,
         pid: i32,
         start_time: u64,
-        status: Option<File>,
+        opened: Option<Opened>,
     ) -> Result<(), AttestError> {
         if let Some(known) = self.confirmed.get().filter(|c| c.pid == pid) {
             if known.start_time != start_time {
@@ -155,13 +175,14 @@ impl Pidfd {
             };
         }
         confirm_by_fdinfo(&self.fd, pid)?;
-        if let Some(status) = status {
+        if let Some(Opened { status, dir }) = opened {
             // A concurrent first attestation may have recorded it already;
             // both confirmed the same process, so either record is right.
             let _ = self.confirmed.set(Confirmed {
                 pid,
                 start_time,
                 status: Mutex::new(status),
+                dir,
             });
         }
         Ok(())

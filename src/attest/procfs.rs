@@ -5,10 +5,12 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ring::digest;
+use rustix::fs::{Mode, OFlags};
 
 use super::AttestError;
 use super::cache::{DigestCache, FileKey, Freshness};
@@ -69,6 +71,16 @@ impl ProcDir {
     /// (see `pin::Confirmed`).
     pub(crate) fn open_status(&self) -> Result<File, AttestError> {
         File::open(self.dir.join("status")).map_err(|e| self.io_error("status", &e))
+    }
+
+    /// `/proc/<pid>` itself, as a path-only descriptor to look names up in.
+    pub(crate) fn open_dir(&self) -> Result<OwnedFd, AttestError> {
+        rustix::fs::open(
+            &self.dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io_error("the directory", &io::Error::from(e)))
     }
 
     /// The uid, gid and supplementary group lines from the text of `status`

@@ -190,6 +190,52 @@ async fn issues_lazily_and_once_for_concurrent_requests() {
 }
 
 #[tokio::test]
+async fn matching_through_the_selector_index_agrees_with_testing_every_entry() {
+    let f = fixture();
+    let pool = [
+        "unix:uid:1",
+        "unix:uid:2",
+        "unix:gid:5",
+        "unix:gid:6",
+        "unix:user:a",
+    ];
+    // Every entry of one or two selectors from the pool, under a few IDs.
+    let mut entries = Vec::new();
+    let mut n = 0u8;
+    for (i, a) in pool.iter().enumerate() {
+        for b in pool.iter().skip(i) {
+            n += 1;
+            let sels: Vec<&str> = if a == b { vec![*a] } else { vec![*a, *b] };
+            entries.push(entry(&format!("w{}", n % 4), &sels, n, 1));
+        }
+    }
+    f.cache.set_entries(entries.clone());
+    let callers: [&[&str]; 5] = [
+        &["unix:uid:1"],
+        &["unix:uid:1", "unix:gid:5"],
+        &["unix:gid:6", "unix:user:a", "unix:uid:2"],
+        &pool,
+        &["unix:uid:9"],
+    ];
+    for caller in callers {
+        let sels: Vec<Selector> = caller.iter().map(|s| sel(s)).collect();
+        let mut want: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.matches(&sels))
+            .cloned()
+            .collect();
+        want.sort_by(|a, b| (&a.spiffe_id, &a.id).cmp(&(&b.spiffe_id, &b.id)));
+        let got: Vec<Entry> = f
+            .cache
+            .matching(&sels)
+            .iter()
+            .map(|e| (**e).clone())
+            .collect();
+        assert_eq!(got, want, "caller {caller:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_new_cache_is_synced_only_once_marked() {
     let f = fixture();
     assert!(!f.cache.synced());

@@ -145,6 +145,7 @@ impl WorkloadApi {
         req: &wpb::ValidateJwtsvidRequest,
     ) -> Result<wpb::ValidateJwtsvidResponse, WorkloadError> {
         let own = self.bundle()?;
+        let own_td = own.trust_domain.clone();
         let bundle = match unverified_trust_domain(&req.svid) {
             Some(td) if td != own.trust_domain => {
                 let entries = self.provider.matching(selectors);
@@ -160,6 +161,15 @@ impl WorkloadApi {
             crate::clock::now(),
         )
         .map_err(WorkloadError::InvalidToken)?;
+        // The signature verified, so the header's kid names the key that signed.
+        // A compromised key of our own stays in the bundle for its grace period,
+        // but what it signed proves nothing any more.
+        if bundle.trust_domain == own_td
+            && let Some(kid) = super::unverified_kid(&req.svid)
+            && self.provider.jwt_key_tainted(&kid)
+        {
+            return Err(WorkloadError::TaintedKey(kid));
+        }
         // A bundle verifies only its own trust domain's identities (Federation §7.3).
         if claims.spiffe_id.trust_domain_str() != bundle.trust_domain.as_str() {
             return Err(WorkloadError::UnknownTrustDomain(

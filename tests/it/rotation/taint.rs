@@ -196,8 +196,8 @@ async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
         .collect();
     assert!(!listed.contains(&old.as_str()), "{shown}");
 
-    // The JWT key the same way: a token it signed is no longer served, and once it
-    // has left the bundle no longer validates.
+    // The JWT key the same way: a token it signed is no longer served, and no
+    // longer validates.
     cli_json(&s, &["operator", "rotate-jwt-key", "--force"]);
     let out = cli_json(&s, &["operator", "taint-jwt-key", &old_kid]);
     assert_eq!(change(&out, "jwt", &old_kid), ["tainted"]);
@@ -207,14 +207,22 @@ async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
         (t.key_id() == new_kid).then_some(())
     })
     .await;
-    eventually(15, || async {
-        client
+    // A token the tainted key signed is refused as soon as the taint reaches the
+    // agent, while the key is still in the bundle for its grace period.
+    let refused = eventually(10, || async {
+        let e = client
             .validate_jwt_token("aud", token.token())
             .await
-            .is_err()
-            .then_some(())
+            .err()?;
+        Some(format!("{e:?}"))
     })
     .await;
+    assert!(
+        refused.contains(&format!(
+            "signed by key {old_kid}, which is marked compromised"
+        )),
+        "{refused}"
+    );
 
     // Every step is audited: the operator's request by the gate, each key change
     // with the server as subject.
