@@ -182,10 +182,18 @@ fn init_tracing() {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The agent's calls are each a few microseconds of work on cached state,
+    // and handing them between worker threads cost more than the work: one
+    // worker answers about twice as many Workload API calls per second as
+    // two on the same machine. Blocking work (hashing executables) still
+    // runs on the blocking pool. `TOKIO_WORKER_THREADS` overrides.
+    if matches!(cli.command, Command::Agent { .. })
+        && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
     {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
