@@ -218,13 +218,22 @@ impl Gate {
                 if !self.server.agents().is_active(&id) {
                     return (Caller::Anonymous, Authn::None, source);
                 }
+                // After its CA is tainted, an agent must still renew with the
+                // SVID it holds, which that CA signed; but whoever stole the CA
+                // key can mint more for the same ID. Only the exact certificate
+                // the server last issued to the agent is honoured then.
+                if leaf.is_some_and(|l| {
+                    self.server.signed_by_tainted_ca(l)
+                        && !self.server.agents().holds_issued_svid(&id, l)
+                }) {
+                    return (Caller::Anonymous, Authn::None, source);
+                }
                 Caller::Agent { id }
             } else {
                 // A workload SVID a tainted CA signed proves nothing: whoever holds
                 // the stolen CA key can mint one for any identity, an admin's
                 // included. Its agent re-issues it as soon as it hears of the taint.
-                // Agents are not refused here: they must renew with the SVID they
-                // hold, and the taint grace bounds how long that is possible.
+                // (Agents are checked above: they keep their issued SVID.)
                 if leaf.is_some_and(|l| self.server.signed_by_tainted_ca(l)) {
                     return (Caller::Anonymous, Authn::None, source);
                 }

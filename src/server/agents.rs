@@ -43,6 +43,13 @@ pub struct AgentRecord {
     pub last_seen: u64,
     /// When its current SVID expires (Unix seconds).
     pub svid_expires_at: u64,
+    /// SHA-256 (hex) of the leaf of the SVID last issued to it; empty in
+    /// records written before it was kept. After a compromise of the CA that
+    /// signed it, this SVID is the only one from that CA still honoured for
+    /// the agent (see the gate): a thief of the CA key can mint others for
+    /// the same agent ID, but not this exact certificate.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub svid_sha256: String,
     /// Banned agents are refused everything.
     pub banned: bool,
 }
@@ -94,6 +101,14 @@ impl Agents {
         self.shared.is_active(id)
     }
 
+    /// True when `leaf_der` is the SVID last issued to the active agent `id`.
+    pub fn holds_issued_svid(&self, id: &SpiffeId, leaf_der: &[u8]) -> bool {
+        let sha = leaf_sha256(leaf_der);
+        read(&self.shared.cache)
+            .get(id.as_str())
+            .is_some_and(|r| !r.banned && !r.svid_sha256.is_empty() && r.svid_sha256 == sha)
+    }
+
     /// Every agent, ordered by SPIFFE ID.
     pub fn list(&self) -> Vec<AgentRecord> {
         let mut v: Vec<AgentRecord> = read(&self.shared.cache).values().cloned().collect();
@@ -129,16 +144,19 @@ impl Agents {
         .await
     }
 
-    /// Records that `id` holds an SVID until `expires` (attestation or renewal).
-    /// A ban stored before or during the call wins: the call then fails.
+    /// Records that `id` holds the SVID with leaf `leaf_der` until `expires`
+    /// (attestation or renewal). A ban stored before or during the call wins:
+    /// the call then fails.
     pub async fn record_svid(
         &self,
         id: &SpiffeId,
+        leaf_der: &[u8],
         expires: SystemTime,
         now: SystemTime,
     ) -> Result<(), AgentsError> {
         let (shared, id) = (self.shared.clone(), id.clone());
-        blocking::run(move || shared.record_svid(&id, expires, now)).await
+        let sha = leaf_sha256(leaf_der);
+        blocking::run(move || shared.record_svid(&id, sha, expires, now)).await
     }
 
     /// Notes that `id` was heard from; written back at most once a minute.
@@ -167,3 +185,8 @@ impl Agents {
 
 #[cfg(test)]
 mod tests;
+
+/// The hex SHA-256 of a certificate, as [`AgentRecord::svid_sha256`] keeps it.
+fn leaf_sha256(der: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, der))
+}

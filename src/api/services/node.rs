@@ -69,7 +69,12 @@ impl NodeService {
         )?;
         self.server
             .agents()
-            .record_svid(id, svid.expires_at, now)
+            .record_svid(
+                id,
+                svid.chain_der.first().map_or(&[][..], Vec::as_slice),
+                svid.expires_at,
+                now,
+            )
             .await?;
         Ok(pb::AgentSvidResponse {
             spiffe_id: id.to_string(),

@@ -216,6 +216,7 @@ impl Shared {
     pub(super) fn record_svid(
         &self,
         id: &SpiffeId,
+        svid_sha256: String,
         expires: SystemTime,
         now: SystemTime,
     ) -> Result<(), AgentsError> {
@@ -226,6 +227,7 @@ impl Shared {
             Some(r) => Ok(Some(AgentRecord {
                 last_seen: now_s,
                 svid_expires_at: expires_s,
+                svid_sha256: svid_sha256.clone(),
                 ..r.clone()
             })),
             None => Ok(Some(AgentRecord {
@@ -233,6 +235,7 @@ impl Shared {
                 attested_at: now_s,
                 last_seen: now_s,
                 svid_expires_at: expires_s,
+                svid_sha256: svid_sha256.clone(),
                 banned: false,
             })),
         })

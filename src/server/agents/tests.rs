@@ -52,7 +52,7 @@ fn a_ban_during_a_renewal_holds() {
     let id = td().agent_id("n1").unwrap();
     f.agents
         .shared
-        .record_svid(&id, at(2_000), at(1_000))
+        .record_svid(&id, "ab".into(), at(2_000), at(1_000))
         .unwrap();
     assert!(f.agents.is_active(&id));
 
@@ -61,7 +61,7 @@ fn a_ban_during_a_renewal_holds() {
     let renewal = std::thread::spawn({
         let agents = f.agents.shared.clone();
         let id = id.clone();
-        move || agents.record_svid(&id, at(3_000), at(1_500))
+        move || agents.record_svid(&id, "ab".into(), at(3_000), at(1_500))
     });
     reached.recv_timeout(WAIT).unwrap();
     // The ban lands while the renewal is between its read and its write.
@@ -92,7 +92,7 @@ fn a_touch_during_a_ban_does_not_unban() {
     let id = td().agent_id("n1").unwrap();
     f.agents
         .shared
-        .record_svid(&id, at(2_000), at(1_000))
+        .record_svid(&id, "ab".into(), at(2_000), at(1_000))
         .unwrap();
 
     // A last-seen update, due a minute later, reads the record and stops.
@@ -122,11 +122,11 @@ fn a_renewal_records_the_new_expiry_and_an_unknown_ban_is_not_found() {
     let id = td().agent_id("n1").unwrap();
     f.agents
         .shared
-        .record_svid(&id, at(2_000), at(1_000))
+        .record_svid(&id, "ab".into(), at(2_000), at(1_000))
         .unwrap();
     f.agents
         .shared
-        .record_svid(&id, at(3_000), at(1_500))
+        .record_svid(&id, "ab".into(), at(3_000), at(1_500))
         .unwrap();
     let record = stored(&f, &id);
     assert_eq!(
@@ -154,7 +154,7 @@ fn a_name_an_active_agent_holds_needs_replace() {
         .unwrap();
     f.agents
         .shared
-        .record_svid(&id, at(9_000), at(1_000))
+        .record_svid(&id, "ab".into(), at(9_000), at(1_000))
         .unwrap();
 
     let err = f
@@ -226,7 +226,7 @@ fn join_tokens_are_refused_by_the_rule_they_break() {
     // A banned agent's name can get a token, but redeeming it is refused.
     f.agents
         .shared
-        .record_svid(&t.agent_id, at(9_000), at(1_003))
+        .record_svid(&t.agent_id, "ab".into(), at(9_000), at(1_003))
         .unwrap();
     f.agents.shared.ban(&t.agent_id).unwrap();
     let after_ban = f
@@ -256,7 +256,7 @@ async fn store_work_runs_off_the_async_worker() {
     let id = f.agents.redeem(&token_text(&t), at(1_001)).await.unwrap();
     assert_off(&f.raw, worker, "redeem");
     f.agents
-        .record_svid(&id, at(9_000), at(1_001))
+        .record_svid(&id, b"leaf", at(9_000), at(1_001))
         .await
         .unwrap();
     assert_off(&f.raw, worker, "record_svid");
@@ -270,7 +270,7 @@ async fn touch_returns_before_its_write_lands() {
     let worker = std::thread::current().id();
     let id = td().agent_id("n1").unwrap();
     f.agents
-        .record_svid(&id, at(2_000), at(1_000))
+        .record_svid(&id, b"leaf", at(2_000), at(1_000))
         .await
         .unwrap();
     f.raw.take_threads();
@@ -294,4 +294,27 @@ async fn touch_returns_before_its_write_lands() {
     assert_eq!(f.agents.list()[0].last_seen, 1_100);
     assert_eq!(stored(&f, &id).last_seen, 1_100);
     assert!(lock(&f.agents.shared.touching).is_empty());
+}
+
+#[tokio::test]
+async fn only_the_last_issued_svid_is_the_agents() {
+    let f = fixture();
+    let id = td().agent_id("n1").unwrap();
+    // Before any SVID is recorded, no certificate is the agent's.
+    assert!(!f.agents.holds_issued_svid(&id, b"first"));
+    f.agents
+        .record_svid(&id, b"first", at(2_000), at(1_000))
+        .await
+        .unwrap();
+    assert!(f.agents.holds_issued_svid(&id, b"first"));
+    assert!(!f.agents.holds_issued_svid(&id, b"forged"));
+    // A renewal replaces it.
+    f.agents
+        .record_svid(&id, b"second", at(3_000), at(1_500))
+        .await
+        .unwrap();
+    assert!(!f.agents.holds_issued_svid(&id, b"first"));
+    assert!(f.agents.holds_issued_svid(&id, b"second"));
+    f.agents.ban(&id).await.unwrap();
+    assert!(!f.agents.holds_issued_svid(&id, b"second"));
 }

@@ -265,3 +265,81 @@ async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
     agent.stop().await;
     s.stop().await;
 }
+
+/// Writes an SVID, its key (0600) and `bundle` where `--svid-dir` looks.
+fn write_svid_dir(
+    dir: &std::path::Path,
+    chain: &[Vec<u8>],
+    key: &sigil::secret::Secret,
+    bundle: &str,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("svid.pem"), sigil::tls::certs_to_pem(chain)).unwrap();
+    let key_path = dir.join("key.pem");
+    std::fs::write(&key_path, sigil::tls::key_to_pem(key).expose()).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_agent_svid_from_a_tainted_ca_renews_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let dir = tmp.path().join("agent");
+    let agent = TestAgent::start(&s, &dir, "node1").await;
+    let id = sigil::id::SpiffeId::parse(&agent.id).unwrap();
+
+    // What a thief of the CA key makes: another SVID for the same agent, as
+    // valid as the one the server issued.
+    let (key, csr) = sigil::authority::generate_key_and_csr(&id).unwrap();
+    let forged = s
+        .server
+        .authority()
+        .unwrap()
+        .sign_x509_svid(
+            &csr,
+            &id,
+            Duration::from_secs(3600),
+            &[],
+            sigil::clock::now(),
+        )
+        .unwrap();
+    let mut c = s.clients().await;
+    let old = ids(&keys(&mut c).await, "x509-ca", "active").remove(0);
+    cli_json(&s, &["operator", "rotate-ca", "--force"]);
+    let new = ids(&keys(&mut c).await, "x509-ca", "active").remove(0);
+    cli_json(&s, &["operator", "taint-ca", &old]);
+
+    // The old CA is still in the bundle (its grace), but the forged SVID is
+    // nobody's: renewing with it is refused.
+    let bundle = s.server.authority().unwrap().bundle().to_pem();
+    let forged_dir = tmp.path().join("forged");
+    write_svid_dir(&forged_dir, &forged.chain_der, &key, &bundle);
+    let mut thief = s
+        .tls_clients(&forged_dir.join("bundle.pem"), Some(&forged_dir))
+        .await;
+    let (_, csr) = sigil::authority::generate_key_and_csr(&id).unwrap();
+    let e = thief
+        .node
+        .renew_agent(sigil::api::pb::RenewAgentRequest { csr })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().starts_with("anonymous callers may not perform"),
+        "{e:?}"
+    );
+
+    // The agent renews with the SVID the server issued it, from the new CA.
+    let agent_svid = dir.join("state/agent_svid.pem");
+    eventually(10, || async {
+        let pem = std::fs::read(&agent_svid).ok()?;
+        let chain = sigil::tls::certs_from_pem("agent_svid.pem", &pem).ok()?;
+        (signing_ca_id(&chain[0])? == new).then_some(())
+    })
+    .await;
+    drop((c, thief));
+    agent.stop().await;
+    s.stop().await;
+}
