@@ -113,12 +113,9 @@ pub async fn listener() -> (TcpListener, SocketAddr) {
     (l, addr)
 }
 
-/// A running server with the addresses it serves on, so it can be restarted on them.
+/// A running server and the address of its bundle endpoint.
 pub struct Side {
     pub server: TestServer,
-    pub config: ServerConfig,
-    pub clock: Arc<dyn Clock>,
-    pub grpc: SocketAddr,
     pub endpoint: SocketAddr,
 }
 
@@ -130,58 +127,17 @@ impl Side {
         grpc: TcpListener,
         endpoint: TcpListener,
     ) -> Side {
-        let (g, e) = (grpc.local_addr().unwrap(), endpoint.local_addr().unwrap());
-        let server =
-            TestServer::start_on(config.clone(), clock.clone(), grpc, Some(endpoint)).await;
+        let e = endpoint.local_addr().unwrap();
+        let server = TestServer::start_on(config, clock, grpc, Some(endpoint)).await;
         Side {
             server,
-            config,
-            clock,
-            grpc: g,
             endpoint: e,
         }
-    }
-
-    /// Stops the server, changes its stored authority with `edit` (as a rotation
-    /// would), and starts it again on the same addresses.
-    pub async fn restart_with(self, edit: impl FnOnce(&mut sigil::authority::Authority)) -> Side {
-        let Side {
-            server,
-            config,
-            clock,
-            grpc,
-            endpoint,
-        } = self;
-        server.stop().await;
-        edit_authority(&config.data_dir, edit);
-        let g = TcpListener::bind(grpc).await.unwrap();
-        let e = TcpListener::bind(endpoint).await.unwrap();
-        Side::start(config, clock, g, e).await
     }
 
     pub fn inner(&self) -> &Arc<Server> {
         &self.server.server
     }
-}
-
-/// Changes the authority a stopped server keeps in its sealed store.
-pub fn edit_authority(data_dir: &Path, edit: impl FnOnce(&mut sigil::authority::Authority)) {
-    use sigil::store::{SealedStore, SledStore, Table};
-    let raw = Arc::new(SledStore::open(&data_dir.join("store")).unwrap());
-    let store = SealedStore::new(raw, sigil::keyring::KdfCost::FAST_FOR_TESTS);
-    store
-        .unseal(&sigil::secret::Secret::from(PASSPHRASE.to_owned()))
-        .unwrap();
-    let stored = store.get(Table::AUTHORITY, b"authority").unwrap().unwrap();
-    let mut authority = sigil::authority::Authority::from_sealed_bytes(stored.expose()).unwrap();
-    edit(&mut authority);
-    store
-        .put(
-            Table::AUTHORITY,
-            b"authority",
-            authority.to_sealed_bytes().expose(),
-        )
-        .unwrap();
 }
 
 /// `server`'s fetch status for foreign trust domain `name`.

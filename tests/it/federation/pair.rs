@@ -6,7 +6,6 @@ use crate::agent::client;
 use crate::common::*;
 use futures::StreamExt;
 use sigil::api::pb;
-use sigil::authority::{Action, KeyKind};
 use sigil::clock::{Clock, ManualClock, SystemClock};
 use sigil::config::{BundleEndpointConfig, EndpointProfile, FederationConfig};
 use sigil::federation::{FetchError, Source};
@@ -16,6 +15,8 @@ const A: &str = "example.org";
 const B: &str = "other.org";
 const CLIENT: &str = "spiffe://example.org/client";
 const SERVER: &str = "spiffe://other.org/server";
+/// How long B publishes a new CA before it signs with it.
+const B_PUBLISH_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Pair {
     _tmp: tempfile::TempDir,
@@ -51,6 +52,11 @@ impl Pair {
         a_cfg.federation = federation(a_ep_addr, B, b_ep_addr, &b_boot);
         let mut b_cfg = config_for(&b_dir, B);
         b_cfg.federation = federation(b_ep_addr, A, a_ep_addr, &a_boot);
+        // B's rotations wait this long between publishing a CA and signing with it:
+        // long enough for A to fetch and push it on a loaded machine, short enough
+        // for a test to watch B's own rotation task activate it.
+        b_cfg.rotation.publish_window = B_PUBLISH_WINDOW;
+        b_cfg.rotation.validate().unwrap();
 
         // A first: its first fetch finds B down and is retried a minute later on A's
         // clock. B, started next, fetches A's bundle at once.
@@ -185,7 +191,7 @@ async fn workloads_in_two_trust_domains_authenticate_each_other_with_their_workl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_ca_of_b_reaches_a_s_workloads_before_b_signs_with_it() {
-    let mut pair = Pair::start().await;
+    let pair = Pair::start().await;
     let ca = client(&pair.agent_a).await;
     let mut bundles = ca.stream_x509_bundles().await.unwrap();
     let other = spiffe::TrustDomain::new(B).unwrap();
@@ -196,14 +202,21 @@ async fn a_new_ca_of_b_reaches_a_s_workloads_before_b_signs_with_it() {
         std::slice::from_ref(&ca1)
     );
 
-    // B prepares a new CA: published in its bundle at once, not signing yet.
-    let rotate = |a: &mut sigil::authority::Authority| {
-        let policy = sigil::authority::RotationPolicy::default();
-        let rng = ring::rand::SystemRandom::new();
-        a.rotate(KeyKind::X509Ca, false, sigil::clock::now(), &policy, &rng)
-            .unwrap();
-    };
-    pair.b = pair.b.restart_with(rotate).await;
+    // An operator of B rotates its CA the safe way: the new CA is published in B's
+    // bundle at once, and B's rotation task activates it once it has been
+    // published for B's publish window.
+    let mut ops = pair.b.server.clients().await;
+    let rotated = ops
+        .operator
+        .rotate_signing_key(pb::RotateSigningKeyRequest {
+            kind: pb::SigningKeyKind::X509Ca as i32,
+            force: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let changes: Vec<&str> = rotated.changes.iter().map(|c| c.change.as_str()).collect();
+    assert_eq!(changes, ["prepared", "activation-requested"], "{rotated:?}");
     let b_bundle = pair.b.inner().authority().unwrap().bundle();
     let [old, ca2] = b_bundle.x509_authorities.as_slice() else {
         panic!("{b_bundle:?}");
@@ -236,25 +249,11 @@ async fn a_new_ca_of_b_reaches_a_s_workloads_before_b_signs_with_it() {
         "B has not signed with the new CA yet"
     );
 
-    // Only now does B's new CA sign.
-    let activate = |a: &mut sigil::authority::Authority| {
-        let policy = sigil::authority::RotationPolicy::default();
-        let rng = ring::rand::SystemRandom::new();
-        let prepared = a
-            .keys()
-            .into_iter()
-            .find(|k| k.kind == KeyKind::X509Ca && k.state == sigil::authority::KeyState::Prepared)
-            .unwrap();
-        let action = Action::Activate {
-            kind: KeyKind::X509Ca,
-            id: prepared.id,
-            forced: true,
-        };
-        a.apply(&action, sigil::clock::now(), &policy, &rng)
-            .unwrap();
-    };
-    pair.b = pair.b.restart_with(activate).await;
-    assert_eq!(signs_with(&pair.b), ca2);
+    // Only once its publish window has passed does B's own task make the new CA sign.
+    eventually(B_PUBLISH_WINDOW.as_secs() + 20, || async {
+        (signs_with(&pair.b) == ca2).then_some(())
+    })
+    .await;
     let last = status(pair.a.inner(), B).last_success;
 
     // B's workload gets an SVID from the new CA (its entry changed, so it is
