@@ -156,7 +156,8 @@ impl Bundle for BundleService {
         req: Request<pb::GetBundleRequest>,
     ) -> Result<Response<pb::GetBundleResponse>, Status> {
         let td = self.server.trust_domain().to_string();
-        self.gate
+        let caller = self
+            .gate
             .authorize(
                 &req,
                 Action::BundleShow,
@@ -165,12 +166,19 @@ impl Bundle for BundleService {
             .await?;
         let authority = self.server.authority()?;
         let bundle = authority.bundle();
+        // The bundle is public; the state and taint of each key are shown, as
+        // in `operator status`, only to those who may act on them.
+        let keys = if super::operator::sees_keys(&caller) {
+            keys_to_pb(&authority, self.server.rotation_policy())
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(pb::GetBundleResponse {
             trust_domain: td,
             pem: bundle.to_pem(),
             spiffe_json: bundle.to_spiffe_json(),
             sequence: bundle.sequence,
-            keys: keys_to_pb(&authority, self.server.rotation_policy()),
+            keys,
         }))
     }
 

@@ -58,7 +58,7 @@ fn changes_to_pb(events: &[KeyEvent]) -> Vec<pb::SigningKeyChange> {
 /// Whether `caller` sees the key view in `status`. Status answers anyone (an
 /// operator needs it while sealed, before anything else works); the state and
 /// taint of each key are for those who may act on them.
-fn sees_keys(caller: &Caller) -> bool {
+pub(super) fn sees_keys(caller: &Caller) -> bool {
     matches!(
         caller,
         Caller::Operator { .. } | Caller::Workload { admin: true, .. }

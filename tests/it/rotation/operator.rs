@@ -256,6 +256,34 @@ async fn the_key_view_is_for_operators_and_admins() {
         .into_inner();
     assert!(!st.sealed);
     assert!(st.authority_keys.is_empty(), "{st:?}");
+    // The bundle answers a plain workload, without the key view.
+    c.entries
+        .create(pb::CreateEntryRequest {
+            entry: Some(entry("/plain", 4321)),
+        })
+        .await
+        .unwrap();
+    let plain = tmp.path().join("plain");
+    ok(sigil(
+        &[
+            "svid",
+            "mint",
+            "--spiffe-id",
+            "spiffe://example.org/plain",
+            "--out",
+            plain.to_str().unwrap(),
+        ],
+        &admin,
+    ));
+    let mut workload = s.tls_clients(&plain.join("bundle.pem"), Some(&plain)).await;
+    let seen = workload
+        .bundle
+        .get(pb::GetBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!seen.pem.is_empty());
+    assert!(seen.keys.is_empty(), "{seen:?}");
     let e = anon
         .operator
         .rotate_signing_key(pb::RotateSigningKeyRequest {
@@ -265,7 +293,7 @@ async fn the_key_view_is_for_operators_and_admins() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    drop((c, anon));
+    drop((c, anon, workload));
     s.stop().await;
 }
 
