@@ -1,5 +1,7 @@
 //! This server's bundle endpoint (Federation §4, §5.2): HTTPS that answers `GET /` with
-//! the trust domain's current SPIFFE bundle (`spiffe_sequence`, `spiffe_refresh_hint`),
+//! the trust domain's current SPIFFE bundle (`spiffe_sequence`, and a
+//! `spiffe_refresh_hint` of a third of the key publish window, see
+//! [`super::plan::advertised_hint_secs`]),
 //! as `application/json`, to anyone: the bundle is public, and servers "MUST NOT require
 //! client authentication".
 //!
@@ -203,11 +205,16 @@ async fn answer(
         return Ok(r);
     }
     Ok(match server.authority() {
-        Ok(authority) => reply(
-            http::StatusCode::OK,
-            "application/json",
-            authority.bundle().to_spiffe_json(),
-        ),
+        Ok(authority) => {
+            let mut bundle = authority.bundle();
+            bundle.refresh_hint_secs =
+                super::plan::advertised_hint_secs(server.rotation_policy().publish_window);
+            reply(
+                http::StatusCode::OK,
+                "application/json",
+                bundle.to_spiffe_json(),
+            )
+        }
         // Sealed: there is no bundle to vouch for.
         Err(_) => reply(
             http::StatusCode::SERVICE_UNAVAILABLE,

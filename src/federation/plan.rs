@@ -34,6 +34,17 @@ pub fn interval(hint_secs: u64) -> Duration {
     Duration::from_secs(hint_secs).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }
 
+/// The `spiffe_refresh_hint` this server's own bundle endpoint advertises, for a
+/// rotation policy that publishes a new key `publish_window` before it signs: a third
+/// of the window, between [`MIN_INTERVAL`] and [`DEFAULT_INTERVAL`]. A peer that polls
+/// at the hint then fetches a new CA about three times within its window, and has time
+/// to push it to its own workloads, instead of fetching it at best as it starts to sign.
+pub fn advertised_hint_secs(publish_window: Duration) -> u64 {
+    (publish_window / 3)
+        .clamp(MIN_INTERVAL, DEFAULT_INTERVAL)
+        .as_secs()
+}
+
 /// `t + d`, or `t` itself in the (impossible in practice) case that it overflows.
 fn after(t: SystemTime, d: Duration) -> SystemTime {
     t.checked_add(d).unwrap_or(t)
@@ -86,6 +97,22 @@ mod tests {
 
     fn td(name: &str) -> TrustDomain {
         TrustDomain::parse(name).unwrap()
+    }
+
+    #[test]
+    fn the_advertised_hint_is_a_third_of_the_publish_window_within_bounds() {
+        let m = |n: u64| Duration::from_secs(n * 60);
+        let table = [
+            (m(5), 100), // the default window: about three fetches in it
+            (m(9), 180),
+            (m(15), 300), // never above the five minutes of Federation §4
+            (m(60), 300),
+            (m(1), 60), // never below what fetchers accept
+            (Duration::ZERO, 60),
+        ];
+        for (window, want) in table {
+            assert_eq!(advertised_hint_secs(window), want, "{window:?}");
+        }
     }
 
     #[test]

@@ -75,10 +75,16 @@ async fn an_https_web_endpoint_with_an_operator_certificate_is_fetched() {
     let first = settled(&a.server, "other.org").await;
     assert!(first.last_success.is_some(), "{first:?}");
     let kept = a.server.federation().bundle(&td("other.org")).unwrap();
+    assert_eq!(kept.source, Source::Endpoint);
+    // B's bundle as its endpoint serves it: with a refresh hint of a third of B's
+    // publish window (five minutes by default), so A sees a new CA in time.
+    let mut served: serde_json::Value = serde_json::from_str(&b_json).unwrap();
+    served["spiffe_refresh_hint"] = 100.into();
     assert_eq!(
-        (kept.source, &*kept.json),
-        (Source::Endpoint, b_json.as_str())
+        serde_json::from_str::<serde_json::Value>(&kept.json).unwrap(),
+        served
     );
+    assert_eq!(kept.bundle.refresh_hint_secs, 100);
 
     // Sealed, B's endpoint has nothing to vouch for: 503, and A keeps B's bundle.
     b.server
