@@ -37,12 +37,20 @@ async fn entry_commands_round_trip_with_json_and_text() {
             "web.example.org",
             "--hint",
             "web",
+            "--federates-with",
+            "other.org",
+            "--federates-with",
+            "spiffe://third.org",
         ],
         &env,
     )))
     .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["x509_ttl_seconds"], 1800);
+    let mut federates: Vec<String> =
+        serde_json::from_value(created["federates_with"].clone()).unwrap();
+    federates.sort();
+    assert_eq!(federates, ["other.org", "third.org"], "{created}");
     assert_eq!(
         created["selectors"],
         serde_json::json!(["unix:gid:1000", "unix:uid:1000"])
