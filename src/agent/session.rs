@@ -347,6 +347,10 @@ impl Session {
     /// SVID, the renewal task is woken to renew it now.
     pub fn set_tainted_cas(&self, ids: Vec<String>) {
         *write(&self.tainted_cas) = ids;
+        // The server is trusted through the bundle without the tainted CAs.
+        if let Some(bundle) = self.bundle() {
+            self.set_roots(bundle.x509_authorities.clone());
+        }
         if self.signed_by_tainted(&self.current()) {
             tracing::info!("the agent SVID was signed by a tainted CA; renewing it now");
             self.renew_now.notify_one();
@@ -375,8 +379,9 @@ impl Session {
             .await
             .map_err(|s| status_error(&s))?
             .into_inner();
-        let (identity, bundle) = Self::identity_from(resp, key, &self.trust_domain)
+        let (mut identity, bundle) = Self::identity_from(resp, key, &self.trust_domain)
             .map_err(|e| AgentError::Internal(e.to_string()))?;
+        identity.roots = self.server_roots(std::mem::take(&mut identity.roots));
         let channel = Self::channel(&self.addr, &identity)
             .map_err(|e| AgentError::Internal(e.to_string()))?;
         *write(&self.identity) = Arc::new(identity);
@@ -410,7 +415,21 @@ impl Session {
         self.set_roots(bundle.x509_authorities.clone());
     }
 
+    /// `roots` less any CA marked compromised: whoever stole its key could mint
+    /// a `/sigil/server` SVID and stand in for the server, so it vouches for no
+    /// server. The server's own SVID moves to a new CA before a taint is
+    /// pushed, so the real server still verifies.
+    fn server_roots(&self, roots: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let tainted = read(&self.tainted_cas);
+        roots
+            .into_iter()
+            .filter(|r| !crate::authority::ca_key_id(r).is_some_and(|id| tainted.contains(&id)))
+            .collect()
+    }
+
+    /// Trusts `roots` ([`Self::server_roots`]) for the connections to the server.
     fn set_roots(&self, roots: Vec<Vec<u8>>) {
+        let roots = self.server_roots(roots);
         let current = self.current();
         if current.roots == roots {
             return;

@@ -47,7 +47,9 @@ pub use policy::{
     DEFAULT_X509_SVID_TTL, PolicyError, RotationPolicy,
 };
 pub use rotation::{Advance, KeyChange, KeyEvent};
-pub use x509::{SvidError, X509Svid, signing_ca_id, validate_x509_svid_leaf, verify_x509_svid};
+pub use x509::{
+    SvidError, X509Svid, ca_key_id, signing_ca_id, validate_x509_svid_leaf, verify_x509_svid,
+};
 
 use ca::CaKey;
 use jwt::JwtKey;

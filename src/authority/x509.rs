@@ -51,6 +51,20 @@ pub fn signing_ca_id(leaf_der: &[u8]) -> Option<String> {
         .map(|id| hex::encode(id.0))
 }
 
+/// The id of the CA key whose certificate is `ca_der`: its SubjectKeyIdentifier in
+/// hex, the same id [`signing_ca_id`] reads from the leaves it signed. `None` when the
+/// certificate or the extension cannot be read.
+pub fn ca_key_id(ca_der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::ParsedExtension;
+    let (_, cert) = X509Certificate::from_der(ca_der).ok()?;
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(ski) => Some(hex::encode(ski.0)),
+            _ => None,
+        })
+}
+
 /// Why a certificate is not a valid X.509-SVID. Each variant names the broken rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SvidError {

@@ -180,6 +180,27 @@ async fn a_taint_reissues_every_svid_at_once_and_the_ca_leaves_the_bundle() {
         (signing_ca_id(&chain[0])? == new).then_some(())
     })
     .await;
+    // Nor does the agent trust the tainted CA for the server any more, while it is
+    // still in the bundle: whoever stole its key could stand in for the server.
+    let pem = std::fs::read(dir.join("state/bundle.pem")).unwrap();
+    let trusted: Vec<String> = sigil::tls::certs_from_pem("bundle.pem", &pem)
+        .unwrap()
+        .iter()
+        .map(|der| ca_of(der).0)
+        .collect();
+    let published: Vec<String> = s
+        .server
+        .authority()
+        .unwrap()
+        .bundle()
+        .x509_authorities
+        .iter()
+        .map(|der| ca_of(der).0)
+        .collect();
+    assert!(trusted.contains(&new), "{trusted:?}");
+    if published.contains(&old) {
+        assert!(!trusted.contains(&old), "{trusted:?} of {published:?}");
+    }
 
     // The tainted CA leaves the bundle once its grace has passed.
     until_context(&mut stream, 15, "the tainted CA out of the bundle", |ctx| {
