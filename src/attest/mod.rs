@@ -134,9 +134,9 @@ struct Facts {
     exe_path: PathBuf,
     groups: Vec<u32>,
     names: NameStamp,
-    /// `status` and the `/proc/<pid>` directory, when opened by these reads:
-    /// kept by the pin once confirmed.
-    opened: Option<pin::Opened>,
+    /// The `/proc/<pid>` directory, when opened by these reads: kept by the
+    /// pin once confirmed.
+    opened: Option<std::os::fd::OwnedFd>,
 }
 
 /// One cached attestation: the selectors and the inputs, beyond the key,
@@ -322,7 +322,7 @@ impl Attestor {
     ///
     /// A connection whose pidfd an earlier attestation confirmed skips
     /// `stat` (the pinned process keeps its start time until it exits,
-    /// which the confirmation checks) and re-reads its kept `status` file.
+    /// which the confirmation checks) and reads `status` through its kept `/proc/<pid>` directory.
     fn read_facts(
         &self,
         cred: &PeerCred,
@@ -349,10 +349,9 @@ impl Attestor {
         let (status, opened) = match confirmed {
             Some(known) => (proc.status(|| known.read_status())?, None),
             None => {
-                let file = proc.open_status()?;
-                let ids = proc.status(|| procfs::read_whole(&file))?;
                 let dir = proc.open_dir()?;
-                (ids, Some(pin::Opened { status: file, dir }))
+                let ids = proc.status(|| procfs::read_status_at(&dir))?;
+                (ids, Some(dir))
             }
         };
         check_ids(&proc, cred, &status)?;

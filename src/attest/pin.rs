@@ -11,11 +11,10 @@
 //! process holds the pid after the reads, it held it throughout them and
 //! every read was of the connecting process.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, Once, OnceLock, PoisonError};
+use std::sync::{Arc, Once, OnceLock};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -24,7 +23,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerPidfd};
 use super::AttestError;
 use super::cache::{FileKey, Freshness};
 use super::parse::{self, PidfdPid};
-use super::procfs::{read_proc_file, read_whole};
+use super::procfs::{read_proc_file, read_status_at};
 
 /// How the process behind one connection is pinned; taken at accept and
 /// shared by every request on the connection.
@@ -108,25 +107,12 @@ impl std::fmt::Debug for Pidfd {
 pub(crate) struct Confirmed {
     pub(crate) pid: i32,
     pub(crate) start_time: u64,
-    /// `/proc/<pid>/status`, opened before the confirmation. An open `/proc`
-    /// file stays bound to the process it was opened for: it can never show
-    /// a later holder of the pid (reads fail once the process is gone), and
-    /// re-reading it spares the path walk and open of every attestation.
-    status: Mutex<File>,
-    /// `/proc/<pid>`, opened before the confirmation like `status` and bound
-    /// to the process the same way: names looked up in it (`exe`) skip the
-    /// walk from `/` and cannot reach a later holder of the pid.
+    /// `/proc/<pid>`, opened before the confirmation. An open `/proc/<pid>`
+    /// stays bound to the process it was opened for: names looked up in it
+    /// (`exe`, `status`) can never reach a later holder of the pid (lookups
+    /// fail once the process is gone), and they skip the walk from `/`. One
+    /// descriptor per connection, beside the socket and the pidfd.
     dir: OwnedFd,
-}
-
-/// The `/proc` files of one attestation that the pin keeps once it has been
-/// confirmed.
-#[derive(Debug)]
-pub(crate) struct Opened {
-    /// `/proc/<pid>/status`.
-    pub(crate) status: File,
-    /// `/proc/<pid>`.
-    pub(crate) dir: OwnedFd,
 }
 
 impl Confirmed {
@@ -137,10 +123,7 @@ impl Confirmed {
 
     /// The current text of the process's `status`.
     pub(crate) fn read_status(&self) -> io::Result<String> {
-        // One reader at a time: two interleaved reads of one open seq file
-        // could splice two versions of its text.
-        let file = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        read_whole(&file)
+        read_status_at(&self.dir)
     }
 }
 
@@ -151,7 +134,7 @@ impl Pidfd {
     ///
     /// The first time, through the `Pid:` line of the pidfd's fdinfo, which
     /// also shows that `/proc` numbers the process as the socket did; then
-    /// `start_time` and `status` (opened during the reads) are recorded.
+    /// `start_time` and the `/proc/<pid>` directory (opened during the reads) are recorded.
     /// After that, a zero-timeout `poll`, which reports the process as soon
     /// as it has exited (a zombie included), is enough: a process that has
     /// not exited still holds its pid.
@@ -159,7 +142,7 @@ impl Pidfd {
         &self,
         pid: i32,
         start_time: u64,
-        opened: Option<Opened>,
+        opened: Option<OwnedFd>,
     ) -> Result<(), AttestError> {
         if let Some(known) = self.confirmed.get().filter(|c| c.pid == pid) {
             if known.start_time != start_time {
@@ -175,13 +158,12 @@ impl Pidfd {
             };
         }
         confirm_by_fdinfo(&self.fd, pid)?;
-        if let Some(Opened { status, dir }) = opened {
+        if let Some(dir) = opened {
             // A concurrent first attestation may have recorded it already;
             // both confirmed the same process, so either record is right.
             let _ = self.confirmed.set(Confirmed {
                 pid,
                 start_time,
-                status: Mutex::new(status),
                 dir,
             });
         }

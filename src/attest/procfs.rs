@@ -67,12 +67,6 @@ impl ProcDir {
         Ok(stat)
     }
 
-    /// Opens `status`, to be read with [`read_whole`] now and perhaps kept
-    /// (see `pin::Confirmed`).
-    pub(crate) fn open_status(&self) -> Result<File, AttestError> {
-        File::open(self.dir.join("status")).map_err(|e| self.io_error("status", &e))
-    }
-
     /// `/proc/<pid>` itself, as a path-only descriptor to look names up in.
     pub(crate) fn open_dir(&self) -> Result<OwnedFd, AttestError> {
         rustix::fs::open(
@@ -177,6 +171,17 @@ impl ProcDir {
 /// `Groups:` line alone can reach several hundred KiB for a process with
 /// the maximum of 65,536 supplementary groups.
 const MAX_PROC_FILE: usize = 1024 * 1024;
+
+/// Reads `status` in the `/proc/<pid>` directory `dir` whole.
+pub(crate) fn read_status_at(dir: &OwnedFd) -> io::Result<String> {
+    let fd = rustix::fs::openat(
+        dir,
+        "status",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    read_whole(&File::from(fd))
+}
 
 /// Reads a `/proc` text file whole; see [`read_whole`].
 pub(crate) fn read_proc_file(path: &Path) -> io::Result<String> {

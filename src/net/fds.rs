@@ -13,8 +13,9 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 pub const RESERVED_FDS: u64 = 256;
 
 /// Descriptors one Workload API connection holds: its socket, the caller's
-/// pidfd (`SO_PEERPIDFD`), and the caller's `/proc/<pid>/status`, kept open
-/// once attested so repeat calls re-read it without a path walk.
+/// pidfd (`SO_PEERPIDFD`), and the caller's `/proc/<pid>` directory, kept
+/// open once attested so repeat calls look `exe` and `status` up in it
+/// without a path walk.
 pub const WORKLOAD_FDS_PER_CONN: u64 = 3;
 
 /// Raises the soft descriptor limit to the hard limit and returns the soft
