@@ -347,21 +347,6 @@ fn unique_hints(entries: Vec<Arc<Entry>>) -> Vec<Arc<Entry>> {
 /// The trust domain named by an unverified token's `sub`, used only to pick
 /// the bundle to verify against; `None` when the token does not decode (the
 /// validator then reports the broken rule).
-/// The `kid` in the header of `token`, without verifying anything: asked
-/// only of a token whose signature already verified with that key.
-fn unverified_kid(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    if token.len() > 16 * 1024 {
-        return None;
-    }
-    let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    Some(header.get("kid")?.as_str()?.to_owned())
-}
-
 fn unverified_trust_domain(token: &str) -> Option<TrustDomain> {
     use base64::Engine as _;
     // The validator refuses longer tokens before decoding; so do we.

@@ -326,6 +326,20 @@ struct Decoded<'a> {
     claims: Map<String, Value>,
 }
 
+/// The `kid` in the header of a compact JWS, read without verifying anything
+/// (to find which key signed a token already verified, or one the caller holds);
+/// `None` for a token over the size limit, a header that does not decode, or one
+/// without a `kid`.
+pub fn jwt_key_id(token: &[u8]) -> Option<String> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let header = token.split(|b| *b == b'.').next()?;
+    let json = URL_SAFE_NO_PAD.decode(header).ok()?;
+    let value: Value = serde_json::from_slice(&json).ok()?;
+    value.get("kid")?.as_str().map(str::to_owned)
+}
+
 fn malformed(reason: &'static str) -> JwtError {
     JwtError::MalformedToken { reason }
 }

@@ -129,15 +129,11 @@ impl Authority {
     /// every SVID whose issuer (the leaf's AuthorityKeyIdentifier, or the token's `kid`)
     /// is one of them.
     pub fn tainted_ids(&self, kind: KeyKind) -> Vec<String> {
-        let records: Vec<&KeyRecord> = match kind {
-            KeyKind::X509Ca => self.cas.records().collect(),
-            KeyKind::Jwt => self.jwt_keys.records().collect(),
-        };
-        records
-            .into_iter()
-            .filter(|r| r.is_tainted())
-            .map(|r| r.id.clone())
-            .collect()
+        let tainted = |r: &KeyRecord| r.is_tainted().then(|| r.id.clone());
+        match kind {
+            KeyKind::X509Ca => self.cas.records().filter_map(tainted).collect(),
+            KeyKind::Jwt => self.jwt_keys.records().filter_map(tainted).collect(),
+        }
     }
 
     /// The rotation plan at `now` (see [`plan`]).

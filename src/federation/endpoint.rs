@@ -58,8 +58,16 @@ impl ResolvesServerCert for FollowServerSvid {
 }
 
 /// The operator's certificate.
-#[derive(Debug)]
 struct Fixed(Arc<CertifiedKey>);
+
+impl std::fmt::Debug for Fixed {
+    // The certified key holds the private key: only the chain's length is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixed")
+            .field("chain_len", &self.0.cert.len())
+            .finish_non_exhaustive()
+    }
+}
 
 impl ResolvesServerCert for Fixed {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {

@@ -42,7 +42,11 @@ pub enum TlsError {
 /// The one crypto provider: ring. Passing it explicitly keeps rustls from
 /// guessing when more than one provider is linked.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    // Built once: every TLS configuration and verifier shares it.
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// Parses PEM text into DER certificates.

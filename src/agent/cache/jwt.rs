@@ -194,7 +194,7 @@ impl JwtCache {
 fn new_slot(token: Arc<JwtIdentity>) -> Slot {
     Slot {
         refresh_at: rotation::renew_at(token.issued_at, token.expires_at, 0.0),
-        kid: super::taint::token_key_id(token.token.expose()),
+        kid: crate::authority::jwt_key_id(token.token.expose()),
         token,
         refreshing: false,
     }

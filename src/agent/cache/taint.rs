@@ -11,8 +11,6 @@
 
 use super::{CachedX509, IdentityCache, X509Slot};
 use crate::sync::{lock, read, write};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashSet;
 
 /// The tainted keys still in the bundle, by id.
@@ -29,14 +27,6 @@ impl Taints {
     pub(super) fn ca(&self, issuer: Option<&str>) -> bool {
         issuer.is_some_and(|i| self.x509.contains(i))
     }
-}
-
-/// The `kid` in a compact JWS header, if it has one.
-pub(super) fn token_key_id(token: &[u8]) -> Option<String> {
-    let header = token.split(|b| *b == b'.').next()?;
-    let json = URL_SAFE_NO_PAD.decode(header).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    value.get("kid")?.as_str().map(str::to_owned)
 }
 
 impl IdentityCache {

@@ -165,7 +165,7 @@ impl WorkloadApi {
         // A compromised key of our own stays in the bundle for its grace period,
         // but what it signed proves nothing any more.
         if bundle.trust_domain == own_td
-            && let Some(kid) = super::unverified_kid(&req.svid)
+            && let Some(kid) = crate::authority::jwt_key_id(req.svid.as_bytes())
             && self.provider.jwt_key_tainted(&kid)
         {
             return Err(WorkloadError::TaintedKey(kid));

@@ -209,21 +209,6 @@ fn unverified_trust_domain_reads_sub_only() {
 }
 
 #[test]
-fn unverified_kid_reads_the_header_only() {
-    use base64::Engine as _;
-    let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-    let token = format!(
-        "{}.{}.sig",
-        enc(r#"{"alg":"ES256","kid":"k1"}"#),
-        enc(r#"{"kid":"k2"}"#)
-    );
-    assert_eq!(super::unverified_kid(&token).as_deref(), Some("k1"));
-    let no_kid = format!("{}.e30.sig", enc(r#"{"alg":"ES256"}"#));
-    assert_eq!(super::unverified_kid(&no_kid), None);
-    assert_eq!(super::unverified_kid("!!!.e30.sig"), None);
-}
-
-#[test]
 fn unique_hints_keeps_the_first_and_all_empty_hints() {
     let kept = super::unique_hints(vec![
         Arc::new(entry(1, "/a", "x")),

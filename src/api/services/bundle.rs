@@ -113,19 +113,18 @@ pub(super) fn federation_status_pb(
     status: &FetchStatus,
     kept: Option<&Kept>,
 ) -> pb::FederationStatus {
-    let time = |t: Option<std::time::SystemTime>| t.map_or(0, wire_time);
     pb::FederationStatus {
         trust_domain: rel.trust_domain().to_string(),
         url: rel.config.url.as_str().to_owned(),
         profile: rel.config.profile.name().to_owned(),
-        last_success: time(status.last_success),
-        last_error_at: time(status.last_error.as_ref().map(|(t, _)| *t)),
+        last_success: maybe_time(status.last_success),
+        last_error_at: maybe_time(status.last_error.as_ref().map(|(t, _)| *t)),
         last_error: status
             .last_error
             .as_ref()
             .map(|(_, e)| e.to_string())
             .unwrap_or_default(),
-        next_attempt: time(status.next_attempt),
+        next_attempt: maybe_time(status.next_attempt),
         failures: status.failures,
         sequence: kept.map_or(0, |k| k.bundle.sequence),
     }

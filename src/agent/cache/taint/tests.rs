@@ -10,9 +10,10 @@
 )]
 
 use super::super::tests::{Fixture, entry, fixture, jwt_calls, x509_calls};
-use super::*;
 use crate::agent::IdentityProvider;
-use crate::authority::{KeyKind, KeyState, RotationPolicy};
+use crate::authority::{KeyKind, KeyState, RotationPolicy, jwt_key_id};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SystemRandom;
 use std::sync::Arc;
 
@@ -138,27 +139,33 @@ async fn jwt_svids_a_tainted_key_signed_are_forgotten() {
     let aud = vec!["a".to_owned()];
     let first = f.cache.jwt_svid(&web, &aud).await.unwrap();
     let (old, new) = rotate_and_taint(&f, KeyKind::Jwt);
-    assert_eq!(token_key_id(first.token.expose()), Some(old.clone()));
+    assert_eq!(jwt_key_id(first.token.expose()), Some(old.clone()));
 
     f.cache.set_taints(Vec::new(), vec![old]);
     assert_eq!(f.cache.cached_jwt_count(), 0);
     let next = f.cache.jwt_svid(&web, &aud).await.unwrap();
-    assert_eq!(token_key_id(next.token.expose()), Some(new));
+    assert_eq!(jwt_key_id(next.token.expose()), Some(new));
     assert_eq!(jwt_calls(&f), 2);
 }
 
 #[test]
 fn key_ids_are_read_from_the_credentials() {
     assert_eq!(crate::authority::signing_ca_id(b"not a certificate"), None);
-    assert_eq!(token_key_id(b"e30.e30.sig"), None, "a header without kid");
+    assert_eq!(jwt_key_id(b"e30.e30.sig"), None, "a header without kid");
     assert_eq!(
-        token_key_id(b"!!.e30.sig"),
+        jwt_key_id(b"!!.e30.sig"),
         None,
         "a header that is not base64url"
     );
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"k1"}"#);
     assert_eq!(
-        token_key_id(format!("{header}.e30.sig").as_bytes()),
+        jwt_key_id(format!("{header}.e30.sig").as_bytes()),
         Some("k1".to_owned())
+    );
+    let oversized = format!("{header}.{}.sig", "A".repeat(16 * 1024));
+    assert_eq!(
+        jwt_key_id(oversized.as_bytes()),
+        None,
+        "over the size limit"
     );
 }
