@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "proto/sigil/v1/policy.proto",
     "proto/sigil/v1/audit.proto",
     "proto/sigil/v1/agents.proto",
+    "proto/sigil/v1/secrets.proto",
 ];
 
 /// Messages that carry passphrases, keys or bearer tokens: their derived
@@ -26,6 +27,8 @@ const REDACTED: &[&str] = &[
     ".sigil.v1.MintJwtSvidResponse",
     ".sigil.v1.CreateJoinTokenResponse",
     ".sigil.v1.AttestAgentRequest",
+    ".sigil.v1.PutSecretRequest",
+    ".sigil.v1.SecretVersion",
     ".X509SVID",
     ".JWTSVID",
     ".ValidateJWTSVIDRequest",

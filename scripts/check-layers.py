@@ -27,6 +27,7 @@ CORE = [
     "src/policy",
     "src/audit",
     "src/secret.rs",
+    "src/secrets",
     "src/unix_time.rs",
     "src/agent/rotation.rs",
     "src/attest/parse.rs",

@@ -71,6 +71,7 @@ pub mod net;
 pub mod policy;
 pub mod registry;
 pub mod secret;
+pub mod secrets;
 pub mod serve;
 pub mod server;
 pub mod store;

@@ -126,6 +126,10 @@ pub async fn run(
         server.clone(),
         stop_rx.clone(),
     ));
+    tokio::spawn(crate::server::secrets::task::run(
+        server.clone(),
+        stop_rx.clone(),
+    ));
 
     let tcp = crate::net::builder::<TlsConnInfo>(&limits.tcp)
         .add_routes(routes.clone())

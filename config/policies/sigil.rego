@@ -83,6 +83,73 @@ reasons contains "authenticated bundle read" if {
 	input.action == "bundle.show"
 }
 
+# Secrets (SPEC §3.4): who may do what to which path is written as grants in
+# the data document `data.sigil.grants` (config/policies/grants.json), a map
+# from SPIFFE ID to `VERB:PATTERN` strings. Each secret action needs one verb.
+# There are no standing rights here for admin workloads: an admin entry
+# administers identities, and reads secrets only through grants like anyone.
+secret_verbs := {
+	"secret.get": "read",
+	"secret.meta": "read",
+	"secret.watch": "read",
+	"secret.rotation.show": "read",
+	"secret.list": "list",
+	"secret.put": "write",
+	"secret.delete": "write",
+	"secret.undelete": "write",
+	"secret.meta.write": "write",
+	"secret.destroy": "destroy",
+	"secret.rotation.set": "rotate",
+	"secret.rotation.disable": "rotate",
+	"secret.rotate": "rotate",
+}
+
+reasons contains sprintf("grant %s", [grant]) if {
+	verb := secret_verbs[input.action]
+	input.subject.kind == "workload"
+	input.subject.authn in authenticated
+	some grant in data.sigil.grants[input.subject.spiffe_id]
+	grant_allows(grant, verb, input.resource.id)
+}
+
+# A grant is VERB:PATTERN; the PDP checked every grant's syntax at load.
+grant_allows(grant, verb, path) if {
+	parts := split(grant, ":")
+	count(parts) == 2
+	parts[0] == verb
+	pattern_matches(parts[1], path)
+}
+
+# `**` alone matches every path.
+pattern_matches("**", _) := true
+
+# A trailing `/**` matches one or more segments below its prefix.
+pattern_matches(pattern, path) if {
+	endswith(pattern, "/**")
+	want := split(trim_suffix(pattern, "/**"), "/")
+	have := split(path, "/")
+	count(have) > count(want)
+	every i, seg in want {
+		segment_matches(seg, have[i])
+	}
+}
+
+# Otherwise segment by segment, `*` matching exactly one.
+pattern_matches(pattern, path) if {
+	pattern != "**"
+	not endswith(pattern, "/**")
+	want := split(pattern, "/")
+	have := split(path, "/")
+	count(have) == count(want)
+	every i, seg in want {
+		segment_matches(seg, have[i])
+	}
+}
+
+segment_matches(want, _) if want == "*"
+
+segment_matches(want, have) if want == have
+
 # Explain denials to anonymous callers rather than only defaulting.
 deny contains msg if {
 	input.subject.kind == "anonymous"

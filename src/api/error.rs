@@ -7,7 +7,7 @@
 use crate::authority::AuthorityError;
 use crate::federation::FederationError;
 use crate::registry::EntryError;
-use crate::server::{AgentsError, EntriesError, LifecycleError};
+use crate::server::{AgentsError, EntriesError, LifecycleError, SecretsError};
 use crate::store::SealError;
 use crate::store::audit_log::AuditError;
 use tonic::{Code, Status};
@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The server's lifecycle: seal state, policies, audit reads.
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    /// The secrets store.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     /// Something failed that the caller cannot fix; details are logged.
     #[error("internal error")]
     Internal(String),
@@ -79,6 +82,12 @@ impl From<AgentsError> for Status {
 impl From<EntriesError> for Status {
     fn from(e: EntriesError) -> Self {
         entries_status(&e)
+    }
+}
+
+impl From<SecretsError> for Status {
+    fn from(e: SecretsError) -> Self {
+        secrets_status(&e)
     }
 }
 
@@ -186,6 +195,41 @@ fn federation_status(e: &FederationError) -> Status {
     }
 }
 
+fn secrets_status(e: &SecretsError) -> Status {
+    use crate::secrets::KvError;
+    match e {
+        SecretsError::Path(_)
+        | SecretsError::Field(_)
+        | SecretsError::Meta(_)
+        | SecretsError::Rotation(_)
+        | SecretsError::Generator(_)
+        | SecretsError::Kv(KvError::VersionZero | KvError::MaxVersionsOutOfRange(_)) => {
+            Status::invalid_argument(e.to_string())
+        }
+        SecretsError::NotFound(_) | SecretsError::Kv(KvError::NoSuchVersion { .. }) => {
+            Status::not_found(e.to_string())
+        }
+        // Deleted and destroyed versions exist but cannot be read: the
+        // message says which, and whether undelete can help.
+        SecretsError::Kv(KvError::Deleted { .. } | KvError::Destroyed { .. })
+        | SecretsError::NoRotation(_) => Status::failed_precondition(e.to_string()),
+        SecretsError::Kv(KvError::CasMismatch { .. }) | SecretsError::Contended(_) => {
+            Status::aborted(e.to_string())
+        }
+        // The rotation's own dependencies failed; their messages name what
+        // (a connection secret, a database refusal) and never a value.
+        SecretsError::Connection { .. } | SecretsError::Apply(_) => {
+            Status::unavailable(e.to_string())
+        }
+        SecretsError::Store(s) => seal_status(s),
+        SecretsError::RecordCorrupt(_) => {
+            tracing::error!(error = %e, "stored secret record does not decode");
+            Status::new(Code::DataLoss, "stored secret record does not decode")
+        }
+        SecretsError::TaskFailed(_) => internal(e),
+    }
+}
+
 fn lifecycle_status(e: &LifecycleError) -> Status {
     match e {
         LifecycleError::Sealed => sealed(),
@@ -202,6 +246,7 @@ fn lifecycle_status(e: &LifecycleError) -> Status {
         LifecycleError::Authority(a) => authority_status(a),
         LifecycleError::Entries(x) => entries_status(x),
         LifecycleError::Agents(x) => agents_status(x),
+        LifecycleError::Secrets(x) => secrets_status(x),
         LifecycleError::Store(s) => seal_status(s),
         LifecycleError::TlsConfig(_)
         | LifecycleError::AuditUnreadable(_)
@@ -225,6 +270,7 @@ impl From<ApiError> for Status {
             ApiError::Agents(a) => agents_status(a),
             ApiError::Entries(x) => entries_status(x),
             ApiError::Lifecycle(l) => lifecycle_status(l),
+            ApiError::Secrets(x) => secrets_status(x),
             ApiError::Internal(detail) => internal(detail),
         }
     }

@@ -151,6 +151,107 @@ impl Gate {
         Ok(caller)
     }
 
+    /// For reads: authenticates and decides like [`Gate::authorize`], but an
+    /// allowed decision is recorded only by [`Decided::record`], after the
+    /// read, so the one record names what was read (the version) and how it
+    /// went. A denial is recorded at once. Nothing read may be returned
+    /// before `record` succeeds: the audit stays fail-closed.
+    pub async fn decide(
+        &self,
+        ext: &http::Extensions,
+        action: Action,
+        resource: Resource,
+    ) -> Result<Decided, ApiError> {
+        let now = clock::unix_seconds(self.server.now());
+        let (caller, authn, source) = self.authenticate(ext);
+        let input = Input {
+            subject: caller.subject(authn),
+            action,
+            resource: resource.clone(),
+            context: Context {
+                time: now,
+                source: source.clone(),
+            },
+        };
+        let decision = self.server.pdp().decide(&input);
+        let sealed = !action.allowed_while_sealed() && self.server.is_sealed();
+        let event = Event {
+            time: now,
+            subject: caller.audit_name(),
+            authn: authn.as_str().to_owned(),
+            action: action.as_str().to_owned(),
+            resource: resource.audit_name(),
+            decision: (decision.allow && !sealed).into(),
+            reasons: decision.reasons.clone(),
+            source,
+        };
+        if decision.allow && !sealed {
+            return Ok(Decided {
+                gate: self.clone(),
+                caller,
+                event,
+            });
+        }
+        let mut event = event;
+        if sealed && decision.allow {
+            event.reasons.push("sealed".into());
+        }
+        self.server.audit().append(event.clone()).await?;
+        if sealed && decision.allow {
+            return Err(ApiError::Sealed);
+        }
+        Err(ApiError::Denied(if event.reasons.is_empty() {
+            format!("{} may not {}", caller.audit_name(), action.as_str())
+        } else {
+            event.reasons.join("; ")
+        }))
+    }
+
+    /// Whether the policy would allow `action` on `resource` for this request's
+    /// caller, without recording anything: for filtering what a recorded
+    /// request returns (a list shows only what its caller may read).
+    pub fn permits(&self, ext: &http::Extensions, action: Action, resource: Resource) -> bool {
+        let (caller, authn, source) = self.authenticate(ext);
+        let input = Input {
+            subject: caller.subject(authn),
+            action,
+            resource,
+            context: Context {
+                time: clock::unix_seconds(self.server.now()),
+                source,
+            },
+        };
+        self.server.pdp().decide(&input).allow
+    }
+
+    /// Appends a record about an allowed request after it acted: `outcome`
+    /// says what it did (`Ok("wrote version 3")`) or why it failed.
+    pub async fn record_outcome(
+        &self,
+        ext: &http::Extensions,
+        action: Action,
+        resource: &Resource,
+        outcome: Result<String, String>,
+    ) -> Result<(), ApiError> {
+        let (caller, authn, source) = self.authenticate(ext);
+        let (decision, reason) = match outcome {
+            Ok(done) => (Verdict::Allow, done),
+            Err(why) => (Verdict::Failed, why),
+        };
+        let event = Event {
+            time: clock::unix_seconds(self.server.now()),
+            subject: caller.audit_name(),
+            authn: authn.as_str().to_owned(),
+            action: action.as_str().to_owned(),
+            resource: resource.audit_name(),
+            decision,
+            reasons: vec![reason],
+            source,
+        };
+        self.server.audit().append(event).await?;
+        Ok(())
+    }
+
     /// Records that an allowed request's operation then failed: the
     /// decision record before it says "allow", so without this a failed
     /// attempt (a wrong unseal passphrase) would read as a success.
@@ -243,6 +344,38 @@ impl Gate {
             return (caller, Authn::Mtls, source);
         }
         (Caller::Anonymous, Authn::None, "unknown".into())
+    }
+}
+
+/// An allowed decision not yet recorded (see [`Gate::decide`]).
+#[derive(Debug)]
+#[must_use = "an allowed read must be recorded before anything read is returned"]
+pub struct Decided {
+    gate: Gate,
+    caller: Caller,
+    event: Event,
+}
+
+impl Decided {
+    /// Who is asking.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// Appends the record: the decision, plus `detail` (what was read, e.g.
+    /// `version 3`) on success, or the failure. The caller may be given what
+    /// was read only when this returns `Ok`.
+    pub async fn record(self, outcome: Result<String, String>) -> Result<(), ApiError> {
+        let mut event = self.event;
+        match outcome {
+            Ok(detail) => event.reasons.push(detail),
+            Err(why) => {
+                event.decision = Verdict::Failed;
+                event.reasons.push(why);
+            }
+        }
+        self.gate.server.audit().append(event).await?;
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ pub mod gate;
 mod services;
 
 pub use error::ApiError;
-pub use gate::{Caller, Gate};
+pub use gate::{Caller, Decided, Gate};
 pub use services::router;
 
 /// Generated protobuf and gRPC code for package `sigil.v1`.
@@ -58,6 +58,32 @@ pub mod pb {
                 .field("join_token", &"<redacted>")
                 .field("csr_len", &self.csr.len())
                 .finish()
+        }
+    }
+    // Secret versions show their field names and sizes, never values.
+    fn field_sizes(fields: &std::collections::HashMap<String, Vec<u8>>) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = fields.iter().map(|(k, x)| (k.clone(), x.len())).collect();
+        v.sort();
+        v
+    }
+    impl std::fmt::Debug for PutSecretRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PutSecretRequest")
+                .field("path", &self.path)
+                .field("fields", &field_sizes(&self.fields))
+                .field("has_cas", &self.has_cas)
+                .field("cas", &self.cas)
+                .finish()
+        }
+    }
+    impl std::fmt::Debug for SecretVersion {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SecretVersion")
+                .field("path", &self.path)
+                .field("version", &self.version)
+                .field("fields", &field_sizes(&self.fields))
+                .field("previous", &self.previous)
+                .finish_non_exhaustive()
         }
     }
     impl std::fmt::Debug for MintJwtSvidResponse {

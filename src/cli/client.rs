@@ -22,6 +22,15 @@ pub enum Target {
         /// Directory with `svid.pem` and `key.pem` to authenticate with.
         svid_dir: Option<PathBuf>,
     },
+    /// TLS on TCP with the caller's own SVID from the Workload API.
+    Workload {
+        /// `HOST:PORT`.
+        addr: String,
+        /// PEM bundle to trust; the Workload API's bundle when absent.
+        ca_bundle: Option<PathBuf>,
+        /// The Workload API endpoint (`unix:///…`).
+        endpoint: String,
+    },
 }
 
 /// Why a connection could not be made.
@@ -41,6 +50,9 @@ pub enum ConnectError {
         /// Why.
         message: String,
     },
+    /// A workload target is connected by the CLI, which fetches the SVID first.
+    #[error("connecting with a Workload API identity needs the Workload API client")]
+    NeedsWorkloadApi,
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -70,6 +82,7 @@ pub async fn connect(target: &Target) -> Result<Channel, ConnectError> {
             ca_bundle,
             svid_dir,
         } => connect_tls(addr, ca_bundle, svid_dir.as_deref()).await,
+        Target::Workload { .. } => Err(ConnectError::NeedsWorkloadApi),
     }
 }
 
@@ -91,13 +104,20 @@ async fn connect_admin(path: &Path) -> Result<Channel, ConnectError> {
         })
 }
 
+/// The certificates of a PEM bundle file.
+pub fn read_bundle(path: &Path) -> Result<Vec<Vec<u8>>, ConnectError> {
+    Ok(crate::tls::certs_from_pem(
+        &path.display().to_string(),
+        &read(path)?,
+    )?)
+}
+
 async fn connect_tls(
     addr: &str,
     ca_bundle: &Path,
     svid_dir: Option<&Path>,
 ) -> Result<Channel, ConnectError> {
-    let roots = crate::tls::certs_from_pem(&ca_bundle.display().to_string(), &read(ca_bundle)?)?;
-    let server_id = crate::tls::server_id_from_roots(&roots)?;
+    let roots = read_bundle(ca_bundle)?;
     let identity: Option<(Vec<Vec<u8>>, Secret)> = match svid_dir {
         Some(dir) => {
             let chain = crate::tls::certs_from_pem("svid.pem", &read(&dir.join("svid.pem"))?)?;
@@ -106,11 +126,22 @@ async fn connect_tls(
         }
         None => None,
     };
-    let config = crate::tls::client_config(
+    connect_tls_with(
+        addr,
         &roots,
-        server_id,
         identity.as_ref().map(|(c, k)| (c.as_slice(), k)),
-    )?;
+    )
+    .await
+}
+
+/// Connects over TLS 1.3 trusting `roots`, presenting `identity` if given.
+pub async fn connect_tls_with(
+    addr: &str,
+    roots: &[Vec<u8>],
+    identity: Option<(&[Vec<u8>], &Secret)>,
+) -> Result<Channel, ConnectError> {
+    let server_id = crate::tls::server_id_from_roots(roots)?;
+    let config = crate::tls::client_config(roots, server_id, identity)?;
     crate::tls::channel::connect(addr, Arc::new(config))
         .await
         .map_err(|source| ConnectError::Transport {
@@ -136,6 +167,8 @@ pub struct Clients {
     pub audit: pb::audit_client::AuditClient<Channel>,
     /// Agents service.
     pub agents: pb::agents_client::AgentsClient<Channel>,
+    /// Secrets service.
+    pub secrets: pb::secrets_client::SecretsClient<Channel>,
 }
 
 impl Clients {
@@ -148,7 +181,8 @@ impl Clients {
             node: pb::node_client::NodeClient::new(channel.clone()),
             policy: pb::policy_client::PolicyClient::new(channel.clone()),
             audit: pb::audit_client::AuditClient::new(channel.clone()),
-            agents: pb::agents_client::AgentsClient::new(channel),
+            agents: pb::agents_client::AgentsClient::new(channel.clone()),
+            secrets: pb::secrets_client::SecretsClient::new(channel),
         }
     }
 

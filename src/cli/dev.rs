@@ -133,6 +133,16 @@ fn dev_passphrase(dir: &Path) -> Result<PathBuf, Failure> {
     Ok(path)
 }
 
+/// Grants that let the dev admin do everything with every secret, so the
+/// quick start works; a real deployment writes its own.
+fn dev_grants(td: &str) -> String {
+    let all: Vec<String> = crate::secrets::Verb::ALL
+        .iter()
+        .map(|v| format!("{}:**", v.as_str()))
+        .collect();
+    serde_json::json!({"sigil": {"grants": {format!("spiffe://{td}/dev/admin"): all}}}).to_string()
+}
+
 fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
     let policy_dir = dir.join("policies");
     // Whoever can write the policy decides every request: the directory is
@@ -140,6 +150,13 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
     let policies = OutDir::create(&policy_dir, Access::Public)?;
     if !policies.contains("sigil.rego")? {
         policies.write("sigil.rego", DEFAULT_POLICY.as_bytes(), Access::Public)?;
+    }
+    if !policies.contains("grants.json")? {
+        policies.write(
+            "grants.json",
+            dev_grants(&args.trust_domain).as_bytes(),
+            Access::Public,
+        )?;
     }
     // The store and the agent's key live below: private, and checked.
     OutDir::create(&dir.join("server"), Access::Private)?;

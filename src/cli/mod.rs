@@ -13,6 +13,7 @@ mod keys;
 mod offline;
 mod ops;
 mod output;
+mod secret;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -94,6 +95,9 @@ enum Command {
     /// List and ban attested agents.
     #[command(subcommand, name = "agent-node")]
     AgentNode(agents::AgentNodeCmd),
+    /// Versioned secrets: put, get, list, delete, destroy, watch, rotate.
+    #[command(subcommand)]
+    Secret(secret::SecretCmd),
 }
 
 /// A command's failure: the one line printed on stderr.
@@ -125,6 +129,17 @@ impl Cli {
             return Ok(Target::Admin(path.clone()));
         }
         if let Some(addr) = &self.server {
+            // Inside a workload, with no other credential given: the SVID
+            // comes from the Workload API and stays in memory.
+            if self.svid_dir.is_none()
+                && let Some(endpoint) = workload::endpoint_if_set()
+            {
+                return Ok(Target::Workload {
+                    addr: addr.clone(),
+                    ca_bundle: self.ca_bundle.clone(),
+                    endpoint,
+                });
+            }
             let ca_bundle = self
                 .ca_bundle
                 .clone()
@@ -139,7 +154,24 @@ impl Cli {
     }
 
     async fn clients(&self) -> Result<client::Clients, Failure> {
-        Ok(client::Clients::connect(&self.target()?).await?)
+        let target = self.target()?;
+        if let Target::Workload {
+            addr,
+            ca_bundle,
+            endpoint,
+        } = &target
+        {
+            let me = workload::fetch_identity(endpoint).await?;
+            let roots = match ca_bundle {
+                Some(path) => client::read_bundle(path)?,
+                None => me.bundle.clone(),
+            };
+            let channel =
+                client::connect_tls_with(addr, &roots, Some((me.chain.as_slice(), &me.key)))
+                    .await?;
+            return Ok(client::Clients::new(channel));
+        }
+        Ok(client::Clients::connect(&target).await?)
     }
 }
 
@@ -165,6 +197,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Audit(cmd) => ops::audit(&cli, cmd, &out).await,
         Command::JoinToken(cmd) => agents::join_token(&cli, cmd, &out).await,
         Command::AgentNode(cmd) => agents::agent_node(&cli, cmd, &out).await,
+        Command::Secret(cmd) => secret::run(&cli, cmd, &out).await,
     }
 }
 

@@ -176,6 +176,47 @@ async fn svid_fetch_at(uri: &str, args: &SvidFetchArgs, out: &Out) -> Result<(),
     Ok(())
 }
 
+/// The caller's own X.509-SVID, fetched from the Workload API and held in
+/// memory only: for authenticating to the server with no files on disk.
+pub(super) struct WorkloadIdentity {
+    /// Leaf first, DER.
+    pub(super) chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER.
+    pub(super) key: crate::secret::Secret,
+    /// The trust bundle of the SVID's trust domain, DER certificates.
+    pub(super) bundle: Vec<Vec<u8>>,
+}
+
+/// Fetches the default X.509-SVID from the Workload API at `uri`.
+pub(super) async fn fetch_identity(uri: &str) -> Result<WorkloadIdentity, Failure> {
+    let mut stream = connect(uri)
+        .await?
+        .fetch_x509svid(wpb::X509svidRequest {})
+        .await
+        .map_err(st)?
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .map_err(st)?
+        .ok_or_else(|| Failure("the Workload API closed the stream without an SVID".into()))?;
+    let mut svid = first
+        .svids
+        .into_iter()
+        .next()
+        .ok_or_else(|| Failure("the Workload API returned no SVID".into()))?;
+    Ok(WorkloadIdentity {
+        chain: split_der(&svid.x509_svid)?,
+        key: crate::secret::Secret::new(std::mem::take(&mut svid.x509_svid_key)),
+        bundle: split_der(&svid.bundle)?,
+    })
+}
+
+/// The Workload API address, if the environment names one.
+pub(super) fn endpoint_if_set() -> Option<String> {
+    std::env::var(ENDPOINT_ENV).ok().filter(|v| !v.is_empty())
+}
+
 fn write_svid(
     files: &crate::files::OutDir,
     chain: &[Vec<u8>],

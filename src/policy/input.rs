@@ -292,6 +292,32 @@ actions! {
     AgentList => "agent.list",
     /// Ban an agent.
     AgentBan => "agent.ban",
+    /// Read a secret version (grant verb `read`).
+    SecretGet => "secret.get",
+    /// Read a secret's metadata (`read`).
+    SecretMeta => "secret.meta",
+    /// Watch a secret for new versions (`read`).
+    SecretWatch => "secret.watch",
+    /// Show a secret's rotation (`read`).
+    SecretRotationShow => "secret.rotation.show",
+    /// List secret paths under a prefix (`list`).
+    SecretList => "secret.list",
+    /// Write a secret version (`write`).
+    SecretPut => "secret.put",
+    /// Soft-delete secret versions (`write`).
+    SecretDelete => "secret.delete",
+    /// Restore soft-deleted versions (`write`).
+    SecretUndelete => "secret.undelete",
+    /// Change max-versions or custom metadata (`write`).
+    SecretMetaWrite => "secret.meta.write",
+    /// Destroy secret versions for good (`destroy`).
+    SecretDestroy => "secret.destroy",
+    /// Set a secret's rotation (`rotate`).
+    SecretRotationSet => "secret.rotation.set",
+    /// Stop a secret's rotation (`rotate`).
+    SecretRotationDisable => "secret.rotation.disable",
+    /// Rotate a secret now (`rotate`).
+    SecretRotate => "secret.rotate",
 }
 
 impl Action {

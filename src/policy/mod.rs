@@ -6,18 +6,26 @@
 //! The default policy is `config/policies/sigil.rego`.
 
 mod cases;
+mod grants;
 mod input;
 mod pdp;
 
 pub use input::{Action, Authn, Context, Input, Resource, Subject, SubjectKind};
 pub use pdp::{AUTHZ_PACKAGE, DEFAULT_DENY_REASON, Decision, Pdp};
 
-/// The default policy set shipped with sigil, as (file name, Rego text).
+/// The default policy set shipped with sigil, as (file name, text): the
+/// Rego policy and its example grants.
 pub fn default_policy() -> Vec<(String, String)> {
-    vec![(
-        "sigil.rego".to_string(),
-        include_str!("../../config/policies/sigil.rego").to_string(),
-    )]
+    vec![
+        (
+            "grants.json".to_string(),
+            include_str!("../../config/policies/grants.json").to_string(),
+        ),
+        (
+            "sigil.rego".to_string(),
+            include_str!("../../config/policies/sigil.rego").to_string(),
+        ),
+    ]
 }
 
 /// Why a policy set was refused. A refused set never replaces the active one.
@@ -44,6 +52,22 @@ pub enum PolicyError {
     #[error("policy set cannot be evaluated: {message}")]
     Invalid {
         /// regorus' message.
+        message: String,
+    },
+    /// A data document (`*.json`) is not a JSON object, or conflicts with another.
+    #[error("policy data {file}: {message}")]
+    Data {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The grants document (`data.sigil.grants`) breaks a rule.
+    #[error("policy data {file}: grants: {message}")]
+    Grants {
+        /// The file.
+        file: String,
+        /// Which identity or grant, and the rule it breaks.
         message: String,
     },
     /// A built-in case that must be allowed was denied.

@@ -84,13 +84,22 @@ pub struct Pdp {
 }
 
 impl Pdp {
-    /// Parses `sources` (file name, Rego text), checks the policy convention,
+    /// Parses `sources` (file name, text: `*.json` files are data documents,
+    /// the rest Rego modules), checks the policy convention,
     /// and runs the built-in must-allow / must-deny cases. Any failure refuses
     /// the whole set.
     pub fn compile(sources: &[(String, String)]) -> Result<Pdp, PolicyError> {
         let mut engine = Engine::new();
         let mut has_authz = false;
         for (file, text) in sources {
+            if file.ends_with(".json") {
+                let data = super::grants::data_document(file, text)?;
+                engine.add_data(data).map_err(|e| PolicyError::Data {
+                    file: file.clone(),
+                    message: e.to_string(),
+                })?;
+                continue;
+            }
             let package =
                 engine
                     .add_policy(file.clone(), text.clone())

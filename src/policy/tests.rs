@@ -350,3 +350,79 @@ fn unevaluable_policy_is_refused() {
     };
     assert!(message.contains("bad.rego"), "{message}");
 }
+
+/// The Rego grant matcher in config/policies/sigil.rego and the Rust one in
+/// `crate::secrets::Grant` agree on every case of one table.
+#[test]
+fn rego_grants_match_like_the_rust_grants() {
+    use crate::secrets::{Grant, SecretPath, Verb};
+    let id = "spiffe://example.org/ci/app";
+    for (grant, path, want) in crate::secrets::tests::GRANT_TABLE {
+        let data = format!(r#"{{"sigil": {{"grants": {{"{id}": ["{grant}"]}}}}}}"#);
+        let mut files = vec![("grants.json".to_string(), data)];
+        files.extend(
+            default_policy()
+                .into_iter()
+                .filter(|(f, _)| f.ends_with(".rego")),
+        );
+        let pdp = Pdp::compile(&files).unwrap();
+        let ask = |action| Input {
+            subject: Subject::workload(id, Authn::Mtls, false),
+            action,
+            resource: Resource::new("secret", Some((*path).to_string())),
+            context: Context {
+                time: 1,
+                source: "tcp:x".into(),
+            },
+        };
+        let rust = Grant::parse(grant)
+            .unwrap()
+            .allows(Verb::Read, &SecretPath::parse(path).unwrap());
+        assert_eq!(rust, *want, "rust: {grant} on {path}");
+        assert_eq!(
+            pdp.decide(&ask(Action::SecretGet)).allow,
+            *want,
+            "rego: {grant} on {path}"
+        );
+        assert!(
+            !pdp.decide(&ask(Action::SecretPut)).allow,
+            "rego: {grant} is read only"
+        );
+    }
+}
+
+#[test]
+fn grants_with_typos_refuse_the_policy_set() {
+    let rego: Vec<_> = default_policy()
+        .into_iter()
+        .filter(|(f, _)| f.ends_with(".rego"))
+        .collect();
+    for (data, want) in [
+        (
+            r#"{"sigil": {"grants": {"spiffe://example.org/a": ["raed:x/*"]}}}"#,
+            "unknown verb",
+        ),
+        (
+            r#"{"sigil": {"grants": {"spiffe://example.org/a": ["read:x*"]}}}"#,
+            "whole segment",
+        ),
+        (
+            r#"{"sigil": {"grants": {"not-an-id": ["read:x"]}}}"#,
+            "not a SPIFFE ID",
+        ),
+        (
+            r#"{"sigil": {"grants": {"spiffe://example.org/a": "read:x"}}}"#,
+            "list of grants",
+        ),
+        (r#"[1]"#, "JSON object"),
+    ] {
+        let mut files = vec![("grants.json".to_string(), data.to_string())];
+        files.extend(rego.clone());
+        let err = Pdp::compile(&files).unwrap_err();
+        assert!(
+            matches!(err, PolicyError::Grants { .. } | PolicyError::Data { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}

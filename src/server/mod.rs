@@ -7,6 +7,7 @@ pub(crate) mod blocking;
 mod entries;
 mod heads;
 pub mod rotation;
+pub mod secrets;
 pub use heads::SealedHeads as SealedHeadsReader;
 pub use heads::{HEAD_KEY, decode_head};
 mod state;
@@ -15,5 +16,6 @@ mod testing;
 
 pub use agents::{AgentRecord, Agents, AgentsError, JoinToken};
 pub use entries::{Entries, EntriesError};
+pub use secrets::{Secrets, SecretsError};
 pub use state::read_policy_dir;
 pub use state::{KeyCause, LifecycleError, Server, ServerError, UnsealRefused, own_uid};

@@ -86,6 +86,7 @@ pub struct Server {
     pdp: RwLock<Arc<Pdp>>,
     entries: Entries,
     agents: Agents,
+    secrets: super::Secrets,
     federation: Arc<Federation>,
     active: RwLock<Option<Active>>,
     tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
@@ -101,7 +102,7 @@ pub struct Server {
     clock: Arc<dyn Clock>,
 }
 
-/// Reads every `*.rego` file in `dir`, sorted by name.
+/// Reads every `*.rego` and `*.json` file in `dir`, sorted by name.
 pub fn read_policy_dir(dir: &Path) -> Result<Vec<(String, String)>, ServerError> {
     let err = |message: String| ServerError::PolicyDir {
         path: dir.to_owned(),
@@ -110,7 +111,12 @@ pub fn read_policy_dir(dir: &Path) -> Result<Vec<(String, String)>, ServerError>
     let mut files = Vec::new();
     for item in std::fs::read_dir(dir).map_err(|e| err(e.to_string()))? {
         let path = item.map_err(|e| err(e.to_string()))?.path();
-        if path.extension().and_then(|e| e.to_str()) == Some("rego") {
+        // `*.rego` are policy modules; `*.json` are data documents the
+        // policies read (the grants, `data.sigil.grants`).
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("rego" | "json")
+        ) {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| err(format!("{}: {e}", path.display())))?;
             let name = path
@@ -120,7 +126,7 @@ pub fn read_policy_dir(dir: &Path) -> Result<Vec<(String, String)>, ServerError>
             files.push((name, text));
         }
     }
-    if files.is_empty() {
+    if !files.iter().any(|(name, _)| name.ends_with(".rego")) {
         return Err(err(
             "holds no *.rego file (everything would be denied)".into()
         ));
@@ -176,6 +182,7 @@ impl Server {
         let server = Arc::new(Self {
             entries: Entries::new(store.clone(), config.trust_domain.clone()),
             agents: Agents::new(store.clone(), config.trust_domain.clone()),
+            secrets: super::Secrets::new(store.clone()),
             federation,
             config,
             store,
@@ -270,6 +277,11 @@ impl Server {
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The secrets store.
+    pub fn secrets(&self) -> &super::Secrets {
+        &self.secrets
     }
 
     /// The entry registry.

@@ -491,3 +491,96 @@ fn open(keys: &Keys, table: Table, key: &[u8], raw: &[u8]) -> Result<Secret, Sea
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// The stored form of a record as read, to make a later write conditional on
+/// it ([`SealedStore::batch_if`]). Opaque: it holds ciphertext only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Stamp(Option<Vec<u8>>);
+
+impl fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(raw) => write!(f, "Stamp({} bytes)", raw.len()),
+            None => f.write_str("Stamp(absent)"),
+        }
+    }
+}
+
+impl SealedStore {
+    /// The decrypted value at (`table`, `key`) with a [`Stamp`] of what was
+    /// read, for a compare-and-swap over several records.
+    pub fn get_stamped(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<(Option<Secret>, Stamp), SealError> {
+        self.with_keys(table, |keys| {
+            let raw = self.store.get(table, key)?;
+            let value = raw
+                .as_deref()
+                .map(|r| open(keys, table, key, r))
+                .transpose()?;
+            Ok((value, Stamp(raw)))
+        })
+    }
+
+    /// Applies `ops` atomically only if (`table`, `key`) still holds what
+    /// `stamp` saw; otherwise [`SealError::Conflict`] and nothing is written.
+    /// The check and the writes are one batch of the underlying store, so a
+    /// networked store can do it atomically too. `ops` must write the guarded
+    /// record (its new value is what makes the swap); a batch that does not is
+    /// refused as a conflict.
+    pub fn batch_if(
+        &self,
+        (table, key, stamp): (Table, &[u8], &Stamp),
+        ops: &[SealedWrite<'_>],
+    ) -> Result<(), SealError> {
+        check_table(table)?;
+        ops.iter().map(write_table).try_for_each(check_table)?;
+        self.unsealed(|keys| {
+            let mut changes = Vec::with_capacity(ops.len() + 1);
+            let mut guarded = false;
+            for op in ops {
+                let change = match *op {
+                    SealedWrite::Put {
+                        table: t,
+                        key: k,
+                        plaintext,
+                    } => Change {
+                        table: t,
+                        key: k,
+                        new: Some(seal(keys, t, k, plaintext)?),
+                        expect: None,
+                    },
+                    SealedWrite::Delete { table: t, key: k } => Change {
+                        table: t,
+                        key: k,
+                        new: None,
+                        expect: None,
+                    },
+                };
+                // The guarded record written in the same batch carries the check.
+                if t_eq(&change, table, key) {
+                    guarded = true;
+                    changes.push(Change {
+                        expect: Some(stamp.0.as_deref()),
+                        ..change
+                    });
+                } else {
+                    changes.push(change);
+                }
+            }
+            if !guarded {
+                return Err(SealError::Conflict);
+            }
+            match self.commit(keys, &changes)? {
+                Commit::Applied { .. } => Ok(()),
+                Commit::Stale(_) => Err(SealError::Conflict),
+            }
+        })
+    }
+}
+
+fn t_eq(change: &Change<'_>, table: Table, key: &[u8]) -> bool {
+    change.table == table && change.key == key
+}

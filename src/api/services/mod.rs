@@ -8,6 +8,7 @@ mod entries;
 mod node;
 mod operator;
 mod policy;
+mod secrets;
 
 use super::gate::Gate;
 use super::pb;
@@ -53,7 +54,10 @@ pub fn router(server: Arc<Server>) -> Result<Routes, tonic_reflection::server::E
             agents::AgentsService::new(gate.clone(), server.clone()),
         ))
         .add_service(pb::audit_server::AuditServer::new(
-            audit::AuditService::new(gate.clone(), server),
+            audit::AuditService::new(gate.clone(), server.clone()),
+        ))
+        .add_service(pb::secrets_server::SecretsServer::new(
+            secrets::SecretsService::new(gate.clone(), server),
         ))
         .add_service(Guarded::new(health, gate.clone(), Action::Health))
         .add_service(Guarded::new(reflection, gate, Action::Reflection));

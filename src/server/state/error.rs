@@ -45,6 +45,9 @@ pub enum LifecycleError {
     /// The agent records could not be loaded at unseal.
     #[error(transparent)]
     Agents(#[from] AgentsError),
+    /// The secrets' rotation schedules could not be loaded at unseal.
+    #[error(transparent)]
+    Secrets(#[from] crate::server::SecretsError),
     /// The sealed store refused or failed (wrong passphrase, not
     /// initialized, corrupt record, I/O).
     #[error(transparent)]

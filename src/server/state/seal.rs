@@ -172,6 +172,8 @@ impl Server {
         let count = self.entries.load()?;
         self.agents.load()?;
         let foreign = self.federation.load()?;
+        let rotating = self.secrets.load()?;
+        tracing::info!(rotating, "secret rotation schedules loaded");
         tracing::info!(entries = count, foreign_bundles = foreign, "caches loaded");
         Ok(Checked {
             key,
@@ -246,6 +248,7 @@ impl Server {
         self.entries.clear();
         self.agents.clear();
         self.federation.clear();
+        self.secrets.clear();
         self.tls.send_replace(None);
         self.report_health();
         tracing::info!("sealed");
