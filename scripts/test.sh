@@ -38,6 +38,16 @@ if ! [ -x "$pyenv/bin/python" ] || ! cmp -s "$pyreqs" "$pyenv/requirements.txt";
   cp "$pyreqs" "$pyenv/requirements.txt"
 fi
 
+# The rotation tests' PostgreSQL server: a throwaway cluster on a free
+# loopback port (scripts/postgres.sh installs Debian's postgresql if needed),
+# stopped and removed when this script exits. Outside /root, because as root
+# the cluster runs as the postgres user, who must reach its directory.
+pgdir=$(mktemp -d /tmp/sigil-pg.XXXXXX)
+stop_pg() { scripts/postgres.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"; }
+trap stop_pg EXIT
+echo "== postgresql for the rotation tests ($pgdir)"
+eval "$(scripts/postgres.sh start "$pgdir")"
+
 echo "== layer check"
 scripts/check-layers.sh
 echo "== rustfmt"

@@ -438,6 +438,15 @@ async fn rotation(
     Ok(())
 }
 
+fn retryable(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    match s.code() {
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled => true,
+        Code::FailedPrecondition => s.message().starts_with("sealed"),
+        _ => false,
+    }
+}
+
 /// How long a watcher waits before reconnecting after losing the server.
 const RECONNECT: Duration = Duration::from_secs(1);
 
@@ -476,12 +485,10 @@ async fn watch(
             }
             Err(s) => Some(s),
         };
-        // Only a lost connection is retried; a refusal is final.
+        // A lost connection, or a server restarting (still sealed), is
+        // retried; any other refusal is final.
         if let Some(s) = &lost
-            && !matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
-            )
+            && !retryable(s)
         {
             return Err(st(s.clone()));
         }

@@ -564,3 +564,16 @@ fn plan_orders_rotations_by_due_time() {
     );
     assert_eq!(p.next_wake, Some(200));
 }
+
+#[test]
+fn previous_is_the_replaced_version_in_grace() {
+    let mut m = SecretMeta::new(0);
+    m.add_version(1);
+    m.add_version(2);
+    m.versions.get_mut(&1).unwrap().previous_until = Some(100);
+    assert_eq!(m.previous(50), Some(1));
+    assert_eq!(m.previous(100), None);
+    let json = serde_json::to_string(&m).unwrap();
+    let back: SecretMeta = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.previous(50), Some(1), "{json}");
+}

@@ -35,4 +35,5 @@ mod lifecycle;
 mod limits;
 mod policy;
 mod rotation;
+mod secrets;
 mod tamper;

@@ -116,6 +116,34 @@ impl Secrets {
         now: &(dyn Fn() -> u64 + Send + Sync),
     ) -> Result<Rotated, SecretsError> {
         let _one_at_a_time = self.shared.rotating.lock().await;
+        self.rotate_locked(path, now).await
+    }
+
+    /// Rotates `path` if a rotation is still due at `now()` once this caller
+    /// holds the rotation lock: the task plans from a snapshot, and a rotation
+    /// done by hand meanwhile must not be followed by a second one.
+    pub async fn rotate_if_due(
+        &self,
+        path: &SecretPath,
+        now: &(dyn Fn() -> u64 + Send + Sync),
+    ) -> Result<Option<Rotated>, SecretsError> {
+        let _one_at_a_time = self.shared.rotating.lock().await;
+        let due = self
+            .meta(path)
+            .await?
+            .rotation
+            .is_some_and(|r| r.rotate_at() <= now());
+        if !due {
+            return Ok(None);
+        }
+        self.rotate_locked(path, now).await.map(Some)
+    }
+
+    async fn rotate_locked(
+        &self,
+        path: &SecretPath,
+        now: &(dyn Fn() -> u64 + Send + Sync),
+    ) -> Result<Rotated, SecretsError> {
         let result = async {
             let (spec, fields) = self.begin_locked(path, now()).await?;
             self.apply(&spec, &fields).await?;

@@ -66,8 +66,9 @@ async fn audit(
 async fn rotate(server: &Arc<Server>, path: &SecretPath) {
     let clock = server.clone();
     let now = move || clock::unix_seconds(clock.now());
-    match server.secrets().rotate(path, &now).await {
-        Ok(r) => {
+    match server.secrets().rotate_if_due(path, &now).await {
+        Ok(None) => {}
+        Ok(Some(r)) => {
             tracing::info!(%path, version = r.version, "secret rotated");
             audit(
                 server,
