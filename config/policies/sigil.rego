@@ -123,8 +123,10 @@ grant_allows(grant, verb, path) if {
 # `**` alone matches every path.
 pattern_matches("**", _) := true
 
-# A trailing `/**` matches one or more segments below its prefix.
+# A trailing `/**` matches one or more segments below its prefix. Only `**`
+# matches the empty path (a list of everything).
 pattern_matches(pattern, path) if {
+	path != ""
 	endswith(pattern, "/**")
 	want := split(trim_suffix(pattern, "/**"), "/")
 	have := split(path, "/")
@@ -136,6 +138,7 @@ pattern_matches(pattern, path) if {
 
 # Otherwise segment by segment, `*` matching exactly one.
 pattern_matches(pattern, path) if {
+	path != ""
 	pattern != "**"
 	not endswith(pattern, "/**")
 	want := split(pattern, "/")

@@ -212,7 +212,9 @@ fn secrets_status(e: &SecretsError) -> Status {
         // Deleted and destroyed versions exist but cannot be read: the
         // message says which, and whether undelete can help.
         SecretsError::Kv(KvError::Deleted { .. } | KvError::Destroyed { .. })
-        | SecretsError::NoRotation(_) => Status::failed_precondition(e.to_string()),
+        | SecretsError::NoRotation(_)
+        | SecretsError::GraceInProgress { .. }
+        | SecretsError::RetirementPending { .. } => Status::failed_precondition(e.to_string()),
         SecretsError::Kv(KvError::CasMismatch { .. }) | SecretsError::Contended(_) => {
             Status::aborted(e.to_string())
         }

@@ -374,7 +374,10 @@ impl Decided {
                 event.reasons.push(why);
             }
         }
-        self.gate.server.audit().append(event).await?;
+        // A read's record is written (and chained) before anything read is
+        // returned, and is on disk within the same group's fsync moments
+        // later; reads do not wait for the disk (`AuditLog::append_written`).
+        self.gate.server.audit().append_written(event).await?;
         Ok(())
     }
 }

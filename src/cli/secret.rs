@@ -135,11 +135,12 @@ fn st(s: tonic::Status) -> Failure {
 
 fn parse_fields(args: &[String]) -> Result<HashMap<String, Vec<u8>>, Failure> {
     let mut out = HashMap::new();
-    for arg in args {
+    for (i, arg) in args.iter().enumerate() {
+        // The argument itself is never echoed: without its `=` it may be a value.
         let (k, v) = arg.split_once('=').ok_or_else(|| {
             Failure(format!(
-                "field {:?} must be KEY=VALUE or KEY=@FILE",
-                cut(arg)
+                "field argument {} has no '=': fields are KEY=VALUE or KEY=@FILE",
+                i + 1
             ))
         })?;
         let value = match v.strip_prefix('@') {
@@ -152,16 +153,6 @@ fn parse_fields(args: &[String]) -> Result<HashMap<String, Vec<u8>>, Failure> {
         }
     }
     Ok(out)
-}
-
-/// The part of an argument before any `=`: never print a value.
-fn cut(arg: &str) -> String {
-    arg.split('=')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(32)
-        .collect()
 }
 
 fn text(v: &[u8]) -> String {

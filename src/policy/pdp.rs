@@ -81,7 +81,14 @@ pub struct Pdp {
     /// The prepared engine; never evaluated on directly, only cloned.
     engine: Engine,
     files: Vec<String>,
+    /// Decisions already made, by their exact input (see [`Pdp::decide`]).
+    memo: std::sync::Mutex<std::collections::HashMap<String, Decision>>,
 }
+
+/// Most decisions remembered; the memo is emptied when it is full. Inputs
+/// carry the time in seconds, so entries stop matching within a second and
+/// a full memo is mostly stale.
+const MEMO_CAPACITY: usize = 4096;
 
 impl Pdp {
     /// Parses `sources` (file name, text: `*.json` files are data documents,
@@ -134,6 +141,7 @@ impl Pdp {
         let pdp = Pdp {
             engine: probe,
             files: sources.iter().map(|(f, _)| f.clone()).collect(),
+            memo: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         pdp.check_builtin_cases()?;
         Ok(pdp)
@@ -146,9 +154,41 @@ impl Pdp {
 
     /// Decides `input`. Never panics: an evaluation error is a deny whose
     /// reason says so. Safe to call from many threads at once.
+    ///
+    /// A decision is a pure function of the input: policies see no clock,
+    /// network or randomness (the time arrives in `input.context`, in whole
+    /// seconds), and a policy set never changes once compiled (a reload
+    /// builds a new `Pdp`). So a decision made for the exact same input is
+    /// remembered and given again, which spares the evaluation for repeated
+    /// requests (one workload reading one secret many times a second).
     pub fn decide(&self, input: &Input) -> Decision {
-        let value = match serde_json::to_value(input) {
-            Ok(v) => Value::from(v),
+        let key = match serde_json::to_string(input) {
+            Ok(k) => k,
+            Err(e) => return Decision::deny(format!("policy input not serializable: {e}")),
+        };
+        if let Some(d) = self
+            .memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return d.clone();
+        }
+        let decision = self.evaluate(&key);
+        let mut memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if memo.len() >= MEMO_CAPACITY {
+            memo.clear();
+        }
+        memo.insert(key, decision.clone());
+        decision
+    }
+
+    fn evaluate(&self, input_json: &str) -> Decision {
+        let value = match Value::from_json_str(input_json) {
+            Ok(v) => v,
             Err(e) => return Decision::deny(format!("policy input not serializable: {e}")),
         };
         // regorus evaluates through `&mut Engine`. Cloning the prepared

@@ -127,8 +127,13 @@ pub struct PendingRotation {
 /// A replaced version waiting for its grace to end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retiring {
-    /// The version.
+    /// The version (0: none was readable when it was replaced).
     pub version: u64,
+    /// The credential it held outside sigil (a database role name), locked
+    /// when grace ends. Kept here, not read back from the version, so a
+    /// version deleted or pruned during grace is still retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Readable until then.
     pub until: u64,
     /// Consecutive failed attempts to retire it.
@@ -158,6 +163,10 @@ pub struct RotationState {
     /// When the last rotation succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotated: Option<u64>,
+    /// The credential outside sigil that the current version holds (the
+    /// database role serving now), for generators that alternate two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<String>,
     /// A rotation begun and not yet finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingRotation>,
@@ -189,6 +198,7 @@ impl RotationState {
             last_error: None,
             retry_at: None,
             last_rotated: None,
+            serving: None,
             pending: None,
             retiring: Vec::new(),
         }
@@ -219,22 +229,45 @@ impl RotationState {
         self.retry_at = Some(now.saturating_add(backoff(self.failures)));
     }
 
-    /// Records a rotation that finished at `now`, replacing `previous`.
-    pub fn succeeded(&mut self, now: u64, previous: Option<u64>, jitter: f64) {
+    /// Records a rotation that finished at `now`, replacing `previous`; the
+    /// new value holds `serving` outside sigil (a role name), and the one it
+    /// replaced is retired when grace ends.
+    pub fn succeeded(
+        &mut self,
+        now: u64,
+        previous: Option<u64>,
+        serving: Option<String>,
+        jitter: f64,
+    ) {
         self.failures = 0;
         self.last_error = None;
         self.retry_at = None;
         self.pending = None;
         self.last_rotated = Some(now);
         self.next_due = self.settings.due_after(now, jitter);
-        if let Some(version) = previous {
+        let replaced = std::mem::replace(&mut self.serving, serving);
+        if previous.is_some() || replaced.is_some() {
             self.retiring.push(Retiring {
-                version,
+                version: previous.unwrap_or(0),
+                role: replaced.filter(|r| Some(r) != self.serving.as_ref()),
                 until: now.saturating_add(self.settings.grace),
                 failures: 0,
                 retry_at: None,
             });
         }
+    }
+
+    /// The replaced credential in its grace period, if any: until when.
+    pub fn in_grace(&self) -> Option<u64> {
+        self.retiring.iter().map(|r| r.until).max()
+    }
+
+    /// The role a replaced `version` held.
+    pub fn retiring_role(&self, version: u64) -> Option<&str> {
+        self.retiring
+            .iter()
+            .find(|r| r.version == version)
+            .and_then(|r| r.role.as_deref())
     }
 
     /// The replaced versions whose grace is over at `now`.

@@ -503,7 +503,9 @@ fn rotation_plan_on_a_controlled_clock() {
     assert_eq!((state.failures, state.rotate_at()), (2, 1063));
     assert_eq!(state.last_error.as_deref(), Some("generator failed"));
     assert_eq!(plan(1062, &[sched(&state)]).next_wake, Some(1063));
-    state.succeeded(1063, Some(4), 0.0);
+    state.succeeded(1063, Some(4), Some("role_b".into()), 0.0);
+    assert_eq!(state.retiring_role(4), None, "nothing served before");
+    assert_eq!(state.in_grace(), Some(1073));
     assert_eq!(
         (state.failures, state.last_error.clone(), state.next_due),
         (0, None, 1123)
@@ -519,6 +521,10 @@ fn rotation_plan_on_a_controlled_clock() {
     assert_eq!(state.due_retirements(1074), vec![4]);
     state.retired(4);
     assert_eq!(state.retire_at(), None);
+    // The next rotation retires the role the replaced version held.
+    state.succeeded(1123, Some(5), Some("role_a".into()), 0.0);
+    assert_eq!(state.retiring_role(5), Some("role_b"));
+    assert_eq!(state.serving.as_deref(), Some("role_a"));
 }
 
 #[test]

@@ -238,7 +238,20 @@ impl AuditLog {
     /// Returns the record's sequence number. On error the caller must treat
     /// the audited operation as failed.
     pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
-        self.send(|done| Msg::Append(event, done)).await
+        self.send(|done| Msg::Append(event, writer::Ack::Durable, done))
+            .await
+    }
+
+    /// Appends `event` and waits until it is written to the log file and
+    /// chained, not until it is on disk: the fsync that follows moments later
+    /// covers it. For reads, whose record must exist before what was read is
+    /// returned: the record survives a crash of the process, and is lost only
+    /// if the machine loses power within that moment. Everything that
+    /// changes state uses [`AuditLog::append`]. A failed write (or a failed
+    /// sync before it) is an error here too.
+    pub async fn append_written(&self, event: Event) -> Result<u64, AuditError> {
+        self.send(|done| Msg::Append(event, writer::Ack::Written, done))
+            .await
     }
 
     /// Hands the writer the chain key and writes `anchor` as the first keyed

@@ -389,6 +389,21 @@ impl SecretsApi for SecretsService {
             ApiError::InvalidArgument("every: a rotation period is required".into())
         })?;
         let spec = GeneratorSpec::parse(&msg.generator).map_err(|e| ApiError::Secrets(e.into()))?;
+        // The server reads the connection secret with its own authority and
+        // changes roles with the credentials in it: whoever points a rotation
+        // at it must be allowed to read it themselves, or a narrow `rotate`
+        // grant would borrow the database admin's rights.
+        if let GeneratorSpec::Postgres { connection, .. } = &spec {
+            self.gate
+                .authorize(&req, Action::SecretGet, secret(connection.as_str()))
+                .await
+                .map_err(|e| match e {
+                    ApiError::Denied(why) => ApiError::Denied(format!(
+                        "a postgres rotation needs read on its connection secret {connection}: {why}"
+                    )),
+                    other => other,
+                })?;
+        }
         let settings = RotationSettings::new(
             every,
             ttl("window", msg.window_seconds)?,

@@ -40,6 +40,26 @@ pub enum SecretsError {
         /// Why (never a value).
         reason: String,
     },
+    /// A rotation would change the credential still in its grace period.
+    #[error(
+        "{path}: the replaced credential is in its grace period until {until}; rotating again now would change it under its users"
+    )]
+    GraceInProgress {
+        /// The secret.
+        path: String,
+        /// When grace ends (Unix seconds).
+        until: u64,
+    },
+    /// Disabling would leave a replaced credential unlocked for good.
+    #[error(
+        "{path}: a replaced credential is locked when its grace period ends at {until}; disable the rotation after that"
+    )]
+    RetirementPending {
+        /// The secret.
+        path: String,
+        /// When grace ends (Unix seconds).
+        until: u64,
+    },
     /// Applying a rotation outside sigil failed (the database refused).
     #[error("applying the rotation failed: {0}")]
     Apply(String),

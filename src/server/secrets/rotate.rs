@@ -32,6 +32,12 @@ pub struct Rotated {
     pub previous: Option<u64>,
 }
 
+/// Whether a generator's value must take effect outside sigil (and so is
+/// stored as pending before it does).
+fn applies_outside(spec: &GeneratorSpec) -> bool {
+    matches!(spec, GeneratorSpec::Postgres { .. })
+}
+
 fn text(s: &Secret) -> Option<&str> {
     std::str::from_utf8(s.expose()).ok()
 }
@@ -60,14 +66,23 @@ impl Secrets {
                 let mut state = RotationState::new(settings.clone(), now, due_now, jitter);
                 // Progress survives a change of settings: a begun rotation is
                 // still finished, replaced versions are still retired.
+                // A begun rotation and the serving role belong to the generator
+                // that made them: with another generator (other roles, another
+                // server), a pending value must not be applied, so it is dropped.
+                let mut w = Write::default();
                 if let Some(old) = meta.rotation.take() {
-                    state.pending = old.pending;
                     state.retiring = old.retiring;
                     state.last_rotated = old.last_rotated;
+                    if old.settings.generator == state.settings.generator {
+                        state.pending = old.pending;
+                        state.serving = old.serving;
+                    } else {
+                        w.deletes.push(pending_key(&p));
+                    }
                 }
                 meta.rotation = Some(state);
                 meta.updated = now;
-                Ok((meta.clone(), Write::default(), meta))
+                Ok((meta.clone(), w, meta))
             })
         })
         .await?;
@@ -91,8 +106,16 @@ impl Secrets {
         let meta = blocking::run(move || {
             update(&s.store, &p, |meta| {
                 let mut meta = meta.ok_or_else(|| SecretsError::NotFound(p.to_string()))?;
-                if meta.rotation.take().is_none() {
+                let Some(state) = meta.rotation.take() else {
                     return Err(SecretsError::NoRotation(p.to_string()));
+                };
+                // Dropping the state now would leave a replaced database role
+                // able to log in for good: it is locked when its grace ends.
+                if state.retiring.iter().any(|r| r.role.is_some()) {
+                    return Err(SecretsError::RetirementPending {
+                        path: p.to_string(),
+                        until: state.in_grace().unwrap_or(now),
+                    });
                 }
                 meta.updated = now;
                 let w = Write {
@@ -158,7 +181,8 @@ impl Secrets {
         result
     }
 
-    /// Begins a rotation of `path` and stops: the new value is stored as
+    /// Begins a rotation of `path` and stops: for a generator that changes
+    /// something outside sigil (`postgres`), the new value is stored as
     /// pending and nothing else happens. What a crash right after the store
     /// write leaves behind; the next [`Secrets::rotate`] finishes it with the
     /// same value. Returns the pending fields.
@@ -197,7 +221,27 @@ impl Secrets {
         if let (Some(_), Some(fields)) = (&state.pending, pending) {
             return Ok((spec, fields));
         }
-        let fields = self.generate(&spec, previous.as_ref(), now).await?;
+        // The role not serving is the one still in grace until it is
+        // retired: changing its password now would cut off the consumers
+        // grace promised it to.
+        if applies_outside(&spec)
+            && let Some(until) = state.in_grace()
+        {
+            return Err(SecretsError::GraceInProgress {
+                path: path.to_string(),
+                until,
+            });
+        }
+        let serving = state.serving.clone();
+        let fields = self
+            .generate(&spec, previous.as_ref(), serving.as_deref(), now)
+            .await?;
+        // A value that only lives in sigil needs no pending stage: nothing
+        // outside can disagree with it, so it is committed directly (one
+        // store write instead of two).
+        if !applies_outside(&spec) {
+            return Ok((spec, fields));
+        }
         let (s, p, f) = (self.shared.clone(), path.clone(), fields.clone());
         let meta = blocking::run(move || {
             update(&s.store, &p, |meta| {
@@ -239,6 +283,7 @@ impl Secrets {
         &self,
         spec: &GeneratorSpec,
         previous: Option<&Fields>,
+        serving: Option<&str>,
         now: u64,
     ) -> Result<Fields, SecretsError> {
         let GeneratorSpec::Postgres { connection, roles } = spec else {
@@ -247,7 +292,7 @@ impl Secrets {
         let admin = self.admin_conn(connection, now).await?;
         // Alternate: the role not serving now gets the new password, so the
         // one consumers hold keeps working through the grace period.
-        let serving = previous.and_then(|f| f.get("username")).and_then(text);
+        let serving = serving.or_else(|| previous.and_then(|f| f.get("username")).and_then(text));
         let [a, b] = roles;
         let next = if serving == Some(a.as_str()) { b } else { a };
         let password = random_string(&self.shared.rng, DB_PASSWORD_LENGTH, Charset::Alnum)?;
@@ -283,6 +328,12 @@ impl Secrets {
             .get("username")
             .and_then(text)
             .ok_or_else(|| SecretsError::Apply("pending value has no username".into()))?;
+        // Only the generator's own two roles are ever changed.
+        if role != a.as_str() && role != b.as_str() {
+            return Err(SecretsError::Apply(format!(
+                "role {role:?} is not one of the generator's roles"
+            )));
+        }
         let role = RoleName::parse(role).map_err(apply)?;
         let password = fields
             .get("password")
@@ -314,7 +365,15 @@ impl Secrets {
                 }
                 let kept = previous.filter(|v| meta.versions.contains_key(v));
                 if let Some(r) = meta.rotation.as_mut() {
-                    r.succeeded(now, kept, jitter);
+                    let serving = r
+                        .settings
+                        .generator()
+                        .ok()
+                        .filter(applies_outside)
+                        .and_then(|_| fields.get("username").and_then(text).map(str::to_owned));
+                    // Even a replaced version pruned at once is retired: its
+                    // role is still locked when grace ends.
+                    r.succeeded(now, previous, serving, jitter);
                 }
                 let mut deletes: Vec<Vec<u8>> = pruned.iter().map(|v| data_key(&p, *v)).collect();
                 deletes.push(pending_key(&p));
@@ -372,7 +431,15 @@ impl Secrets {
         };
         let mut retired = Vec::new();
         for version in state.due_retirements(now) {
-            match self.retire_one(path, &state.settings, version, now).await {
+            // Never the role serving now (a rotation set up anew may have made
+            // the same role current again).
+            let role = state
+                .retiring_role(version)
+                .filter(|r| Some(*r) != state.serving.as_deref());
+            match self
+                .retire_one(path, &state.settings, version, role, now)
+                .await
+            {
                 Ok(()) => retired.push(version),
                 Err(e) => {
                     let why = e.to_string();
@@ -390,33 +457,23 @@ impl Secrets {
         path: &SecretPath,
         settings: &RotationSettings,
         version: u64,
+        role: Option<&str>,
         now: u64,
     ) -> Result<(), SecretsError> {
-        if let GeneratorSpec::Postgres { connection, .. } = settings.generator()? {
-            let (old, current) = (
-                self.get(path, version, now).await,
-                self.get(path, 0, now).await,
-            );
-            let role_of =
-                |r: &super::Read| r.fields.get("username").and_then(text).map(str::to_owned);
-            let old_role = old.as_ref().ok().and_then(role_of);
-            let current_role = current.as_ref().ok().and_then(role_of);
-            // Never lock the role that serves now (a rotation set up anew may
-            // have made the same role current again).
-            if let Some(role) = old_role.filter(|r| Some(r) != current_role.as_ref()) {
-                let admin = self.admin_conn(&connection, now).await?;
-                let role =
-                    RoleName::parse(&role).map_err(|e| SecretsError::Apply(e.to_string()))?;
-                postgres::lock(&admin, &role)
-                    .await
-                    .map_err(|e| SecretsError::Apply(e.to_string()))?;
-            }
+        if let GeneratorSpec::Postgres { connection, .. } = settings.generator()?
+            && let Some(role) = role
+        {
+            let admin = self.admin_conn(&connection, now).await?;
+            let role = RoleName::parse(role).map_err(|e| SecretsError::Apply(e.to_string()))?;
+            postgres::lock(&admin, &role)
+                .await
+                .map_err(|e| SecretsError::Apply(e.to_string()))?;
         }
         let (s, p) = (self.shared.clone(), path.clone());
         let meta = blocking::run(move || {
             update(&s.store, &p, |meta| {
                 let mut meta = meta.ok_or_else(|| SecretsError::NotFound(p.to_string()))?;
-                if meta.versions.contains_key(&version) {
+                if version != 0 && meta.versions.contains_key(&version) {
                     meta.delete(&[version], now)?;
                 }
                 if let Some(v) = meta.versions.get_mut(&version) {

@@ -344,7 +344,10 @@ async fn a_full_queue_makes_appenders_wait_and_drops_nothing() {
     while !heads.entered.load(Ordering::SeqCst) {
         tokio::task::yield_now().await;
     }
-    let extra = 16;
+    // While the head save hangs, the writer still writes up to two more
+    // groups (one waiting for the syncer, one it holds); then it stops and
+    // the queue fills.
+    let extra = 2 * super::writer::MAX_GROUP + 16;
     let tasks: Vec<_> = (1..=(QUEUE_LEN + extra) as u64)
         .map(|i| {
             let log = log.clone();

@@ -14,7 +14,10 @@ use crate::audit::{
 use crate::clock;
 
 /// The most messages committed by one fsync; bounds the latency of a group.
-const MAX_GROUP: usize = 4096;
+pub(super) const MAX_GROUP: usize = 4096;
+
+/// Written groups that may wait for the syncer before the writer waits too.
+const SYNC_BACKLOG: usize = 1;
 
 /// The chain head goes to the server log at least this often (in records),
 /// so an outside log collector witnesses it.
@@ -22,11 +25,22 @@ pub(super) const HEAD_LOG_INTERVAL: u64 = 1000;
 
 pub(super) type Waiter = oneshot::Sender<Result<u64, AuditError>>;
 
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ack {
+    /// Once the record is written to the file (in the kernel's cache: it
+    /// survives the process, not a power loss) and chained; durable within
+    /// the same group's fsync moments later. For reads only.
+    Written,
+    /// Once the record is on disk and the head is saved.
+    Durable,
+}
+
 /// What the writer is asked to do, in order.
 #[derive(Debug)]
 pub(super) enum Msg {
     /// Append one event.
-    Append(Event, Waiter),
+    Append(Event, Ack, Waiter),
     /// Take the chain key and write the re-anchor: the first keyed record
     /// after unseal, stating how many records were written while sealed.
     Unseal {
@@ -59,8 +73,69 @@ pub(super) struct Writer {
     /// Set after a failed commit: the tail of the file is unknown, so no more
     /// records may be chained onto it.
     pub(super) failed: bool,
-    /// The last committed head, for readers outside the thread.
+    /// The last durable head, for readers outside the thread.
     pub(super) shared: Arc<Mutex<ChainHead>>,
+}
+
+/// Records written, waiting for the fsync that makes them durable.
+struct Job {
+    head: ChainHead,
+    waiters: Vec<(Result<u64, AuditError>, Waiter)>,
+}
+
+/// The thread that makes written records durable: it syncs the file and
+/// saves the head while the writer goes on writing the next group, so a
+/// read's record waits for its write, not for the disk. It answers the
+/// durable waiters, and publishes the head only once it is durable (a head
+/// read from [`super::AuditLog::head`] is never ahead of the disk).
+struct Syncer {
+    tx: std::sync::mpsc::SyncSender<Job>,
+    handle: std::thread::JoinHandle<()>,
+    /// Set when a sync or head save failed: the writer refuses further appends.
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn sync_loop(
+    rx: std::sync::mpsc::Receiver<Job>,
+    file: File,
+    heads: Arc<dyn HeadStore>,
+    shared: Arc<Mutex<ChainHead>>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        let Some(head) = jobs.last().map(|j| j.head) else {
+            continue;
+        };
+        // One fsync covers every write made before it, so the newest head
+        // stands for the whole batch.
+        let result = if failed.load(Ordering::Acquire) {
+            Err(AuditError::Failed)
+        } else {
+            file.sync_data()
+                .map_err(io("fdatasync"))
+                .and_then(|()| heads.save_head(&head).map_err(AuditError::HeadStore))
+        };
+        match &result {
+            Ok(()) => *crate::sync::lock(&shared) = head,
+            Err(e) => {
+                tracing::error!(error = %e, "audit sync failed; refusing further appends");
+                failed.store(true, Ordering::Release);
+            }
+        }
+        for job in jobs {
+            for (answer, waiter) in job.waiters {
+                let answer = match (&result, answer) {
+                    (Ok(()), a) => a,
+                    (Err(e), _) => Err(e.clone()),
+                };
+                // A waiter that gave up (its request was cancelled) is not an error.
+                let _ = waiter.send(answer);
+            }
+        }
+    }
 }
 
 /// Lines built for one group, not yet written.
@@ -74,6 +149,17 @@ struct Staged {
 
 impl Writer {
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let syncer = match self.start_syncer() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "audit syncer did not start; refusing appends");
+                self.failed = true;
+                while let Some(msg) = rx.blocking_recv() {
+                    let _ = waiter_of(msg).1.1.send(Err(AuditError::Failed));
+                }
+                return;
+            }
+        };
         while let Some(first) = rx.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -82,15 +168,39 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(group);
+            self.commit(group, &syncer);
         }
-        self.close();
+        self.close(&syncer);
+        // Every job sent is synced and answered before the thread ends.
+        let Syncer { tx, handle, .. } = syncer;
+        drop(tx);
+        let _ = handle.join();
+    }
+
+    fn start_syncer(&self) -> Result<Syncer, AuditError> {
+        let file = self.file.try_clone().map_err(io("clone"))?;
+        // One group syncing while the next is written, one more waiting: when
+        // the disk stalls, the writer stops here and the bounded queue in
+        // front of it fills, so appenders wait instead of memory growing.
+        let (tx, rx) = std::sync::mpsc::sync_channel(SYNC_BACKLOG);
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (heads, shared, flag) = (self.heads.clone(), self.shared.clone(), failed.clone());
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let handle = std::thread::Builder::new()
+            .name("audit-sync".to_string())
+            .spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    sync_loop(rx, file, heads, shared, flag);
+                });
+            })
+            .map_err(io("spawn syncer"))?;
+        Ok(Syncer { tx, handle, failed })
     }
 
     /// At shutdown (every `AuditLog` handle dropped): a keyed checkpoint
     /// carrying the store's generation, so that restoring an older store
     /// afterwards is caught at unseal, and the final head to the server log.
-    fn close(&mut self) {
+    fn close(&mut self, syncer: &Syncer) {
         if self.key.is_some() && !self.failed {
             let checkpoint = Event::by_server(
                 clock::unix_seconds(clock::now()),
@@ -98,13 +208,19 @@ impl Writer {
                 vec!["shutdown".to_owned()],
             );
             let (done, _) = oneshot::channel();
-            self.commit(vec![Msg::Seal { checkpoint, done }]);
+            self.commit(vec![Msg::Seal { checkpoint, done }], syncer);
         }
         log_head(&self.head, "shutdown");
     }
 
-    /// Writes, syncs and anchors one group, then answers every waiter in it.
-    fn commit(&mut self, group: Vec<Msg>) {
+    /// Writes and chains one group, answers the waiters that asked only for
+    /// the write, and hands the rest to the syncer, which answers them once
+    /// the group is durable and its head saved.
+    fn commit(&mut self, group: Vec<Msg>, syncer: &Syncer) {
+        if syncer.failed.load(std::sync::atomic::Ordering::Acquire) && !self.failed {
+            self.failed = true;
+            self.key = None;
+        }
         let before = self.head.seq;
         let mut staged = Staged {
             head: self.head,
@@ -116,22 +232,23 @@ impl Writer {
         let generation = self.heads.generation();
         let mut answers = Vec::with_capacity(group.len());
         for msg in group {
+            let (ack, waiter_msg) = waiter_of(msg);
             let (answer, waiter) = if self.failed {
-                (Err(AuditError::Failed), waiter_of(msg))
+                (Err(AuditError::Failed), waiter_msg.1)
             } else {
-                stage(&mut staged, msg, generation)
+                stage(&mut staged, waiter_msg.0, waiter_msg.1, generation)
             };
-            answers.push((answer, waiter));
+            answers.push((answer, waiter, ack));
         }
         if !self.failed
             && !staged.buf.is_empty()
-            && let Err(e) = self.write(&staged)
+            && let Err(e) = self.file.write_all(&staged.buf).map_err(io("write"))
         {
-            tracing::error!(error = %e, "audit commit failed; refusing further appends");
+            tracing::error!(error = %e, "audit write failed; refusing further appends");
             self.failed = true;
             // Nothing more is written, so the key has no use left.
             self.key = None;
-            for (answer, _) in &mut answers {
+            for (answer, _, _) in &mut answers {
                 if answer.is_ok() {
                     *answer = Err(e.clone());
                 }
@@ -141,39 +258,65 @@ impl Writer {
             self.head = staged.head;
             self.key = staged.key;
             self.sealed_run = staged.sealed_run;
-            *crate::sync::lock(&self.shared) = self.head;
             if staged.sealed {
                 log_head(&self.head, "seal");
             } else if self.head.seq / HEAD_LOG_INTERVAL > before / HEAD_LOG_INTERVAL {
                 log_head(&self.head, "interval");
             }
         }
-        for (answer, waiter) in answers {
-            // A waiter that gave up (its request was cancelled) is not an error.
-            let _ = waiter.send(answer);
+        let mut durable = Vec::new();
+        for (answer, waiter, ack) in answers {
+            if ack == Ack::Written || answer.is_err() || self.failed {
+                let _ = waiter.send(answer);
+            } else {
+                durable.push((answer, waiter));
+            }
         }
-    }
-
-    fn write(&mut self, staged: &Staged) -> Result<(), AuditError> {
-        self.file.write_all(&staged.buf).map_err(io("write"))?;
-        self.file.sync_data().map_err(io("fdatasync"))?;
-        self.heads
-            .save_head(&staged.head)
-            .map_err(AuditError::HeadStore)
+        if self.failed || staged.buf.is_empty() && durable.is_empty() {
+            return;
+        }
+        let job = Job {
+            head: self.head,
+            waiters: durable,
+        };
+        if let Err(std::sync::mpsc::SendError(job)) = syncer.tx.send(job) {
+            self.failed = true;
+            for (_, waiter) in job.waiters {
+                let _ = waiter.send(Err(AuditError::Failed));
+            }
+        }
     }
 }
 
-fn waiter_of(msg: Msg) -> Waiter {
+/// A message's acknowledgement mode, and the message (split so the waiter
+/// can be answered without staging it).
+fn waiter_of(msg: Msg) -> (Ack, (StageMsg, Waiter)) {
     match msg {
-        Msg::Append(_, done) | Msg::Unseal { done, .. } | Msg::Seal { done, .. } => done,
+        Msg::Append(event, ack, done) => (ack, (StageMsg::Append(event), done)),
+        Msg::Unseal { key, anchor, done } => {
+            (Ack::Durable, (StageMsg::Unseal { key, anchor }, done))
+        }
+        Msg::Seal { checkpoint, done } => (Ack::Durable, (StageMsg::Seal { checkpoint }, done)),
     }
+}
+
+/// A message without its waiter.
+enum StageMsg {
+    Append(Event),
+    Unseal { key: ChainKey, anchor: Event },
+    Seal { checkpoint: Event },
 }
 
 /// Turns one message into its line (if any) in `staged`; returns the answer
 /// its waiter gets if the group commits.
-fn stage(staged: &mut Staged, msg: Msg, generation: u64) -> (Result<u64, AuditError>, Waiter) {
+fn stage(
+    staged: &mut Staged,
+    msg: StageMsg,
+    done: Waiter,
+    generation: u64,
+) -> (Result<u64, AuditError>, Waiter) {
     match msg {
-        Msg::Append(event, done) => {
+        StageMsg::Append(event) => {
             let key = staged.key.clone();
             let mode = match &key {
                 Some(key) => Mode::Keyed {
@@ -194,11 +337,7 @@ fn stage(staged: &mut Staged, msg: Msg, generation: u64) -> (Result<u64, AuditEr
             }
             (answer, done)
         }
-        Msg::Unseal {
-            key,
-            mut anchor,
-            done,
-        } => {
+        StageMsg::Unseal { key, mut anchor } => {
             let run = staged.sealed_run;
             anchor.reasons.push(format!(
                 "{run} records written while sealed precede this one (unauthenticated)"
@@ -214,7 +353,7 @@ fn stage(staged: &mut Staged, msg: Msg, generation: u64) -> (Result<u64, AuditEr
             }
             (answer, done)
         }
-        Msg::Seal { checkpoint, done } => {
+        StageMsg::Seal { checkpoint } => {
             let answer = match staged.key.take() {
                 Some(key) => {
                     let mode = Mode::Keyed {

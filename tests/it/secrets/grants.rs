@@ -183,3 +183,89 @@ async fn a_failed_read_is_audited_with_its_reason() {
     );
     h.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_rotation_needs_read_on_its_connection_secret() {
+    let h = Harness::start(serde_json::json!({
+        "spiffe://example.org/team/rotator": ["rotate:team/**", "read:team/**"],
+    }))
+    .await;
+    let mut admin = h.admin().await;
+    admin
+        .put(put("prod/pg-admin", &[("host", "127.0.0.1")], None))
+        .await
+        .unwrap();
+    let mut rotator = h.workload("/team/rotator").await;
+    let req = |connection: &str| pb::SetRotationRequest {
+        path: "team/t".into(),
+        every_seconds: 3600,
+        window_seconds: 0,
+        grace_seconds: 0,
+        generator: format!("postgres:connection={connection},roles=billing_app+x"),
+    };
+    // A `rotate` grant does not lend the server's database credentials.
+    let e = rotator
+        .set_rotation(req("prod/pg-admin"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message()
+            .starts_with("a postgres rotation needs read on its connection secret prod/pg-admin"),
+        "{}",
+        e.message()
+    );
+    let shown = rotator
+        .show_rotation(pb::SecretPathRequest {
+            path: "team/t".into(),
+        })
+        .await;
+    assert_eq!(shown.unwrap_err().code(), Code::NotFound, "nothing was set");
+    // With read on the connection secret it is allowed.
+    rotator.set_rotation(req("team/pg-admin")).await.unwrap();
+    h.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_everything_needs_list_double_star() {
+    let h = Harness::start(serde_json::json!({
+        "spiffe://example.org/one": ["list:*", "read:**"],
+        "spiffe://example.org/all": ["list:**", "read:a/*"],
+    }))
+    .await;
+    let mut admin = h.admin().await;
+    admin.put(put("a/b", &[("k", "v")], None)).await.unwrap();
+    admin.put(put("c/d", &[("k", "v")], None)).await.unwrap();
+    let mut one = h.workload("/one").await;
+    let e = one
+        .list(pb::ListSecretsRequest {
+            prefix: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "list:* is one segment, not the empty prefix"
+    );
+    assert_eq!(
+        one.list(pb::ListSecretsRequest { prefix: "a".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .secrets
+            .len(),
+        1
+    );
+    let mut all = h.workload("/all").await;
+    let listed = all
+        .list(pb::ListSecretsRequest {
+            prefix: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let paths: Vec<_> = listed.secrets.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, vec!["a/b"], "only what it may read");
+    h.server.stop().await;
+}

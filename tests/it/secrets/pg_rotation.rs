@@ -133,6 +133,8 @@ async fn the_previous_role_works_during_grace_and_is_locked_after() {
     let v1 = wait_version(&c, "db/grace", 1, 15).await;
     assert_eq!(field(&v1, "username"), a);
     login(&v1).await.unwrap();
+    // Deleting a version does not keep its role from being locked later:
+    // the role to lock is recorded when the version is replaced.
     let v2 = c
         .rotate(pb::SecretPathRequest {
             path: "db/grace".into(),
@@ -144,19 +146,39 @@ async fn the_previous_role_works_during_grace_and_is_locked_after() {
     let v2 = c.get(get("db/grace", 0)).await.unwrap().into_inner();
     assert_eq!(field(&v2, "username"), b);
     login(&v2).await.unwrap();
-    // During grace the replaced credential still logs in.
+    // During grace the replaced credential still logs in, and rotating
+    // again now is refused: it would change that role's password.
     let old = c.get(get("db/grace", 1)).await.unwrap().into_inner();
     assert!(old.previous);
     login(&old).await.unwrap();
+    let e = c
+        .rotate(pb::SecretPathRequest {
+            path: "db/grace".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("in its grace period until"),
+        "{}",
+        e.message()
+    );
+    login(&old).await.unwrap();
+    c.delete(versions("db/grace", &[1])).await.unwrap();
     // After grace: the version is retired and the role locked.
+    let role_a = RoleName::parse(&a).unwrap();
     eventually(15, || {
-        let mut c = c.clone();
-        async move {
-            (c.get(get("db/grace", 1)).await.err()?.code() == Code::FailedPrecondition)
-                .then_some(())
-        }
+        let role_a = role_a.clone();
+        async move { (can_login(&role_a).await == Some(false)).then_some(()) }
     })
     .await;
+    let shown = c
+        .show_rotation(pb::SecretPathRequest {
+            path: "db/grace".into(),
+        })
+        .await
+        .unwrap();
+    assert!(shown.into_inner().retiring.is_empty());
     let err = login(&old).await.unwrap_err();
     assert_eq!(
         err.code(),

@@ -196,7 +196,7 @@ async fn a_failing_generator_is_retried_and_reported() {
     // And the audit log has each failed attempt.
     let mut audit = h.server.clients().await.audit;
     let records = audit
-        .tail(pb::TailAuditRequest { count: 50 })
+        .tail(pb::TailAuditRequest { count: 2000 })
         .await
         .unwrap()
         .into_inner()

@@ -10,7 +10,7 @@ use crate::api::gate::Gate;
 use crate::api::pb;
 use crate::clock;
 use crate::policy::{Action, Resource};
-use crate::secrets::SecretPath;
+use crate::secrets::{SecretPath, VersionState};
 use crate::server::Server;
 use crate::server::secrets::SecretsError;
 use std::sync::Arc;
@@ -81,13 +81,22 @@ async fn send_newer(
     sent: u64,
     tx: &mpsc::Sender<Result<pb::SecretVersion, Status>>,
 ) -> Result<u64, Status> {
-    let current = match server.secrets().meta(path).await {
-        Ok(m) => m.current,
+    let meta = match server.secrets().meta(path).await {
+        Ok(m) => m,
         Err(SecretsError::NotFound(_)) => return Ok(sent),
         Err(e) => return Err(e.into()),
     };
+    let current = meta.current;
     let mut last = sent;
-    for version in sent.saturating_add(1)..=current {
+    // Only live versions are sent (and decided and recorded): pruned,
+    // deleted and destroyed ones are passed over without a store read, so an
+    // old `after_version` costs nothing per version it skips.
+    let first = sent.max(meta.oldest.saturating_sub(1)).saturating_add(1);
+    for version in first..=current {
+        if !matches!(meta.state(version), Ok((_, VersionState::Live))) {
+            last = version;
+            continue;
+        }
         let resource = Resource::new("secret", Some(path.to_string()));
         let decided = gate.decide(ext, Action::SecretWatch, resource).await?;
         let now = clock::unix_seconds(server.now());
