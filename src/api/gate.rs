@@ -108,53 +108,17 @@ impl Gate {
         action: Action,
         resource: Resource,
     ) -> Result<Caller, ApiError> {
-        let now = clock::unix_seconds(self.server.now());
-        let (caller, authn, source) = self.authenticate(ext);
-        let input = Input {
-            subject: caller.subject(authn),
-            action,
-            resource: resource.clone(),
-            context: Context {
-                time: now,
-                source: source.clone(),
-            },
-        };
-        let decision = self.server.pdp().decide(&input);
-        let sealed = !action.allowed_while_sealed() && self.server.is_sealed();
-        let mut reasons = decision.reasons.clone();
-        let allow = decision.allow && !sealed;
-        if decision.allow && sealed {
-            reasons.push("sealed".into());
-        }
-        let event = Event {
-            time: now,
-            subject: caller.audit_name(),
-            authn: authn.as_str().to_owned(),
-            action: action.as_str().to_owned(),
-            resource: resource.audit_name(),
-            decision: allow.into(),
-            reasons: reasons.clone(),
-            source,
-        };
-        self.server.audit().append(event).await?;
-        if !decision.allow {
-            let why = if reasons.is_empty() {
-                format!("{} may not {}", caller.audit_name(), action.as_str())
-            } else {
-                reasons.join("; ")
-            };
-            return Err(ApiError::Denied(why));
-        }
-        if sealed {
-            return Err(ApiError::Sealed);
-        }
-        Ok(caller)
+        // A denial is recorded by `decide`; an allow is recorded here, on
+        // disk before the handler acts.
+        self.decide(ext, action, resource).await?.commit().await
     }
 
-    /// For reads: authenticates and decides like [`Gate::authorize`], but an
-    /// allowed decision is recorded only by [`Decided::record`], after the
-    /// read, so the one record names what was read (the version) and how it
-    /// went. A denial is recorded at once. Nothing read may be returned
+    /// Authenticates the caller and asks the PDP. A denial (or a sealed
+    /// server) is recorded at once and returned as the error; an allowed
+    /// decision is recorded by the [`Decided`] it returns: before acting
+    /// ([`Decided::commit`], what [`Gate::authorize`] does), or, for reads,
+    /// after the read ([`Decided::record`]), so the one record names what was
+    /// read (the version) and how it went. Nothing read may be returned
     /// before `record` succeeds: the audit stays fail-closed.
     pub async fn decide(
         &self,
@@ -262,19 +226,8 @@ impl Gate {
         resource: &Resource,
         reason: &str,
     ) -> Result<(), ApiError> {
-        let (caller, authn, source) = self.authenticate(ext);
-        let event = Event {
-            time: clock::unix_seconds(self.server.now()),
-            subject: caller.audit_name(),
-            authn: authn.as_str().to_owned(),
-            action: action.as_str().to_owned(),
-            resource: resource.audit_name(),
-            decision: Verdict::Failed,
-            reasons: vec![reason.to_owned()],
-            source,
-        };
-        self.server.audit().append(event).await?;
-        Ok(())
+        self.record_outcome(ext, action, resource, Err(reason.to_owned()))
+            .await
     }
 
     fn authenticate(&self, ext: &http::Extensions) -> (Caller, Authn, String) {
@@ -360,6 +313,13 @@ impl Decided {
     /// Who is asking.
     pub fn caller(&self) -> &Caller {
         &self.caller
+    }
+
+    /// Appends the record of the decision, durably, and returns the caller:
+    /// the handler may act once this returns.
+    pub async fn commit(self) -> Result<Caller, ApiError> {
+        self.gate.server.audit().append(self.event).await?;
+        Ok(self.caller)
     }
 
     /// Appends the record: the decision, plus `detail` (what was read, e.g.

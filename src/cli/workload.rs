@@ -135,7 +135,8 @@ pub(super) async fn svid_fetch(args: &SvidFetchArgs, out: &Out) -> Result<(), Fa
     svid_fetch_at(&endpoint_from_env()?, args, out).await
 }
 
-async fn svid_fetch_at(uri: &str, args: &SvidFetchArgs, out: &Out) -> Result<(), Failure> {
+/// The default X.509-SVID: the first of the first snapshot.
+async fn default_svid(uri: &str) -> Result<wpb::X509svid, Failure> {
     let mut stream = connect(uri)
         .await?
         .fetch_x509svid(wpb::X509svidRequest {})
@@ -147,11 +148,15 @@ async fn svid_fetch_at(uri: &str, args: &SvidFetchArgs, out: &Out) -> Result<(),
         .await
         .map_err(st)?
         .ok_or_else(|| Failure("the Workload API closed the stream without an SVID".into()))?;
-    let svid = first
+    first
         .svids
         .into_iter()
         .next()
-        .ok_or_else(|| Failure("the Workload API returned no SVID".into()))?;
+        .ok_or_else(|| Failure("the Workload API returned no SVID".into()))
+}
+
+async fn svid_fetch_at(uri: &str, args: &SvidFetchArgs, out: &Out) -> Result<(), Failure> {
+    let svid = default_svid(uri).await?;
     let chain = split_der(&svid.x509_svid)?;
     let expires_at = chain.first().map(|leaf| not_after(leaf)).transpose()?;
     if let Some(dir) = &args.write {
@@ -189,22 +194,7 @@ pub(super) struct WorkloadIdentity {
 
 /// Fetches the default X.509-SVID from the Workload API at `uri`.
 pub(super) async fn fetch_identity(uri: &str) -> Result<WorkloadIdentity, Failure> {
-    let mut stream = connect(uri)
-        .await?
-        .fetch_x509svid(wpb::X509svidRequest {})
-        .await
-        .map_err(st)?
-        .into_inner();
-    let first = stream
-        .message()
-        .await
-        .map_err(st)?
-        .ok_or_else(|| Failure("the Workload API closed the stream without an SVID".into()))?;
-    let mut svid = first
-        .svids
-        .into_iter()
-        .next()
-        .ok_or_else(|| Failure("the Workload API returned no SVID".into()))?;
+    let mut svid = default_svid(uri).await?;
     Ok(WorkloadIdentity {
         chain: split_der(&svid.x509_svid)?,
         key: crate::secret::Secret::new(std::mem::take(&mut svid.x509_svid_key)),
