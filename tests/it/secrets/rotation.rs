@@ -66,7 +66,8 @@ async fn versions_advance_on_schedule_and_grace_ends() {
             );
             assert_eq!(field(&old, "key"), field(prev, "key"));
             let gap = v.created_at - prev.created_at;
-            assert!((4..=5).contains(&gap), "rotations {gap}s apart, period 4s");
+            // Never early; late by at most a little on a loaded machine.
+            assert!((4..=7).contains(&gap), "rotations {gap}s apart, period 4s");
         }
         seen.push(v);
     }
@@ -250,7 +251,7 @@ async fn the_cli_watcher_reconnects_and_misses_nothing() {
     let mut c = s.clients().await.secrets;
     c.put(put("w/cli", &[("n", "1")], None)).await.unwrap();
     let admin = s.admin.to_str().unwrap().to_owned();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
         .args(["secret", "watch", "w/cli", "--field", "n", "--count", "4"])
         .env("SIGIL_ADMIN_SOCKET", &admin)
         .env("SIGIL_LOG", "error")
@@ -258,9 +259,25 @@ async fn the_cli_watcher_reconnects_and_misses_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each line is read as the watcher prints it, so every step below
+    // happens after the watcher has seen the one before.
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    async fn line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the watcher prints within 20 s")
+            .expect("the watcher is running")
+    }
+    assert_eq!(line(&mut lines).await, "1");
     c.put(put("w/cli", &[("n", "2")], None)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(line(&mut lines).await, "2");
     s.stop().await;
     // Written while the watcher is away.
     let s = TestServer::start_with(cfg).await;
@@ -268,15 +285,13 @@ async fn the_cli_watcher_reconnects_and_misses_nothing() {
     let mut c = s.clients().await.secrets;
     c.put(put("w/cli", &[("n", "3")], None)).await.unwrap();
     c.put(put("w/cli", &[("n", "4")], None)).await.unwrap();
+    assert_eq!(line(&mut lines).await, "3");
+    assert_eq!(line(&mut lines).await, "4");
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "1\n2\n3\n4\n");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming after version 2"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming after version 2"), "{stderr}");
     s.stop().await;
 }
