@@ -16,6 +16,6 @@ mod testing;
 
 pub use agents::{AgentRecord, Agents, AgentsError, JoinToken};
 pub use entries::{Entries, EntriesError};
-pub use secrets::{Secrets, SecretsError};
+pub use secrets::{Secrets, SecretsError, VersionsChange};
 pub use state::read_policy_dir;
 pub use state::{KeyCause, LifecycleError, Server, ServerError, UnsealRefused, own_uid};

@@ -27,8 +27,17 @@ pub mod task;
 pub use error::SecretsError;
 pub use rotate::Rotated;
 
-/// A change of some versions' state ([`SecretMeta::delete`] and its kin).
-type VersionsOp = fn(&mut SecretMeta, &[u64], u64) -> Result<Vec<u64>, crate::secrets::KvError>;
+/// A change of some versions' state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionsChange {
+    /// Soft-delete ([`SecretMeta::delete`]).
+    Delete,
+    /// Restore soft-deleted versions ([`SecretMeta::undelete`]).
+    Undelete,
+    /// Destroy: the values are removed from the store in the same write
+    /// ([`SecretMeta::destroy`]).
+    Destroy,
+}
 
 /// How many change notices a slow watcher may fall behind before it re-reads.
 const CHANGES_BUFFER: usize = 1024;
@@ -252,21 +261,26 @@ impl Secrets {
         .await
     }
 
-    async fn versions_op(
+    /// Applies `change` to `versions` of `path` (the current one when empty).
+    /// Returns the versions whose state changed.
+    pub async fn change_versions(
         &self,
         path: &SecretPath,
-        op: VersionsOp,
+        change: VersionsChange,
         versions: Vec<u64>,
         now: u64,
-        remove_values: bool,
     ) -> Result<Vec<u64>, SecretsError> {
         let (s, p) = (self.shared.clone(), path.clone());
         let (changed, meta) = blocking::run(move || {
             update(&s.store, &p, |meta| {
                 let mut meta = meta.ok_or_else(|| SecretsError::NotFound(p.to_string()))?;
-                let changed = op(&mut meta, &versions, now)?;
+                let changed = match change {
+                    VersionsChange::Delete => meta.delete(&versions, now)?,
+                    VersionsChange::Undelete => meta.undelete(&versions, now)?,
+                    VersionsChange::Destroy => meta.destroy(&versions, now)?,
+                };
                 let mut w = Write::default();
-                if remove_values {
+                if change == VersionsChange::Destroy {
                     w.deletes = changed.iter().map(|v| data_key(&p, *v)).collect();
                 }
                 meta.updated = now;
@@ -276,40 +290,6 @@ impl Secrets {
         .await?;
         self.changed(path, &meta);
         Ok(changed)
-    }
-
-    /// Soft-deletes versions (the current one when empty). Returns those changed.
-    pub async fn delete(
-        &self,
-        path: &SecretPath,
-        versions: Vec<u64>,
-        now: u64,
-    ) -> Result<Vec<u64>, SecretsError> {
-        self.versions_op(path, SecretMeta::delete, versions, now, false)
-            .await
-    }
-
-    /// Restores soft-deleted versions. Returns those restored.
-    pub async fn undelete(
-        &self,
-        path: &SecretPath,
-        versions: Vec<u64>,
-        now: u64,
-    ) -> Result<Vec<u64>, SecretsError> {
-        self.versions_op(path, SecretMeta::undelete, versions, now, false)
-            .await
-    }
-
-    /// Destroys versions: their values are removed from the store in the same
-    /// write. Returns those destroyed.
-    pub async fn destroy(
-        &self,
-        path: &SecretPath,
-        versions: Vec<u64>,
-        now: u64,
-    ) -> Result<Vec<u64>, SecretsError> {
-        self.versions_op(path, SecretMeta::destroy, versions, now, true)
-            .await
     }
 
     /// Sets `max_versions` (pruning at once) and/or the custom metadata.

@@ -158,16 +158,7 @@ impl TestServer {
 
     /// Starts a fresh server with `config`, and initializes it.
     pub async fn initialized_with_config(config: ServerConfig) -> TestServer {
-        let s = Self::start_with(config).await;
-        s.clients()
-            .await
-            .operator
-            .init(pb::InitRequest {
-                passphrase: PASSPHRASE.as_bytes().to_vec(),
-            })
-            .await
-            .unwrap();
-        s
+        Self::initialized_with_config_and_clock(config, Arc::new(sigil::clock::SystemClock)).await
     }
 
     /// Starts a fresh server reading the time from `clock`, and initializes it.
@@ -175,7 +166,16 @@ impl TestServer {
         dir: &Path,
         clock: Arc<dyn sigil::clock::Clock>,
     ) -> TestServer {
-        let s = Self::start_with_clock(config(dir), clock).await;
+        Self::initialized_with_config_and_clock(config(dir), clock).await
+    }
+
+    /// Starts a fresh server with `config` reading the time from `clock`,
+    /// and initializes it.
+    pub async fn initialized_with_config_and_clock(
+        config: ServerConfig,
+        clock: Arc<dyn sigil::clock::Clock>,
+    ) -> TestServer {
+        let s = Self::start_with_clock(config, clock).await;
         s.clients()
             .await
             .operator

@@ -14,7 +14,7 @@ use crate::secrets::{
     CustomMetadata, Fields, GeneratorSpec, RotationSettings, RotationState, SecretMeta, SecretPath,
 };
 use crate::server::Server;
-use crate::server::secrets::{Read, SecretsError};
+use crate::server::secrets::{Read, SecretsError, VersionsChange};
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -165,6 +165,31 @@ impl SecretsService {
         Ok(result?)
     }
 
+    /// Delete, undelete or destroy: one write of some versions' state.
+    async fn versions(
+        &self,
+        req: Request<pb::SecretVersionsRequest>,
+        change: VersionsChange,
+    ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
+        let (action, verb) = match change {
+            VersionsChange::Delete => (Action::SecretDelete, "deleted"),
+            VersionsChange::Undelete => (Action::SecretUndelete, "undeleted"),
+            VersionsChange::Destroy => (Action::SecretDestroy, "destroyed"),
+        };
+        let msg = req.get_ref().clone();
+        let path = parse(&msg.path)?;
+        let act = self
+            .server
+            .secrets()
+            .change_versions(&path, change, msg.versions, self.now());
+        let changed = self
+            .write(req.extensions(), action, &msg.path, act, |c| {
+                format!("{verb} versions {c:?}")
+            })
+            .await?;
+        Ok(Response::new(pb::SecretVersionsResponse { changed }))
+    }
+
     /// A read: decided first, recorded after with what was read.
     async fn read<T: Send>(
         &self,
@@ -294,66 +319,21 @@ impl SecretsApi for SecretsService {
         &self,
         req: Request<pb::SecretVersionsRequest>,
     ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
-        let msg = req.get_ref().clone();
-        let path = parse(&msg.path)?;
-        let act = self
-            .server
-            .secrets()
-            .delete(&path, msg.versions, self.now());
-        let changed = self
-            .write(
-                req.extensions(),
-                Action::SecretDelete,
-                &msg.path,
-                act,
-                |c| format!("deleted versions {c:?}"),
-            )
-            .await?;
-        Ok(Response::new(pb::SecretVersionsResponse { changed }))
+        self.versions(req, VersionsChange::Delete).await
     }
 
     async fn undelete(
         &self,
         req: Request<pb::SecretVersionsRequest>,
     ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
-        let msg = req.get_ref().clone();
-        let path = parse(&msg.path)?;
-        let act = self
-            .server
-            .secrets()
-            .undelete(&path, msg.versions, self.now());
-        let changed = self
-            .write(
-                req.extensions(),
-                Action::SecretUndelete,
-                &msg.path,
-                act,
-                |c| format!("undeleted versions {c:?}"),
-            )
-            .await?;
-        Ok(Response::new(pb::SecretVersionsResponse { changed }))
+        self.versions(req, VersionsChange::Undelete).await
     }
 
     async fn destroy(
         &self,
         req: Request<pb::SecretVersionsRequest>,
     ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
-        let msg = req.get_ref().clone();
-        let path = parse(&msg.path)?;
-        let act = self
-            .server
-            .secrets()
-            .destroy(&path, msg.versions, self.now());
-        let changed = self
-            .write(
-                req.extensions(),
-                Action::SecretDestroy,
-                &msg.path,
-                act,
-                |c| format!("destroyed versions {c:?}"),
-            )
-            .await?;
-        Ok(Response::new(pb::SecretVersionsResponse { changed }))
+        self.versions(req, VersionsChange::Destroy).await
     }
 
     type WatchStream = Stream<pb::SecretVersion>;

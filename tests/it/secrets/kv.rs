@@ -11,15 +11,7 @@ async fn harness_at(clock: Arc<ManualClock>) -> (tempfile::TempDir, TestServer) 
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path());
     cfg.policy_dir = policy_with(tmp.path(), &serde_json::json!({}));
-    let s = TestServer::start_with_clock(cfg, clock).await;
-    s.clients()
-        .await
-        .operator
-        .init(pb::InitRequest {
-            passphrase: PASSPHRASE.as_bytes().to_vec(),
-        })
-        .await
-        .unwrap();
+    let s = TestServer::initialized_with_config_and_clock(cfg, clock).await;
     (tmp, s)
 }
 
