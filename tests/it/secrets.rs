@@ -6,6 +6,7 @@
 
 mod dev;
 mod grants;
+mod grpcio;
 mod kv;
 mod pg_roles;
 mod pg_rotation;

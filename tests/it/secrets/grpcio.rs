@@ -1,0 +1,59 @@
+//! The Secrets API from another stack: Python grpcio (gRPC C-core, installed
+//! into target/pyenv by scripts/test.sh) puts, gets, watches and is refused
+//! over the admin socket with its default `:authority`.
+
+use super::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_puts_gets_and_watches_a_secret() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/pyenv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which installs grpcio",
+        python.display()
+    );
+    let h = Harness::start(serde_json::json!({})).await;
+    let value = h.tmp.path().join("value");
+    std::fs::write(&value, "py-s3cret-value").unwrap();
+    let mut cmd = tokio::process::Command::new(&python);
+    cmd.arg(root.join("tests/python/secrets_client.py"))
+        .arg("--admin-socket")
+        .arg(&h.server.admin)
+        .arg("--proto-dir")
+        .arg(root.join("proto"))
+        .arg("--value-file")
+        .arg(&value)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the grpcio client finishes within 120 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "grpcio client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "put_version": 1,
+            "get": {"version": 1, "matches": true},
+            "missing": {"code": "NOT_FOUND", "details": "no secret at py/none"},
+            "watch": {"version": 1, "matches": true},
+        })
+    );
+    // What grpcio wrote, the Rust client reads.
+    let mut c = h.admin().await;
+    assert_eq!(
+        field(
+            &c.get(get("py/db", 0)).await.unwrap().into_inner(),
+            "password"
+        ),
+        "py-s3cret-value"
+    );
+    h.server.stop().await;
+}
