@@ -11,7 +11,7 @@ use crate::clock;
 use crate::id::SpiffeId;
 use crate::policy::{Action, Authn, Context, Input, Resource, Subject};
 use crate::server::Server;
-use crate::tls::{TlsConnInfo, peer_spiffe_id};
+use crate::tls::TlsConnInfo;
 use std::sync::Arc;
 use tonic::transport::server::UdsConnectInfo;
 
@@ -66,15 +66,6 @@ impl Caller {
             Caller::Anonymous => Subject::anonymous(),
         }
     }
-}
-
-fn currently_valid(leaf: &[u8], now: std::time::SystemTime) -> bool {
-    use x509_parser::prelude::*;
-    let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
-        return false;
-    };
-    let now = i64::try_from(clock::unix_seconds(now)).unwrap_or(i64::MAX);
-    cert.validity().not_before.timestamp() <= now && now < cert.validity().not_after.timestamp()
 }
 
 /// The chokepoint every handler calls first.
@@ -253,14 +244,15 @@ impl Gate {
                 .map_or_else(|| "tcp:unknown".to_owned(), |a| format!("tcp:{a}"));
             // rustls already verified the chain against the bundle during
             // the handshake; here we only read which identity it proved.
-            let leaf = tls.peer_certs.as_ref().and_then(|c| c.first());
+            let leaf = tls.peer.as_deref();
             // The chain was verified at the handshake, but an HTTP/2
             // connection outlives certificates: an SVID that has expired
             // since then proves nothing.
-            if leaf.is_some_and(|l| !currently_valid(l, self.server.now())) {
+            let now = clock::unix_seconds(self.server.now());
+            if leaf.is_some_and(|l| !l.valid_at(now)) {
                 return (Caller::Anonymous, Authn::None, source);
             }
-            let Some(id) = leaf.and_then(|l| peer_spiffe_id(l)) else {
+            let Some(id) = leaf.and_then(|l| l.id.clone()) else {
                 return (Caller::Anonymous, Authn::None, source);
             };
             if id.trust_domain_str() != self.server.trust_domain().as_str() {
@@ -277,8 +269,8 @@ impl Gate {
                 // key can mint more for the same ID. Only the exact certificate
                 // the server last issued to the agent is honoured then.
                 if leaf.is_some_and(|l| {
-                    self.server.signed_by_tainted_ca(l)
-                        && !self.server.agents().holds_issued_svid(&id, l)
+                    self.server.signed_by_tainted_ca(&l.der)
+                        && !self.server.agents().holds_issued_svid(&id, &l.der)
                 }) {
                     return (Caller::Anonymous, Authn::None, source);
                 }
@@ -288,7 +280,7 @@ impl Gate {
                 // the stolen CA key can mint one for any identity, an admin's
                 // included. Its agent re-issues it as soon as it hears of the taint.
                 // (Agents are checked above: they keep their issued SVID.)
-                if leaf.is_some_and(|l| self.server.signed_by_tainted_ca(l)) {
+                if leaf.is_some_and(|l| self.server.signed_by_tainted_ca(&l.der)) {
                     return (Caller::Anonymous, Authn::None, source);
                 }
                 let admin = self.server.is_admin_identity(&id);

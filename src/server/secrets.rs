@@ -198,13 +198,13 @@ impl Secrets {
         version: u64,
         now: u64,
     ) -> Result<Read, SecretsError> {
-        let (s, p) = (self.shared.clone(), path.clone());
-        blocking::run(move || {
-            let meta = load_meta(&s.store, &p)?
+        let (s, p) = (&self.shared, path);
+        blocking::point_read(|| {
+            let meta = load_meta(&s.store, p)?
                 .0
                 .ok_or_else(|| SecretsError::NotFound(p.to_string()))?;
             let version = meta.readable(version)?;
-            let fields = read_fields(&s.store, &data_key(&p, version))?.ok_or(
+            let fields = read_fields(&s.store, &data_key(p, version))?.ok_or(
                 crate::secrets::KvError::Destroyed {
                     version,
                     pruned: false,
@@ -219,7 +219,6 @@ impl Secrets {
                 previous: meta.previous(now) == Some(version),
             })
         })
-        .await
     }
 
     /// The metadata of `path`.

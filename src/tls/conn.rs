@@ -4,19 +4,57 @@
 use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 /// What the chokepoint learns about a TLS peer: its address and, when it
-/// presented one, its verified certificate chain (leaf first).
+/// presented one, its verified leaf certificate, parsed once per connection.
 #[derive(Clone, Debug)]
 pub struct TlsConnInfo {
     /// The peer's address.
     pub remote: Option<SocketAddr>,
-    /// The verified client chain, leaf first, if any.
-    pub peer_certs: Option<Vec<Vec<u8>>>,
+    /// The verified client leaf, if any. Shared: tonic copies the connect
+    /// info into every request, and an HTTP/2 connection carries thousands.
+    pub peer: Option<Arc<PeerLeaf>>,
+}
+
+/// A verified client leaf with what the gate reads from it on every request:
+/// parsed at the handshake instead of per request.
+#[derive(Debug)]
+pub struct PeerLeaf {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// The SPIFFE ID in its URI SAN ([`peer_spiffe_id`]), if it has one.
+    pub id: Option<crate::id::SpiffeId>,
+    /// notBefore and notAfter, Unix seconds; `None` if it does not parse.
+    validity: Option<(i64, i64)>,
+}
+
+impl PeerLeaf {
+    /// Parses `der` once.
+    pub fn new(der: Vec<u8>) -> Self {
+        use x509_parser::prelude::*;
+        let validity = X509Certificate::from_der(&der).ok().map(|(_, c)| {
+            (
+                c.validity().not_before.timestamp(),
+                c.validity().not_after.timestamp(),
+            )
+        });
+        let id = peer_spiffe_id(&der);
+        Self { der, id, validity }
+    }
+
+    /// Whether the certificate is within its validity at `now` (Unix
+    /// seconds). The chain was verified at the handshake, but an HTTP/2
+    /// connection outlives certificates.
+    pub fn valid_at(&self, now: u64) -> bool {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        self.validity
+            .is_some_and(|(from, until)| from <= now && now < until)
+    }
 }
 
 /// A server-side TLS stream carrying [`TlsConnInfo`].
@@ -32,11 +70,10 @@ impl TlsConn {
         let (tcp, session) = inner.get_ref();
         let info = TlsConnInfo {
             remote: tcp.peer_addr().ok(),
-            peer_certs: session.peer_certificates().map(|cs| {
-                cs.iter()
-                    .map(|c: &CertificateDer<'_>| c.as_ref().to_vec())
-                    .collect()
-            }),
+            peer: session
+                .peer_certificates()
+                .and_then(|cs| cs.first())
+                .map(|c: &CertificateDer<'_>| Arc::new(PeerLeaf::new(c.as_ref().to_vec()))),
         };
         Self { inner, info }
     }

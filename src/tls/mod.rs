@@ -13,7 +13,7 @@ mod https;
 mod server;
 
 pub use client::{SpiffeServerVerifier, client_config};
-pub use conn::{TlsConn, TlsConnInfo, peer_spiffe_id};
+pub use conn::{PeerLeaf, TlsConn, TlsConnInfo, peer_spiffe_id};
 pub use https::{https_client_config, https_server_config};
 pub use server::server_config;
 

@@ -13,6 +13,9 @@
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::clock;
 
 use super::*;
 use crate::audit::{ANCHOR_ACTION, CHECKPOINT_ACTION, SealedRun, Verdict};
@@ -98,6 +101,42 @@ async fn concurrent_appends_get_distinct_seqs() {
     assert_eq!(seqs, (1..=32).collect::<Vec<u64>>());
     let report = verify_file(&f.path, None, Some(&f.head())).unwrap();
     assert_eq!((report.records, report.unanchored), (32, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_chained_in_place_and_writes_through_the_thread_form_one_chain() {
+    let f = fixture();
+    let log = Arc::new(f.open().unwrap());
+    log.unsealed(key(), anchor()).await.unwrap();
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                if i % 4 == 0 {
+                    log.append(privileged(i)).await
+                } else {
+                    log.append_written(privileged(i)).await
+                }
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().unwrap());
+    }
+    seqs.sort_unstable();
+    // Sequence 1 is the re-anchor.
+    assert_eq!(seqs, (2..=65).collect::<Vec<u64>>());
+    // Nothing else is appended: the reads' records become durable, and the
+    // head saved, on their own, within the read sync delay.
+    let deadline = clock::monotonic() + Duration::from_secs(5);
+    while f.head().seq < 65 && clock::monotonic() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(f.head().seq, 65);
+    assert_eq!(log.head(), f.head(), "the head is published once durable");
+    let report = verify_file(&f.path, Some(&key()), Some(&f.head())).unwrap();
+    assert_eq!(report.records, 65);
 }
 
 #[tokio::test]

@@ -19,6 +19,9 @@ pub(super) const MAX_GROUP: usize = 4096;
 /// Written groups that may wait for the syncer before the writer waits too.
 const SYNC_BACKLOG: usize = 1;
 
+/// The longest a written read record waits for its fsync (see `sync_loop`).
+const READS_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The chain head goes to the server log at least this often (in records),
 /// so an outside log collector witnesses it.
 pub(super) const HEAD_LOG_INTERVAL: u64 = 1000;
@@ -29,8 +32,8 @@ pub(super) type Waiter = oneshot::Sender<Result<u64, AuditError>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ack {
     /// Once the record is written to the file (in the kernel's cache: it
-    /// survives the process, not a power loss) and chained; durable within
-    /// the same group's fsync moments later. For reads only.
+    /// survives the process, not a power loss) and chained; durable at the
+    /// next sync, at most `READS_SYNC_DELAY` later. For reads only.
     Written,
     /// Once the record is on disk and the head is saved.
     Durable,
@@ -93,6 +96,10 @@ struct Syncer {
     handle: std::thread::JoinHandle<()>,
     /// Set when a sync or head save failed: the writer refuses further appends.
     failed: Arc<std::sync::atomic::AtomicBool>,
+    /// The head after the newest group of reads only, written but not yet
+    /// handed to a sync. The writer sends a job only when this was empty, so
+    /// a steady stream of reads wakes the syncer once per sync, not per group.
+    unsynced: Arc<Mutex<Option<ChainHead>>>,
 }
 
 fn sync_loop(
@@ -100,26 +107,57 @@ fn sync_loop(
     file: File,
     heads: Arc<dyn HeadStore>,
     shared: Arc<Mutex<ChainHead>>,
+    unsynced: Arc<Mutex<Option<ChainHead>>>,
     failed: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use std::sync::atomic::Ordering;
+    let mut synced = crate::sync::lock(&shared).seq;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
-        let Some(head) = jobs.last().map(|j| j.head) else {
+        // Groups of reads only (nobody waits for their sync) are synced
+        // together, at most READS_SYNC_DELAY after the first: under a steady
+        // read load an fsync and a head save per group cost more than the
+        // reads. The writer leaves their heads in `unsynced` without waking
+        // this thread; a group someone waits on ends the wait at once.
+        let deadline = clock::monotonic() + READS_SYNC_DELAY;
+        while jobs.iter().all(|j| j.waiters.is_empty()) {
+            let left = deadline.saturating_duration_since(clock::monotonic());
+            match rx.recv_timeout(left) {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        // Taken after the jobs: every record the writer wrote before it
+        // stored this head is in the file, so the fsync below covers it.
+        let reads = crate::sync::lock(&unsynced).take();
+        let Some(head) = jobs
+            .iter()
+            .map(|j| j.head)
+            .chain(reads)
+            .max_by_key(|h| h.seq)
+        else {
             continue;
         };
         // One fsync covers every write made before it, so the newest head
         // stands for the whole batch.
         let result = if failed.load(Ordering::Acquire) {
             Err(AuditError::Failed)
+        } else if head.seq <= synced {
+            // A job whose records an earlier sync already covered: the head
+            // store never goes back.
+            Ok(())
         } else {
             file.sync_data()
                 .map_err(io("fdatasync"))
                 .and_then(|()| heads.save_head(&head).map_err(AuditError::HeadStore))
         };
         match &result {
-            Ok(()) => *crate::sync::lock(&shared) = head,
+            Ok(()) if head.seq > synced => {
+                synced = head.seq;
+                *crate::sync::lock(&shared) = head;
+            }
+            Ok(()) => {}
             Err(e) => {
                 tracing::error!(error = %e, "audit sync failed; refusing further appends");
                 failed.store(true, Ordering::Release);
@@ -147,19 +185,100 @@ struct Staged {
     buf: Vec<u8>,
 }
 
-impl Writer {
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let syncer = match self.start_syncer() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "audit syncer did not start; refusing appends");
-                self.failed = true;
-                while let Some(msg) = rx.blocking_recv() {
-                    let _ = waiter_of(msg).1.1.send(Err(AuditError::Failed));
+/// The writer's state and its syncer, behind one lock: the writer thread
+/// takes it for each group from the queue, and an appender of a read's
+/// record takes it directly when it is free ([`Chain::try_append_written`]).
+pub(super) struct Chain {
+    state: Mutex<Locked>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").finish_non_exhaustive()
+    }
+}
+
+struct Locked {
+    writer: Writer,
+    /// `None` once the writer thread has closed the log.
+    syncer: Option<Syncer>,
+}
+
+impl Locked {
+    fn commit(&mut self, group: Vec<Msg>) {
+        match &self.syncer {
+            Some(syncer) => self.writer.commit(group, syncer),
+            None => {
+                for msg in group {
+                    let _ = waiter_of(msg).1.1.send(Err(AuditError::Closed));
                 }
-                return;
             }
+        }
+    }
+}
+
+impl Chain {
+    /// Starts the syncer and the writer thread, which commits what arrives
+    /// on `rx` until every sender is gone, then closes the log.
+    pub(super) fn start(
+        writer: Writer,
+        rx: mpsc::Receiver<Msg>,
+    ) -> Result<(Arc<Chain>, std::thread::JoinHandle<()>), AuditError> {
+        let syncer = writer.start_syncer()?;
+        let chain = Arc::new(Chain {
+            state: Mutex::new(Locked {
+                writer,
+                syncer: Some(syncer),
+            }),
+        });
+        let thread_chain = Arc::clone(&chain);
+        // The writer logs to whatever subscriber the opener uses.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let handle = std::thread::Builder::new()
+            .name("audit-log".to_string())
+            .spawn(move || tracing::dispatcher::with_default(&dispatch, || thread_chain.run(rx)))
+            .map_err(io("spawn writer"))?;
+        Ok((chain, handle))
+    }
+
+    /// The state. A panic while it was held (which the lints rule out) left
+    /// the file's tail unknown: the log then refuses further appends, as
+    /// after a failed write, instead of chaining onto it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Locked> {
+        self.state.lock().unwrap_or_else(|poisoned| {
+            let mut locked = poisoned.into_inner();
+            locked.writer.failed = true;
+            locked.writer.key = None;
+            locked
+        })
+    }
+
+    /// Appends a read's record ([`Ack::Written`]) on the calling thread if
+    /// nobody holds the chain: no hand-over to the writer thread and back,
+    /// which costs a read more than the write itself. `Err` when the chain
+    /// is busy (the event handed back): the caller queues it instead. Never waits for the
+    /// lock, so an async worker never blocks on another's write.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the Err is the caller's own event handed back, moved not copied further"
+    )]
+    pub(super) fn try_append_written(
+        &self,
+        event: Event,
+    ) -> Result<Result<u64, AuditError>, Event> {
+        let mut locked = match self.state.try_lock() {
+            Ok(locked) => locked,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(event),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Ok(Err(AuditError::Failed)),
         };
+        let (done, mut answer) = oneshot::channel();
+        locked.commit(vec![Msg::Append(event, Ack::Written, done)]);
+        drop(locked);
+        // A written-only append is answered inside `commit`.
+        Ok(answer.try_recv().unwrap_or(Err(AuditError::Failed)))
+    }
+
+    fn run(&self, mut rx: mpsc::Receiver<Msg>) {
         while let Some(first) = rx.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -168,15 +287,25 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(group, &syncer);
+            self.lock().commit(group);
         }
-        self.close(&syncer);
+        let syncer = {
+            let mut locked = self.lock();
+            let Locked { writer, syncer } = &mut *locked;
+            if let Some(syncer) = syncer {
+                writer.close(syncer);
+            }
+            syncer.take()
+        };
         // Every job sent is synced and answered before the thread ends.
-        let Syncer { tx, handle, .. } = syncer;
-        drop(tx);
-        let _ = handle.join();
+        if let Some(Syncer { tx, handle, .. }) = syncer {
+            drop(tx);
+            let _ = handle.join();
+        }
     }
+}
 
+impl Writer {
     fn start_syncer(&self) -> Result<Syncer, AuditError> {
         let file = self.file.try_clone().map_err(io("clone"))?;
         // One group syncing while the next is written, one more waiting: when
@@ -184,17 +313,24 @@ impl Writer {
         // front of it fills, so appenders wait instead of memory growing.
         let (tx, rx) = std::sync::mpsc::sync_channel(SYNC_BACKLOG);
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let unsynced = Arc::new(Mutex::new(None));
         let (heads, shared, flag) = (self.heads.clone(), self.shared.clone(), failed.clone());
+        let pending = Arc::clone(&unsynced);
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let handle = std::thread::Builder::new()
             .name("audit-sync".to_string())
             .spawn(move || {
                 tracing::dispatcher::with_default(&dispatch, || {
-                    sync_loop(rx, file, heads, shared, flag);
+                    sync_loop(rx, file, heads, shared, pending, flag);
                 });
             })
             .map_err(io("spawn syncer"))?;
-        Ok(Syncer { tx, handle, failed })
+        Ok(Syncer {
+            tx,
+            handle,
+            failed,
+            unsynced,
+        })
     }
 
     /// At shutdown (every `AuditLog` handle dropped): a keyed checkpoint
@@ -275,10 +411,26 @@ impl Writer {
         if self.failed || staged.buf.is_empty() && durable.is_empty() {
             return;
         }
+        if durable.is_empty() {
+            // Reads only: a sync is already on its way if a head was waiting.
+            let waiting = crate::sync::lock(&syncer.unsynced).replace(self.head);
+            if waiting.is_some() {
+                return;
+            }
+        }
         let job = Job {
             head: self.head,
             waiters: durable,
         };
+        if job.waiters.is_empty() {
+            // Reads only: when the channel is full, a job waiting in it takes
+            // this head from `unsynced` once the syncer receives it. Never
+            // waits, so an appender on an async worker never blocks here.
+            if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) = syncer.tx.try_send(job) {
+                self.failed = true;
+            }
+            return;
+        }
         if let Err(std::sync::mpsc::SendError(job)) = syncer.tx.send(job) {
             self.failed = true;
             for (_, waiter) in job.waiters {
