@@ -17,6 +17,7 @@ const PROTOS: &[&str] = &[
     "proto/sigil/v1/audit.proto",
     "proto/sigil/v1/agents.proto",
     "proto/sigil/v1/secrets.proto",
+    "proto/sigil/v1/auth.proto",
 ];
 
 /// Messages that carry passphrases, keys or bearer tokens: their derived

@@ -28,6 +28,7 @@ CORE = [
     "src/audit",
     "src/secret.rs",
     "src/secrets",
+    "src/oidc",
     "src/unix_time.rs",
     "src/agent/rotation.rs",
     "src/attest/parse.rs",

@@ -15,6 +15,8 @@
 //! - [`policy`] — the policy decision point (Rego, deny by default).
 //! - [`audit`] — typed audit events and the hash chain.
 //! - [`secret`] — the one type that holds secret bytes.
+//! - [`oidc`] — login with a CI platform's OIDC token: key sets, token checks, bound
+//!   claims, SPIFFE ID templates.
 //! - [`unix_time`] — converting a given time to Unix seconds.
 //!
 //! The **edge** connects the core to the world:
@@ -30,14 +32,15 @@
 //! - [`net`] — connection limits for every listener: caps, idle and half-open
 //!   connections, the descriptor budget.
 //! - [`tls`] — rustls configurations that authenticate peers by SPIFFE ID.
-//! - [`api`] — generated gRPC types, proto ⇄ domain conversion, status mapping and the
-//!   authorization chokepoint.
+//! - [`api`] — generated gRPC types, proto ⇄ domain conversion, status mapping, the
+//!   authorization chokepoint, and the Vault-compatible HTTP API.
 //! - [`server`] — the server's state: the sealed store, registry, agents, authority,
 //!   PDP and audit log, and their lifecycle.
 //! - [`federation`] — SPIFFE Federation: this trust domain's bundle endpoint, and the
 //!   foreign trust domains' bundles, fetched and kept (its refresh plan and foreign
 //!   bundle checks are core).
-//! - [`serve`] — the server's listeners: the gRPC API on TLS and the admin socket.
+//! - [`serve`] — the server's listeners: the gRPC API on TLS, the admin socket, and
+//!   the HTTP API.
 //! - [`agent`] — the node agent: server session, SVID cache, Workload API.
 //! - [`cli`] — the command line.
 //!
@@ -68,6 +71,7 @@ pub mod files;
 pub mod id;
 pub mod keyring;
 pub mod net;
+pub mod oidc;
 pub mod policy;
 pub mod registry;
 pub mod secret;

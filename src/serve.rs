@@ -27,6 +27,8 @@ pub struct Listeners {
     pub admin: UnixListener,
     /// The SPIFFE bundle endpoint, when `[federation.bundle_endpoint]` is configured.
     pub bundle_endpoint: Option<TcpListener>,
+    /// The Vault-compatible HTTP API, when `[http]` is configured.
+    pub http: Option<TcpListener>,
 }
 
 /// Why serving stopped with an error.
@@ -38,6 +40,9 @@ pub enum ServeError {
     /// Reflection could not be set up.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The HTTP API's certificate could not be loaded.
+    #[error("[http]: {0}")]
+    Http(String),
 }
 
 /// Binds the admin socket at `path`, creating its directory and replacing a
@@ -81,6 +86,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let routes = crate::api::router(server.clone())?;
+    let http_tls = match server.config().http.as_ref().map(|h| &h.cert) {
+        Some(crate::config::HttpCert::Files {
+            cert_file,
+            key_file,
+        }) => Some(crate::api::http::fixed_tls(cert_file, key_file).map_err(ServeError::Http)?),
+        Some(crate::config::HttpCert::Issued(_)) => {
+            Some(crate::api::http::HttpTls::Issued(server.http_tls_config()))
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = server.clone();
     tokio::spawn(async move {
@@ -119,6 +134,14 @@ pub async fn run(
         tokio::spawn(crate::federation::endpoint::serve(
             listener,
             server.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    if let (Some(listener), Some(tls)) = (listeners.http, http_tls) {
+        tokio::spawn(crate::api::http::serve(
+            listener,
+            server.clone(),
+            tls,
             stop_rx.clone(),
         ));
     }

@@ -12,7 +12,7 @@ default allow := false
 # while the server is sealed, probes need health, reflection only describes
 # the API, which is public, and a new agent proves itself with its one-time
 # join token inside the call (the server checks the token).
-public_actions := {"operator.status", "health", "reflection", "agent.attest"}
+public_actions := {"operator.status", "health", "reflection", "agent.attest", "auth.login"}
 
 # Credentials that count as authenticated for a workload or agent.
 authenticated := {"mtls", "token"}
@@ -61,11 +61,12 @@ reasons contains "operator on the admin socket" if {
 
 reasons contains "public action" if input.action in public_actions
 
-# Admin workloads, authenticated by SVID (mTLS) or a bearer token.
+# Admin workloads, authenticated by SVID (mTLS). A token is never admin: it
+# may do what its scopes say.
 reasons contains "admin workload" if {
 	input.subject.kind == "workload"
 	input.subject.admin == true
-	input.subject.authn in authenticated
+	input.subject.authn == "mtls"
 	input.action in admin_workload_actions
 }
 
@@ -107,9 +108,25 @@ secret_verbs := {
 reasons contains sprintf("grant %s", [grant]) if {
 	verb := secret_verbs[input.action]
 	input.subject.kind == "workload"
-	input.subject.authn in authenticated
+	input.subject.authn == "mtls"
 	some grant in data.sigil.grants[input.subject.spiffe_id]
 	grant_allows(grant, verb, input.resource.id)
+}
+
+# A sigil token (from `sigil login`) carries its grants as scopes: exactly
+# what its role allows, not the standing grants of its SPIFFE ID.
+reasons contains sprintf("token scope %s", [grant]) if {
+	verb := secret_verbs[input.action]
+	input.subject.kind == "workload"
+	input.subject.authn == "token"
+	some grant in input.subject.scopes
+	grant_allows(grant, verb, input.resource.id)
+}
+
+# A token's holder may look up and revoke that token.
+reasons contains "token holder" if {
+	input.subject.authn == "token"
+	input.action in {"token.lookup_self", "token.revoke_self"}
 }
 
 # A grant is VERB:PATTERN; the PDP checked every grant's syntax at load.

@@ -252,6 +252,7 @@ fn lifecycle_status(e: &LifecycleError) -> Status {
         LifecycleError::Store(s) => seal_status(s),
         LifecycleError::TlsConfig(_)
         | LifecycleError::AuditUnreadable(_)
+        | LifecycleError::Tokens(_)
         | LifecycleError::TaskFailed(_) => internal(e),
     }
 }

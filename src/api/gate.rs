@@ -9,6 +9,7 @@ use super::ApiError;
 use crate::audit::{Event, Verdict};
 use crate::clock;
 use crate::id::SpiffeId;
+use crate::net::Bearer;
 use crate::policy::{Action, Authn, Context, Input, Resource, Subject};
 use crate::server::Server;
 use crate::tls::TlsConnInfo;
@@ -36,6 +37,13 @@ pub enum Caller {
         /// Whether a registration entry for this ID carries the admin flag.
         admin: bool,
     },
+    /// The holder of a live sigil token (`authorization: Bearer`).
+    Token {
+        /// The token's `sub`.
+        id: SpiffeId,
+        /// Its record: role, grants, `jti`.
+        record: Arc<crate::server::TokenRecord>,
+    },
     /// A sigil agent (SPIFFE ID under `/sigil/agent/`).
     Agent {
         /// The agent's SPIFFE ID.
@@ -50,7 +58,9 @@ impl Caller {
     pub fn audit_name(&self) -> String {
         match self {
             Caller::Operator { uid } | Caller::LocalUser { uid } => format!("uid:{uid}"),
-            Caller::Workload { id, .. } | Caller::Agent { id } => id.to_string(),
+            Caller::Workload { id, .. } | Caller::Agent { id } | Caller::Token { id, .. } => {
+                id.to_string()
+            }
             Caller::Anonymous => "anonymous".into(),
         }
     }
@@ -63,6 +73,9 @@ impl Caller {
             Caller::LocalUser { uid } => Subject::local_user(*uid),
             Caller::Workload { id, admin } => Subject::workload(id.as_str(), authn, *admin),
             Caller::Agent { id } => Subject::agent(id.as_str()),
+            Caller::Token { id, record } => {
+                Subject::token(id.as_str(), record.role.as_str(), record.grants.clone())
+            }
             Caller::Anonymous => Subject::anonymous(),
         }
     }
@@ -242,6 +255,20 @@ impl Gate {
             let source = tls
                 .remote
                 .map_or_else(|| "tcp:unknown".to_owned(), |a| format!("tcp:{a}"));
+            // A bearer token speaks for the request whatever certificate the
+            // connection has: it names exactly what it may do. One that is
+            // unknown, expired or revoked proves nothing.
+            if let Some(Bearer(token)) = ext.get::<Bearer>() {
+                let now = clock::unix_seconds(self.server.now());
+                let live = self.server.tokens().authenticate(token.expose(), now);
+                return match live.and_then(|r| r.subject().map(|id| (id, r))) {
+                    Some((id, record)) => {
+                        let source = format!("{source} token:{}", record.jti);
+                        (Caller::Token { id, record }, Authn::Token, source)
+                    }
+                    None => (Caller::Anonymous, Authn::None, source),
+                };
+            }
             // rustls already verified the chain against the bundle during
             // the handshake; here we only read which identity it proved.
             let leaf = tls.peer.as_deref();

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod error;
 pub mod gate;
+pub mod http;
 mod services;
 
 pub use error::ApiError;

@@ -272,6 +272,69 @@ impl Authority {
     }
 }
 
+/// A sigil token as signed: the compact JWS and its final `exp`.
+#[derive(Debug)]
+pub struct SignedToken {
+    /// The compact JWS: a bearer credential.
+    pub token: Secret,
+    /// The `exp` claim as signed (capped at the signing key's expiry).
+    pub expires_at: u64,
+}
+
+impl Authority {
+    /// Signs a sigil token (an ES256 JWT with the same header and key as a
+    /// JWT-SVID, so it verifies against the trust bundle): `claims` plus
+    /// `sub`, `aud`, `iat` and `exp` (`now + ttl`, capped at the signing
+    /// key's expiry). `claims` must not set those four.
+    pub fn sign_token(
+        &self,
+        spiffe_id: &SpiffeId,
+        audiences: &[String],
+        mut claims: Map<String, Value>,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<SignedToken, AuthorityError> {
+        self.check_workload_id(spiffe_id)?;
+        check_audiences(audiences)?;
+        if ttl.as_secs() == 0 {
+            return Err(AuthorityError::InvalidTtl);
+        }
+        let key = self.jwt_keys.signer()?;
+        let iat = unix(now);
+        let exp = iat.saturating_add(ttl.as_secs()).min(unix(key.not_after));
+        if exp <= iat {
+            return Err(AuthorityError::JwtKeyExpired);
+        }
+        claims.insert("sub".into(), Value::from(spiffe_id.as_str()));
+        claims.insert("aud".into(), Value::from(audiences.to_vec()));
+        claims.insert("iat".into(), Value::from(iat));
+        claims.insert("exp".into(), Value::from(exp));
+        let header = Header {
+            alg: "ES256",
+            kid: &key.kid,
+            typ: "JWT",
+        };
+        let mut token = encode_json(&header)?;
+        token.push('.');
+        token.push_str(&encode_json(&claims)?);
+        let sig = key
+            .key_pair
+            .sign(&self.rng, token.as_bytes())
+            .map_err(|_| AuthorityError::Random)?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut token);
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthorityError::CertificateEncoding {
+                reason: format!("token would be longer than {MAX_TOKEN_LEN} bytes"),
+            });
+        }
+        Ok(SignedToken {
+            token: Secret::from(token),
+            expires_at: exp,
+        })
+    }
+}
+
 /// Validates what we issue with the client's checks (header, kid, claims), before the
 /// token leaves. The signature is not verified again: we made it a moment ago with our
 /// own key, and a verify would cost about three times the sign.

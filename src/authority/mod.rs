@@ -35,7 +35,9 @@ use crate::id::{DnsNameError, SpiffeId, TrustDomain};
 
 pub use bundle::{Bundle, BundleError, JwtAuthority, certs_to_pem};
 pub use csr::{CsrError, check_csr, generate_key_and_csr};
-pub use jwt::{JwtBundle, JwtClaims, JwtError, JwtSvid, jwt_key_id, validate_jwt_svid};
+pub use jwt::{
+    JwtBundle, JwtClaims, JwtError, JwtSvid, SignedToken, jwt_key_id, validate_jwt_svid,
+};
 pub use jwt_limits::{
     AudienceError, MAX_AUDIENCE_LEN, MAX_AUDIENCES, MAX_MINTED_TOKEN_LEN, MAX_TOKEN_LEN,
     check_audiences,

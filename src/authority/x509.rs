@@ -144,6 +144,33 @@ impl Authority {
         dns_names: &[String],
         now: SystemTime,
     ) -> Result<X509Svid, AuthorityError> {
+        self.sign_leaf(csr_der, spiffe_id, ttl, dns_names, &[], now)
+    }
+
+    /// An X.509-SVID that also serves HTTPS to clients that check names: as
+    /// [`Authority::sign_x509_svid`], plus IP address SANs, for a listener
+    /// clients reach by address (`https://127.0.0.1:8200`).
+    pub fn sign_serving_svid(
+        &self,
+        csr_der: &[u8],
+        spiffe_id: &SpiffeId,
+        ttl: Duration,
+        dns_names: &[String],
+        ips: &[core::net::IpAddr],
+        now: SystemTime,
+    ) -> Result<X509Svid, AuthorityError> {
+        self.sign_leaf(csr_der, spiffe_id, ttl, dns_names, ips, now)
+    }
+
+    fn sign_leaf(
+        &self,
+        csr_der: &[u8],
+        spiffe_id: &SpiffeId,
+        ttl: Duration,
+        dns_names: &[String],
+        ips: &[core::net::IpAddr],
+        now: SystemTime,
+    ) -> Result<X509Svid, AuthorityError> {
         self.check_workload_id(spiffe_id)?;
         if ttl.as_secs() == 0 {
             return Err(AuthorityError::InvalidTtl);
@@ -160,7 +187,10 @@ impl Authority {
         let not_before = now_s.saturating_sub(BACKDATE_SECS).max(unix(ca.not_before));
         let not_after = now_s.saturating_add(ttl.as_secs()).min(unix(ca.not_after));
         let serial = random_serial(&self.rng)?;
-        let params = leaf_template(spiffe_id, &dns_names, not_before, not_after, serial)?;
+        let mut params = leaf_template(spiffe_id, &dns_names, not_before, not_after, serial)?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         let leaf_der = params.signed_by(&public_key, &ca.issuer)?.der().to_vec();
 
         // Validate what we issue with the client's rules, plus the issuer-side EKU rule.

@@ -50,6 +50,9 @@ pub enum ConnectError {
         /// Why.
         message: String,
     },
+    /// `SIGIL_TOKEN` is not a token.
+    #[error("SIGIL_TOKEN does not hold a token (empty, or not printable ASCII)")]
+    BadToken,
     /// A workload target is connected by the CLI, which fetches the SVID first.
     #[error("connecting with a Workload API identity needs the Workload API client")]
     NeedsWorkloadApi,
@@ -150,39 +153,95 @@ pub async fn connect_tls_with(
         })
 }
 
+/// A sigil token sent with every call (`authorization: Bearer`), or none.
+#[derive(Clone, Default)]
+pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Credential(bearer ..)"
+        } else {
+            "Credential(none)"
+        })
+    }
+}
+
+impl Credential {
+    /// Sends `token` as a bearer token. Refuses a token that cannot be a
+    /// header value (without repeating it).
+    pub fn bearer(token: &Secret) -> Result<Self, ConnectError> {
+        let text = std::str::from_utf8(token.expose())
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ConnectError::BadToken)?;
+        let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {text}")
+                .parse()
+                .map_err(|_| ConnectError::BadToken)?;
+        // Kept out of HTTP/2 header compression tables and debug output.
+        value.set_sensitive(true);
+        Ok(Self(Some(value)))
+    }
+}
+
+impl tonic::service::Interceptor for Credential {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel that adds the caller's [`Credential`] to each call.
+pub type Conn = tonic::service::interceptor::InterceptedService<Channel, Credential>;
+
 /// Typed clients over one channel.
 #[derive(Debug, Clone)]
 pub struct Clients {
     /// Operator service.
-    pub operator: pb::operator_client::OperatorClient<Channel>,
+    pub operator: pb::operator_client::OperatorClient<Conn>,
     /// Entries service.
-    pub entries: pb::entries_client::EntriesClient<Channel>,
+    pub entries: pb::entries_client::EntriesClient<Conn>,
     /// Bundle service.
-    pub bundle: pb::bundle_client::BundleClient<Channel>,
+    pub bundle: pb::bundle_client::BundleClient<Conn>,
     /// Node service.
-    pub node: pb::node_client::NodeClient<Channel>,
+    pub node: pb::node_client::NodeClient<Conn>,
     /// Policy service.
-    pub policy: pb::policy_client::PolicyClient<Channel>,
+    pub policy: pb::policy_client::PolicyClient<Conn>,
     /// Audit service.
-    pub audit: pb::audit_client::AuditClient<Channel>,
+    pub audit: pb::audit_client::AuditClient<Conn>,
     /// Agents service.
-    pub agents: pb::agents_client::AgentsClient<Channel>,
+    pub agents: pb::agents_client::AgentsClient<Conn>,
     /// Secrets service.
-    pub secrets: pb::secrets_client::SecretsClient<Channel>,
+    pub secrets: pb::secrets_client::SecretsClient<Conn>,
+    /// Auth service (login, tokens).
+    pub auth: pb::auth_client::AuthClient<Conn>,
 }
 
 impl Clients {
-    /// Clients sharing `channel`.
+    /// Clients sharing `channel`, without a token.
     pub fn new(channel: Channel) -> Self {
+        Self::with_credential(channel, Credential::default())
+    }
+
+    /// Clients sharing `channel`, sending `credential` with each call.
+    pub fn with_credential(channel: Channel, credential: Credential) -> Self {
+        let c = |ch: &Channel| {
+            tonic::service::interceptor::InterceptedService::new(ch.clone(), credential.clone())
+        };
         Self {
-            operator: pb::operator_client::OperatorClient::new(channel.clone()),
-            entries: pb::entries_client::EntriesClient::new(channel.clone()),
-            bundle: pb::bundle_client::BundleClient::new(channel.clone()),
-            node: pb::node_client::NodeClient::new(channel.clone()),
-            policy: pb::policy_client::PolicyClient::new(channel.clone()),
-            audit: pb::audit_client::AuditClient::new(channel.clone()),
-            agents: pb::agents_client::AgentsClient::new(channel.clone()),
-            secrets: pb::secrets_client::SecretsClient::new(channel),
+            operator: pb::operator_client::OperatorClient::new(c(&channel)),
+            entries: pb::entries_client::EntriesClient::new(c(&channel)),
+            bundle: pb::bundle_client::BundleClient::new(c(&channel)),
+            node: pb::node_client::NodeClient::new(c(&channel)),
+            policy: pb::policy_client::PolicyClient::new(c(&channel)),
+            audit: pb::audit_client::AuditClient::new(c(&channel)),
+            agents: pb::agents_client::AgentsClient::new(c(&channel)),
+            secrets: pb::secrets_client::SecretsClient::new(c(&channel)),
+            auth: pb::auth_client::AuthClient::new(c(&channel)),
         }
     }
 

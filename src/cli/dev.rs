@@ -36,6 +36,9 @@ pub(super) struct DevArgs {
     /// gRPC over TLS listen address.
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
+    /// The Vault-compatible HTTP API's listen address.
+    #[arg(long, default_value = "127.0.0.1:8200")]
+    http_listen: SocketAddr,
 }
 
 async fn bind(server: &Server) -> Result<Listeners, Failure> {
@@ -53,10 +56,19 @@ async fn bind(server: &Server) -> Result<Listeners, Failure> {
         ),
         None => None,
     };
+    let http = match &cfg.http {
+        Some(h) => Some(
+            tokio::net::TcpListener::bind(h.listen)
+                .await
+                .map_err(|err| Failure(format!("cannot listen on {}: {err}", h.listen)))?,
+        ),
+        None => None,
+    };
     Ok(Listeners {
         tcp,
         admin,
         bundle_endpoint,
+        http,
     })
 }
 
@@ -179,7 +191,26 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
         kdf_cost: crate::keyring::KdfCost::default(),
         limits: ServerLimits::default(),
         federation: crate::config::FederationConfig::default(),
+        oidc: crate::config::OidcConfig::default(),
+        // The HTTP API on its own listener, with a certificate sigil's CA
+        // issues for the address (and `localhost` when it is loopback).
+        http: Some(crate::config::HttpConfig {
+            listen: args.http_listen,
+            cert: crate::config::HttpCert::Issued(http_names(args.http_listen)),
+            kv_mount: "secret".into(),
+        }),
     })
+}
+
+/// The names the dev HTTP API's certificate carries: its IP address, and
+/// `localhost` too for a loopback or unspecified address.
+fn http_names(listen: SocketAddr) -> Vec<String> {
+    let ip = listen.ip();
+    if ip.is_unspecified() || ip.is_loopback() {
+        vec!["127.0.0.1".into(), "::1".into(), "localhost".into()]
+    } else {
+        vec![ip.to_string()]
+    }
 }
 
 /// `sigil dev`: a server with an embedded store, initialized and unsealed
@@ -206,6 +237,16 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
     OutDir::open(&dir)?.write("bundle.pem", bundle.to_pem().as_bytes(), Access::Public)?;
     let listeners = bind(&server).await?;
     let listen = listeners.tcp.local_addr()?;
+    let http_listen = match &listeners.http {
+        Some(l) => l.local_addr()?,
+        None => args.http_listen,
+    };
+    let vault_host = if http_listen.ip().is_unspecified() || http_listen.ip().is_loopback() {
+        "127.0.0.1".to_owned()
+    } else {
+        http_listen.ip().to_string()
+    };
+    let vault_addr = format!("https://{vault_host}:{}", http_listen.port());
     let admin = server.config().admin_socket.clone();
     let td = server.trust_domain().clone();
 
@@ -255,13 +296,16 @@ pub(super) async fn run(args: &DevArgs, out: &Out) -> Result<(), Failure> {
             "SIGIL_ADMIN_SOCKET": admin.display().to_string(),
             "SIGIL_SERVER": listen.to_string(),
             "SIGIL_CA_BUNDLE": bundle_path.display().to_string(),
+            "VAULT_ADDR": vault_addr,
+            "VAULT_CACERT": bundle_path.display().to_string(),
             "trust_domain": td.to_string(),
             "admin_spiffe_id": format!("spiffe://{td}/dev/admin"),
         }),
         || {
             format!(
-                "sigil dev is running (trust domain {td}); you are spiffe://{td}/dev/admin.\nIn another shell:\n\n  export SPIFFE_ENDPOINT_SOCKET={endpoint}\n  export SIGIL_ADMIN_SOCKET={}\n  export SIGIL_SERVER={listen}\n  export SIGIL_CA_BUNDLE={}\n\nPress Ctrl-C to stop.",
+                "sigil dev is running (trust domain {td}); you are spiffe://{td}/dev/admin.\nIn another shell:\n\n  export SPIFFE_ENDPOINT_SOCKET={endpoint}\n  export SIGIL_ADMIN_SOCKET={}\n  export SIGIL_SERVER={listen}\n  export SIGIL_CA_BUNDLE={}\n\nVault clients (the HTTP API):\n\n  export VAULT_ADDR={vault_addr}\n  export VAULT_CACERT={}\n\nPress Ctrl-C to stop.",
                 admin.display(),
+                bundle_path.display(),
                 bundle_path.display()
             )
         },

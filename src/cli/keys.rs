@@ -84,7 +84,7 @@ fn changes_text(changes: &[pb::SigningKeyChange]) -> String {
 }
 
 /// The operator service's client.
-type Operator = pb::operator_client::OperatorClient<tonic::transport::Channel>;
+type Operator = pb::operator_client::OperatorClient<super::client::Conn>;
 
 fn failure(s: tonic::Status) -> Failure {
     Failure(status_line(&s))

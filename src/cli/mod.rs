@@ -14,6 +14,7 @@ mod offline;
 mod ops;
 mod output;
 mod secret;
+mod token;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -98,7 +99,17 @@ enum Command {
     /// Versioned secrets: put, get, list, delete, destroy, watch, rotate.
     #[command(subcommand)]
     Secret(secret::SecretCmd),
+    /// Trade a CI platform's OIDC JWT for a sigil token.
+    #[command(subcommand)]
+    Login(token::LoginCmd),
+    /// Look up or revoke the sigil token in SIGIL_TOKEN.
+    #[command(subcommand)]
+    Token(token::TokenCmd),
 }
+
+/// The environment variable holding a sigil token to authenticate with
+/// (never a flag: a flag's value is visible in the process list).
+pub const TOKEN_ENV: &str = "SIGIL_TOKEN";
 
 /// A command's failure: the one line printed on stderr.
 #[derive(Debug)]
@@ -132,6 +143,7 @@ impl Cli {
             // Inside a workload, with no other credential given: the SVID
             // comes from the Workload API and stays in memory.
             if self.svid_dir.is_none()
+                && std::env::var_os(TOKEN_ENV).is_none()
                 && let Some(endpoint) = workload::endpoint_if_set()
             {
                 return Ok(Target::Workload {
@@ -171,7 +183,16 @@ impl Cli {
                     .await?;
             return Ok(client::Clients::new(channel));
         }
-        Ok(client::Clients::connect(&target).await?)
+        let channel = client::connect(&target).await?;
+        // A token speaks over TLS only: the admin socket identifies its
+        // caller by uid.
+        let credential = match std::env::var(TOKEN_ENV) {
+            Ok(token) if matches!(target, Target::Tls { .. }) => {
+                client::Credential::bearer(&crate::secret::Secret::from(token))?
+            }
+            _ => client::Credential::default(),
+        };
+        Ok(client::Clients::with_credential(channel, credential))
     }
 }
 
@@ -198,6 +219,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::JoinToken(cmd) => agents::join_token(&cli, cmd, &out).await,
         Command::AgentNode(cmd) => agents::agent_node(&cli, cmd, &out).await,
         Command::Secret(cmd) => secret::run(&cli, cmd, &out).await,
+        Command::Login(cmd) => token::login(&cli, cmd, &out).await,
+        Command::Token(cmd) => token::token(&cli, cmd, &out).await,
     }
 }
 

@@ -391,7 +391,7 @@ pub(super) async fn run(cli: &Cli, cmd: &SecretCmd, out: &Out) -> Result<(), Fai
 }
 
 async fn rotation(
-    c: &mut pb::secrets_client::SecretsClient<tonic::transport::Channel>,
+    c: &mut pb::secrets_client::SecretsClient<super::client::Conn>,
     cmd: &RotationCmd,
     out: &Out,
 ) -> Result<(), Failure> {
@@ -443,7 +443,7 @@ const RECONNECT: Duration = Duration::from_secs(1);
 
 async fn watch(
     cli: &Cli,
-    c: &mut pb::secrets_client::SecretsClient<tonic::transport::Channel>,
+    c: &mut pb::secrets_client::SecretsClient<super::client::Conn>,
     path: &str,
     mut after: u64,
     field: Option<&str>,

@@ -14,12 +14,16 @@ use std::path::{Path, PathBuf};
 
 mod ca;
 mod federation;
+mod http;
 mod limits;
+mod oidc;
 pub use federation::{
     BundleEndpointConfig, EndpointProfile, EndpointUrl, FederationConfig, ForeignProfile,
     ForeignTrustDomain,
 };
+pub use http::{HttpCert, HttpConfig};
 pub use limits::ServerLimits;
+pub use oidc::{JwksSource, MAX_ROLE_TTL, OidcConfig, OidcIssuer, OidcRole};
 
 /// Why a configuration was refused. Messages name the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +141,9 @@ struct RawServerConfig {
     limits: limits::RawServerLimits,
     #[serde(default)]
     federation: federation::RawFederation,
+    #[serde(default)]
+    oidc: oidc::RawOidc,
+    http: Option<http::RawHttp>,
 }
 
 /// A checked server configuration.
@@ -171,6 +178,10 @@ pub struct ServerConfig {
     pub limits: ServerLimits,
     /// The bundle endpoint and the foreign trust domains (SPIFFE Federation).
     pub federation: FederationConfig,
+    /// CI login: OIDC issuers and roles.
+    pub oidc: OidcConfig,
+    /// The Vault-compatible HTTP API, when configured.
+    pub http: Option<HttpConfig>,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -227,6 +238,11 @@ impl ServerConfig {
         });
         let ca = ca::CaSection::parse(path, &raw.ca)?;
         let federation = raw.federation.check(path, &trust_domain)?;
+        let oidc = raw.oidc.check(path, &trust_domain, |p| resolve(path, p))?;
+        let http = raw
+            .http
+            .map(|h| h.check(path, |p| resolve(path, p)))
+            .transpose()?;
         Ok(Self {
             trust_domain,
             data_dir: resolve(path, raw.data_dir),
@@ -242,6 +258,8 @@ impl ServerConfig {
             kdf_cost: crate::keyring::KdfCost::default(),
             limits: raw.limits.check(path)?,
             federation,
+            oidc,
+            http,
         })
     }
 }

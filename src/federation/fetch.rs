@@ -248,3 +248,22 @@ fn handshake_error(e: &std::io::Error) -> FetchError {
         },
     }
 }
+
+/// Fetches `url` (https) as any Web PKI client would: the system's roots
+/// (`$SSL_CERT_FILE` first), or `ca_file`'s. For documents other than
+/// bundles that live on the public web, such as a CI platform's JWKS.
+pub async fn fetch_web(
+    url: &EndpointUrl,
+    ca_file: Option<&std::path::Path>,
+) -> Result<String, String> {
+    let roots = match ca_file {
+        Some(path) => super::setup::roots_from(path),
+        None => super::setup::system_roots_for(url.host()),
+    }
+    .map_err(|e| e.to_string())?;
+    let auth = Auth::Web {
+        roots: Arc::new(roots),
+    };
+    let verifier = verifier(&auth, None).map_err(|e| e.to_string())?;
+    fetch(url, verifier).await.map_err(|e| e.to_string())
+}

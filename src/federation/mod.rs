@@ -26,7 +26,7 @@ mod setup;
 mod state;
 mod verify;
 
-pub use fetch::{FETCH_TIMEOUT, FetchError};
+pub use fetch::{FETCH_TIMEOUT, FetchError, fetch_web};
 pub use foreign::{ForeignBundleError, check_foreign_bundle};
 pub use setup::{Auth, EndpointIdentity, Relationship, SetupError};
 pub use state::{Federation, FetchStatus, Kept, Source, View};

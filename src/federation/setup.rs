@@ -219,7 +219,7 @@ fn bootstrap(own: &TrustDomain, td: &TrustDomain, path: &Path) -> Result<Arc<Bun
         })
 }
 
-fn roots_from(path: &Path) -> Result<RootCertStore, SetupError> {
+pub(super) fn roots_from(path: &Path) -> Result<RootCertStore, SetupError> {
     let certs = crate::tls::certs_from_pem(&path.display().to_string(), &read(path)?)
         .map_err(|e| bad(path, e))?;
     let mut roots = RootCertStore::empty();
@@ -233,7 +233,16 @@ fn roots_from(path: &Path) -> Result<RootCertStore, SetupError> {
     Ok(roots)
 }
 
+/// The system's roots, for fetching from `host` (named in the error).
+pub(super) fn system_roots_for(host: &str) -> Result<RootCertStore, SetupError> {
+    system_roots_named(host)
+}
+
 fn system_roots(td: &TrustDomain) -> Result<RootCertStore, SetupError> {
+    system_roots_named(&td.to_string())
+}
+
+fn system_roots_named(what: &str) -> Result<RootCertStore, SetupError> {
     let from_env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
     let candidates = from_env
         .into_iter()
@@ -244,6 +253,6 @@ fn system_roots(td: &TrustDomain) -> Result<RootCertStore, SetupError> {
         }
     }
     Err(SetupError::NoSystemRoots {
-        trust_domain: td.to_string(),
+        trust_domain: what.to_owned(),
     })
 }

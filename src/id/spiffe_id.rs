@@ -15,6 +15,8 @@ const MAX_TRUST_DOMAIN_LEN: usize = 255;
 const RESERVED_PATH: &str = "/sigil";
 /// The server's identity path.
 const SERVER_PATH: &str = "/sigil/server";
+/// The HTTP API listener's identity path.
+const HTTP_PATH: &str = "/sigil/http";
 /// Agents live one segment below this prefix: `/sigil/agent/<name>`.
 const AGENT_PREFIX: &str = "/sigil/agent/";
 
@@ -107,6 +109,15 @@ impl TrustDomain {
     /// Builds the SPIFFE ID `spiffe://<td><path>`; `path` must start with `/`.
     pub fn id(&self, path: &str) -> Result<SpiffeId, IdError> {
         SpiffeId::parse(&format!("{SCHEME}{}{path}", self.0))
+    }
+
+    /// The identity of the server's HTTP API listener,
+    /// `spiffe://<td>/sigil/http`.
+    pub fn http_id(&self) -> SpiffeId {
+        SpiffeId {
+            full: format!("{SCHEME}{}{HTTP_PATH}", self.0),
+            path_start: SCHEME.len() + self.0.len(),
+        }
     }
 
     /// The server's own identity, `spiffe://<td>/sigil/server`.

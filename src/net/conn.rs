@@ -17,6 +17,49 @@ use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 use tower::layer::util::{Identity, Stack};
 
+/// A bearer credential presented with a request (`authorization: Bearer
+/// …`), moved out of the headers as the request arrives so that nothing
+/// downstream (tonic's metadata, a log of headers) keeps a copy; the gate
+/// reads it from the request's extensions.
+#[derive(Clone)]
+pub struct Bearer(pub Arc<crate::secret::Secret>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(..)")
+    }
+}
+
+impl Bearer {
+    /// Takes `header` (`authorization` with the `Bearer ` scheme, or a
+    /// scheme-less header such as `x-vault-token`) out of `req`'s headers
+    /// into its extensions. A header that is not the scheme is left alone.
+    pub fn take<B>(req: &mut http::Request<B>, header: &str, scheme: Option<&str>) {
+        let Some(value) = req.headers().get(header) else {
+            return;
+        };
+        let bytes = value.as_bytes();
+        let token = match scheme {
+            Some(scheme) => {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let n = scheme.len();
+                match (bytes.get(..n), bytes.get(n)) {
+                    (Some(s), Some(b' ')) if s.eq_ignore_ascii_case(scheme.as_bytes()) => {
+                        bytes.get(n + 1..).unwrap_or_default()
+                    }
+                    _ => return,
+                }
+            }
+            None => bytes,
+        };
+        let bearer = Bearer(Arc::new(crate::secret::Secret::from_slice(
+            token.trim_ascii(),
+        )));
+        req.headers_mut().remove(header);
+        req.extensions_mut().insert(bearer);
+    }
+}
+
 /// Requests in flight on one connection, and since when it has had none.
 ///
 /// Ending a request only updates these counters: it neither wakes the
@@ -270,6 +313,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        Bearer::take(&mut req, "authorization", Some("Bearer"));
         let guard = req.extensions_mut().remove::<Tracked<I>>().map(|t| {
             req.extensions_mut().insert(t.inner);
             RequestGuard::begin(t.activity)

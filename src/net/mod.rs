@@ -15,7 +15,7 @@ pub mod fds;
 mod incoming;
 mod limits;
 
-pub use conn::{InFlight, InFlightLayer, Limited, RequestGuard, Tracked, builder};
+pub use conn::{Bearer, InFlight, InFlightLayer, Limited, RequestGuard, Tracked, builder};
 pub use incoming::limit_incoming;
 pub use limits::{Admission, Cap, Limiter, Limits, Peer, Refused};
 

@@ -33,6 +33,13 @@ pub struct Subject {
     pub authn: Authn,
     /// True when the caller's registration entry carries the admin flag.
     pub admin: bool,
+    /// For a token: the role it was issued for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// For a token: the grants it carries (`VERB:PATTERN`, its `scope`);
+    /// a token may do exactly these, whatever its SPIFFE ID's own grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }
 
 impl Subject {
@@ -44,6 +51,8 @@ impl Subject {
             uid: None,
             authn: Authn::None,
             admin: false,
+            role: None,
+            scopes: Vec::new(),
         }
     }
 
@@ -56,6 +65,8 @@ impl Subject {
             uid: Some(uid),
             authn: Authn::AdminSocket,
             admin: true,
+            role: None,
+            scopes: Vec::new(),
         }
     }
 
@@ -68,6 +79,8 @@ impl Subject {
             uid: Some(uid),
             authn: Authn::AdminSocket,
             admin: false,
+            role: None,
+            scopes: Vec::new(),
         }
     }
 
@@ -79,6 +92,26 @@ impl Subject {
             uid: None,
             authn: Authn::Mtls,
             admin: false,
+            role: None,
+            scopes: Vec::new(),
+        }
+    }
+
+    /// A holder of a sigil token issued to `spiffe_id` for `role`, carrying
+    /// `scopes`. Never an admin: a token may do what its scopes say.
+    pub fn token(
+        spiffe_id: impl Into<String>,
+        role: impl Into<String>,
+        scopes: Vec<String>,
+    ) -> Self {
+        Self {
+            kind: SubjectKind::Workload,
+            spiffe_id: Some(spiffe_id.into()),
+            uid: None,
+            authn: Authn::Token,
+            admin: false,
+            role: Some(role.into()),
+            scopes,
         }
     }
 
@@ -90,6 +123,8 @@ impl Subject {
             uid: None,
             authn,
             admin,
+            role: None,
+            scopes: Vec::new(),
         }
     }
 }
@@ -318,6 +353,13 @@ actions! {
     SecretRotationDisable => "secret.rotation.disable",
     /// Rotate a secret now (`rotate`).
     SecretRotate => "secret.rotate",
+    /// Trade a CI platform's OIDC JWT for a sigil token (the JWT is the
+    /// credential, checked by the login itself).
+    AuthLogin => "auth.login",
+    /// Look up the token presented with the request.
+    TokenLookupSelf => "token.lookup_self",
+    /// Revoke the token presented with the request.
+    TokenRevokeSelf => "token.revoke_self",
 }
 
 impl Action {

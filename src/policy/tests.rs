@@ -42,6 +42,8 @@ fn agent() -> Subject {
         uid: None,
         authn: Authn::Mtls,
         admin: false,
+        role: None,
+        scopes: Vec::new(),
     }
 }
 

@@ -87,9 +87,14 @@ pub struct Server {
     entries: Entries,
     agents: Agents,
     secrets: super::Secrets,
+    tokens: super::Tokens,
+    logins: super::login::Logins,
     federation: Arc<Federation>,
     active: RwLock<Option<Active>>,
     tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
+    /// The HTTP API's TLS configuration, when it serves a certificate sigil
+    /// issues (None while sealed).
+    http_tls: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
     health: Mutex<Option<tonic_health::server::HealthReporter>>,
     own_uid: u32,
     /// Serializes init, unseal, seal and every change of the authority's keys.
@@ -183,6 +188,8 @@ impl Server {
             entries: Entries::new(store.clone(), config.trust_domain.clone()),
             agents: Agents::new(store.clone(), config.trust_domain.clone()),
             secrets: super::Secrets::new(store.clone()),
+            tokens: super::Tokens::new(store.clone()),
+            logins: super::login::Logins::default(),
             federation,
             config,
             store,
@@ -191,6 +198,7 @@ impl Server {
             pdp: RwLock::new(Arc::new(pdp)),
             active: RwLock::new(None),
             tls,
+            http_tls: watch::channel(None).0,
             health: Mutex::new(None),
             own_uid: own_uid(),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -282,6 +290,16 @@ impl Server {
     /// The secrets store.
     pub fn secrets(&self) -> &super::Secrets {
         &self.secrets
+    }
+
+    /// The OIDC issuers' key sets.
+    pub fn logins(&self) -> &super::login::Logins {
+        &self.logins
+    }
+
+    /// Issued sigil tokens.
+    pub fn tokens(&self) -> &super::Tokens {
+        &self.tokens
     }
 
     /// The entry registry.
@@ -387,7 +405,58 @@ impl Server {
         let config = crate::tls::server_config(&svid.chain_der, &key, &roots)
             .map_err(|e| LifecycleError::TlsConfig(e.to_string()))?;
         self.tls.send_replace(Some(Arc::new(config)));
+        self.install_http_cert(authority, now)?;
+        // Clients of the HTTP API (and anyone else) trust this file.
+        if let Err(e) = crate::files::OutDir::open(&self.config.data_dir).and_then(|d| {
+            d.write(
+                "bundle.pem",
+                crate::tls::certs_to_pem(&roots).as_bytes(),
+                crate::files::Access::Public,
+            )
+        }) {
+            tracing::warn!(error = %e, "cannot write bundle.pem to the data directory");
+        }
         Ok(svid.expires_at)
+    }
+
+    /// Issues the HTTP API's serving certificate, when `[http]` asks sigil
+    /// to, for the names and addresses clients reach it by; it renews with
+    /// the server's own SVID.
+    fn install_http_cert(
+        &self,
+        authority: &Authority,
+        now: SystemTime,
+    ) -> Result<(), LifecycleError> {
+        let Some(crate::config::HttpCert::Issued(names)) =
+            self.config.http.as_ref().map(|h| &h.cert)
+        else {
+            return Ok(());
+        };
+        let (ips, dns): (Vec<_>, Vec<_>) = names
+            .iter()
+            .partition(|n| n.parse::<std::net::IpAddr>().is_ok());
+        let ips: Vec<std::net::IpAddr> = ips.iter().filter_map(|n| n.parse().ok()).collect();
+        let dns: Vec<String> = dns.into_iter().cloned().collect();
+        let id = self.config.trust_domain.http_id();
+        let (key, csr) = crate::authority::generate_key_and_csr(&id)?;
+        let svid = authority.sign_serving_svid(
+            &csr,
+            &id,
+            self.config.x509_svid_ttl.as_duration(),
+            &dns,
+            &ips,
+            now,
+        )?;
+        let config = crate::tls::https_single_cert_config(&svid.chain_der, &key)
+            .map_err(|e| LifecycleError::TlsConfig(e.to_string()))?;
+        self.http_tls.send_replace(Some(Arc::new(config)));
+        Ok(())
+    }
+
+    /// Watches the HTTP API's TLS configuration for a certificate sigil
+    /// issues (None while sealed).
+    pub fn http_tls_config(&self) -> watch::Receiver<Option<Arc<rustls::ServerConfig>>> {
+        self.http_tls.subscribe()
     }
 
     /// When the server's SVID should next be renewed (half its life), if unsealed.

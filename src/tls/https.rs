@@ -49,3 +49,26 @@ pub fn https_client_config(
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(config)
 }
+
+/// The HTTP API's server configuration: TLS 1.2 or 1.3 (the Vault clients CI
+/// systems run include TLS 1.2 ones), one certificate chain and key, no
+/// client certificate asked (callers present tokens), HTTP/1.1.
+pub fn https_single_cert_config(
+    chain: &[Vec<u8>],
+    key: &crate::secret::Secret,
+) -> Result<ServerConfig, TlsError> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certs = chain
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.expose().to_vec()));
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::BadCredential(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::BadCredential(e.to_string()))?;
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(config)
+}

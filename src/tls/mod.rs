@@ -14,7 +14,7 @@ mod server;
 
 pub use client::{SpiffeServerVerifier, client_config};
 pub use conn::{PeerLeaf, TlsConn, TlsConnInfo, peer_spiffe_id};
-pub use https::{https_client_config, https_server_config};
+pub use https::{https_client_config, https_server_config, https_single_cert_config};
 pub use server::server_config;
 
 use rustls::crypto::CryptoProvider;

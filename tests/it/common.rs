@@ -36,6 +36,8 @@ pub fn config(dir: &Path) -> ServerConfig {
         kdf_cost: sigil::keyring::KdfCost::FAST_FOR_TESTS,
         limits: sigil::config::ServerLimits::default(),
         federation: sigil::config::FederationConfig::default(),
+        oidc: sigil::config::OidcConfig::default(),
+        http: None,
     }
 }
 
@@ -61,6 +63,8 @@ pub fn short_config(dir: &Path) -> ServerConfig {
 pub struct TestServer {
     pub server: Arc<Server>,
     pub addr: std::net::SocketAddr,
+    /// The HTTP API's address, when `[http]` is configured.
+    pub http_addr: Option<std::net::SocketAddr>,
     pub admin: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -124,6 +128,13 @@ impl TestServer {
         bundle_endpoint: Option<tokio::net::TcpListener>,
     ) -> TestServer {
         let addr = tcp.local_addr().unwrap();
+        // The HTTP API, when configured, on a free port of its address.
+        let http = server.config().http.as_ref().map(|h| {
+            let std = std::net::TcpListener::bind(h.listen).unwrap();
+            std.set_nonblocking(true).unwrap();
+            tokio::net::TcpListener::from_std(std).unwrap()
+        });
+        let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
         let admin_listener = sigil::serve::bind_admin_socket(&admin).unwrap();
         let (tx, rx) = oneshot::channel();
         let s = server.clone();
@@ -134,6 +145,7 @@ impl TestServer {
                     tcp,
                     admin: admin_listener,
                     bundle_endpoint,
+                    http,
                 },
                 async {
                     let _ = rx.await;
@@ -145,6 +157,7 @@ impl TestServer {
         TestServer {
             server,
             addr,
+            http_addr,
             admin,
             stop: Some(tx),
             task: Some(task),

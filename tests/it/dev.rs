@@ -25,6 +25,8 @@ fn start_dev(dir: &std::path::Path) -> (DevChild, serde_json::Value) {
             "--json",
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--data-dir",
             dir.to_str().unwrap(),
         ])

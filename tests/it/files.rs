@@ -420,7 +420,15 @@ async fn the_agent_never_writes_its_key_through_planted_files() {
 
 fn dev(dir: &Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["dev", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "dev",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("SIGIL_LOG", "error")
         .stdout(std::process::Stdio::piped())

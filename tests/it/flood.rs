@@ -121,7 +121,15 @@ async fn sigil_cli(args: &[&str], env: &[(&str, &str)]) -> String {
 /// `sigil dev` as a user runs it, with its warnings on stderr.
 async fn start_dev(dir: &Path) -> (Child, serde_json::Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["dev", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "dev",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("SIGIL_LOG", "warn")
         .stdout(Stdio::piped())

@@ -15,6 +15,7 @@
 )]
 
 mod common;
+mod oidc_signer;
 
 mod agent;
 mod at_rest;
@@ -28,11 +29,13 @@ mod federation;
 mod files;
 mod flood;
 mod grpc;
+mod http;
 mod interop;
 mod issuance;
 mod join_token;
 mod lifecycle;
 mod limits;
+mod login;
 mod policy;
 mod rotation;
 mod secrets;

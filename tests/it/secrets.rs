@@ -16,7 +16,6 @@ use crate::common::*;
 use sigil::api::pb;
 use sigil::api::pb::secrets_client::SecretsClient;
 use std::path::{Path, PathBuf};
-use tonic::transport::Channel;
 
 /// A server whose policy directory holds the default policy and `grants`.
 pub(crate) struct Harness {
@@ -50,12 +49,12 @@ impl Harness {
     }
 
     /// The operator's client, over the admin socket.
-    pub async fn admin(&self) -> SecretsClient<Channel> {
+    pub async fn admin(&self) -> SecretsClient<sigil::cli::client::Conn> {
         self.server.clients().await.secrets
     }
 
     /// A client authenticated over mTLS as `spiffe://example.org{path}`.
-    pub async fn workload(&self, path: &str) -> SecretsClient<Channel> {
+    pub async fn workload(&self, path: &str) -> SecretsClient<sigil::cli::client::Conn> {
         let dir = self
             .tmp
             .path()

@@ -3,12 +3,13 @@
 
 mod agents;
 mod audit;
+pub(crate) mod auth;
 mod bundle;
 mod entries;
 mod node;
 mod operator;
 mod policy;
-mod secrets;
+pub(crate) mod secrets;
 
 use super::gate::Gate;
 use super::pb;
@@ -56,6 +57,10 @@ pub fn router(server: Arc<Server>) -> Result<Routes, tonic_reflection::server::E
         .add_service(pb::audit_server::AuditServer::new(
             audit::AuditService::new(gate.clone(), server.clone()),
         ))
+        .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
+            gate.clone(),
+            server.clone(),
+        )))
         .add_service(pb::secrets_server::SecretsServer::new(
             secrets::SecretsService::new(gate.clone(), server),
         ))

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 mod watch;
 
 #[derive(Debug)]
-pub(super) struct SecretsService {
+pub(crate) struct SecretsService {
     gate: Gate,
     server: Arc<Server>,
 }
@@ -37,7 +37,7 @@ impl SecretsService {
     }
 }
 
-fn secret(path: &str) -> Resource {
+pub(crate) fn secret(path: &str) -> Resource {
     Resource::new("secret", Some(path.to_owned()))
 }
 
@@ -140,8 +140,48 @@ fn failed<T>(r: &Result<T, SecretsError>) -> Option<String> {
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
+/// A write to a secret through the gate: recorded before it acts, and its
+/// outcome after (shared by the gRPC and HTTP APIs).
+pub(crate) async fn gated_write<T: Send>(
+    gate: &Gate,
+    ext: &http::Extensions,
+    action: Action,
+    path: &str,
+    act: impl std::future::Future<Output = Result<T, SecretsError>>,
+    done: impl FnOnce(&T) -> String,
+) -> Result<T, ApiError> {
+    let resource = secret(path);
+    gate.authorize_parts(ext, action, resource.clone()).await?;
+    let result = act.await;
+    let outcome = match &result {
+        Ok(v) => Ok(done(v)),
+        Err(_) => Err(failed(&result).unwrap_or_default()),
+    };
+    gate.record_outcome(ext, action, &resource, outcome).await?;
+    Ok(result?)
+}
+
+/// A read of a secret through the gate: decided first, recorded after with
+/// what was read (shared by the gRPC and HTTP APIs).
+pub(crate) async fn gated_read<T: Send>(
+    gate: &Gate,
+    ext: &http::Extensions,
+    action: Action,
+    path: &str,
+    act: impl std::future::Future<Output = Result<T, SecretsError>>,
+    done: impl FnOnce(&T) -> String,
+) -> Result<T, ApiError> {
+    let decided = gate.decide(ext, action, secret(path)).await?;
+    let result = act.await;
+    let outcome = match &result {
+        Ok(v) => Ok(done(v)),
+        Err(_) => Err(failed(&result).unwrap_or_default()),
+    };
+    decided.record(outcome).await?;
+    Ok(result?)
+}
+
 impl SecretsService {
-    /// A write: recorded before it acts (the gate), and its outcome after.
     async fn write<T: Send>(
         &self,
         ext: &http::Extensions,
@@ -150,19 +190,7 @@ impl SecretsService {
         act: impl std::future::Future<Output = Result<T, SecretsError>>,
         done: impl FnOnce(&T) -> String,
     ) -> Result<T, Status> {
-        let resource = secret(path);
-        self.gate
-            .authorize_parts(ext, action, resource.clone())
-            .await?;
-        let result = act.await;
-        let outcome = match &result {
-            Ok(v) => Ok(done(v)),
-            Err(_) => Err(failed(&result).unwrap_or_default()),
-        };
-        self.gate
-            .record_outcome(ext, action, &resource, outcome)
-            .await?;
-        Ok(result?)
+        Ok(gated_write(&self.gate, ext, action, path, act, done).await?)
     }
 
     /// Delete, undelete or destroy: one write of some versions' state.
@@ -190,7 +218,6 @@ impl SecretsService {
         Ok(Response::new(pb::SecretVersionsResponse { changed }))
     }
 
-    /// A read: decided first, recorded after with what was read.
     async fn read<T: Send>(
         &self,
         ext: &http::Extensions,
@@ -199,14 +226,7 @@ impl SecretsService {
         act: impl std::future::Future<Output = Result<T, SecretsError>>,
         done: impl FnOnce(&T) -> String,
     ) -> Result<T, Status> {
-        let decided = self.gate.decide(ext, action, secret(path)).await?;
-        let result = act.await;
-        let outcome = match &result {
-            Ok(v) => Ok(done(v)),
-            Err(_) => Err(failed(&result).unwrap_or_default()),
-        };
-        decided.record(outcome).await?;
-        Ok(result?)
+        Ok(gated_read(&self.gate, ext, action, path, act, done).await?)
     }
 }
 

@@ -48,6 +48,9 @@ pub enum LifecycleError {
     /// The secrets' rotation schedules could not be loaded at unseal.
     #[error(transparent)]
     Secrets(#[from] crate::server::SecretsError),
+    /// The issued tokens could not be loaded at unseal.
+    #[error("issued tokens: {0}")]
+    Tokens(String),
     /// The sealed store refused or failed (wrong passphrase, not
     /// initialized, corrupt record, I/O).
     #[error(transparent)]

@@ -173,6 +173,11 @@ impl Server {
         self.agents.load()?;
         let foreign = self.federation.load()?;
         let rotating = self.secrets.load()?;
+        let tokens = self
+            .tokens
+            .load(crate::clock::unix_seconds(self.now()))
+            .map_err(|e| LifecycleError::Tokens(e.to_string()))?;
+        tracing::info!(tokens, "issued tokens loaded");
         tracing::info!(rotating, "secret rotation schedules loaded");
         tracing::info!(entries = count, foreign_bundles = foreign, "caches loaded");
         Ok(Checked {
@@ -250,6 +255,7 @@ impl Server {
         self.federation.clear();
         self.secrets.clear();
         self.tls.send_replace(None);
+        self.http_tls.send_replace(None);
         self.report_health();
         tracing::info!("sealed");
     }

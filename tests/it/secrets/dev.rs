@@ -31,6 +31,8 @@ impl Dev {
                 "--json",
                 "--listen",
                 "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
                 "--data-dir",
                 dir.to_str().unwrap(),
             ])

@@ -19,7 +19,7 @@ fn roles(tag: &str) -> [String; 2] {
 
 /// Stores the admin connection at `db/admin` and sets `path` to rotate.
 async fn setup(
-    c: &mut SecretsClient<Channel>,
+    c: &mut SecretsClient<sigil::cli::client::Conn>,
     path: &str,
     tag: &str,
     every: i64,
@@ -68,7 +68,7 @@ async fn login(v: &pb::SecretVersion) -> Result<(), tokio_postgres::Error> {
 }
 
 async fn wait_version(
-    c: &SecretsClient<Channel>,
+    c: &SecretsClient<sigil::cli::client::Conn>,
     path: &str,
     version: u64,
     secs: u64,

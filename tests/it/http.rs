@@ -1,0 +1,468 @@
+//! The Vault-compatible HTTP API (SPEC §3.5), driven by a maintained Vault
+//! client (the `vaultrs` crate) over real TLS, trusting the `bundle.pem` the
+//! server writes to its data directory: JWT login, KV v2 reads of the
+//! current and a previous version, metadata, lists filtered by policy,
+//! deleted and destroyed reads, check-and-set writes, lookup-self,
+//! revoke-self, and the revoked token refused. The routes clients use that
+//! vaultrs does not (PUT login, `GET ?list=1`, trailing slashes, 405, 413,
+//! health codes) are checked with raw HTTPS requests.
+
+use crate::login::oidc_config;
+use crate::oidc_signer::{Issuer, github_claims};
+use crate::secrets::{Harness, put, versions};
+use serde_json::{Value, json};
+use sigil::config::{HttpCert, HttpConfig};
+use std::collections::HashMap;
+use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+/// A server with the HTTP API on, the CI roles, grants for one workload,
+/// and a few secrets.
+async fn harness(issuer: &Issuer) -> Harness {
+    let h = Harness::start_with(
+        // The SPIFFE ID's own grants do not reach its tokens: a token may
+        // do what its role's scopes say.
+        json!({"spiffe://example.org/ci/acme/app": ["read:ci/**"]}),
+        |mut c| {
+            let jwks = c.data_dir.with_file_name("github-jwks.json");
+            std::fs::write(&jwks, issuer.jwks_json()).unwrap();
+            let mut oidc = oidc_config(jwks);
+            // Listing `ci/` is a list of the path `ci`; `ci/**` is below it.
+            oidc.roles[0].grants.push("list:ci".into());
+            oidc.roles[0].grants.push("list:ci/**".into());
+            c.oidc = oidc;
+            c.http = Some(HttpConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                cert: HttpCert::Issued(vec!["127.0.0.1".into(), "localhost".into()]),
+                kv_mount: "secret".into(),
+            });
+            c
+        },
+    )
+    .await;
+    let mut admin = h.admin().await;
+    admin
+        .put(put("ci/app/db", &[("password", "one")], None))
+        .await
+        .unwrap();
+    admin
+        .put(put("ci/app/db", &[("password", "two")], None))
+        .await
+        .unwrap();
+    admin
+        .put(put("ci/app/api", &[("key", "k")], None))
+        .await
+        .unwrap();
+    admin
+        .put(put("ci/other/db", &[("password", "hidden")], None))
+        .await
+        .unwrap();
+    h
+}
+
+fn vault_addr(h: &Harness) -> String {
+    format!("https://127.0.0.1:{}", h.server.http_addr.unwrap().port())
+}
+
+fn ca_file(h: &Harness) -> String {
+    h.tmp
+        .path()
+        .join("data/bundle.pem")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn client(h: &Harness, token: &str) -> VaultClient {
+    let settings = VaultClientSettingsBuilder::default()
+        .address(vault_addr(h))
+        .token(token)
+        .ca_certs(vec![ca_file(h)])
+        .verify(true)
+        .build()
+        .unwrap();
+    VaultClient::new(settings).unwrap()
+}
+
+async fn login(h: &Harness, issuer: &Issuer) -> (VaultClient, vaultrs::api::AuthInfo) {
+    let mut c = client(h, "");
+    let jwt = issuer.sign_rs256(&github_claims(sigil::clock::unix_seconds(
+        sigil::clock::now(),
+    )));
+    let auth = vaultrs::auth::oidc::login(&c, "jwt", &jwt, Some("deploy".into()))
+        .await
+        .unwrap();
+    c.set_token(&auth.client_token);
+    (c, auth)
+}
+
+fn api_code(e: &ClientError) -> Option<u16> {
+    match e {
+        ClientError::APIError { code, .. } => Some(*code),
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code, .. },
+        } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultrs_logs_in_and_reads_kv_v2_as_from_vault() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let (c, auth) = login(&h, &issuer).await;
+    assert_eq!(
+        auth.policies,
+        vec![
+            "read:ci/app/*".to_owned(),
+            "list:ci".to_owned(),
+            "list:ci/**".to_owned()
+        ]
+    );
+    assert!(!auth.renewable);
+    assert!((890..=900).contains(&auth.lease_duration));
+
+    // The current version and a previous one.
+    let now: HashMap<String, String> = vaultrs::kv2::read(&c, "secret", "ci/app/db").await.unwrap();
+    assert_eq!(now["password"], "two");
+    let v1: HashMap<String, String> = vaultrs::kv2::read_version(&c, "secret", "ci/app/db", 1)
+        .await
+        .unwrap();
+    assert_eq!(v1["password"], "one");
+    let meta = vaultrs::kv2::read_metadata(&c, "secret", "ci/app/db")
+        .await
+        .unwrap();
+    assert_eq!(meta.current_version, 2);
+    assert_eq!(meta.oldest_version, 1);
+    assert_eq!(meta.max_versions, 10);
+    assert_eq!(meta.versions.len(), 2);
+
+    // A path outside the grants: 403.
+    let e = vaultrs::kv2::read::<HashMap<String, String>>(&c, "secret", "ci/other/db")
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), Some(403), "{e:?}");
+    // A missing secret inside them: 404.
+    let e = vaultrs::kv2::read::<HashMap<String, String>>(&c, "secret", "ci/app/none")
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), Some(404), "{e:?}");
+
+    // Token lookup, then revocation: the token is refused afterwards.
+    let me = vaultrs::token::lookup_self(&c).await.unwrap();
+    assert_eq!(me.accessor, auth.accessor);
+    assert_eq!(me.policies, auth.policies);
+    assert!(me.ttl > 800 && me.ttl <= 900, "{}", me.ttl);
+    vaultrs::token::revoke_self(&c).await.unwrap();
+    let e = vaultrs::kv2::read::<HashMap<String, String>>(&c, "secret", "ci/app/db")
+        .await
+        .unwrap_err();
+    match e {
+        ClientError::APIError { code, errors } => {
+            assert_eq!(code, 403);
+            assert_eq!(errors, vec!["permission denied".to_owned()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = vaultrs::token::lookup_self(&c).await.unwrap_err();
+    assert_eq!(api_code(&e), Some(403));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_filtered_by_policy_and_empty_lists_are_404() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let (c, _) = login(&h, &issuer).await;
+    // The token reads ci/app/* only: ci/other is not shown.
+    let keys = vaultrs::kv2::list(&c, "secret", "ci/").await.unwrap();
+    assert_eq!(keys, vec!["app/".to_owned()]);
+    let keys = vaultrs::kv2::list(&c, "secret", "ci/app").await.unwrap();
+    assert_eq!(keys, vec!["api".to_owned(), "db".to_owned()]);
+    let e = vaultrs::kv2::list(&c, "secret", "ci/other")
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), Some(404), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_destroyed_versions_answer_404_with_their_metadata() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let mut admin = h.admin().await;
+    admin.delete(versions("ci/app/db", &[1])).await.unwrap();
+    admin.destroy(versions("ci/app/api", &[1])).await.unwrap();
+    let (c, _) = login(&h, &issuer).await;
+    let e = vaultrs::kv2::read_version::<HashMap<String, String>>(&c, "secret", "ci/app/db", 1)
+        .await
+        .unwrap_err();
+    let body = match &e {
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code: 404, content },
+        } => content.clone().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["data"]["data"], Value::Null);
+    assert_eq!(body["data"]["metadata"]["version"], 1);
+    assert_eq!(body["data"]["metadata"]["destroyed"], false);
+    assert_ne!(body["data"]["metadata"]["deletion_time"], "");
+
+    let e = vaultrs::kv2::read::<HashMap<String, String>>(&c, "secret", "ci/app/api")
+        .await
+        .unwrap_err();
+    let body = match &e {
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code: 404, content },
+        } => content.clone().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["data"]["metadata"]["destroyed"], true);
+    // The version after it still reads.
+    let v2: HashMap<String, String> = vaultrs::kv2::read_version(&c, "secret", "ci/app/db", 2)
+        .await
+        .unwrap();
+    assert_eq!(v2["password"], "two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_allowed_by_policy_write_with_check_and_set() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let (c, _) = login(&h, &issuer).await;
+    // The deploy role reads only: a write is refused.
+    let data = HashMap::from([("password", "three")]);
+    let e = vaultrs::kv2::set(&c, "secret", "ci/app/db", &data)
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), Some(403));
+
+    // A role whose grants include write: its token writes.
+    let writer = writer_harness(&issuer).await;
+    let (w, _) = login_role(&writer, &issuer, "writer").await;
+    let v = vaultrs::kv2::set(&w, "secret", "ci/app/db", &data)
+        .await
+        .unwrap();
+    assert_eq!(v.version, 1);
+    let opts = vaultrs::api::kv2::requests::SetSecretRequestOptions { cas: 1 };
+    let v = vaultrs::kv2::set_with_options(&w, "secret", "ci/app/db", &data, opts)
+        .await
+        .unwrap();
+    assert_eq!(v.version, 2);
+    let stale = vaultrs::api::kv2::requests::SetSecretRequestOptions { cas: 1 };
+    let e = vaultrs::kv2::set_with_options(&w, "secret", "ci/app/db", &data, stale)
+        .await
+        .unwrap_err();
+    match e {
+        ClientError::APIError { code, errors } => {
+            assert_eq!(code, 400);
+            assert_eq!(
+                errors,
+                vec!["check-and-set parameter did not match the current version".to_owned()]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let create_only = vaultrs::api::kv2::requests::SetSecretRequestOptions { cas: 0 };
+    let e = vaultrs::kv2::set_with_options(&w, "secret", "ci/app/db", &data, create_only)
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), Some(400));
+}
+
+/// A server whose `writer` role may read and write `ci/app/*`.
+async fn writer_harness(issuer: &Issuer) -> Harness {
+    Harness::start_with(json!({}), |mut c| {
+        let jwks = c.data_dir.with_file_name("github-jwks.json");
+        std::fs::write(&jwks, issuer.jwks_json()).unwrap();
+        let mut oidc = oidc_config(jwks);
+        let mut writer = oidc.roles[0].clone();
+        writer.name = "writer".into();
+        writer.grants = vec!["read:ci/app/*".into(), "write:ci/app/*".into()];
+        oidc.roles.push(writer);
+        c.oidc = oidc;
+        c.http = Some(HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert: HttpCert::Issued(vec!["127.0.0.1".into()]),
+            kv_mount: "secret".into(),
+        });
+        c
+    })
+    .await
+}
+
+async fn login_role(h: &Harness, issuer: &Issuer, role: &str) -> (VaultClient, String) {
+    let mut c = client(h, "");
+    let jwt = issuer.sign_rs256(&github_claims(sigil::clock::unix_seconds(
+        sigil::clock::now(),
+    )));
+    let auth = vaultrs::auth::oidc::login(&c, "jwt", &jwt, Some(role.into()))
+        .await
+        .unwrap();
+    c.set_token(&auth.client_token);
+    (c, auth.client_token)
+}
+
+/// A raw HTTPS request (method, path, token, body) with `curl`-like
+/// freedom: the status and the JSON body.
+pub(crate) async fn raw(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    let roots = sigil::cli::client::read_bundle(std::path::Path::new(&ca_file(h))).unwrap();
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.into()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(sigil::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(h.server.http_addr.unwrap())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(http::Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(path)
+        .header("host", "127.0.0.1");
+    if let Some(t) = token {
+        req = req.header("x-vault-token", t);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or_default(),
+        )))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_other_clients_use_answer_like_vault() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let (status, health) = raw(&h, "GET", "/v1/sys/health", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["sealed"], false);
+    assert_eq!(health["initialized"], true);
+
+    // The vault CLI and the Go client log in with PUT.
+    let jwt = issuer.sign_rs256(&github_claims(sigil::clock::unix_seconds(
+        sigil::clock::now(),
+    )));
+    let body = json!({"role": "deploy", "jwt": jwt}).to_string();
+    let (status, login) = raw(&h, "PUT", "/v1/auth/jwt/login", None, Some(body)).await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["auth"]["client_token"].as_str().unwrap().to_owned();
+    assert_eq!(login["auth"]["renewable"], false);
+
+    // node-vault lists with ?list=1; the vault CLI with a trailing slash.
+    for path in [
+        "/v1/secret/metadata/ci/app?list=1",
+        "/v1/secret/metadata/ci/app/?list=true",
+    ] {
+        let (status, listed) = raw(&h, "GET", path, Some(&token), None).await;
+        assert_eq!(status, 200, "{path}: {listed}");
+        assert_eq!(listed["data"]["keys"], json!(["api", "db"]));
+    }
+    let (status, _) = raw(
+        &h,
+        "LIST",
+        "/v1/secret/metadata/ci/app/",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // A refused login names its reason with 400.
+    let body = json!({"role": "deploy", "jwt": "a.b.c"}).to_string();
+    let (status, refused) = raw(&h, "POST", "/v1/auth/jwt/login", None, Some(body)).await;
+    assert_eq!(status, 400);
+    assert!(
+        refused["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("malformed token"),
+        "{refused}"
+    );
+    // No token, a made-up token: 403 permission denied.
+    for t in [None, Some("not-a-token")] {
+        let (status, body) = raw(&h, "GET", "/v1/secret/data/ci/app/db", t, None).await;
+        assert_eq!(status, 403);
+        assert_eq!(body, json!({"errors": ["permission denied"]}));
+    }
+    // Wrong method, and a body over the limit.
+    let (status, _) = raw(
+        &h,
+        "DELETE",
+        "/v1/secret/data/ci/app/db",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 405);
+    let huge = json!({"data": {"x": "y".repeat(2 * 1024 * 1024)}}).to_string();
+    let (status, body) = raw(
+        &h,
+        "POST",
+        "/v1/secret/data/ci/app/db",
+        Some(&token),
+        Some(huge),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+
+    // Every request passed the audit: the reads are recorded with the
+    // token's jti, never the token.
+    let log = std::fs::read_to_string(h.tmp.path().join("data/audit.log")).unwrap();
+    assert!(log.contains("\"secret.list\""));
+    assert!(!log.contains(&token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_503_while_sealed_and_the_issued_listener_closes() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let (status, _) = raw(&h, "GET", "/v1/sys/health", None, None).await;
+    assert_eq!(status, 200);
+    h.server
+        .clients()
+        .await
+        .operator
+        .seal(sigil::api::pb::SealRequest {})
+        .await
+        .unwrap();
+    // With a certificate sigil issued, the listener serves only unsealed.
+    let tcp = tokio::net::TcpStream::connect(h.server.http_addr.unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        let mut tcp = tcp;
+        tcp.read(&mut buf).await
+    })
+    .await
+    .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "closed while sealed");
+}
