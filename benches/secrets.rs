@@ -22,10 +22,12 @@
 )]
 
 mod common;
+#[path = "common/sigil_server.rs"]
+mod sigil_server;
 use common::{BenchResult, Rates, Runner, SLICES, WINDOW, compare};
-use std::os::unix::fs::PermissionsExt;
+use sigil_server::{PASSPHRASE, SIGIL, Server};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sigil::api::pb;
@@ -33,26 +35,12 @@ use sigil::api::pb::secrets_client::SecretsClient;
 use sigil::cli::client::{Clients, Target};
 use tonic::transport::Channel;
 
-const SIGIL: &str = env!("CARGO_BIN_EXE_sigil");
-const TRUST_DOMAIN: &str = "example.org";
 const READER: &str = "spiffe://example.org/bench/reader";
 const READ_PATH: &str = "bench/db";
 /// Secrets in the rotation sweep.
 const SWEEP: usize = 10_000;
 /// Writes in flight while setting the sweep up.
 const SETUP_CONCURRENCY: usize = 32;
-const PATIENCE: Duration = Duration::from_secs(30);
-const PASSPHRASE: &[u8] = b"bench passphrase, not a secret";
-
-/// The server process; killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,70 +89,13 @@ fn ratio(r: &Rates) -> f64 {
     r.figure / r.raw
 }
 
-fn toml_str(path: &Path) -> String {
-    toml::Value::String(path.display().to_string()).to_string()
-}
-
 /// Starts `sigil server` with a policy directory granting the reader
 /// `read:bench/**`, and initializes it.
 async fn start_server(dir: &Path) -> BenchResult<(Server, Clients)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let admin_socket = dir.join("admin.sock");
-    let unseal = dir.join("unseal");
-    std::fs::write(&unseal, PASSPHRASE)?;
-    std::fs::set_permissions(&unseal, std::fs::Permissions::from_mode(0o600))?;
-    let policies = dir.join("policies");
-    std::fs::create_dir(&policies)?;
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies/sigil.rego");
-    std::fs::copy(shipped, policies.join("sigil.rego"))?;
-    let grants = serde_json::json!({"sigil": {"grants": {READER: ["read:bench/**"]}}});
-    std::fs::write(policies.join("grants.json"), grants.to_string())?;
-    let toml = dir.join("server.toml");
-    std::fs::write(
-        &toml,
-        format!(
-            "trust_domain = \"{TRUST_DOMAIN}\"\ndata_dir = {}\nlisten = \"127.0.0.1:{port}\"\n\
-             admin_socket = {}\n[unseal]\npassphrase_file = {}\n[policy]\ndir = {}\n",
-            toml_str(&dir.join("server")),
-            toml_str(&admin_socket),
-            toml_str(&unseal),
-            toml_str(&policies),
-        ),
-    )?;
-    let child = Command::new(SIGIL)
-        .args(["server", "--config"])
-        .arg(&toml)
-        .env("SIGIL_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(
-            std::env::temp_dir().join("sigil-secrets-bench-server.log"),
-        )?)
-        .spawn()?;
-    let server = Server(child);
-    let target = Target::Admin(admin_socket);
-    let start = Instant::now();
-    let mut admin = loop {
-        match Clients::connect(&target).await {
-            Ok(c) => break c,
-            Err(e) if start.elapsed() > PATIENCE => return Err(format!("admin socket: {e}").into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    admin
-        .operator
-        .init(pb::InitRequest {
-            passphrase: PASSPHRASE.to_vec(),
-        })
-        .await?;
-    let std::net::SocketAddr::V4(_) =
-        format!("127.0.0.1:{port}").parse::<std::net::SocketAddr>()?
-    else {
-        return Err("listen address".into());
-    };
-    std::fs::write(dir.join("port"), port.to_string())?;
+    let grants = serde_json::json!({READER: ["read:bench/**"]});
+    let (server, admin) =
+        sigil_server::start(dir, grants, "", "sigil-secrets-bench-server.log").await?;
+    std::fs::write(dir.join("port"), server.port.to_string())?;
     Ok((server, admin))
 }
 

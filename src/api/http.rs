@@ -29,7 +29,7 @@ use crate::api::services::secrets::{gated_read, gated_write, secret};
 use crate::net::Bearer;
 use crate::policy::{Action, Resource};
 use crate::secret::Secret;
-use crate::secrets::{Fields, KvError, SecretMeta, SecretPath, VersionMeta};
+use crate::secrets::{CustomMetadata, Fields, KvError, SecretPath, VersionMeta};
 use crate::server::{SecretsError, Server};
 use crate::tls::TlsConnInfo;
 use axum::body::Body;
@@ -89,19 +89,27 @@ fn ok(data: Value) -> Response {
     (StatusCode::OK, axum::Json(wrapped(data, Value::Null))).into_response()
 }
 
+/// A request's ID, unique within this process and unpredictable across
+/// processes: a random prefix drawn once, and a counter.
 fn request_id() -> String {
-    let mut raw = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
-    let h = hex::encode(raw);
-    // UUID-shaped, as Vault's clients print them.
-    format!(
-        "{}-{}-{}-{}-{}",
-        h.get(..8).unwrap_or_default(),
-        h.get(8..12).unwrap_or_default(),
-        h.get(12..16).unwrap_or_default(),
-        h.get(16..20).unwrap_or_default(),
-        h.get(20..).unwrap_or_default()
-    )
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut raw = [0u8; 10];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
+        let h = hex::encode(raw);
+        // UUID-shaped, as Vault's clients print them.
+        format!(
+            "{}-{}-{}-{}-",
+            h.get(..8).unwrap_or_default(),
+            h.get(8..12).unwrap_or_default(),
+            h.get(12..16).unwrap_or_default(),
+            h.get(16..20).unwrap_or_default()
+        )
+    });
+    format!("{prefix}{:012x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// RFC 3339 UTC, as Vault writes times; "" for none.
@@ -189,7 +197,16 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-async fn health(State(app): State<App>) -> Response {
+async fn health(State(app): State<App>, req: Request) -> Response {
+    // A probe passes the gate like any request (health is public, and
+    // answered while sealed).
+    if let Err(e) = app
+        .gate
+        .authorize_parts(req.extensions(), Action::Health, Resource::kind("health"))
+        .await
+    {
+        return api_error(e);
+    }
     let status = match app.server.status() {
         Ok(s) => s,
         Err(_) => return errors(StatusCode::INTERNAL_SERVER_ERROR, &["internal error"]),
@@ -411,11 +428,11 @@ fn parse_path(path: &str) -> Result<SecretPath, Response> {
     SecretPath::parse(path).map_err(|e| errors(StatusCode::BAD_REQUEST, &[&e.to_string()]))
 }
 
-fn version_meta(version: u64, m: &VersionMeta, custom: &SecretMeta) -> Value {
-    let custom: Value = if custom.custom.pairs().is_empty() {
+fn version_meta(version: u64, m: &VersionMeta, custom: &CustomMetadata) -> Value {
+    let custom: Value = if custom.pairs().is_empty() {
         Value::Null
     } else {
-        json!(custom.custom.pairs())
+        json!(custom.pairs())
     };
     json!({
         "created_time": time_text(Some(m.created)),
@@ -439,7 +456,6 @@ async fn kv_read(app: &App, ext: &http::Extensions, path: &str, version: u64) ->
     .await;
     match read {
         Ok(r) => {
-            let meta = app.server.secrets().meta(&p).await.ok();
             let data: Map<String, Value> = r
                 .fields
                 .iter()
@@ -450,16 +466,7 @@ async fn kv_read(app: &App, ext: &http::Extensions, path: &str, version: u64) ->
                     )
                 })
                 .collect();
-            let mut metadata = match &meta {
-                Some(m) => version_meta(r.version, &r.meta, m),
-                None => json!({
-                    "created_time": time_text(Some(r.meta.created)),
-                    "custom_metadata": null,
-                    "deletion_time": "",
-                    "destroyed": false,
-                    "version": r.version,
-                }),
-            };
+            let mut metadata = version_meta(r.version, &r.meta, &r.custom);
             if let Some(m) = metadata.as_object_mut() {
                 m.insert("previous".into(), Value::from(r.previous));
             }
@@ -478,7 +485,7 @@ async fn kv_read(app: &App, ext: &http::Extensions, path: &str, version: u64) ->
                     json!({"created_time": "", "custom_metadata": null, "deletion_time": "",
                            "destroyed": true, "version": version})
                 },
-                |vm| version_meta(version, vm, &meta),
+                |vm| version_meta(version, vm, &meta.custom),
             );
             (
                 StatusCode::NOT_FOUND,
@@ -643,6 +650,10 @@ async fn kv_write(app: &App, ext: &http::Extensions, path: &str, body: Body) -> 
     }
 }
 
+async fn method_not_allowed() -> Response {
+    errors(StatusCode::METHOD_NOT_ALLOWED, &["method not allowed"])
+}
+
 /// The HTTP API's routes over `server`.
 pub fn router(server: Arc<Server>) -> axum::Router {
     let app = App {
@@ -658,6 +669,7 @@ pub fn router(server: Arc<Server>) -> axum::Router {
         )
         .route("/v1/auth/{mount}/login", post(login).put(login))
         .fallback(any(kv))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
 }
 

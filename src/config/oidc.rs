@@ -6,6 +6,7 @@
 //! name = "github"
 //! issuer = "https://token.actions.githubusercontent.com"
 //! jwks_file = "/etc/sigil/github-jwks.json"   # or jwks_url = "https://…"
+//!                                             # (ca_file = PEM roots for it)
 //! audiences = ["sigil"]
 //! algorithms = ["RS256", "ES256"]
 //!
@@ -46,6 +47,7 @@ struct RawIssuer {
     issuer: String,
     jwks_file: Option<PathBuf>,
     jwks_url: Option<String>,
+    ca_file: Option<PathBuf>,
     audiences: Vec<String>,
     algorithms: Option<Vec<String>>,
     mount: Option<String>,
@@ -67,11 +69,20 @@ struct RawRole {
 /// Where an issuer's signing keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
-    /// A JWKS document on disk, read at start.
+    /// A JWKS document on disk, read at the first login, and again when a
+    /// token names a key it does not hold (at most once per
+    /// `REFRESH_EVERY`).
     File(PathBuf),
-    /// A JWKS URL (https), fetched at start, cached, and fetched again when
-    /// a token names a key it does not hold (at most once a minute).
-    Url(String),
+    /// A JWKS URL (https), fetched at the first login, cached, and fetched
+    /// again when a token names a key it does not hold (at most once per
+    /// `REFRESH_EVERY`).
+    Url {
+        /// The URL.
+        url: String,
+        /// PEM roots to trust for it instead of the system's (a platform
+        /// behind a private CA, such as a self-hosted GitLab).
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// A checked `[[oidc.issuer]]`.
@@ -175,6 +186,13 @@ impl RawOidc {
             if raw.issuer.is_empty() {
                 return Err(invalid(path, "oidc.issuer.issuer", named("is empty")));
             }
+            if raw.ca_file.is_some() && raw.jwks_url.is_none() {
+                return Err(invalid(
+                    path,
+                    "oidc.issuer.ca_file",
+                    named("ca_file is for jwks_url"),
+                ));
+            }
             let jwks = match (raw.jwks_file, raw.jwks_url) {
                 (Some(file), None) => JwksSource::File(resolve(file)),
                 (None, Some(url)) => {
@@ -185,7 +203,17 @@ impl RawOidc {
                             named("must be an https:// URL"),
                         ));
                     }
-                    JwksSource::Url(url)
+                    crate::config::EndpointUrl::parse(&url).map_err(|e| {
+                        invalid(
+                            path,
+                            "oidc.issuer.jwks_url",
+                            named(&format!("{url:?}: {e}")),
+                        )
+                    })?;
+                    JwksSource::Url {
+                        url,
+                        ca_file: raw.ca_file.map(&resolve),
+                    }
                 }
                 _ => {
                     return Err(invalid(

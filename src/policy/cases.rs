@@ -60,6 +60,25 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
             input: input(workload(), Action::EntryCreate, "entry", tcp),
             expect: Expect::Deny,
         },
+        // A bearer token carries scopes for secrets; it must never be able
+        // to administer identities, whatever its subject claims.
+        Case {
+            name: "a token may not create entries",
+            input: input(
+                Subject {
+                    admin: true,
+                    ..Subject::token(
+                        "spiffe://example.org/ci/app",
+                        "deploy",
+                        vec!["write:**".into()],
+                    )
+                },
+                Action::EntryCreate,
+                "entry",
+                tcp,
+            ),
+            expect: Expect::Deny,
+        },
         // Status must keep working for the operator, sealed or not: it is how
         // they find out what state the server is in.
         Case {

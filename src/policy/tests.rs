@@ -428,3 +428,46 @@ fn grants_with_typos_refuse_the_policy_set() {
         assert!(err.to_string().contains(want), "{err}");
     }
 }
+
+/// A sigil token may do exactly its scopes: not the standing grants of its
+/// SPIFFE ID, never an admin's actions; its holder may look it up.
+#[test]
+fn tokens_act_on_their_scopes_alone() {
+    let id = "spiffe://example.org/ci/acme/app";
+    let data = format!(r#"{{"sigil": {{"grants": {{"{id}": ["read:**"]}}}}}}"#);
+    let mut files = vec![("grants.json".to_string(), data)];
+    files.extend(
+        default_policy()
+            .into_iter()
+            .filter(|(f, _)| f.ends_with(".rego")),
+    );
+    let pdp = Pdp::compile(&files).unwrap();
+    let token = Subject::token(id, "deploy", vec!["read:ci/app/*".into()]);
+    let ask = |subject: &Subject, action, path: Option<&str>| {
+        pdp.decide(&Input {
+            subject: subject.clone(),
+            action,
+            resource: Resource::new("secret", path.map(str::to_owned)),
+            context: Context {
+                time: 1,
+                source: "tcp:x".into(),
+            },
+        })
+    };
+    let d = ask(&token, Action::SecretGet, Some("ci/app/db"));
+    assert!(d.allow);
+    assert_eq!(d.reasons, vec!["token scope read:ci/app/*".to_owned()]);
+    assert!(!ask(&token, Action::SecretGet, Some("ci/other/db")).allow);
+    assert!(!ask(&token, Action::SecretPut, Some("ci/app/db")).allow);
+    // The same ID over mTLS reads what its grants say.
+    let mtls = Subject::workload(id, Authn::Mtls, false);
+    assert!(ask(&mtls, Action::SecretGet, Some("ci/other/db")).allow);
+    // A token is never an admin, even if its subject says so.
+    let mut admin_token = token.clone();
+    admin_token.admin = true;
+    assert!(!ask(&admin_token, Action::EntryCreate, None).allow);
+    assert!(ask(&token, Action::TokenLookupSelf, None).allow);
+    assert!(ask(&token, Action::TokenRevokeSelf, None).allow);
+    assert!(!ask(&mtls, Action::TokenRevokeSelf, None).allow);
+    assert!(ask(&Subject::anonymous(), Action::AuthLogin, None).allow);
+}

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The least time between two reads of one issuer's key set.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
 /// The `aud` of every sigil token: tokens are for sigil itself.
 pub const TOKEN_AUDIENCE: &str = "sigil";
@@ -101,9 +101,11 @@ async fn read_jwks(issuer: &OidcIssuer) -> Result<Jwks, String> {
             .await
             .map_err(|e| e.to_string())??
         }
-        JwksSource::Url(url) => {
+        JwksSource::Url { url, ca_file } => {
             let url = crate::config::EndpointUrl::parse(url)?;
-            crate::federation::fetch_web(&url, None).await?.into_bytes()
+            crate::federation::fetch_web(&url, ca_file.as_deref())
+                .await?
+                .into_bytes()
         }
     };
     Jwks::parse(&bytes).map_err(|e| e.to_string())

@@ -62,6 +62,8 @@ pub struct Read {
     pub fields: Fields,
     /// True while it is the replaced version in a rotation's grace period.
     pub previous: bool,
+    /// The secret's custom metadata.
+    pub custom: CustomMetadata,
 }
 
 pub(crate) struct Shared {
@@ -217,6 +219,7 @@ impl Secrets {
                 })?,
                 fields,
                 previous: meta.previous(now) == Some(version),
+                custom: meta.custom.clone(),
             })
         })
     }

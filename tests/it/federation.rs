@@ -8,4 +8,4 @@ mod bad;
 mod endpoint;
 mod fixture;
 mod pair;
-mod web;
+pub(crate) mod web;

@@ -466,3 +466,58 @@ async fn health_answers_503_while_sealed_and_the_issued_listener_closes() {
     .unwrap();
     assert!(matches!(n, Ok(0) | Err(_)), "closed while sealed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_token_reads_a_rotating_secret_for_a_minute_without_an_error() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let mut admin = h.admin().await;
+    admin
+        .set_rotation(sigil::api::pb::SetRotationRequest {
+            path: "ci/app/db".into(),
+            every_seconds: 3,
+            window_seconds: 0,
+            grace_seconds: 2,
+            generator: "random:length=24,charset=alnum,field=password".into(),
+        })
+        .await
+        .unwrap();
+    let (c, _) = login(&h, &issuer).await;
+    let start = std::time::Instant::now();
+    let (mut reads, mut last, mut first) = (0u32, 0u64, None);
+    while start.elapsed() < std::time::Duration::from_secs(60) {
+        let current = admin
+            .meta(sigil::api::pb::SecretMetaRequest {
+                path: "ci/app/db".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .current_version;
+        let got = vaultrs::kv2::read_metadata(&c, "secret", "ci/app/db")
+            .await
+            .map(|m| m.current_version);
+        let value: HashMap<String, String> = vaultrs::kv2::read(&c, "secret", "ci/app/db")
+            .await
+            .unwrap_or_else(|e| panic!("read {reads} failed: {e:?}"));
+        let seen = got.unwrap_or_else(|e| panic!("metadata read {reads} failed: {e:?}"));
+        if seen > 2 {
+            assert_eq!(value["password"].len(), 24, "a whole generated password");
+        }
+        // What a reader is given is the current version, or the one it
+        // replaced while its grace period lasts: never older, never a gap.
+        assert!(
+            seen + 1 >= current,
+            "read version {seen} while {current} is current"
+        );
+        assert!(seen >= last, "versions never go back ({seen} after {last})");
+        last = seen;
+        first.get_or_insert(seen);
+        reads += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rotations = last - first.unwrap();
+    assert!(rotations >= 10, "only {rotations} rotations in a minute");
+    assert!(reads > 500, "{reads} reads");
+}

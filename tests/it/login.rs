@@ -433,3 +433,107 @@ ttl = "15m"
         assert!(e.to_string().contains(want), "{e}");
     }
 }
+
+/// Serves `doc` (changeable) over HTTPS with the operator certificate in
+/// `dir`; returns the URL and how many times it was fetched.
+async fn jwks_endpoint(
+    dir: &Path,
+    doc: std::sync::Arc<std::sync::Mutex<String>>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    crate::federation::web::operator_certificate(dir);
+    let chain =
+        sigil::tls::certs_from_pem("cert.pem", &std::fs::read(dir.join("cert.pem")).unwrap())
+            .unwrap();
+    let key =
+        sigil::tls::key_from_pem("key.pem", &std::fs::read(dir.join("key.pem")).unwrap()).unwrap();
+    let config = std::sync::Arc::new(sigil::tls::https_single_cert_config(&chain, &key).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/jwks",
+        listener.local_addr().unwrap().port()
+    );
+    let fetched = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = fetched.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (config, doc, count) = (config.clone(), doc.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let body = doc.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, fetched)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_is_fetched_cached_and_fetched_again_for_a_new_key_at_a_bounded_rate() {
+    use std::sync::atomic::Ordering;
+    let issuer = Issuer::new();
+    let tmp = tempfile::tempdir().unwrap();
+    // At first the platform publishes only its RSA key.
+    let rsa_only = serde_json::json!({"keys": [issuer.rsa_jwk()]}).to_string();
+    let doc = std::sync::Arc::new(std::sync::Mutex::new(rsa_only));
+    let (url, fetched) = jwks_endpoint(tmp.path(), doc.clone()).await;
+    let ca = tmp.path().join("ca.pem");
+    let h = Harness::start_with(serde_json::json!({}), |mut c| {
+        c.oidc = oidc_config(PathBuf::new());
+        c.oidc.issuers[0].jwks = JwksSource::Url {
+            url: url.clone(),
+            ca_file: Some(ca.clone()),
+        };
+        c
+    })
+    .await;
+    let t = now();
+    login(&h, "deploy", issuer.sign_rs256(&github_claims(t)))
+        .await
+        .unwrap();
+    login(&h, "deploy", issuer.sign_rs256(&github_claims(t)))
+        .await
+        .unwrap();
+    assert_eq!(
+        fetched.load(Ordering::SeqCst),
+        1,
+        "kept after the first login"
+    );
+
+    // The platform rotates to a new key: tokens name a kid sigil lacks. Within
+    // the refresh interval, unknown kids do not make sigil fetch again.
+    *doc.lock().unwrap() = issuer.jwks_json();
+    for _ in 0..5 {
+        let e = login(&h, "deploy", issuer.sign_es256(&github_claims(t)))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("unknown key id \"ec-1\""), "{e:?}");
+    }
+    assert_eq!(fetched.load(Ordering::SeqCst), 1, "rate-limited");
+    tokio::time::sleep(sigil::server::login::REFRESH_EVERY).await;
+    let r = login(&h, "deploy", issuer.sign_es256(&github_claims(t)))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.info.unwrap().spiffe_id,
+        "spiffe://example.org/ci/acme/app"
+    );
+    assert_eq!(
+        fetched.load(Ordering::SeqCst),
+        2,
+        "fetched again for the new kid"
+    );
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// A private CA and a certificate from it for 127.0.0.1, written as `ca.pem`,
 /// `cert.pem` (leaf, then CA) and `key.pem` (mode 0600) in `dir`.
-fn operator_certificate(dir: &Path) {
+pub(crate) fn operator_certificate(dir: &Path) {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
     };
