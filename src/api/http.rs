@@ -62,6 +62,19 @@ struct App {
     server: Arc<Server>,
 }
 
+impl App {
+    /// How a refused request answers: while sealed, everything but health
+    /// is 503 as Vault answers it (the refusal is audited all the same).
+    fn answer(&self, e: ApiError) -> Response {
+        if matches!(e, ApiError::Denied(_) | ApiError::Unauthenticated(_))
+            && self.server.is_sealed()
+        {
+            return api_error(ApiError::Sealed);
+        }
+        api_error(e)
+    }
+}
+
 /// A response in Vault's error shape.
 fn errors(status: StatusCode, messages: &[&str]) -> Response {
     (status, axum::Json(json!({ "errors": messages }))).into_response()
@@ -205,7 +218,7 @@ async fn health(State(app): State<App>, req: Request) -> Response {
         .authorize_parts(req.extensions(), Action::Health, Resource::kind("health"))
         .await
     {
-        return api_error(e);
+        return app.answer(e);
     }
     let status = match app.server.status() {
         Ok(s) => s,
@@ -274,7 +287,7 @@ async fn login(State(app): State<App>, req: Request) -> Response {
         .authorize_parts(ext, Action::AuthLogin, resource.clone())
         .await
     {
-        return api_error(e);
+        return app.answer(e);
     }
     let jwt_text = String::from_utf8_lossy(jwt.expose()).into_owned();
     let outcome = app.server.login_oidc(&role, &jwt_text).await;
@@ -290,11 +303,11 @@ async fn login(State(app): State<App>, req: Request) -> Response {
         .record_outcome(ext, Action::AuthLogin, &resource, said)
         .await
     {
-        return api_error(e);
+        return app.answer(e);
     }
     let issued = match outcome {
         Ok(i) => i,
-        Err(e) => return api_error(refused(e)),
+        Err(e) => return app.answer(refused(e)),
     };
     let r = &issued.record;
     let auth = json!({
@@ -323,7 +336,7 @@ async fn lookup_self(State(app): State<App>, req: Request) -> Response {
         .await
     {
         Ok(c) => c,
-        Err(e) => return api_error(e),
+        Err(e) => return app.answer(e),
     };
     let record = match presented(&caller) {
         Ok(r) => r,
@@ -363,7 +376,7 @@ async fn revoke_self(State(app): State<App>, req: Request) -> Response {
         .await
     {
         Ok(c) => c,
-        Err(e) => return api_error(e),
+        Err(e) => return app.answer(e),
     };
     let record = match presented(&caller) {
         Ok(r) => r,
@@ -372,7 +385,7 @@ async fn revoke_self(State(app): State<App>, req: Request) -> Response {
     let now = crate::clock::unix_seconds(app.server.now());
     match app.server.tokens().revoke(&record.jti, now).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => api_error(ApiError::Internal(e.to_string())),
+        Err(e) => app.answer(ApiError::Internal(e.to_string())),
     }
 }
 
@@ -496,7 +509,7 @@ async fn kv_read(app: &App, ext: &http::Extensions, path: &str, version: u64) ->
             )
                 .into_response()
         }
-        Err(e) => api_error(e),
+        Err(e) => app.answer(e),
     }
 }
 
@@ -512,7 +525,7 @@ async fn kv_meta(app: &App, ext: &http::Extensions, path: &str) -> Response {
     .await;
     let m = match meta {
         Ok(m) => m,
-        Err(e) => return api_error(e),
+        Err(e) => return app.answer(e),
     };
     let versions: Map<String, Value> = m
         .versions
@@ -559,7 +572,7 @@ async fn kv_list(app: &App, ext: &http::Extensions, prefix: &str) -> Response {
     .await;
     let all = match all {
         Ok(a) => a,
-        Err(e) => return api_error(e),
+        Err(e) => return app.answer(e),
     };
     // Vault lists the keys directly below the prefix, folders ending in
     // `/`; only what the caller may read counts.
@@ -646,7 +659,7 @@ async fn kv_write(app: &App, ext: &http::Extensions, path: &str, body: Body) -> 
             "destroyed": false,
             "version": version,
         })),
-        Err(e) => api_error(e),
+        Err(e) => app.answer(e),
     }
 }
 

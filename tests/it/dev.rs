@@ -63,6 +63,26 @@ fn dev_serves_the_invoking_user_and_restarts_on_the_same_directory() {
     for key in ["SIGIL_ADMIN_SOCKET", "SIGIL_SERVER", "SIGIL_CA_BUNDLE"] {
         assert!(env[key].is_string(), "{key} missing from {env}");
     }
+    // The Vault-compatible HTTP API answers at VAULT_ADDR, trusted through
+    // VAULT_CACERT.
+    let vault_addr = env["VAULT_ADDR"].as_str().unwrap();
+    let port: u16 = vault_addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(vault_addr, format!("https://127.0.0.1:{port}"));
+    let cacert = std::path::PathBuf::from(env["VAULT_CACERT"].as_str().unwrap());
+    let (status, health) = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(crate::http::https(
+            ([127, 0, 0, 1], port).into(),
+            &cacert,
+            "GET",
+            "/v1/sys/health",
+            None,
+            None,
+        ));
+    assert_eq!(
+        (status, &health["sealed"]),
+        (200, &serde_json::json!(false))
+    );
     let out_dir = tmp.path().join("me");
     let fetched: serde_json::Value = serde_json::from_str(&ok(sigil(
         &[

@@ -312,7 +312,28 @@ pub(crate) async fn raw(
     token: Option<&str>,
     body: Option<String>,
 ) -> (u16, Value) {
-    let roots = sigil::cli::client::read_bundle(std::path::Path::new(&ca_file(h))).unwrap();
+    https(
+        h.server.http_addr.unwrap(),
+        std::path::Path::new(&ca_file(h)),
+        method,
+        path,
+        token,
+        body,
+    )
+    .await
+}
+
+/// One HTTPS request to `addr` (as `127.0.0.1`), trusting the PEM roots in
+/// `ca`: the status and the JSON body (null when not JSON).
+pub(crate) async fn https(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    let roots = sigil::cli::client::read_bundle(ca).unwrap();
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store.add(r.into()).unwrap();
@@ -322,9 +343,7 @@ pub(crate) async fn raw(
         .unwrap()
         .with_root_certificates(store)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(h.server.http_addr.unwrap())
-        .await
-        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
@@ -520,4 +539,41 @@ async fn a_ci_token_reads_a_rotating_secret_for_a_minute_without_an_error() {
     let rotations = last - first.unwrap();
     assert!(rotations >= 10, "only {rotations} rotations in a minute");
     assert!(reads > 500, "{reads} reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_certificate_serves_while_sealed_and_health_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    crate::federation::web::operator_certificate(&certs);
+    let h = Harness::start_with(json!({}), |mut c| {
+        c.http = Some(HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert: HttpCert::Files {
+                cert_file: certs.join("cert.pem"),
+                key_file: certs.join("key.pem"),
+            },
+            kv_mount: "secret".into(),
+        });
+        c
+    })
+    .await;
+    let addr = h.server.http_addr.unwrap();
+    let ca = certs.join("ca.pem");
+    let (status, body) = https(addr, &ca, "GET", "/v1/sys/health", None, None).await;
+    assert_eq!((status, &body["sealed"]), (200, &json!(false)), "{body}");
+    h.server
+        .clients()
+        .await
+        .operator
+        .seal(sigil::api::pb::SealRequest {})
+        .await
+        .unwrap();
+    let (status, body) = https(addr, &ca, "GET", "/v1/sys/health", None, None).await;
+    assert_eq!((status, &body["sealed"]), (503, &json!(true)), "{body}");
+    // Everything else answers 503 sealed, in Vault's error shape.
+    let (status, body) = https(addr, &ca, "GET", "/v1/secret/data/x", Some("t"), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, json!({"errors": ["sigil is sealed"]}));
 }
