@@ -29,6 +29,7 @@ CORE = [
     "src/secret.rs",
     "src/secrets",
     "src/oidc",
+    "src/jit",
     "src/unix_time.rs",
     "src/agent/rotation.rs",
     "src/attest/parse.rs",

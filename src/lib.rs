@@ -17,6 +17,8 @@
 //! - [`secret`] — the one type that holds secret bytes.
 //! - [`oidc`] — login with a CI platform's OIDC token: key sets, token checks, bound
 //!   claims, SPIFFE ID templates.
+//! - [`jit`] — just-in-time elevation: requests, approvals, grants in time, and
+//!   the plan that expires them.
 //! - [`unix_time`] — converting a given time to Unix seconds.
 //!
 //! The **edge** connects the core to the world:
@@ -69,6 +71,7 @@ pub mod config;
 pub mod federation;
 pub mod files;
 pub mod id;
+pub mod jit;
 pub mod keyring;
 pub mod net;
 pub mod oidc;

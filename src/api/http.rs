@@ -325,22 +325,24 @@ async fn login(State(app): State<App>, req: Request) -> Response {
     (StatusCode::OK, axum::Json(wrapped(Value::Null, auth))).into_response()
 }
 
-async fn lookup_self(State(app): State<App>, req: Request) -> Response {
-    let caller = match app
+/// The live token a token route's caller presented, or the refusal.
+async fn token_caller(
+    app: &App,
+    ext: &http::Extensions,
+    action: Action,
+) -> Result<Arc<crate::server::TokenRecord>, Response> {
+    let caller = app
         .gate
-        .authorize_parts(
-            req.extensions(),
-            Action::TokenLookupSelf,
-            Resource::kind("token"),
-        )
+        .authorize_parts(ext, action, Resource::kind("token"))
         .await
-    {
-        Ok(c) => c,
-        Err(e) => return app.answer(e),
-    };
-    let record = match presented(&caller) {
+        .map_err(|e| app.answer(e))?;
+    presented(&caller).map_err(|_| denied())
+}
+
+async fn lookup_self(State(app): State<App>, req: Request) -> Response {
+    let record = match token_caller(&app, req.extensions(), Action::TokenLookupSelf).await {
         Ok(r) => r,
-        Err(_) => return denied(),
+        Err(r) => return r,
     };
     let now = crate::clock::unix_seconds(app.server.now());
     ok(json!({
@@ -366,21 +368,9 @@ async fn lookup_self(State(app): State<App>, req: Request) -> Response {
 }
 
 async fn revoke_self(State(app): State<App>, req: Request) -> Response {
-    let caller = match app
-        .gate
-        .authorize_parts(
-            req.extensions(),
-            Action::TokenRevokeSelf,
-            Resource::kind("token"),
-        )
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return app.answer(e),
-    };
-    let record = match presented(&caller) {
+    let record = match token_caller(&app, req.extensions(), Action::TokenRevokeSelf).await {
         Ok(r) => r,
-        Err(_) => return denied(),
+        Err(r) => return r,
     };
     let now = crate::clock::unix_seconds(app.server.now());
     match app.server.tokens().revoke(&record.jti, now).await {

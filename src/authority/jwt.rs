@@ -230,37 +230,14 @@ impl Authority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<JwtSvid, AuthorityError> {
-        self.check_workload_id(spiffe_id)?;
-        check_audiences(audiences)?;
-        if ttl.as_secs() == 0 {
-            return Err(AuthorityError::InvalidTtl);
-        }
-        let key = self.jwt_keys.signer()?;
-        let iat = unix(now);
-        let exp = iat.saturating_add(ttl.as_secs()).min(unix(key.not_after));
-        if exp <= iat {
-            return Err(AuthorityError::JwtKeyExpired);
-        }
-        let header = Header {
-            alg: "ES256",
-            kid: &key.kid,
-            typ: "JWT",
-        };
+        let (key, iat, exp) = self.jwt_window(spiffe_id, audiences, ttl, now)?;
         let claims = Claims {
             sub: spiffe_id.as_str(),
             aud: audiences,
             exp,
             iat,
         };
-        let mut token = encode_json(&header)?;
-        token.push('.');
-        token.push_str(&encode_json(&claims)?);
-        let sig = key
-            .key_pair
-            .sign(&self.rng, token.as_bytes())
-            .map_err(|_| AuthorityError::Random)?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut token);
+        let token = self.sign_compact(key, &claims)?;
 
         let checked = check_minted(&token, &key.kid, audiences, spiffe_id, now)?;
         Ok(JwtSvid {
@@ -294,6 +271,34 @@ impl Authority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<SignedToken, AuthorityError> {
+        let (key, iat, exp) = self.jwt_window(spiffe_id, audiences, ttl, now)?;
+        claims.insert("sub".into(), Value::from(spiffe_id.as_str()));
+        claims.insert("aud".into(), Value::from(audiences.to_vec()));
+        claims.insert("iat".into(), Value::from(iat));
+        claims.insert("exp".into(), Value::from(exp));
+        let token = self.sign_compact(key, &claims)?;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthorityError::CertificateEncoding {
+                reason: format!("token would be longer than {MAX_TOKEN_LEN} bytes"),
+            });
+        }
+        Ok(SignedToken {
+            token: Secret::from(token),
+            expires_at: exp,
+        })
+    }
+}
+
+impl Authority {
+    /// The checks every JWT this authority signs passes first, and the key,
+    /// `iat` and `exp` (`now + ttl`, capped at the key's expiry) to sign with.
+    fn jwt_window(
+        &self,
+        spiffe_id: &SpiffeId,
+        audiences: &[String],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<(&JwtKey, u64, u64), AuthorityError> {
         self.check_workload_id(spiffe_id)?;
         check_audiences(audiences)?;
         if ttl.as_secs() == 0 {
@@ -305,10 +310,16 @@ impl Authority {
         if exp <= iat {
             return Err(AuthorityError::JwtKeyExpired);
         }
-        claims.insert("sub".into(), Value::from(spiffe_id.as_str()));
-        claims.insert("aud".into(), Value::from(audiences.to_vec()));
-        claims.insert("iat".into(), Value::from(iat));
-        claims.insert("exp".into(), Value::from(exp));
+        Ok((key, iat, exp))
+    }
+
+    /// `claims` as a compact JWS signed by `key` (ES256, header `kid`,
+    /// `typ` JWT).
+    fn sign_compact(
+        &self,
+        key: &JwtKey,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, AuthorityError> {
         let header = Header {
             alg: "ES256",
             kid: &key.kid,
@@ -316,22 +327,14 @@ impl Authority {
         };
         let mut token = encode_json(&header)?;
         token.push('.');
-        token.push_str(&encode_json(&claims)?);
+        token.push_str(&encode_json(claims)?);
         let sig = key
             .key_pair
             .sign(&self.rng, token.as_bytes())
             .map_err(|_| AuthorityError::Random)?;
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut token);
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(AuthorityError::CertificateEncoding {
-                reason: format!("token would be longer than {MAX_TOKEN_LEN} bytes"),
-            });
-        }
-        Ok(SignedToken {
-            token: Secret::from(token),
-            expires_at: exp,
-        })
+        Ok(token)
     }
 }
 

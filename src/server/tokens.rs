@@ -140,6 +140,16 @@ fn decode_digest(hex_digest: &str) -> Option<Digest> {
     bytes.try_into().ok()
 }
 
+/// Writes `record` under its `jti`, durably. Blocks.
+fn put_record(store: &SealedStore, record: &TokenRecord) -> Result<(), TokenError> {
+    let json = serde_json::to_vec(record).map_err(|e| TokenError::Corrupt {
+        jti: record.jti.clone(),
+        message: e.to_string(),
+    })?;
+    store.put(Table::TOKENS, record.jti.as_bytes(), &json)?;
+    Ok(())
+}
+
 /// Issued tokens are swept from memory and the store once this many are
 /// held, at the next issue.
 const SWEEP_AT: usize = 1024;
@@ -192,11 +202,7 @@ impl Tokens {
         let sweep = read(&self.index).by_digest.len() >= SWEEP_AT;
         let index = self.index.clone();
         blocking::run(move || {
-            let json = serde_json::to_vec(&*stored).map_err(|e| TokenError::Corrupt {
-                jti: stored.jti.clone(),
-                message: e.to_string(),
-            })?;
-            store.put(Table::TOKENS, stored.jti.as_bytes(), &json)?;
+            put_record(&store, &stored)?;
             if sweep {
                 let gone = write(&index).remove_expired(now);
                 for jti in gone {
@@ -239,15 +245,7 @@ impl Tokens {
         revoked.revoked_at = Some(now);
         let revoked = Arc::new(revoked);
         let (store, stored) = (self.store.clone(), revoked.clone());
-        blocking::run(move || {
-            let json = serde_json::to_vec(&*stored).map_err(|e| TokenError::Corrupt {
-                jti: stored.jti.clone(),
-                message: e.to_string(),
-            })?;
-            store.put(Table::TOKENS, stored.jti.as_bytes(), &json)?;
-            Ok::<_, TokenError>(())
-        })
-        .await?;
+        blocking::run(move || put_record(&store, &stored)).await?;
         let mut index = write(&self.index);
         if let Some(d) = index.by_jti.get(jti).copied() {
             index.by_digest.insert(d, revoked.clone());

@@ -184,6 +184,17 @@ async fn lists_are_filtered_by_policy_and_empty_lists_are_404() {
     assert_eq!(api_code(&e), Some(404), "{e:?}");
 }
 
+/// The body of a 404 that carries Vault's wrapper rather than `errors`
+/// (vaultrs reports it as a REST error with the content).
+fn not_found_body(e: &ClientError) -> Value {
+    match e {
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code: 404, content },
+        } => serde_json::from_str(content.as_deref().unwrap()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_and_destroyed_versions_answer_404_with_their_metadata() {
     let issuer = Issuer::new();
@@ -195,13 +206,7 @@ async fn deleted_and_destroyed_versions_answer_404_with_their_metadata() {
     let e = vaultrs::kv2::read_version::<HashMap<String, String>>(&c, "secret", "ci/app/db", 1)
         .await
         .unwrap_err();
-    let body = match &e {
-        ClientError::RestClientError {
-            source: rustify::errors::ClientError::ServerResponseError { code: 404, content },
-        } => content.clone().unwrap(),
-        other => panic!("{other:?}"),
-    };
-    let body: Value = serde_json::from_str(&body).unwrap();
+    let body = not_found_body(&e);
     assert_eq!(body["data"]["data"], Value::Null);
     assert_eq!(body["data"]["metadata"]["version"], 1);
     assert_eq!(body["data"]["metadata"]["destroyed"], false);
@@ -210,13 +215,7 @@ async fn deleted_and_destroyed_versions_answer_404_with_their_metadata() {
     let e = vaultrs::kv2::read::<HashMap<String, String>>(&c, "secret", "ci/app/api")
         .await
         .unwrap_err();
-    let body = match &e {
-        ClientError::RestClientError {
-            source: rustify::errors::ClientError::ServerResponseError { code: 404, content },
-        } => content.clone().unwrap(),
-        other => panic!("{other:?}"),
-    };
-    let body: Value = serde_json::from_str(&body).unwrap();
+    let body = not_found_body(&e);
     assert_eq!(body["data"]["metadata"]["destroyed"], true);
     // The version after it still reads.
     let v2: HashMap<String, String> = vaultrs::kv2::read_version(&c, "secret", "ci/app/db", 2)
