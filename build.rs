@@ -18,6 +18,7 @@ const PROTOS: &[&str] = &[
     "proto/sigil/v1/agents.proto",
     "proto/sigil/v1/secrets.proto",
     "proto/sigil/v1/auth.proto",
+    "proto/sigil/v1/jit.proto",
 ];
 
 /// Messages that carry passphrases, keys or bearer tokens: their derived

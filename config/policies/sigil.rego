@@ -123,6 +123,14 @@ reasons contains sprintf("token scope %s", [grant]) if {
 	grant_allows(grant, verb, input.resource.id)
 }
 
+# Any authenticated workload may see which roles can be requested just in
+# time (what each grants, for how long, how many approvals).
+reasons contains "authenticated jit role list" if {
+	input.subject.kind == "workload"
+	input.subject.authn in authenticated
+	input.action == "jit.roles"
+}
+
 # A token's holder may look up and revoke that token.
 reasons contains "token holder" if {
 	input.subject.authn == "token"

@@ -219,6 +219,8 @@ pub struct Clients {
     pub secrets: pb::secrets_client::SecretsClient<Conn>,
     /// Auth service (login, tokens).
     pub auth: pb::auth_client::AuthClient<Conn>,
+    /// Jit service (elevation).
+    pub jit: pb::jit_client::JitClient<Conn>,
 }
 
 impl Clients {
@@ -242,6 +244,7 @@ impl Clients {
             agents: pb::agents_client::AgentsClient::new(c(&channel)),
             secrets: pb::secrets_client::SecretsClient::new(c(&channel)),
             auth: pb::auth_client::AuthClient::new(c(&channel)),
+            jit: pb::jit_client::JitClient::new(c(&channel)),
         }
     }
 

@@ -199,6 +199,29 @@ fn dev_config(args: &DevArgs, dir: &Path) -> Result<ServerConfig, Failure> {
             cert: crate::config::HttpCert::Issued(http_names(args.http_listen)),
             kv_mount: "secret".into(),
         }),
+        jit: dev_jit_roles()?,
+    })
+}
+
+/// Two roles to try the elevation flow with: one approval, and two.
+fn dev_jit_roles() -> Result<crate::config::JitConfig, Failure> {
+    let grant = |g: &str| crate::secrets::Grant::parse(g).map_err(Failure::from);
+    Ok(crate::config::JitConfig {
+        roles: vec![
+            crate::jit::JitRole {
+                name: "dev-read".into(),
+                grants: vec![grant("read:**")?, grant("list:**")?],
+                max_duration: 3600,
+                approvals: 1,
+            },
+            crate::jit::JitRole {
+                name: "dev-write".into(),
+                grants: vec![grant("write:**")?],
+                max_duration: 1800,
+                approvals: 2,
+            },
+        ],
+        pending_ttl: crate::jit::DEFAULT_PENDING_TTL,
     })
 }
 

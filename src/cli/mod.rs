@@ -9,6 +9,7 @@ pub mod client;
 mod dev;
 mod entry;
 mod federation;
+mod jit;
 mod keys;
 mod offline;
 mod ops;
@@ -105,6 +106,9 @@ enum Command {
     /// Look up or revoke the sigil token in SIGIL_TOKEN.
     #[command(subcommand)]
     Token(token::TokenCmd),
+    /// Just-in-time elevation: the roles that may be requested.
+    #[command(subcommand)]
+    Jit(jit::JitCmd),
 }
 
 /// The environment variable holding a sigil token to authenticate with
@@ -221,6 +225,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Secret(cmd) => secret::run(&cli, cmd, &out).await,
         Command::Login(cmd) => token::login(&cli, cmd, &out).await,
         Command::Token(cmd) => token::token(&cli, cmd, &out).await,
+        Command::Jit(cmd) => jit::run(&cli, cmd, &out).await,
     }
 }
 

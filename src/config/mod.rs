@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 mod ca;
 mod federation;
 mod http;
+mod jit;
 mod limits;
 mod oidc;
 pub use federation::{
@@ -22,6 +23,7 @@ pub use federation::{
     ForeignTrustDomain,
 };
 pub use http::{HttpCert, HttpConfig};
+pub use jit::JitConfig;
 pub use limits::ServerLimits;
 pub use oidc::{JwksSource, MAX_ROLE_TTL, OidcConfig, OidcIssuer, OidcRole};
 
@@ -144,6 +146,8 @@ struct RawServerConfig {
     #[serde(default)]
     oidc: oidc::RawOidc,
     http: Option<http::RawHttp>,
+    #[serde(default)]
+    jit: jit::RawJit,
 }
 
 /// A checked server configuration.
@@ -182,6 +186,8 @@ pub struct ServerConfig {
     pub oidc: OidcConfig,
     /// The Vault-compatible HTTP API, when configured.
     pub http: Option<HttpConfig>,
+    /// Roles that may be requested just in time.
+    pub jit: JitConfig,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -243,6 +249,7 @@ impl ServerConfig {
             .http
             .map(|h| h.check(path, |p| resolve(path, p)))
             .transpose()?;
+        let jit = raw.jit.check(path)?;
         Ok(Self {
             trust_domain,
             data_dir: resolve(path, raw.data_dir),
@@ -260,6 +267,7 @@ impl ServerConfig {
             federation,
             oidc,
             http,
+            jit,
         })
     }
 }

@@ -360,6 +360,8 @@ actions! {
     TokenLookupSelf => "token.lookup_self",
     /// Revoke the token presented with the request.
     TokenRevokeSelf => "token.revoke_self",
+    /// List the roles that may be requested just in time.
+    JitRoles => "jit.roles",
 }
 
 impl Action {

@@ -38,6 +38,7 @@ pub fn config(dir: &Path) -> ServerConfig {
         federation: sigil::config::FederationConfig::default(),
         oidc: sigil::config::OidcConfig::default(),
         http: None,
+        jit: sigil::config::JitConfig::default(),
     }
 }
 

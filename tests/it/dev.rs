@@ -83,6 +83,30 @@ fn dev_serves_the_invoking_user_and_restarts_on_the_same_directory() {
         (status, &health["sealed"]),
         (200, &serde_json::json!(false))
     );
+    // Two JIT roles to try the elevation flow with: one and two approvals.
+    let roles: serde_json::Value = serde_json::from_str(&ok(sigil(
+        &["--json", "jit", "roles"],
+        &[(
+            "SIGIL_ADMIN_SOCKET",
+            env["SIGIL_ADMIN_SOCKET"].as_str().unwrap(),
+        )],
+    )))
+    .unwrap();
+    let approvals: Vec<_> = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["approvals"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        approvals,
+        vec![("dev-read".to_owned(), 1), ("dev-write".to_owned(), 2)]
+    );
     let out_dir = tmp.path().join("me");
     let fetched: serde_json::Value = serde_json::from_str(&ok(sigil(
         &[

@@ -32,6 +32,7 @@ mod grpc;
 mod http;
 mod interop;
 mod issuance;
+mod jit;
 mod join_token;
 mod lifecycle;
 mod limits;

@@ -6,6 +6,7 @@ mod audit;
 pub(crate) mod auth;
 mod bundle;
 mod entries;
+mod jit;
 mod node;
 mod operator;
 mod policy;
@@ -57,6 +58,10 @@ pub fn router(server: Arc<Server>) -> Result<Routes, tonic_reflection::server::E
         .add_service(pb::audit_server::AuditServer::new(
             audit::AuditService::new(gate.clone(), server.clone()),
         ))
+        .add_service(pb::jit_server::JitServer::new(jit::JitService::new(
+            gate.clone(),
+            server.clone(),
+        )))
         .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
             gate.clone(),
             server.clone(),
