@@ -31,6 +31,8 @@ const REDACTED: &[&str] = &[
     ".sigil.v1.AttestAgentRequest",
     ".sigil.v1.PutSecretRequest",
     ".sigil.v1.SecretVersion",
+    ".sigil.v1.LoginOidcRequest",
+    ".sigil.v1.LoginResponse",
     ".X509SVID",
     ".JWTSVID",
     ".ValidateJWTSVIDRequest",

@@ -53,6 +53,9 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
 
+/// How long a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -270,6 +273,12 @@ async fn login(State(app): State<App>, req: Request) -> Response {
     );
     if role.is_empty() || jwt.expose().is_empty() {
         return errors(StatusCode::BAD_REQUEST, &["missing role or jwt"]);
+    }
+    if !crate::server::login::role_name_ok(&role) {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            &["role: use 1 to 64 of A-Z a-z 0-9 _ . -"],
+        );
     }
     // A role of another issuer is not reachable through this mount.
     if oidc.role(&role).is_some_and(|r| r.issuer != issuer.name) {
@@ -743,8 +752,10 @@ pub async fn serve(
         let Some(config) = tls.current() else {
             continue;
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        // At the cap, a connection is closed at once rather than waited
+        // for: an accept loop stuck on a permit would stop noticing `stop`.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
         };
         let router = router.clone();
         let stop = stop.clone();
@@ -783,7 +794,12 @@ async fn serve_connection(
                 tower::ServiceExt::oneshot(router, req).await
             }
         });
+    // A client must send each request's headers within HEADER_TIMEOUT of
+    // the connection (or the previous response) being ready, so idle or
+    // trickling connections cannot hold the listener's slots.
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
     tokio::pin!(conn);
     let stopping = async move {

@@ -44,6 +44,22 @@ pub mod pb {
                 .finish()
         }
     }
+    impl std::fmt::Debug for LoginOidcRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("LoginOidcRequest")
+                .field("role", &self.role)
+                .field("jwt", &"<redacted>")
+                .finish()
+        }
+    }
+    impl std::fmt::Debug for LoginResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("LoginResponse")
+                .field("token", &"<redacted>")
+                .field("info", &self.info)
+                .finish()
+        }
+    }
     impl std::fmt::Debug for CreateJoinTokenResponse {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("CreateJoinTokenResponse")

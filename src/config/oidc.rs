@@ -27,6 +27,9 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// The most clock skew an issuer may be allowed, in seconds.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
 /// The longest a login token may live.
 pub const MAX_ROLE_TTL: u64 = 12 * 3600;
 
@@ -260,6 +263,13 @@ impl RawOidc {
                     .map_err(|e| invalid(path, "oidc.issuer.leeway", named(&e.to_string())))?
                     .as_secs(),
             };
+            if leeway_secs > MAX_LEEWAY_SECS {
+                return Err(invalid(
+                    path,
+                    "oidc.issuer.leeway",
+                    named("must be at most 5m: it is clock skew, not a lifetime"),
+                ));
+            }
             issuers.push(OidcIssuer {
                 name: raw.name,
                 issuer: raw.issuer,
@@ -282,6 +292,29 @@ impl RawOidc {
                     path,
                     "oidc.role.issuer",
                     named(&format!("no [[oidc.issuer]] is named {:?}", raw.issuer)),
+                ));
+            }
+            // An issuer such as GitHub's signs tokens for every repository
+            // on the platform, and the audience is the workflow's choice: a
+            // role that binds no claim would let any of them in.
+            if raw.bound_claims.is_empty() {
+                return Err(invalid(
+                    path,
+                    "oidc.role.bound_claims",
+                    named(
+                        "bind at least one claim (e.g. repository or project_path): the issuer signs tokens for every project on its platform",
+                    ),
+                ));
+            }
+            if let Some((claim, _)) = raw
+                .bound_claims
+                .iter()
+                .find(|(_, v)| v.chars().all(|c| c == '*'))
+            {
+                return Err(invalid(
+                    path,
+                    "oidc.role.bound_claims",
+                    named(&format!("{claim:?} matches anything; bind a value")),
                 ));
             }
             check_spiffe_template(&raw.spiffe_id, trust_domain)

@@ -63,6 +63,17 @@ pub enum LoginRefused {
     Issue(String),
 }
 
+/// Whether `role` could name a role at all (1 to 64 of `A-Z a-z 0-9 _ . -`,
+/// as the configuration requires). Checked before a login is audited, so
+/// an anonymous caller cannot make the audit log carry a megabyte of name.
+pub fn role_name_ok(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// A token just issued.
 #[derive(Debug)]
 pub struct Issued {
@@ -77,10 +88,18 @@ struct KeySet {
     read_at: Instant,
 }
 
+/// The last failed read of an issuer's keys: further logins get its error
+/// until [`REFRESH_EVERY`] has passed, instead of each fetching again.
+struct Failed {
+    message: String,
+    at: Instant,
+}
+
 /// The issuers' key sets, read on demand.
 #[derive(Default)]
 pub struct Logins {
     keys: RwLock<HashMap<String, KeySet>>,
+    failed: Mutex<HashMap<String, Failed>>,
     /// One read of an issuer's keys at a time.
     reading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -136,13 +155,30 @@ impl Logins {
         {
             return Ok(k.jwks.clone());
         }
-        let jwks = Arc::new(read_jwks(issuer).await.map_err(|message| {
-            tracing::warn!(issuer = %issuer.name, %message, "issuer keys unavailable");
-            LoginRefused::Keys {
-                issuer: issuer.name.clone(),
-                message,
+        let refused = |message: String| LoginRefused::Keys {
+            issuer: issuer.name.clone(),
+            message,
+        };
+        if let Some(f) = lock(&self.failed).get(&issuer.name)
+            && crate::clock::monotonic().saturating_duration_since(f.at) < REFRESH_EVERY
+        {
+            return Err(refused(f.message.clone()));
+        }
+        let jwks = match read_jwks(issuer).await {
+            Ok(j) => Arc::new(j),
+            Err(message) => {
+                tracing::warn!(issuer = %issuer.name, %message, "issuer keys unavailable");
+                lock(&self.failed).insert(
+                    issuer.name.clone(),
+                    Failed {
+                        message: message.clone(),
+                        at: crate::clock::monotonic(),
+                    },
+                );
+                return Err(refused(message));
             }
-        })?);
+        };
+        lock(&self.failed).remove(&issuer.name);
         write(&self.keys).insert(
             issuer.name.clone(),
             KeySet {

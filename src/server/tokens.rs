@@ -188,6 +188,12 @@ impl Tokens {
         Ok(n)
     }
 
+    /// Forgets every record (at seal): nothing authenticates while sealed,
+    /// and unseal loads them again.
+    pub fn clear(&self) {
+        *write(&self.index) = Index::default();
+    }
+
     /// Records a token just signed, durably, before it is handed out.
     pub async fn record(
         &self,

@@ -242,8 +242,8 @@ impl AuditLog {
     }
 
     /// Appends `event` and waits until it is written to the log file and
-    /// chained, not until it is on disk: an fsync at most 20 ms later covers
-    /// it (reads' records are synced together). For reads, whose record must exist before what was read is
+    /// chained, not until it is on disk: an fsync that starts at most 20 ms
+    /// later covers it (reads' records are synced together). For reads, whose record must exist before what was read is
     /// returned: the record survives a crash of the process, and is lost only
     /// if the machine loses power within that moment. Everything that
     /// changes state uses [`AuditLog::append`]. A failed write (or a failed

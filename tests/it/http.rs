@@ -576,3 +576,47 @@ async fn an_operator_certificate_serves_while_sealed_and_health_says_so() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body, json!({"errors": ["sigil is sealed"]}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_request_is_closed() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    // A TLS connection that never sends a request: the server closes it
+    // once the header timeout passes, so idle clients cannot hold slots.
+    let roots = sigil::cli::client::read_bundle(std::path::Path::new(&ca_file(&h))).unwrap();
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.into()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(sigil::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(h.server.http_addr.unwrap())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the idle connection was not closed");
+    assert!(
+        start.elapsed() >= std::time::Duration::from_secs(9),
+        "closed too early: {:?}",
+        start.elapsed()
+    );
+}

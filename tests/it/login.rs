@@ -318,6 +318,12 @@ async fn each_refused_login_names_its_reason() {
             issuer.sign_rs256(&github_claims(t)),
             "no role named \"nope\"",
         ),
+        (
+            "a role name no role can have",
+            "x/../y",
+            issuer.sign_rs256(&github_claims(t)),
+            "role: use 1 to 64 of A-Z a-z 0-9 _ . -",
+        ),
     ];
     for (name, role, jwt, want) in cases {
         let e = login(&h, role, jwt).await.unwrap_err();
@@ -428,6 +434,24 @@ ttl = "15m"
             text.replace("jwks_file = \"/etc/sigil/github-jwks.json\"", ""),
             "set exactly one of jwks_file or jwks_url",
         ),
+        (
+            text.replace(
+                "bound_claims = { repository = \"acme/app\", ref = \"refs/heads/main\" }\n",
+                "",
+            ),
+            "bind at least one claim",
+        ),
+        (
+            text.replace("repository = \"acme/app\"", "repository = \"*\""),
+            "\"repository\" matches anything",
+        ),
+        (
+            text.replace(
+                "audiences = [\"sigil\"]",
+                "audiences = [\"sigil\"]\nleeway = \"1h\"",
+            ),
+            "oidc.issuer.leeway",
+        ),
     ] {
         let e = sigil::config::ServerConfig::parse(path, &bad).unwrap_err();
         assert!(e.to_string().contains(want), "{e}");
@@ -536,4 +560,34 @@ async fn a_jwks_url_is_fetched_cached_and_fetched_again_for_a_new_key_at_a_bound
         2,
         "fetched again for the new kid"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_nothing_while_sealed_and_works_again_after_unseal() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let token = login(&h, "deploy", issuer.sign_rs256(&github_claims(now())))
+        .await
+        .unwrap()
+        .token;
+    let mut ops = h.server.clients().await;
+    ops.operator.seal(pb::SealRequest {}).await.unwrap();
+    assert!(
+        h.server
+            .server
+            .tokens()
+            .authenticate(token.as_bytes(), now())
+            .is_none(),
+        "no token is held while sealed"
+    );
+    unseal(&mut ops).await;
+    // Loaded again from the store at unseal: the same token reads again.
+    let mut c = anonymous(&h, Some(&token)).await;
+    let v = c
+        .secrets
+        .get(get("ci/app/db", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(crate::secrets::field(&v, "password"), "hunter2");
 }

@@ -70,6 +70,11 @@ impl Auth for AuthService {
         req: Request<pb::LoginOidcRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let role = req.get_ref().role.clone();
+        if !crate::server::login::role_name_ok(&role) {
+            return Err(
+                ApiError::InvalidArgument("role: use 1 to 64 of A-Z a-z 0-9 _ . -".into()).into(),
+            );
+        }
         let resource = Resource::new("role", Some(role.clone()));
         self.gate
             .authorize(&req, Action::AuthLogin, resource.clone())

@@ -256,6 +256,8 @@ impl Server {
         self.secrets.clear();
         self.tls.send_replace(None);
         self.http_tls.send_replace(None);
+        // Issued tokens are loaded again at unseal; sealed, none is held.
+        self.tokens.clear();
         self.report_health();
         tracing::info!("sealed");
     }

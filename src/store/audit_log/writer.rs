@@ -33,7 +33,7 @@ pub(super) type Waiter = oneshot::Sender<Result<u64, AuditError>>;
 pub(super) enum Ack {
     /// Once the record is written to the file (in the kernel's cache: it
     /// survives the process, not a power loss) and chained; durable at the
-    /// next sync, at most `READS_SYNC_DELAY` later. For reads only.
+    /// next sync, which starts at most `READS_SYNC_DELAY` later. For reads only.
     Written,
     /// Once the record is on disk and the head is saved.
     Durable,
