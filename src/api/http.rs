@@ -24,7 +24,7 @@
 
 use crate::api::ApiError;
 use crate::api::gate::Gate;
-use crate::api::services::auth::{presented, refused};
+use crate::api::services::auth::{gated_login, presented};
 use crate::api::services::secrets::{gated_read, gated_write, secret};
 use crate::net::Bearer;
 use crate::policy::{Action, Resource};
@@ -274,14 +274,11 @@ async fn login(State(app): State<App>, req: Request) -> Response {
     if role.is_empty() || jwt.expose().is_empty() {
         return errors(StatusCode::BAD_REQUEST, &["missing role or jwt"]);
     }
-    if !crate::server::login::role_name_ok(&role) {
-        return errors(
-            StatusCode::BAD_REQUEST,
-            &["role: use 1 to 64 of A-Z a-z 0-9 _ . -"],
-        );
-    }
-    // A role of another issuer is not reachable through this mount.
-    if oidc.role(&role).is_some_and(|r| r.issuer != issuer.name) {
+    // A role of another issuer is not reachable through this mount. (A
+    // name no role can have is refused by the login itself, unechoed.)
+    if crate::server::login::role_name_ok(&role)
+        && oidc.role(&role).is_some_and(|r| r.issuer != issuer.name)
+    {
         return errors(
             StatusCode::BAD_REQUEST,
             &[&format!(
@@ -289,34 +286,9 @@ async fn login(State(app): State<App>, req: Request) -> Response {
             )],
         );
     }
-    let resource = Resource::new("role", Some(role.clone()));
-    let ext = &parts.extensions;
-    if let Err(e) = app
-        .gate
-        .authorize_parts(ext, Action::AuthLogin, resource.clone())
-        .await
-    {
-        return app.answer(e);
-    }
-    let jwt_text = String::from_utf8_lossy(jwt.expose()).into_owned();
-    let outcome = app.server.login_oidc(&role, &jwt_text).await;
-    let said = match &outcome {
-        Ok(i) => Ok(format!(
-            "issued token {} to {} until {}",
-            i.record.jti, i.record.spiffe_id, i.record.expires_at
-        )),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = app
-        .gate
-        .record_outcome(ext, Action::AuthLogin, &resource, said)
-        .await
-    {
-        return app.answer(e);
-    }
-    let issued = match outcome {
+    let issued = match gated_login(&app.gate, &app.server, &parts.extensions, &role, &jwt).await {
         Ok(i) => i,
-        Err(e) => return app.answer(refused(e)),
+        Err(e) => return app.answer(e),
     };
     let r = &issued.record;
     let auth = json!({

@@ -322,16 +322,12 @@ pub(crate) async fn raw(
     .await
 }
 
-/// One HTTPS request to `addr` (as `127.0.0.1`), trusting the PEM roots in
-/// `ca`: the status and the JSON body (null when not JSON).
-pub(crate) async fn https(
+/// A TLS connection to `addr` (as `127.0.0.1`), trusting the PEM roots in
+/// `ca`.
+async fn tls_connect(
     addr: std::net::SocketAddr,
     ca: &std::path::Path,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<String>,
-) -> (u16, Value) {
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let roots = sigil::cli::client::read_bundle(ca).unwrap();
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
@@ -344,10 +340,23 @@ pub(crate) async fn https(
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One HTTPS request to `addr` (as `127.0.0.1`), trusting the PEM roots in
+/// `ca`: the status and the JSON body (null when not JSON).
+pub(crate) async fn https(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    let tls = tls_connect(addr, ca).await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .unwrap();
@@ -583,24 +592,11 @@ async fn a_connection_that_sends_no_request_is_closed() {
     let h = harness(&issuer).await;
     // A TLS connection that never sends a request: the server closes it
     // once the header timeout passes, so idle clients cannot hold slots.
-    let roots = sigil::cli::client::read_bundle(std::path::Path::new(&ca_file(&h))).unwrap();
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store.add(r.into()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(sigil::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(h.server.http_addr.unwrap())
-        .await
-        .unwrap();
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(
+        h.server.http_addr.unwrap(),
+        std::path::Path::new(&ca_file(&h)),
+    )
+    .await;
     let start = std::time::Instant::now();
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {

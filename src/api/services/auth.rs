@@ -7,9 +7,10 @@ use crate::api::ApiError;
 use crate::api::gate::{Caller, Gate};
 use crate::api::pb::{self, auth_server::Auth};
 use crate::policy::{Action, Resource};
+use crate::secret::Secret;
 use crate::server::Server;
 use crate::server::TokenRecord;
-use crate::server::login::LoginRefused;
+use crate::server::login::{Issued, LoginRefused};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -53,6 +54,43 @@ pub(crate) fn refused(e: LoginRefused) -> ApiError {
     }
 }
 
+/// A login through the gate (shared by the gRPC and HTTP APIs): the role
+/// name checked before anything is recorded, the decision recorded before
+/// the login acts, and its outcome after (the token's `jti`, or why it was
+/// refused). The JWT is borrowed from its zeroizing buffer, never copied.
+pub(crate) async fn gated_login(
+    gate: &Gate,
+    server: &Server,
+    ext: &http::Extensions,
+    role: &str,
+    jwt: &Secret,
+) -> Result<Issued, ApiError> {
+    if !crate::server::login::role_name_ok(role) {
+        return Err(ApiError::InvalidArgument(
+            "role: use 1 to 64 of A-Z a-z 0-9 _ . -".into(),
+        ));
+    }
+    let resource = Resource::new("role", Some(role.to_owned()));
+    gate.authorize_parts(ext, Action::AuthLogin, resource.clone())
+        .await?;
+    let outcome = match std::str::from_utf8(jwt.expose()) {
+        Ok(text) => server.login_oidc(role, text).await,
+        Err(_) => Err(LoginRefused::Jwt(crate::oidc::LoginError::Malformed {
+            reason: "not UTF-8",
+        })),
+    };
+    let said = match &outcome {
+        Ok(i) => Ok(format!(
+            "issued token {} to {} until {}",
+            i.record.jti, i.record.spiffe_id, i.record.expires_at
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    gate.record_outcome(ext, Action::AuthLogin, &resource, said)
+        .await?;
+    outcome.map_err(refused)
+}
+
 /// The token the caller presented, or why there is none.
 pub(crate) fn presented(caller: &Caller) -> Result<Arc<TokenRecord>, ApiError> {
     match caller {
@@ -69,30 +107,9 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::LoginOidcRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        let role = req.get_ref().role.clone();
-        if !crate::server::login::role_name_ok(&role) {
-            return Err(
-                ApiError::InvalidArgument("role: use 1 to 64 of A-Z a-z 0-9 _ . -".into()).into(),
-            );
-        }
-        let resource = Resource::new("role", Some(role.clone()));
-        self.gate
-            .authorize(&req, Action::AuthLogin, resource.clone())
-            .await?;
-        let ext = req.extensions().clone();
-        let jwt = req.into_inner().jwt;
-        let outcome = self.server.login_oidc(&role, &jwt).await;
-        let said = match &outcome {
-            Ok(i) => Ok(format!(
-                "issued token {} to {} until {}",
-                i.record.jti, i.record.spiffe_id, i.record.expires_at
-            )),
-            Err(e) => Err(e.to_string()),
-        };
-        self.gate
-            .record_outcome(&ext, Action::AuthLogin, &resource, said)
-            .await?;
-        let issued = outcome.map_err(refused)?;
+        let (_, ext, msg) = req.into_parts();
+        let jwt = Secret::from(msg.jwt);
+        let issued = gated_login(&self.gate, &self.server, &ext, &msg.role, &jwt).await?;
         Ok(Response::new(pb::LoginResponse {
             token: String::from_utf8_lossy(issued.token.expose()).into_owned(),
             info: Some(info(&issued.record)),
