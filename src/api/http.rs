@@ -177,17 +177,27 @@ fn secrets_error(e: &SecretsError) -> Response {
 
 /// Reads the body, at most [`MAX_BODY`] bytes (413 beyond).
 async fn body_bytes(body: Body) -> Result<Bytes, Response> {
+    // A body whose declared length is already over the limit is refused
+    // before a byte of it is read: the client that waits for the answer
+    // before sending (or stops on it) gets the 413 instead of a reset.
+    if http_body::Body::size_hint(&body).lower() > MAX_BODY as u64 {
+        return Err(too_large());
+    }
     match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(errors(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &["request body is larger than 1 MiB"],
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(_) => Err(errors(
             StatusCode::BAD_REQUEST,
             &["cannot read the request body"],
         )),
     }
+}
+
+fn too_large() -> Response {
+    errors(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["request body is larger than 1 MiB"],
+    )
 }
 
 /// The body as a JSON object (clients send it without a content type).

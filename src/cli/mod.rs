@@ -230,8 +230,18 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sigil=info"));
+    // sled is held at info whatever SIGIL_LOG asks, for two reasons. Its
+    // debug and trace output prints stored pages byte for byte: sealed
+    // values, but also wrapped keys and the audit head. And some of those
+    // lines are logged from crossbeam-epoch's deferred functions, which run
+    // in a thread's local destructors when it exits; by then the log
+    // formatter's own thread-local buffer may be gone, and the process
+    // aborts ("thread local panicked on drop").
+    if let Ok(cap) = "sled=info".parse() {
+        filter = filter.add_directive(cap);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 struct Dev {
     child: Option<Child>,
     env: serde_json::Value,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Dev {
@@ -49,6 +50,7 @@ impl Dev {
         Dev {
             child: Some(child),
             env,
+            log: log.to_owned(),
         }
     }
 
@@ -63,7 +65,13 @@ impl Dev {
             .status()
             .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "sigil dev exited with {}", out.status);
+        if !out.status.success() {
+            // The server's own last words say why it did not exit cleanly.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(120).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!("sigil dev exited with {}:\n{}", out.status, tail.join("\n"));
+        }
     }
 }
 
@@ -169,6 +177,9 @@ fn a_marker_secret_is_nowhere_in_clear() {
     let logged = std::fs::read(&log).unwrap();
     assert!(!logged.is_empty(), "the server logged at trace level");
     assert!(!contains(&logged, m), "marker in the server's log output");
+    // The store's own debug output (which prints pages byte for byte) stays
+    // off even at trace.
+    assert!(!contains(&logged, b"sled::pagecache"));
     let audit = std::fs::read_to_string(&audit_path).unwrap();
     assert!(!audit.contains(&marker));
     // The audit log names path, version and outcome.
