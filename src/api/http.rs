@@ -87,22 +87,54 @@ fn denied() -> Response {
     errors(StatusCode::FORBIDDEN, &["permission denied"])
 }
 
-/// Vault's response wrapper around `data` or `auth`.
-fn wrapped(data: Value, auth: Value) -> Value {
-    json!({
-        "request_id": request_id(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": auth,
-    })
+/// Vault's response wrapper around `data` or `auth`, serialized straight
+/// from typed parts (`()` is `null`).
+#[derive(serde::Serialize)]
+struct Wrapped<D, A> {
+    request_id: String,
+    lease_id: &'static str,
+    renewable: bool,
+    lease_duration: u64,
+    data: D,
+    wrap_info: (),
+    warnings: (),
+    auth: A,
 }
 
-fn ok(data: Value) -> Response {
-    (StatusCode::OK, axum::Json(wrapped(data, Value::Null))).into_response()
+fn wrapped<D: serde::Serialize, A: serde::Serialize>(data: D, auth: A) -> Wrapped<D, A> {
+    Wrapped {
+        request_id: request_id(),
+        lease_id: "",
+        renewable: false,
+        lease_duration: 0,
+        data,
+        wrap_info: (),
+        warnings: (),
+        auth,
+    }
+}
+
+/// A JSON answer written from typed data in one pass.
+fn json_answer<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP API answer could not be serialized");
+            errors(StatusCode::INTERNAL_SERVER_ERROR, &["internal error"])
+        }
+    }
+}
+
+fn ok<D: serde::Serialize>(data: D) -> Response {
+    json_answer(StatusCode::OK, &wrapped(data, ()))
 }
 
 /// A request's ID, unique within this process and unpredictable across
@@ -313,7 +345,7 @@ async fn login(State(app): State<App>, req: Request) -> Response {
         "token_type": "service",
         "orphan": true,
     });
-    (StatusCode::OK, axum::Json(wrapped(Value::Null, auth))).into_response()
+    json_answer(StatusCode::OK, &wrapped((), auth))
 }
 
 /// The live token a token route's caller presented, or the refusal.
@@ -422,19 +454,56 @@ fn parse_path(path: &str) -> Result<SecretPath, Response> {
     SecretPath::parse(path).map_err(|e| errors(StatusCode::BAD_REQUEST, &[&e.to_string()]))
 }
 
+/// KV v2's answer to a read.
+#[derive(serde::Serialize)]
+struct KvRead<'a> {
+    data: ExposedFields<'a>,
+    metadata: KvVersion<'a>,
+}
+
+/// One version's metadata, as KV v2 shows it; `previous` (sigil's own) is
+/// on reads only.
+#[derive(serde::Serialize)]
+struct KvVersion<'a> {
+    created_time: String,
+    custom_metadata: Option<&'a std::collections::BTreeMap<String, String>>,
+    deletion_time: String,
+    destroyed: bool,
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<bool>,
+}
+
+/// A read's fields as the JSON object the reader asked for. The values are
+/// borrowed from the decrypted fields and written once, into the answer.
+struct ExposedFields<'a>(&'a Fields);
+
+impl serde::Serialize for ExposedFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0.iter() {
+            map.serialize_entry(k, &String::from_utf8_lossy(v.expose()))?;
+        }
+        map.end()
+    }
+}
+
+/// Custom metadata, `null` when there is none (as Vault shows it).
+fn custom_pairs(custom: &CustomMetadata) -> Option<&std::collections::BTreeMap<String, String>> {
+    Some(custom.pairs()).filter(|p| !p.is_empty())
+}
+
 fn version_meta(version: u64, m: &VersionMeta, custom: &CustomMetadata) -> Value {
-    let custom: Value = if custom.pairs().is_empty() {
-        Value::Null
-    } else {
-        json!(custom.pairs())
-    };
-    json!({
-        "created_time": time_text(Some(m.created)),
-        "custom_metadata": custom,
-        "deletion_time": time_text(m.deleted),
-        "destroyed": m.destroyed.is_some(),
-        "version": version,
+    serde_json::to_value(KvVersion {
+        created_time: time_text(Some(m.created)),
+        custom_metadata: custom_pairs(custom),
+        deletion_time: time_text(m.deleted),
+        destroyed: m.destroyed.is_some(),
+        version,
+        previous: None,
     })
+    .unwrap_or(Value::Null)
 }
 
 async fn kv_read(app: &App, ext: &http::Extensions, path: &str, version: u64) -> Response {
@@ -449,23 +518,17 @@ async fn kv_read(app: &App, ext: &http::Extensions, path: &str, version: u64) ->
     })
     .await;
     match read {
-        Ok(r) => {
-            let data: Map<String, Value> = r
-                .fields
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_owned(),
-                        Value::from(String::from_utf8_lossy(v.expose()).into_owned()),
-                    )
-                })
-                .collect();
-            let mut metadata = version_meta(r.version, &r.meta, &r.custom);
-            if let Some(m) = metadata.as_object_mut() {
-                m.insert("previous".into(), Value::from(r.previous));
-            }
-            ok(json!({"data": data, "metadata": metadata}))
-        }
+        Ok(r) => ok(KvRead {
+            data: ExposedFields(&r.fields),
+            metadata: KvVersion {
+                created_time: time_text(Some(r.meta.created)),
+                custom_metadata: custom_pairs(&r.custom),
+                deletion_time: time_text(r.meta.deleted),
+                destroyed: r.meta.destroyed.is_some(),
+                version: r.version,
+                previous: Some(r.previous),
+            },
+        }),
         // Vault answers a deleted or destroyed version with 404 and the
         // version's metadata, so clients can tell it from a missing secret.
         Err(ApiError::Secrets(SecretsError::Kv(
@@ -481,14 +544,10 @@ async fn kv_read(app: &App, ext: &http::Extensions, path: &str, version: u64) ->
                 },
                 |vm| version_meta(version, vm, &meta.custom),
             );
-            (
+            json_answer(
                 StatusCode::NOT_FOUND,
-                axum::Json(wrapped(
-                    json!({"data": null, "metadata": metadata}),
-                    Value::Null,
-                )),
+                &wrapped(json!({"data": null, "metadata": metadata}), ()),
             )
-                .into_response()
         }
         Err(e) => app.answer(e),
     }

@@ -31,7 +31,7 @@ pub(crate) enum OpenFailure {
     Authentication,
 }
 
-fn cipher(key: &[u8]) -> Result<Aes256Gcm, KeyringError> {
+pub(crate) fn cipher(key: &[u8]) -> Result<Aes256Gcm, KeyringError> {
     // Every key in the hierarchy is generated or derived at KEY_LEN bytes, so
     // a length mismatch means a malformed ring, not a caller error.
     Aes256Gcm::new_from_slice(key).map_err(|_| KeyringError::RingMalformed)
@@ -48,7 +48,17 @@ pub(crate) fn seal_into(
     plaintext: &[u8],
     rng: &dyn SecureRandom,
 ) -> Result<(), KeyringError> {
-    let cipher = cipher(key)?;
+    seal_into_with(out, &cipher(key)?, aad, plaintext, rng)
+}
+
+/// [`seal_into`] with the key already expanded into a cipher.
+pub(crate) fn seal_into_with(
+    out: &mut Vec<u8>,
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    plaintext: &[u8],
+    rng: &dyn SecureRandom,
+) -> Result<(), KeyringError> {
     let mut nonce_bytes = [0u8; NONCE_LEN];
     rng.fill(&mut nonce_bytes)
         .map_err(|_| KeyringError::RandomUnavailable)?;
@@ -69,6 +79,19 @@ pub(crate) fn seal_into(
 
 /// Opens `nonce ‖ ciphertext ‖ tag` under `key`.
 pub(crate) fn open(key: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Secret, OpenFailure> {
+    open_with(
+        &cipher(key).map_err(|_| OpenFailure::Authentication)?,
+        aad,
+        sealed,
+    )
+}
+
+/// [`open`] with the key already expanded into a cipher.
+pub(crate) fn open_with(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Secret, OpenFailure> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(OpenFailure::Truncated);
     }
@@ -76,7 +99,6 @@ pub(crate) fn open(key: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Secret, Open
     let (ciphertext, tag_bytes) = rest.split_at(rest.len() - TAG_LEN);
     let nonce = Nonce::<Aes256Gcm>::try_from(nonce_bytes).map_err(|_| OpenFailure::Truncated)?;
     let tag = Tag::<Aes256Gcm>::try_from(tag_bytes).map_err(|_| OpenFailure::Truncated)?;
-    let cipher = cipher(key).map_err(|_| OpenFailure::Authentication)?;
     let mut buf = Zeroizing::new(ciphertext.to_vec());
     cipher
         .decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
@@ -107,7 +129,7 @@ pub(crate) fn push_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Builds a record envelope under data key `data_key` of version `version`.
 pub(crate) fn seal_record(
-    data_key: &[u8],
+    data_key: &Aes256Gcm,
     version: u32,
     table: &str,
     key: &[u8],
@@ -117,7 +139,7 @@ pub(crate) fn seal_record(
     let mut out = Vec::with_capacity(MIN_RECORD_LEN + plaintext.len());
     out.push(RECORD_FORMAT);
     out.extend_from_slice(&version.to_be_bytes());
-    seal_into(
+    seal_into_with(
         &mut out,
         data_key,
         &record_aad(table, key, version),

@@ -1,6 +1,7 @@
 //! The unsealed key hierarchy ([`Keys`]) and its stored description
 //! ([`SealMeta`]) (SPEC §4, key hierarchy).
 
+use aes_gcm::Aes256Gcm;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
@@ -129,9 +130,25 @@ const DERIVE_SALT: &[u8] = b"sigil/derived-keys";
 #[derive(Clone)]
 pub struct Keys {
     root: Secret,
-    data_keys: BTreeMap<u32, Secret>,
+    data_keys: BTreeMap<u32, DataKey>,
     active: u32,
     rng: SystemRandom,
+}
+
+/// One data key, and its AES-256-GCM key schedule expanded once at unseal
+/// rather than for every record (the expansion cost more than opening a
+/// short record). The cipher zeroizes its round keys on drop, like the key.
+#[derive(Clone)]
+struct DataKey {
+    raw: Secret,
+    cipher: Aes256Gcm,
+}
+
+impl DataKey {
+    fn new(raw: Secret) -> Result<DataKey, KeyringError> {
+        let cipher = envelope::cipher(raw.expose())?;
+        Ok(DataKey { raw, cipher })
+    }
 }
 
 impl fmt::Debug for Keys {
@@ -184,7 +201,8 @@ impl Keys {
             active: 0,
             rng,
         };
-        keys.data_keys.insert(1, envelope::random_key(&keys.rng)?);
+        keys.data_keys
+            .insert(1, DataKey::new(envelope::random_key(&keys.rng)?)?);
         keys.active = 1;
         keys.write_ring(&mut meta)?;
         Ok((meta, keys))
@@ -204,7 +222,10 @@ impl Keys {
         if root.len() != KEY_LEN {
             return Err(KeyringError::RingMalformed);
         }
-        let data_keys = unwrap_ring(&root, meta)?;
+        let data_keys = unwrap_ring(&root, meta)?
+            .into_iter()
+            .map(|(v, k)| Ok((v, DataKey::new(k)?)))
+            .collect::<Result<_, KeyringError>>()?;
         Ok(Keys {
             root,
             data_keys,
@@ -230,7 +251,7 @@ impl Keys {
             .ok_or(KeyringError::KeyVersionsExhausted)?;
         let mut next = self.clone();
         next.data_keys
-            .insert(version, envelope::random_key(&self.rng)?);
+            .insert(version, DataKey::new(envelope::random_key(&self.rng)?)?);
         next.active = version;
         let mut next_meta = meta.clone();
         next.write_ring(&mut next_meta)?;
@@ -276,7 +297,7 @@ impl Keys {
             .get(&self.active)
             .ok_or(KeyringError::UnknownKeyVersion(self.active))?;
         envelope::seal_record(
-            data_key.expose(),
+            &data_key.cipher,
             self.active,
             table,
             key,
@@ -299,7 +320,7 @@ impl Keys {
             .get(&header.version)
             .ok_or(KeyringError::UnknownKeyVersion(header.version))?;
         let aad = envelope::record_aad(table, key, header.version);
-        envelope::open(data_key.expose(), &aad, header.sealed).map_err(|f| match f {
+        envelope::open_with(&data_key.cipher, &aad, header.sealed).map_err(|f| match f {
             OpenFailure::Truncated => KeyringError::RecordTruncated,
             OpenFailure::Authentication => KeyringError::RecordAuthenticationFailed,
         })
@@ -310,7 +331,7 @@ impl Keys {
         let versions = self.key_versions();
         let mut plain = Zeroizing::new(Vec::with_capacity(versions.len() * KEY_LEN));
         for key in self.data_keys.values() {
-            plain.extend_from_slice(key.expose());
+            plain.extend_from_slice(key.raw.expose());
         }
         let aad = meta.ring_aad(&versions, self.active);
         let mut wrapped = Vec::new();
