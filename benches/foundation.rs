@@ -331,6 +331,7 @@ fn policy() -> BenchResult<()> {
             action,
             resource,
             context: context.clone(),
+            grants: Vec::new(),
         };
         let verdict = if pdp.decide(&input).allow {
             "allow"

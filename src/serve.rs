@@ -153,6 +153,10 @@ pub async fn run(
         server.clone(),
         stop_rx.clone(),
     ));
+    tokio::spawn(crate::server::elevations::run(
+        server.clone(),
+        stop_rx.clone(),
+    ));
 
     let tcp = crate::net::builder::<TlsConnInfo>(&limits.tcp)
         .add_routes(routes.clone())

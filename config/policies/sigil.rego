@@ -131,6 +131,42 @@ reasons contains "authenticated jit role list" if {
 	input.action == "jit.roles"
 }
 
+# Just-in-time elevation (SPEC §3.3 `sigil jit`). Any registered workload,
+# proving its SVID over mTLS, may ask for a role; admin workloads approve,
+# deny and revoke (operators on the admin socket may do everything). The
+# role is the resource id, so a rule here can narrow either to some roles.
+# Whatever this policy says, the server refuses an approval by the requester
+# or by the identity the grant is for, and counts each approver once.
+reasons contains "registered workload asks for elevation" if {
+	input.subject.kind == "workload"
+	input.subject.authn == "mtls"
+	input.action == "jit.request"
+}
+
+reasons contains "admin workload decides elevation" if {
+	input.subject.kind == "workload"
+	input.subject.admin == true
+	input.subject.authn == "mtls"
+	input.action in {"jit.approve", "jit.revoke"}
+}
+
+# A workload may list requests: it sees its own, and those it may approve.
+reasons contains "authenticated jit request list" if {
+	input.subject.kind == "workload"
+	input.subject.authn == "mtls"
+	input.action == "jit.list"
+}
+
+# An approved request's grants (`input.grants`, present only while active)
+# add to the workload's standing grants until the request ends.
+reasons contains sprintf("jit grant %s (request %s)", [g.grant, g.request]) if {
+	verb := secret_verbs[input.action]
+	input.subject.kind == "workload"
+	input.subject.authn == "mtls"
+	some g in input.grants
+	grant_allows(g.grant, verb, input.resource.id)
+}
+
 # A token's holder may look up and revoke that token.
 reasons contains "token holder" if {
 	input.subject.authn == "token"

@@ -6,8 +6,9 @@
 
 use crate::authority::AuthorityError;
 use crate::federation::FederationError;
+use crate::jit::JitError;
 use crate::registry::EntryError;
-use crate::server::{AgentsError, EntriesError, LifecycleError, SecretsError};
+use crate::server::{AgentsError, ElevationError, EntriesError, LifecycleError, SecretsError};
 use crate::store::SealError;
 use crate::store::audit_log::AuditError;
 use tonic::{Code, Status};
@@ -52,6 +53,9 @@ pub enum ApiError {
     /// The secrets store.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// JIT elevation requests.
+    #[error(transparent)]
+    Elevation(#[from] ElevationError),
     /// Something failed that the caller cannot fix; details are logged.
     #[error("internal error")]
     Internal(String),
@@ -253,6 +257,7 @@ fn lifecycle_status(e: &LifecycleError) -> Status {
         LifecycleError::TlsConfig(_)
         | LifecycleError::AuditUnreadable(_)
         | LifecycleError::Tokens(_)
+        | LifecycleError::Elevations(_)
         | LifecycleError::TaskFailed(_) => internal(e),
     }
 }
@@ -274,8 +279,33 @@ impl From<ApiError> for Status {
             ApiError::Entries(x) => entries_status(x),
             ApiError::Lifecycle(l) => lifecycle_status(l),
             ApiError::Secrets(x) => secrets_status(x),
+            ApiError::Elevation(x) => elevation_status(x),
             ApiError::Internal(detail) => internal(detail),
         }
+    }
+}
+
+fn elevation_status(e: &ElevationError) -> Status {
+    let message = e.to_string();
+    match e {
+        ElevationError::NotFound(_) | ElevationError::Rule(JitError::UnknownRole(_)) => {
+            Status::not_found(message)
+        }
+        ElevationError::Rule(
+            JitError::ReasonRequired
+            | JitError::TooLong { .. }
+            | JitError::ZeroDuration
+            | JitError::OverMaximum { .. },
+        ) => Status::invalid_argument(message),
+        ElevationError::Rule(JitError::NotPending { .. } | JitError::NotRevocable { .. }) => {
+            Status::failed_precondition(message)
+        }
+        ElevationError::Rule(JitError::SelfApproval { .. }) => Status::permission_denied(message),
+        ElevationError::Rule(JitError::AlreadyApproved { .. }) => Status::already_exists(message),
+        ElevationError::Store(_)
+        | ElevationError::Corrupt { .. }
+        | ElevationError::Task(_)
+        | ElevationError::Random => internal(e),
     }
 }
 

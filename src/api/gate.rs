@@ -10,7 +10,7 @@ use crate::audit::{Event, Verdict};
 use crate::clock;
 use crate::id::SpiffeId;
 use crate::net::Bearer;
-use crate::policy::{Action, Authn, Context, Input, Resource, Subject};
+use crate::policy::{Action, Authn, Context, Input, InputGrant, Resource, Subject};
 use crate::server::Server;
 use crate::tls::TlsConnInfo;
 use std::sync::Arc;
@@ -132,8 +132,10 @@ impl Gate {
     ) -> Result<Decided, ApiError> {
         let now = clock::unix_seconds(self.server.now());
         let (caller, authn, source) = self.authenticate(ext);
+        let subject = caller.subject(authn);
         let input = Input {
-            subject: caller.subject(authn),
+            grants: self.grants_of(&subject, now),
+            subject,
             action,
             resource: resource.clone(),
             context: Context {
@@ -175,19 +177,39 @@ impl Gate {
         }))
     }
 
+    /// The grants approved JIT requests give `subject` at `now`: for a
+    /// workload that proved its SVID over mTLS only. A token carries exactly
+    /// its scopes, and operators need none.
+    fn grants_of(&self, subject: &Subject, now: u64) -> Vec<InputGrant> {
+        match (&subject.spiffe_id, subject.authn) {
+            (Some(id), Authn::Mtls) => self
+                .server
+                .elevations()
+                .active_grants(id, now)
+                .into_iter()
+                .map(|g| InputGrant {
+                    grant: g.grant,
+                    request: g.request,
+                    expires_at: g.expires_at,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether the policy would allow `action` on `resource` for this request's
     /// caller, without recording anything: for filtering what a recorded
     /// request returns (a list shows only what its caller may read).
     pub fn permits(&self, ext: &http::Extensions, action: Action, resource: Resource) -> bool {
         let (caller, authn, source) = self.authenticate(ext);
+        let subject = caller.subject(authn);
+        let now = clock::unix_seconds(self.server.now());
         let input = Input {
-            subject: caller.subject(authn),
+            grants: self.grants_of(&subject, now),
+            subject,
             action,
             resource,
-            context: Context {
-                time: clock::unix_seconds(self.server.now()),
-                source,
-            },
+            context: Context { time: now, source },
         };
         self.server.pdp().decide(&input).allow
     }

@@ -35,6 +35,7 @@ fn input(subject: Subject, action: Action, resource: &str, source: &str) -> Inpu
             time: CASE_TIME,
             source: source.to_string(),
         },
+        grants: Vec::new(),
     }
 }
 
@@ -75,6 +76,25 @@ pub(crate) fn builtin_cases() -> Vec<Case> {
                 },
                 Action::EntryCreate,
                 "entry",
+                tcp,
+            ),
+            expect: Expect::Deny,
+        },
+        // Nor may it approve elevation: approvals are made by identities that
+        // proved themselves, never by a bearer of a copied string.
+        Case {
+            name: "a token may not approve elevation",
+            input: input(
+                Subject {
+                    admin: true,
+                    ..Subject::token(
+                        "spiffe://example.org/ci/app",
+                        "deploy",
+                        vec!["write:**".into()],
+                    )
+                },
+                Action::JitApprove,
+                "jit_role",
                 tcp,
             ),
             expect: Expect::Deny,

@@ -18,6 +18,20 @@ pub struct Input {
     pub resource: Resource,
     /// When and from where.
     pub context: Context,
+    /// The grants the subject holds for now through approved JIT requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<InputGrant>,
+}
+
+/// A grant an approved just-in-time request gives the subject until it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputGrant {
+    /// `VERB:PATTERN`, as in the policy data.
+    pub grant: String,
+    /// The request it comes from.
+    pub request: String,
+    /// When it ends, Unix seconds.
+    pub expires_at: u64,
 }
 
 /// The authenticated caller.
@@ -362,6 +376,16 @@ actions! {
     TokenRevokeSelf => "token.revoke_self",
     /// List the roles that may be requested just in time.
     JitRoles => "jit.roles",
+    /// Ask for a role's grants for a while (the role is the resource id).
+    JitRequest => "jit.request",
+    /// Approve or deny a pending request for a role (the role is the
+    /// resource id).
+    JitApprove => "jit.approve",
+    /// End an active grant, or withdraw a pending request, of a role.
+    JitRevoke => "jit.revoke",
+    /// List or show requests (a caller sees its own, and those it may
+    /// approve).
+    JitList => "jit.list",
 }
 
 impl Action {

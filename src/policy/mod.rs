@@ -10,7 +10,7 @@ mod grants;
 mod input;
 mod pdp;
 
-pub use input::{Action, Authn, Context, Input, Resource, Subject, SubjectKind};
+pub use input::{Action, Authn, Context, Input, InputGrant, Resource, Subject, SubjectKind};
 pub use pdp::{AUTHZ_PACKAGE, DEFAULT_DENY_REASON, Decision, Pdp};
 
 /// The default policy set shipped with sigil, as (file name, text): the

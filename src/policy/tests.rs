@@ -20,6 +20,7 @@ fn at(subject: Subject, action: Action) -> Input {
             time: 1_700_000_000,
             source: "tcp:127.0.0.1:1".to_string(),
         },
+        grants: Vec::new(),
     }
 }
 
@@ -376,6 +377,7 @@ fn rego_grants_match_like_the_rust_grants() {
                 time: 1,
                 source: "tcp:x".into(),
             },
+            grants: Vec::new(),
         };
         let rust = Grant::parse(grant)
             .unwrap()
@@ -452,6 +454,7 @@ fn tokens_act_on_their_scopes_alone() {
                 time: 1,
                 source: "tcp:x".into(),
             },
+            grants: Vec::new(),
         })
     };
     let d = ask(&token, Action::SecretGet, Some("ci/app/db"));

@@ -4,6 +4,7 @@
 
 mod agents;
 pub(crate) mod blocking;
+pub mod elevations;
 mod entries;
 mod heads;
 pub mod login;
@@ -17,6 +18,7 @@ mod state;
 mod testing;
 
 pub use agents::{AgentRecord, Agents, AgentsError, JoinToken};
+pub use elevations::{ActiveGrant, ElevationError, Elevations};
 pub use entries::{Entries, EntriesError};
 pub use secrets::{Secrets, SecretsError, VersionsChange};
 pub use state::read_policy_dir;

@@ -88,6 +88,7 @@ pub struct Server {
     agents: Agents,
     secrets: super::Secrets,
     tokens: super::Tokens,
+    elevations: super::Elevations,
     logins: super::login::Logins,
     federation: Arc<Federation>,
     active: RwLock<Option<Active>>,
@@ -189,6 +190,7 @@ impl Server {
             agents: Agents::new(store.clone(), config.trust_domain.clone()),
             secrets: super::Secrets::new(store.clone()),
             tokens: super::Tokens::new(store.clone()),
+            elevations: super::Elevations::new(store.clone(), config.jit.roles.clone()),
             logins: super::login::Logins::default(),
             federation,
             config,
@@ -300,6 +302,11 @@ impl Server {
     /// Issued sigil tokens.
     pub fn tokens(&self) -> &super::Tokens {
         &self.tokens
+    }
+
+    /// Just-in-time elevation requests.
+    pub fn elevations(&self) -> &super::Elevations {
+        &self.elevations
     }
 
     /// The entry registry.

@@ -3,9 +3,12 @@
 
 use crate::common::*;
 use crate::login::{anonymous, bundle};
-use crate::secrets::Harness;
+use crate::secrets::{Harness, get, put};
 use sigil::api::pb;
+use sigil::clock::{Clock, ManualClock};
 use std::path::Path;
+use std::sync::Arc;
+use tonic::Code;
 
 const EXAMPLE: &str = r#"
 trust_domain = "example.org"
@@ -124,4 +127,613 @@ async fn roles_are_listed_to_operators_and_workloads_but_not_anonymous_callers()
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
+}
+
+/// Roles for the workflow tests: one approval and two, at most an hour.
+const ROLES: &str = r#"
+trust_domain = "example.org"
+data_dir = "data"
+listen = "127.0.0.1:0"
+admin_socket = "admin.sock"
+[policy]
+dir = "policies"
+[jit]
+pending_ttl = "10m"
+[[jit.role]]
+name = "db-read"
+grants = ["read:prod/db/*"]
+max_duration = "1h"
+approvals = 1
+[[jit.role]]
+name = "db-write"
+grants = ["write:prod/db/*"]
+max_duration = "1h"
+approvals = 2
+"#;
+
+const ALICE: &str = "spiffe://example.org/app/alice";
+const CAROL: &str = "spiffe://example.org/app/carol";
+
+/// A server with [`ROLES`] on `clock`, a secret at prod/db/main, admin
+/// entries for /ops/bob, /ops/dave and /ops/carol-admin, and the
+/// operator's clients.
+async fn workflow(clock: Arc<ManualClock>) -> (Harness, sigil::cli::client::Clients) {
+    let h = Harness::start_with_clock(
+        serde_json::json!({}),
+        |mut c| {
+            let dir = c.data_dir.with_file_name("cfg");
+            std::fs::create_dir_all(&dir).unwrap();
+            c.jit = sigil::config::ServerConfig::parse(&dir.join("server.toml"), ROLES)
+                .unwrap()
+                .jit;
+            c
+        },
+        clock,
+    )
+    .await;
+    let mut op = h.server.clients().await;
+    op.secrets
+        .put(put("prod/db/main", &[("password", "s3cret")], None))
+        .await
+        .unwrap();
+    for (i, path) in ["/ops/bob", "/ops/dave", "/app/carol"].iter().enumerate() {
+        let mut e = entry(path, 2000 + u32::try_from(i).unwrap());
+        e.admin = true;
+        op.entries
+            .create(pb::CreateEntryRequest { entry: Some(e) })
+            .await
+            .unwrap();
+    }
+    (h, op)
+}
+
+fn ask(role: &str, for_id: &str, secs: i64, reason: &str) -> pb::JitRequestRequest {
+    pb::JitRequestRequest {
+        role: role.into(),
+        for_id: for_id.into(),
+        duration_seconds: secs,
+        reason: reason.into(),
+    }
+}
+
+fn approve(id: &str) -> pb::JitApproveRequest {
+    pb::JitApproveRequest {
+        id: id.into(),
+        comment: "looks right".into(),
+    }
+}
+
+async fn read_code(c: &mut sigil::cli::client::Clients) -> Result<String, tonic::Status> {
+    c.secrets
+        .get(get("prod/db/main", 0))
+        .await
+        .map(|r| String::from_utf8(r.into_inner().fields["password"].clone()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_request_widens_access_at_the_next_request_until_revoked() {
+    let clock = Arc::new(ManualClock::at_wall_time());
+    let (h, mut op) = workflow(clock.clone()).await;
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+
+    let e = read_code(&mut alice).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let r = alice
+        .jit
+        .request(ask(
+            "db-read",
+            "",
+            1800,
+            "incident 42: read the replica lag",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(r.state, "pending");
+    assert_eq!((r.requester.as_str(), r.subject.as_str()), (ALICE, ALICE));
+    assert_eq!(r.approvals_needed, 1);
+    assert!(r.id.starts_with("jit-"), "{}", r.id);
+    // Pending gives nothing yet.
+    assert_eq!(
+        read_code(&mut alice).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    let approved = bob
+        .jit
+        .approve(approve(&r.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(approved.state, "active");
+    let now = i64::try_from(sigil::clock::unix_seconds(clock.now())).unwrap();
+    assert_eq!(approved.activated_at, now);
+    assert_eq!(approved.expires_at, now + 1800);
+    assert_eq!(approved.approvals[0].by, "spiffe://example.org/ops/bob");
+    assert_eq!(approved.approvals[0].text, "looks right");
+    // Same connection, next request: the grant applies, no restart.
+    assert_eq!(read_code(&mut alice).await.unwrap(), "s3cret");
+    // The record says which grant allowed it.
+    let last = crate::audit::tail(&mut op, 1).await;
+    assert_eq!(last[0]["event"]["action"], "secret.get");
+    assert_eq!(
+        last[0]["event"]["reasons"][0],
+        format!("jit grant read:prod/db/* (request {})", r.id)
+    );
+    // The grant is read-only, as its role says.
+    let e = alice
+        .secrets
+        .put(put("prod/db/main", &[("password", "x")], None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // A non-admin may not revoke; an admin ends it at once.
+    let e = alice
+        .jit
+        .revoke(pb::JitRevokeRequest {
+            id: r.id.clone(),
+            reason: "done".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let revoked = bob
+        .jit
+        .revoke(pb::JitRevokeRequest {
+            id: r.id.clone(),
+            reason: "incident closed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(revoked.state, "revoked");
+    let ended = revoked.ended.unwrap();
+    assert_eq!(
+        (ended.by.as_str(), ended.text.as_str()),
+        ("spiffe://example.org/ops/bob", "incident closed")
+    );
+    assert_eq!(
+        read_code(&mut alice).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    // Every transition is in the audit log with who and why.
+    let records = crate::audit::tail(&mut op, 12).await;
+    let outcomes: Vec<String> = records
+        .iter()
+        .filter(|r| {
+            r["event"]["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("jit."))
+        })
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["event"]["subject"].as_str().unwrap(),
+                r["event"]["action"].as_str().unwrap(),
+                r["event"]["reasons"].as_array().unwrap().last().unwrap()
+            )
+        })
+        .collect();
+    let joined = outcomes.join("\n");
+    assert!(
+        joined.contains(&format!(
+            "{ALICE} jit.request \"requested {} for {ALICE} for 1800s: incident 42: read the replica lag\"",
+            r.id
+        )),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(&format!(
+            "spiffe://example.org/ops/bob jit.approve \"approved {}: active for {ALICE} until {}\"",
+            r.id,
+            now + 1800
+        )),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(&format!(
+            "spiffe://example.org/ops/bob jit.revoke \"revoked {}: incident closed\"",
+            r.id
+        )),
+        "{joined}"
+    );
+    // Revoking twice names the state.
+    let e = bob
+        .jit
+        .revoke(pb::JitRevokeRequest {
+            id: r.id.clone(),
+            reason: "again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        e.message(),
+        format!("request {} is revoked: there is nothing to revoke", r.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_distinct_approvers_neither_of_them_the_requester_or_the_subject() {
+    let (h, _op) = workflow(Arc::new(ManualClock::at_wall_time())).await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+    let mut dave = h.workload_clients("/ops/dave").await;
+    let mut carol = h.workload_clients("/app/carol").await;
+    let mut eve = h.workload_clients("/app/eve").await;
+
+    // Bob (an admin) asks for Carol.
+    let r = bob
+        .jit
+        .request(ask("db-write", CAROL, 600, "schema migration"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(r.subject, CAROL);
+    assert_eq!(r.approvals_needed, 2);
+    // The requester may not approve, nor the one it is for (also an admin).
+    let e = bob.jit.approve(approve(&r.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(
+        e.message(),
+        format!(
+            "spiffe://example.org/ops/bob may not approve request {}: it is their own",
+            r.id
+        )
+    );
+    let e = carol.jit.approve(approve(&r.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("it is their own"), "{}", e.message());
+    // A workload the policy does not let approve.
+    let e = eve.jit.approve(approve(&r.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.message(), sigil::policy::DEFAULT_DENY_REASON);
+
+    let mut op = h.server.clients().await;
+    let once = op
+        .jit
+        .approve(approve(&r.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!((once.state.as_str(), once.approvals.len()), ("pending", 1));
+    assert_eq!(once.approvals[0].by, "uid:0");
+    // The same approver again is refused and not counted.
+    let e = op.jit.approve(approve(&r.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert_eq!(
+        e.message(),
+        format!(
+            "uid:0 has already approved request {}; an approver counts once",
+            r.id
+        )
+    );
+    let shown = op
+        .jit
+        .show(pb::JitShowRequest { id: r.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(
+        (shown.state.as_str(), shown.approvals.len()),
+        ("pending", 1)
+    );
+    // Carol cannot write yet; the second distinct approver activates it.
+    let e = carol
+        .secrets
+        .put(put("prod/db/main", &[("password", "new")], None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let twice = dave
+        .jit
+        .approve(approve(&r.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!((twice.state.as_str(), twice.approvals.len()), ("active", 2));
+    carol
+        .secrets
+        .put(put("prod/db/main", &[("password", "new")], None))
+        .await
+        .unwrap();
+    // Bob asked but the grant is Carol's: Bob gains nothing.
+    let e = bob
+        .secrets
+        .put(put("prod/db/main", &[("password", "bob")], None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // Eve sees neither the request in a list nor by its ID.
+    let listed = eve
+        .jit
+        .list(pb::JitListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert!(listed.is_empty(), "{listed:?}");
+    let e = eve
+        .jit
+        .show(pb::JitShowRequest { id: r.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Carol sees it: it is hers.
+    let listed = carol
+        .jit
+        .list(pb::JitListRequest {
+            state: "active".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, r.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denial_pending_expiry_and_grant_expiry_follow_the_clock() {
+    let clock = Arc::new(ManualClock::at_wall_time());
+    let (h, mut op) = workflow(clock.clone()).await;
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+
+    // Refused requests name their rule.
+    for (req, code, msg) in [
+        (
+            ask("db-read", "", 7200, "long"),
+            Code::InvalidArgument,
+            "duration 7200s is over role \"db-read\"'s maximum of 3600s",
+        ),
+        (
+            ask("db-read", "", 60, "  "),
+            Code::InvalidArgument,
+            "a reason is required",
+        ),
+        (
+            ask("db-admin", "", 60, "x"),
+            Code::NotFound,
+            "no JIT role named \"db-admin\"",
+        ),
+        (
+            ask("db-read", "carol", 60, "x"),
+            Code::InvalidArgument,
+            "for: ",
+        ),
+    ] {
+        let e = alice.jit.request(req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().starts_with(msg), "{msg}: {}", e.message());
+    }
+
+    // A denial ends a request for good.
+    let denied = alice
+        .jit
+        .request(ask("db-read", "", 600, "curious"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let e = bob
+        .jit
+        .deny(pb::JitDenyRequest {
+            id: denied.id.clone(),
+            reason: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let d = bob
+        .jit
+        .deny(pb::JitDenyRequest {
+            id: denied.id.clone(),
+            reason: "not without a ticket".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(d.state, "denied");
+    assert_eq!(d.ended.unwrap().text, "not without a ticket");
+    let e = bob.jit.approve(approve(&denied.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        e.message(),
+        format!("request {} is denied, not pending", denied.id)
+    );
+
+    // A request nobody approves within pending_ttl (10m) expires.
+    let waiting = alice
+        .jit
+        .request(ask("db-read", "", 600, "later"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    // And one approved now lasts its 10 minutes.
+    let granted = alice
+        .jit
+        .request(ask("db-read", "", 600, "now"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    bob.jit.approve(approve(&granted.id)).await.unwrap();
+    assert_eq!(read_code(&mut alice).await.unwrap(), "s3cret");
+
+    clock.advance(std::time::Duration::from_secs(9 * 60));
+    assert_eq!(read_code(&mut alice).await.unwrap(), "s3cret");
+    clock.advance(std::time::Duration::from_secs(61));
+    // The grant's end applies to the very next request.
+    assert_eq!(
+        read_code(&mut alice).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let e = bob.jit.approve(approve(&waiting.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        e.message(),
+        format!("request {} is expired, not pending", waiting.id)
+    );
+    let mut expired: Vec<String> = op
+        .jit
+        .list(pb::JitListRequest {
+            state: "expired".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .requests
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    expired.sort();
+    let mut want = vec![waiting.id.clone(), granted.id.clone()];
+    want.sort();
+    assert_eq!(expired, want);
+    // The expiry task records both, and audits each.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let records = crate::audit::tail(&mut op, 10).await;
+        let reasons: Vec<String> = records
+            .iter()
+            .filter(|r| r["event"]["action"] == "jit.expire")
+            .map(|r| r["event"]["reasons"][0].as_str().unwrap().to_owned())
+            .collect();
+        if reasons.len() == 2 {
+            assert!(reasons.contains(&format!(
+                "request {} expired without enough approvals",
+                waiting.id
+            )));
+            assert!(reasons.contains(&format!("grant {} for {ALICE} ended", granted.id)));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no expiry records: {records:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A bad state filter is named.
+    let e = op
+        .jit
+        .list(pb::JitListRequest {
+            state: "gone".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_survive_seal_and_unseal_and_the_cli_runs_the_flow() {
+    let (h, mut op) = workflow(Arc::new(ManualClock::at_wall_time())).await;
+    let addr = h.server.addr.to_string();
+    let as_id = |path: &str| {
+        let dir = h.svid_dir(path);
+        vec![
+            ("SIGIL_SERVER".to_owned(), addr.clone()),
+            (
+                "SIGIL_CA_BUNDLE".to_owned(),
+                dir.join("bundle.pem").to_str().unwrap().to_owned(),
+            ),
+            (
+                "SIGIL_SVID_DIR".to_owned(),
+                dir.to_str().unwrap().to_owned(),
+            ),
+        ]
+    };
+    let run = |who: &[(String, String)], args: &[&str]| {
+        let env: Vec<(&str, &str)> = who.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        sigil(args, &env)
+    };
+    let alice = as_id("/app/alice");
+    let bob = as_id("/ops/bob");
+    let out = ok(run(
+        &alice,
+        &[
+            "--json",
+            "jit",
+            "request",
+            "--role",
+            "db-read",
+            "--duration",
+            "30m",
+            "--reason",
+            "on call",
+        ],
+    ));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = r["id"].as_str().unwrap().to_owned();
+    assert_eq!(r["state"], "pending");
+    assert_eq!(r["duration"], "30m");
+    let refused = run(
+        &alice,
+        &[
+            "jit",
+            "request",
+            "--role",
+            "db-read",
+            "--duration",
+            "2h",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "error: invalid argument: duration 7200s is over role \"db-read\"'s maximum of 3600s"
+    );
+    let out = ok(run(&bob, &["jit", "approve", &id, "--comment", "ok"]));
+    assert!(
+        out.contains(&format!("{id}  active  role db-read for {ALICE}")),
+        "{out}"
+    );
+    let out = ok(run(&bob, &["jit", "list", "--state", "active"]));
+    assert!(out.contains(&id), "{out}");
+
+    // Sealed, nothing is held; unsealed, the grant is back.
+    op.operator.seal(pb::SealRequest {}).await.unwrap();
+    op.operator
+        .unseal(pb::UnsealRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let out = ok(run(
+        &alice,
+        &["secret", "get", "prod/db/main", "--field", "password"],
+    ));
+    assert_eq!(out, "s3cret\n");
+    let out = ok(run(&alice, &["--json", "jit", "show", &id]));
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["state"], "active");
+    assert_eq!(shown["approvals"][0]["by"], "spiffe://example.org/ops/bob");
+    assert_eq!(shown["grants"], serde_json::json!(["read:prod/db/*"]));
+    ok(run(&bob, &["jit", "revoke", &id, "--reason", "shift over"]));
+    let denied = run(&alice, &["secret", "get", "prod/db/main"]);
+    assert_eq!(denied.status.code(), Some(1));
 }

@@ -41,10 +41,24 @@ impl Harness {
         grants: serde_json::Value,
         tweak: impl FnOnce(sigil::config::ServerConfig) -> sigil::config::ServerConfig,
     ) -> Harness {
+        Self::start_with_clock(
+            grants,
+            tweak,
+            std::sync::Arc::new(sigil::clock::SystemClock),
+        )
+        .await
+    }
+
+    /// [`Harness::start_with`], the server reading the time from `clock`.
+    pub async fn start_with_clock(
+        grants: serde_json::Value,
+        tweak: impl FnOnce(sigil::config::ServerConfig) -> sigil::config::ServerConfig,
+        clock: std::sync::Arc<dyn sigil::clock::Clock>,
+    ) -> Harness {
         let tmp = tempfile::tempdir().unwrap();
         let mut cfg = config(tmp.path());
         cfg.policy_dir = policy_with(tmp.path(), &grants);
-        let server = TestServer::initialized_with_config(tweak(cfg)).await;
+        let server = TestServer::initialized_with_config_and_clock(tweak(cfg), clock).await;
         Harness { tmp, server }
     }
 
@@ -55,6 +69,11 @@ impl Harness {
 
     /// A client authenticated over mTLS as `spiffe://example.org{path}`.
     pub async fn workload(&self, path: &str) -> SecretsClient<sigil::cli::client::Conn> {
+        self.workload_clients(path).await.secrets
+    }
+
+    /// The SVID directory of `spiffe://example.org{path}`, minted on first use.
+    pub fn svid_dir(&self, path: &str) -> PathBuf {
         let dir = self
             .tmp
             .path()
@@ -74,10 +93,15 @@ impl Harness {
                 &[("SIGIL_ADMIN_SOCKET", &admin)],
             ));
         }
+        dir
+    }
+
+    /// Every client, authenticated over mTLS as `spiffe://example.org{path}`.
+    pub async fn workload_clients(&self, path: &str) -> sigil::cli::client::Clients {
+        let dir = self.svid_dir(path);
         self.server
             .tls_clients(&dir.join("bundle.pem"), Some(&dir))
             .await
-            .secrets
     }
 }
 

@@ -51,6 +51,9 @@ pub enum LifecycleError {
     /// The issued tokens could not be loaded at unseal.
     #[error("issued tokens: {0}")]
     Tokens(String),
+    /// The JIT elevation requests could not be loaded at unseal.
+    #[error("JIT requests: {0}")]
+    Elevations(String),
     /// The sealed store refused or failed (wrong passphrase, not
     /// initialized, corrupt record, I/O).
     #[error(transparent)]

@@ -178,6 +178,11 @@ impl Server {
             .load(crate::clock::unix_seconds(self.now()))
             .map_err(|e| LifecycleError::Tokens(e.to_string()))?;
         tracing::info!(tokens, "issued tokens loaded");
+        let requests = self
+            .elevations
+            .load()
+            .map_err(|e| LifecycleError::Elevations(e.to_string()))?;
+        tracing::info!(requests, "JIT requests loaded");
         tracing::info!(rotating, "secret rotation schedules loaded");
         tracing::info!(entries = count, foreign_bundles = foreign, "caches loaded");
         Ok(Checked {
@@ -258,6 +263,7 @@ impl Server {
         self.http_tls.send_replace(None);
         // Issued tokens are loaded again at unseal; sealed, none is held.
         self.tokens.clear();
+        self.elevations.clear();
         self.report_health();
         tracing::info!("sealed");
     }
