@@ -19,6 +19,7 @@ const PROTOS: &[&str] = &[
     "proto/sigil/v1/secrets.proto",
     "proto/sigil/v1/auth.proto",
     "proto/sigil/v1/jit.proto",
+    "proto/sigil/v1/quarantine.proto",
 ];
 
 /// Messages that carry passphrases, keys or bearer tokens: their derived
@@ -32,6 +33,7 @@ const REDACTED: &[&str] = &[
     ".sigil.v1.PutSecretRequest",
     ".sigil.v1.SecretVersion",
     ".sigil.v1.LoginOidcRequest",
+    ".sigil.v1.IntrospectRequest",
     ".sigil.v1.LoginResponse",
     ".X509SVID",
     ".JWTSVID",

@@ -24,8 +24,11 @@
 mod common;
 #[path = "common/sigil_server.rs"]
 mod sigil_server;
+#[path = "common/spread.rs"]
+mod spread;
 use common::{BenchResult, Rates, Runner, SLICES, WINDOW, compare};
 use sigil_server::{PASSPHRASE, SIGIL, Server};
+use spread::spread;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -171,33 +174,6 @@ async fn bare_once(mut c: SecretsClient<Channel>) -> BenchResult<()> {
         Err(s) => Err(format!("bare call: {s}").into()),
         Ok(_) => Err("the bare call was answered with a secret".into()),
     }
-}
-
-/// Runs `op` on `concurrency` tasks until `span` has passed; returns how many completed.
-async fn spread<F, Fut>(span: Duration, concurrency: usize, op: F) -> BenchResult<u64>
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = BenchResult<()>> + Send,
-{
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while start.elapsed() < span {
-                    op().await.map_err(|e| e.to_string())?;
-                    n += 1;
-                }
-                Ok::<u64, String>(n)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    Ok(total)
 }
 
 fn reads<'a>(rt: &'a tokio::runtime::Runtime, ch: &Channel, concurrency: usize) -> Runner<'a> {

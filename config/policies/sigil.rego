@@ -41,6 +41,9 @@ admin_workload_actions := {
 	"agent.ban",
 	"operator.rotate_signing_key",
 	"operator.taint_signing_key",
+	"quarantine.set",
+	"quarantine.lift",
+	"quarantine.list",
 }
 
 # What an attested agent may do with its agent SVID. Issuance is further
@@ -165,6 +168,42 @@ reasons contains sprintf("jit grant %s (request %s)", [g.grant, g.request]) if {
 	input.subject.authn == "mtls"
 	some g in input.grants
 	grant_allows(g.grant, verb, input.resource.id)
+}
+
+# A workload proving its SVID over mTLS may mint tokens for itself; the
+# server lets a token carry only scopes the workload holds (standing or JIT
+# grants) and binds it to the workload's certificate.
+reasons contains "workload mints its own token" if {
+	input.subject.kind == "workload"
+	input.subject.authn == "mtls"
+	input.action == "token.mint"
+}
+
+# Resource servers ask whether a token is in force (RFC 7662): any
+# authenticated workload, with its SVID or with a sigil token of its own.
+reasons contains "authenticated introspection" if {
+	input.subject.kind == "workload"
+	input.subject.authn in authenticated
+	input.action == "token.introspect"
+}
+
+# Admin workloads revoke tokens by jti, JIT request or holder.
+reasons contains "admin workload revokes tokens" if {
+	input.subject.kind == "workload"
+	input.subject.admin == true
+	input.subject.authn == "mtls"
+	input.action == "token.revoke"
+}
+
+# Actions that take a token only when it is bound to the certificate of the
+# connection it comes over (RFC 8705): listed in the policy data as
+# `data.sigil.bound_only` (action names), none by default.
+bound_only contains action if some action in data.sigil.bound_only
+
+deny contains sprintf("%s needs a token bound to the caller's certificate", [input.action]) if {
+	input.subject.authn == "token"
+	not input.subject.bound
+	input.action in bound_only
 }
 
 # A token's holder may look up and revoke that token.

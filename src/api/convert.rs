@@ -46,3 +46,31 @@ pub fn entry_to_pb(e: &Entry) -> pb::Entry {
 pub fn wire_time(t: std::time::SystemTime) -> i64 {
     wire_secs(Some(crate::clock::unix_seconds(t)))
 }
+
+/// The RFC 7662 JSON object of an introspection answer: `{"active":
+/// false}` alone for a token not in force.
+pub fn introspection_json(r: &super::pb::IntrospectResponse) -> serde_json::Value {
+    use serde_json::json;
+    if !r.active {
+        return json!({ "active": false });
+    }
+    let mut v = json!({
+        "active": true,
+        "scope": r.scope,
+        "sub": r.sub,
+        "aud": r.aud,
+        "iat": r.iat,
+        "exp": r.exp,
+        "jti": r.jti,
+        "token_type": r.token_type,
+    });
+    if let Some(m) = v.as_object_mut() {
+        if !r.cnf_x5t_s256.is_empty() {
+            m.insert("cnf".into(), json!({"x5t#S256": r.cnf_x5t_s256}));
+        }
+        if !r.sigil_jit.is_empty() {
+            m.insert("sigil_jit".into(), json!(r.sigil_jit));
+        }
+    }
+    v
+}

@@ -8,6 +8,7 @@ use crate::authority::AuthorityError;
 use crate::federation::FederationError;
 use crate::jit::JitError;
 use crate::registry::EntryError;
+use crate::server::quarantine::QuarantineError;
 use crate::server::{AgentsError, ElevationError, EntriesError, LifecycleError, SecretsError};
 use crate::store::SealError;
 use crate::store::audit_log::AuditError;
@@ -56,6 +57,9 @@ pub enum ApiError {
     /// JIT elevation requests.
     #[error(transparent)]
     Elevation(#[from] ElevationError),
+    /// Quarantines.
+    #[error(transparent)]
+    Quarantine(#[from] QuarantineError),
     /// Something failed that the caller cannot fix; details are logged.
     #[error("internal error")]
     Internal(String),
@@ -258,6 +262,7 @@ fn lifecycle_status(e: &LifecycleError) -> Status {
         | LifecycleError::AuditUnreadable(_)
         | LifecycleError::Tokens(_)
         | LifecycleError::Elevations(_)
+        | LifecycleError::Quarantines(_)
         | LifecycleError::TaskFailed(_) => internal(e),
     }
 }
@@ -280,8 +285,22 @@ impl From<ApiError> for Status {
             ApiError::Lifecycle(l) => lifecycle_status(l),
             ApiError::Secrets(x) => secrets_status(x),
             ApiError::Elevation(x) => elevation_status(x),
+            ApiError::Quarantine(x) => quarantine_status(x),
             ApiError::Internal(detail) => internal(detail),
         }
+    }
+}
+
+fn quarantine_status(e: &QuarantineError) -> Status {
+    match e {
+        QuarantineError::BadId(_) | QuarantineError::BadReason => {
+            Status::invalid_argument(e.to_string())
+        }
+        QuarantineError::NotQuarantined(_) => Status::not_found(e.to_string()),
+        QuarantineError::Store(_)
+        | QuarantineError::Corrupt { .. }
+        | QuarantineError::Revocation(_)
+        | QuarantineError::Task(_) => internal(e),
     }
 }
 
@@ -295,13 +314,19 @@ fn elevation_status(e: &ElevationError) -> Status {
             JitError::ReasonRequired
             | JitError::TooLong { .. }
             | JitError::ZeroDuration
-            | JitError::OverMaximum { .. },
+            | JitError::OverMaximum { .. }
+            | JitError::ControlCharacter { .. }
+            | JitError::ForRequired,
         ) => Status::invalid_argument(message),
         ElevationError::Rule(JitError::NotPending { .. } | JitError::NotRevocable { .. }) => {
             Status::failed_precondition(message)
         }
         ElevationError::Rule(JitError::SelfApproval { .. }) => Status::permission_denied(message),
         ElevationError::Rule(JitError::AlreadyApproved { .. }) => Status::already_exists(message),
+        ElevationError::Rule(JitError::TooManyPending { .. }) => {
+            Status::resource_exhausted(message)
+        }
+        ElevationError::Audit => Status::unavailable(message),
         ElevationError::Store(_)
         | ElevationError::Corrupt { .. }
         | ElevationError::Task(_)

@@ -11,7 +11,7 @@ use crate::clock;
 use crate::id::SpiffeId;
 use crate::net::Bearer;
 use crate::policy::{Action, Authn, Context, Input, InputGrant, Resource, Subject};
-use crate::server::Server;
+use crate::server::{Server, TokenRecord};
 use crate::tls::TlsConnInfo;
 use std::sync::Arc;
 use tonic::transport::server::UdsConnectInfo;
@@ -73,9 +73,12 @@ impl Caller {
             Caller::LocalUser { uid } => Subject::local_user(*uid),
             Caller::Workload { id, admin } => Subject::workload(id.as_str(), authn, *admin),
             Caller::Agent { id } => Subject::agent(id.as_str()),
-            Caller::Token { id, record } => {
-                Subject::token(id.as_str(), record.role.as_str(), record.grants.clone())
-            }
+            Caller::Token { id, record } => Subject {
+                // `authenticate` accepted a bound token only over a
+                // connection with its certificate.
+                bound: record.cnf_x5t.is_some(),
+                ..Subject::token(id.as_str(), record.role.as_str(), record.grants.clone())
+            },
             Caller::Anonymous => Subject::anonymous(),
         }
     }
@@ -143,7 +146,10 @@ impl Gate {
                 source: source.clone(),
             },
         };
-        let decision = self.server.pdp().decide(&input);
+        let decision = match self.quarantine_of(&caller) {
+            Some(denied) => denied,
+            None => self.server.pdp().decide(&input),
+        };
         let sealed = !action.allowed_while_sealed() && self.server.is_sealed();
         let event = Event {
             time: now,
@@ -175,6 +181,37 @@ impl Gate {
         } else {
             event.reasons.join("; ")
         }))
+    }
+
+    /// Whether a live token `r` speaks for a request over `tls` at `now`:
+    /// it is for sigil's own API (a token minted for another audience is
+    /// that audience's to accept), every JIT request it relies on is still
+    /// active, and a bound token (RFC 8705) comes over a connection whose
+    /// client certificate is the one it is bound to, still valid.
+    fn token_speaks_here(&self, r: &TokenRecord, tls: &TlsConnInfo, now: u64) -> bool {
+        if !r.for_sigil() || !self.server.token_in_force(r, now) {
+            return false;
+        }
+        match &r.cnf_x5t {
+            None => true,
+            Some(bound) => tls.peer.as_deref().is_some_and(|leaf| {
+                leaf.valid_at(now) && crate::server::tokens::thumbprint(&leaf.der) == *bound
+            }),
+        }
+    }
+
+    /// The denial of a quarantined caller, naming the quarantine's reason:
+    /// decided here, before the policy, so no policy can let it through.
+    fn quarantine_of(&self, caller: &Caller) -> Option<crate::policy::Decision> {
+        let id = match caller {
+            Caller::Workload { id, .. } | Caller::Agent { id } | Caller::Token { id, .. } => id,
+            Caller::Operator { .. } | Caller::LocalUser { .. } | Caller::Anonymous => return None,
+        };
+        let q = self.server.quarantined(id)?;
+        Some(crate::policy::Decision {
+            allow: false,
+            reasons: vec![format!("{id} is quarantined: {}", q.reason)],
+        })
     }
 
     /// The grants approved JIT requests give `subject` at `now`: for a
@@ -211,7 +248,7 @@ impl Gate {
             resource,
             context: Context { time: now, source },
         };
-        self.server.pdp().decide(&input).allow
+        self.quarantine_of(&caller).is_none() && self.server.pdp().decide(&input).allow
     }
 
     /// Appends a record about an allowed request after it acted: `outcome`
@@ -282,7 +319,11 @@ impl Gate {
             // unknown, expired or revoked proves nothing.
             if let Some(Bearer(token)) = ext.get::<Bearer>() {
                 let now = clock::unix_seconds(self.server.now());
-                let live = self.server.tokens().authenticate(token.expose(), now);
+                let live = self
+                    .server
+                    .tokens()
+                    .authenticate(token.expose(), now)
+                    .filter(|r| self.token_speaks_here(r, tls, now));
                 return match live.and_then(|r| r.subject().map(|id| (id, r))) {
                     Some((id, record)) => {
                         let source = format!("{source} token:{}", record.jti);

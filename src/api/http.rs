@@ -23,8 +23,9 @@
 )]
 
 use crate::api::ApiError;
+use crate::api::convert::introspection_json;
 use crate::api::gate::Gate;
-use crate::api::services::auth::{gated_login, presented};
+use crate::api::services::auth::{gated_login, introspection, presented};
 use crate::api::services::secrets::{gated_read, gated_write, secret};
 use crate::net::Bearer;
 use crate::policy::{Action, Resource};
@@ -360,6 +361,54 @@ async fn token_caller(
         .await
         .map_err(|e| app.answer(e))?;
     presented(&caller).map_err(|_| denied())
+}
+
+/// RFC 7662 introspection for resource servers: the caller authenticates
+/// with a token of its own (`Authorization: Bearer` or `X-Vault-Token`);
+/// the token asked about comes in the body, as the RFC's form
+/// (`token=…`) or as JSON (`{"token": "…"}`). Answers the RFC's JSON
+/// object, `{"active": false}` for anything not in force.
+async fn introspect(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = app
+        .gate
+        .authorize_parts(
+            &parts.extensions,
+            Action::TokenIntrospect,
+            Resource::kind("token"),
+        )
+        .await
+    {
+        return app.answer(e);
+    }
+    let bytes = match body_bytes(body).await {
+        Ok(b) => zeroize::Zeroizing::new(b.to_vec()),
+        Err(r) => return r,
+    };
+    let form = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let token: Option<zeroize::Zeroizing<String>> = if form {
+        form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| zeroize::Zeroizing::new(v.into_owned()))
+    } else {
+        serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned))
+            .map(zeroize::Zeroizing::new)
+    };
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            &["missing token: send token=… (form) or {\"token\": \"…\"}"],
+        );
+    };
+    let now = crate::clock::unix_seconds(app.server.now());
+    let r = introspection(&app.server, token.as_bytes(), now);
+    json_answer(StatusCode::OK, &introspection_json(&r))
 }
 
 async fn lookup_self(State(app): State<App>, req: Request) -> Response {
@@ -721,6 +770,7 @@ pub fn router(server: Arc<Server>) -> axum::Router {
             post(revoke_self).put(revoke_self),
         )
         .route("/v1/auth/{mount}/login", post(login).put(login))
+        .route("/v1/sigil/introspect", post(introspect))
         .fallback(any(kv))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)

@@ -52,6 +52,13 @@ pub mod pb {
                 .finish()
         }
     }
+    impl std::fmt::Debug for IntrospectRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("IntrospectRequest")
+                .field("token", &"<redacted>")
+                .finish()
+        }
+    }
     impl std::fmt::Debug for LoginResponse {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("LoginResponse")

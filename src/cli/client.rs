@@ -221,6 +221,8 @@ pub struct Clients {
     pub auth: pb::auth_client::AuthClient<Conn>,
     /// Jit service (elevation).
     pub jit: pb::jit_client::JitClient<Conn>,
+    /// Quarantines.
+    pub quarantine: pb::quarantine_client::QuarantineClient<Conn>,
 }
 
 impl Clients {
@@ -245,6 +247,7 @@ impl Clients {
             secrets: pb::secrets_client::SecretsClient::new(c(&channel)),
             auth: pb::auth_client::AuthClient::new(c(&channel)),
             jit: pb::jit_client::JitClient::new(c(&channel)),
+            quarantine: pb::quarantine_client::QuarantineClient::new(c(&channel)),
         }
     }
 

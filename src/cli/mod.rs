@@ -14,6 +14,7 @@ mod keys;
 mod offline;
 mod ops;
 mod output;
+mod quarantine;
 mod secret;
 mod token;
 mod workload;
@@ -103,12 +104,16 @@ enum Command {
     /// Trade a CI platform's OIDC JWT for a sigil token.
     #[command(subcommand)]
     Login(token::LoginCmd),
-    /// Look up or revoke the sigil token in SIGIL_TOKEN.
+    /// Sigil tokens: mint one bound to your certificate, introspect, look
+    /// up or revoke.
     #[command(subcommand)]
     Token(token::TokenCmd),
-    /// Just-in-time elevation: the roles that may be requested.
+    /// Just-in-time elevation: roles, requests, approvals, revocation.
     #[command(subcommand)]
     Jit(jit::JitCmd),
+    /// Quarantine a compromised identity (`sigil quarantine SPIFFE_ID
+    /// --reason TEXT`), `lift` it, or `list` them.
+    Quarantine(quarantine::QuarantineArgs),
 }
 
 /// The environment variable holding a sigil token to authenticate with
@@ -226,6 +231,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Login(cmd) => token::login(&cli, cmd, &out).await,
         Command::Token(cmd) => token::token(&cli, cmd, &out).await,
         Command::Jit(cmd) => jit::run(&cli, cmd, &out).await,
+        Command::Quarantine(args) => quarantine::run(&cli, args, &out).await,
     }
 }
 

@@ -32,8 +32,39 @@ pub(super) enum LoginCmd {
 pub(super) enum TokenCmd {
     /// Show the token in SIGIL_TOKEN: its SPIFFE ID, role, grants, expiry.
     Lookup,
-    /// Revoke the token in SIGIL_TOKEN now.
-    Revoke,
+    /// Revoke now: with no option, the token in SIGIL_TOKEN; with one,
+    /// every token it names (operators and admin workloads).
+    Revoke {
+        /// The token with this jti.
+        #[arg(long, conflicts_with_all = ["grant", "subject"])]
+        jti: Option<String>,
+        /// Every token relying on this JIT request.
+        #[arg(long, value_name = "JIT_ID", conflicts_with = "subject")]
+        grant: Option<String>,
+        /// Every token held by this SPIFFE ID.
+        #[arg(long, value_name = "SPIFFE_ID")]
+        subject: Option<String>,
+    },
+    /// Mint a token for yourself (over mTLS), bound to your certificate,
+    /// carrying scopes you hold (standing grants or active JIT grants).
+    Mint {
+        /// A scope, VERB:PATTERN (repeat for more).
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+        /// The audience the token is for (`sigil` for sigil's own API).
+        #[arg(long)]
+        audience: String,
+        /// Lifetime (`15m` by default, at most `12h`; never past a JIT grant
+        /// it needs).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Ask whether a token is in force (RFC 7662): prints `active` and its
+    /// claims.
+    Introspect {
+        /// The token, or `-` to read it from standard input.
+        token: String,
+    },
 }
 
 fn read_jwt(path: &PathBuf) -> Result<String, Failure> {
@@ -110,26 +141,122 @@ pub(super) async fn login(cli: &Cli, cmd: &LoginCmd, out: &Out) -> Result<(), Fa
 }
 
 pub(super) async fn token(cli: &Cli, cmd: &TokenCmd, out: &Out) -> Result<(), Failure> {
+    let st = |s: tonic::Status| Failure(status_line(&s));
+    match cmd {
+        TokenCmd::Mint {
+            scopes,
+            audience,
+            ttl,
+        } => return mint(cli, scopes, audience, ttl.as_deref(), out).await,
+        TokenCmd::Introspect { token } => return introspect(cli, token, out).await,
+        TokenCmd::Revoke {
+            jti,
+            grant,
+            subject,
+        } if jti.is_some() || grant.is_some() || subject.is_some() => {
+            let mut c = cli.clients().await?.auth;
+            let revoked = c
+                .revoke(pb::RevokeTokensRequest {
+                    jti: jti.clone().unwrap_or_default(),
+                    grant: grant.clone().unwrap_or_default(),
+                    subject: subject.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(st)?
+                .into_inner()
+                .revoked;
+            out.print(&json!({ "revoked": revoked }), || {
+                if revoked.is_empty() {
+                    "no live token matched".to_owned()
+                } else {
+                    format!("revoked {}", revoked.join(" "))
+                }
+            });
+            return Ok(());
+        }
+        _ => {}
+    }
     if std::env::var_os(super::TOKEN_ENV).is_none() {
         return Err(Failure(format!(
             "set {} to the token to {}",
             super::TOKEN_ENV,
             match cmd {
                 TokenCmd::Lookup => "look up",
-                TokenCmd::Revoke => "revoke",
+                _ => "revoke",
             }
         )));
     }
     let mut c = cli.clients().await?.auth;
-    let st = |s: tonic::Status| Failure(status_line(&s));
-    let info = match cmd {
-        TokenCmd::Lookup => c.lookup_self(pb::LookupSelfRequest {}).await.map_err(st)?,
-        TokenCmd::Revoke => c.revoke_self(pb::RevokeSelfRequest {}).await.map_err(st)?,
+    let lookup = matches!(cmd, TokenCmd::Lookup);
+    let info = if lookup {
+        c.lookup_self(pb::LookupSelfRequest {}).await.map_err(st)?
+    } else {
+        c.revoke_self(pb::RevokeSelfRequest {}).await.map_err(st)?
     }
     .into_inner();
-    out.print(&info_json(&info), || match cmd {
-        TokenCmd::Lookup => info_text(&info),
-        TokenCmd::Revoke => format!("revoked token {}", info.jti),
+    out.print(&info_json(&info), || {
+        if lookup {
+            info_text(&info)
+        } else {
+            format!("revoked token {}", info.jti)
+        }
     });
+    Ok(())
+}
+
+async fn mint(
+    cli: &Cli,
+    scopes: &[String],
+    audience: &str,
+    ttl: Option<&str>,
+    out: &Out,
+) -> Result<(), Failure> {
+    let ttl = match ttl {
+        Some(t) => crate::id::Ttl::parse(t)
+            .map_err(|e| Failure(format!("error: --ttl: {e}")))?
+            .as_secs(),
+        None => 0,
+    };
+    let mut c = cli.clients().await?.auth;
+    let r = c
+        .mint(pb::MintTokenRequest {
+            scopes: scopes.to_vec(),
+            audience: audience.to_owned(),
+            ttl_seconds: i64::try_from(ttl).unwrap_or(i64::MAX),
+        })
+        .await
+        .map_err(|s| Failure(status_line(&s)))?
+        .into_inner();
+    let info = r.info.unwrap_or_default();
+    if out.json {
+        let mut v = info_json(&info);
+        if let Some(m) = v.as_object_mut() {
+            m.insert("token".into(), json!(r.token));
+            m.insert("audience".into(), json!(info.audience));
+            m.insert("cnf".into(), json!({"x5t#S256": info.cnf_x5t_s256}));
+            m.insert("jit_requests".into(), json!(info.jit_requests));
+        }
+        out.print(&v, String::new);
+    } else {
+        println!("{}", r.token);
+    }
+    Ok(())
+}
+
+async fn introspect(cli: &Cli, token: &str, out: &Out) -> Result<(), Failure> {
+    let token = if token == "-" {
+        read_jwt(&PathBuf::from("-"))?
+    } else {
+        token.to_owned()
+    };
+    let mut c = cli.clients().await?.auth;
+    let r = c
+        .introspect(pb::IntrospectRequest { token })
+        .await
+        .map_err(|s| Failure(status_line(&s)))?
+        .into_inner();
+    let v = crate::api::convert::introspection_json(&r);
+    // Always JSON: it is the RFC's answer.
+    out.print(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(())
 }

@@ -122,6 +122,17 @@ pub struct Request {
     pub expires_at: Option<u64>,
     /// The denial or revocation, if any.
     pub ended: Option<Act>,
+    /// The role's grants when the request was made: what the approvers
+    /// approve, whatever the role's configuration becomes later.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// The approvals the role needed when the request was made.
+    #[serde(default = "one")]
+    pub approvals_needed: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Why a request or a step was refused. Each variant names the rule.
@@ -176,6 +187,24 @@ pub enum JitError {
         /// The request.
         id: String,
     },
+    /// A text holds a control character (a newline, an escape), which could
+    /// forge lines on an approver's terminal.
+    #[error("{what} may not contain control characters")]
+    ControlCharacter {
+        /// Which text.
+        what: &'static str,
+    },
+    /// The requester has too many requests waiting.
+    #[error("{requester} already has {max} pending requests")]
+    TooManyPending {
+        /// The requester.
+        requester: String,
+        /// The limit.
+        max: usize,
+    },
+    /// An operator asking must name who the grant is for.
+    #[error("an operator has no workload identity: name who the grant is for (--for)")]
+    ForRequired,
     /// The approver already approved.
     #[error("{by} has already approved request {id}; an approver counts once")]
     AlreadyApproved {
@@ -193,6 +222,9 @@ fn text(what: &'static str, t: &str, required: bool) -> Result<String, JitError>
     }
     if t.len() > MAX_TEXT {
         return Err(JitError::TooLong { what });
+    }
+    if t.chars().any(char::is_control) {
+        return Err(JitError::ControlCharacter { what });
     }
     Ok(t.to_owned())
 }
@@ -255,6 +287,8 @@ impl Request {
             activated_at: None,
             expires_at: None,
             ended: None,
+            grants: role.grants.iter().map(ToString::to_string).collect(),
+            approvals_needed: role.approvals,
         })
     }
 
@@ -278,15 +312,10 @@ impl Request {
         }
     }
 
-    /// Records `by`'s approval; activates the grant when `role`'s threshold
-    /// is reached, from `now` for the requested duration.
-    pub fn approve(
-        &mut self,
-        role: &JitRole,
-        by: &str,
-        comment: &str,
-        now: u64,
-    ) -> Result<Approved, JitError> {
+    /// Records `by`'s approval; activates the grant when the threshold the
+    /// role had when the request was made is reached, from `now` for the
+    /// requested duration.
+    pub fn approve(&mut self, by: &str, comment: &str, now: u64) -> Result<Approved, JitError> {
         self.pending(now)?;
         // Checked on the request itself, whatever the policy allows: nobody
         // elevates themselves, also not by naming themselves with --for.
@@ -309,10 +338,10 @@ impl Request {
             text: comment,
         });
         let have = u32::try_from(self.approvals.len()).unwrap_or(u32::MAX);
-        if have < role.approvals {
+        if have < self.approvals_needed {
             return Ok(Approved::Counted {
                 have,
-                need: role.approvals,
+                need: self.approvals_needed,
             });
         }
         let expires_at = now.saturating_add(self.duration);
@@ -404,7 +433,6 @@ pub fn expire(r: &mut Request) {
 /// from.
 pub fn active_grants<'a>(
     requests: impl IntoIterator<Item = &'a Request>,
-    roles: &[JitRole],
     subject: &str,
     now: u64,
 ) -> Vec<(String, String)> {
@@ -413,9 +441,7 @@ pub fn active_grants<'a>(
         if r.subject != subject || r.state_at(now) != State::Active {
             continue;
         }
-        if let Some(role) = roles.iter().find(|role| role.name == r.role) {
-            out.extend(role.grants.iter().map(|g| (g.to_string(), r.id.clone())));
-        }
+        out.extend(r.grants.iter().map(|g| (g.clone(), r.id.clone())));
     }
     out
 }

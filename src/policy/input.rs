@@ -54,6 +54,11 @@ pub struct Subject {
     /// a token may do exactly these, whatever its SPIFFE ID's own grants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// For a token: it is bound to a certificate (RFC 8705) and was
+    /// presented over a connection with that certificate. A token bound to
+    /// another certificate, or presented without one, proves nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bound: bool,
 }
 
 impl Subject {
@@ -67,6 +72,7 @@ impl Subject {
             admin: false,
             role: None,
             scopes: Vec::new(),
+            bound: false,
         }
     }
 
@@ -81,6 +87,7 @@ impl Subject {
             admin: true,
             role: None,
             scopes: Vec::new(),
+            bound: false,
         }
     }
 
@@ -95,6 +102,7 @@ impl Subject {
             admin: false,
             role: None,
             scopes: Vec::new(),
+            bound: false,
         }
     }
 
@@ -108,6 +116,7 @@ impl Subject {
             admin: false,
             role: None,
             scopes: Vec::new(),
+            bound: false,
         }
     }
 
@@ -126,6 +135,7 @@ impl Subject {
             admin: false,
             role: Some(role.into()),
             scopes,
+            bound: false,
         }
     }
 
@@ -139,6 +149,7 @@ impl Subject {
             admin,
             role: None,
             scopes: Vec::new(),
+            bound: false,
         }
     }
 }
@@ -376,6 +387,18 @@ actions! {
     TokenRevokeSelf => "token.revoke_self",
     /// List the roles that may be requested just in time.
     JitRoles => "jit.roles",
+    /// Mint a token bound to the caller's certificate, with scopes it holds.
+    TokenMint => "token.mint",
+    /// Ask whether a token is in force (RFC 7662 introspection).
+    TokenIntrospect => "token.introspect",
+    /// Revoke tokens by jti, JIT request or subject.
+    TokenRevoke => "token.revoke",
+    /// Put a SPIFFE ID in quarantine (the ID is the resource id).
+    QuarantineSet => "quarantine.set",
+    /// Lift a quarantine.
+    QuarantineLift => "quarantine.lift",
+    /// List quarantined identities.
+    QuarantineList => "quarantine.list",
     /// Ask for a role's grants for a while (the role is the resource id).
     JitRequest => "jit.request",
     /// Approve or deny a pending request for a role (the role is the

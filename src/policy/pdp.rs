@@ -81,6 +81,8 @@ pub struct Pdp {
     /// The prepared engine; never evaluated on directly, only cloned.
     engine: Engine,
     files: Vec<String>,
+    /// The standing grants in the data documents (`data.sigil.grants`).
+    standing: super::grants::Standing,
     /// Decisions already made, by their exact input (see [`Pdp::decide`]).
     memo: std::sync::Mutex<std::collections::HashMap<String, Decision>>,
 }
@@ -98,9 +100,10 @@ impl Pdp {
     pub fn compile(sources: &[(String, String)]) -> Result<Pdp, PolicyError> {
         let mut engine = Engine::new();
         let mut has_authz = false;
+        let mut standing = super::grants::Standing::new();
         for (file, text) in sources {
             if file.ends_with(".json") {
-                let data = super::grants::data_document(file, text)?;
+                let data = super::grants::data_document(file, text, &mut standing)?;
                 engine.add_data(data).map_err(|e| PolicyError::Data {
                     file: file.clone(),
                     message: e.to_string(),
@@ -141,6 +144,7 @@ impl Pdp {
         let pdp = Pdp {
             engine: probe,
             files: sources.iter().map(|(f, _)| f.clone()).collect(),
+            standing,
             memo: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         pdp.check_builtin_cases()?;
@@ -150,6 +154,12 @@ impl Pdp {
     /// The file names this policy set was compiled from.
     pub fn files(&self) -> &[String] {
         &self.files
+    }
+
+    /// The grants `data.sigil.grants` lists for `spiffe_id` (none when it
+    /// lists none).
+    pub fn standing_grants(&self, spiffe_id: &str) -> &[crate::secrets::Grant] {
+        self.standing.get(spiffe_id).map_or(&[], Vec::as_slice)
     }
 
     /// Decides `input`. Never panics: an evaluation error is a deny whose

@@ -45,6 +45,7 @@ fn agent() -> Subject {
         admin: false,
         role: None,
         scopes: Vec::new(),
+        bound: false,
     }
 }
 

@@ -174,6 +174,28 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// True when every path `other` matches, this pattern matches too: a
+    /// holder of this pattern may hand out `other` and nothing more.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let n = self.segments.len();
+        let fits = if self.below {
+            // One or more segments after ours: `other` must have them too,
+            // as literal or `*` segments or as its own `/**`.
+            other.segments.len() > n || (other.segments.len() == n && other.below)
+        } else {
+            !other.below && other.segments.len() == n
+        };
+        fits && self
+            .segments
+            .iter()
+            .zip(&other.segments)
+            .all(|(mine, theirs)| match (mine, theirs) {
+                (Segment::One, _) => true,
+                (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                (Segment::Literal(_), Segment::One) => false,
+            })
+    }
 }
 
 /// A parsed grant.
@@ -209,6 +231,11 @@ impl Grant {
     /// True when this grant lets its holder do `verb` on `path`.
     pub fn allows(&self, verb: Verb, path: &SecretPath) -> bool {
         self.verb == verb && self.pattern.matches(path)
+    }
+
+    /// True when `other` allows nothing this grant does not.
+    pub fn covers(&self, other: &Grant) -> bool {
+        self.verb == other.verb && self.pattern.covers(&other.pattern)
     }
 }
 

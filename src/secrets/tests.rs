@@ -583,3 +583,34 @@ fn previous_is_the_replaced_version_in_grace() {
     let back: SecretMeta = serde_json::from_str(&json).unwrap();
     assert_eq!(back.previous(50), Some(1), "{json}");
 }
+
+#[test]
+fn a_grant_covers_exactly_the_narrower_grants() {
+    let g = |s: &str| Grant::parse(s).unwrap();
+    for (holder, asked, covered) in [
+        ("read:prod/db/*", "read:prod/db/*", true),
+        ("read:prod/db/*", "read:prod/db/main", true),
+        ("read:prod/db/*", "read:prod/db/main/x", false),
+        ("read:prod/db/*", "read:prod/db/**", false),
+        ("read:prod/db/*", "write:prod/db/main", false),
+        ("read:prod/db/main", "read:prod/db/*", false),
+        ("read:prod/**", "read:prod/db/*", true),
+        ("read:prod/**", "read:prod/**", true),
+        ("read:prod/**", "read:prod/db/**", true),
+        ("read:prod/**", "read:prod", false),
+        ("read:prod/**", "read:**", false),
+        ("read:prod/*/main", "read:prod/db/main", true),
+        ("read:prod/*/main", "read:prod/*/main", true),
+        ("read:prod/db/main", "read:prod/*/main", false),
+        ("read:**", "read:**", true),
+        ("read:**", "read:a", true),
+        ("read:**", "read:a/*/b/**", true),
+        ("read:a/*", "read:a/**", false),
+    ] {
+        assert_eq!(
+            g(holder).covers(&g(asked)),
+            covered,
+            "{holder} covers {asked}"
+        );
+    }
+}

@@ -54,6 +54,9 @@ pub enum ElevationError {
     /// No random bytes for an ID.
     #[error("no randomness for a request ID")]
     Random,
+    /// The step's audit record could not be written, so nothing changed.
+    #[error("audit log unavailable; nothing changed")]
+    Audit,
 }
 
 #[derive(Default)]
@@ -64,20 +67,20 @@ struct Held {
 }
 
 impl Held {
-    fn reindex(&mut self, roles: &[JitRole]) {
+    /// Rebuilds the index from the grants each request stored when it was
+    /// made (what its approvers approved), not from the roles as configured
+    /// now.
+    fn reindex(&mut self) {
         let mut active: HashMap<String, Vec<ActiveGrant>> = HashMap::new();
         for r in self.requests.values() {
             let (State::Active, Some(expires_at)) = (r.state, r.expires_at) else {
                 continue;
             };
-            let Some(role) = roles.iter().find(|role| role.name == r.role) else {
-                continue;
-            };
             active
                 .entry(r.subject.clone())
                 .or_default()
-                .extend(role.grants.iter().map(|g| ActiveGrant {
-                    grant: g.to_string(),
+                .extend(r.grants.iter().map(|g| ActiveGrant {
+                    grant: g.clone(),
                     request: r.id.clone(),
                     expires_at,
                 }));
@@ -85,6 +88,9 @@ impl Held {
         self.active = active;
     }
 }
+
+/// Most requests one requester may have waiting at once.
+pub const MAX_PENDING_PER_REQUESTER: usize = 16;
 
 /// Elevation requests. Cheap to clone.
 #[derive(Clone)]
@@ -160,7 +166,7 @@ impl Elevations {
                 })?;
             held.requests.insert(id, Arc::new(r));
         }
-        held.reindex(&self.roles);
+        held.reindex();
         let n = held.requests.len();
         *write(&self.held) = held;
         self.changed.notify_one();
@@ -203,81 +209,125 @@ impl Elevations {
     }
 
     /// Stores a new pending request made by `requester` and returns it.
+    /// `record` is called with the request before it is stored, and must
+    /// succeed (it audits the step): a request nobody could trace is never
+    /// made.
     #[allow(
         clippy::too_many_arguments,
         reason = "every field a request starts with; named at each call"
     )]
-    pub async fn create(
+    pub async fn create<F>(
         &self,
         role: &str,
         requester: &str,
         subject: Option<&str>,
         duration: u64,
         reason: &str,
-        now: u64,
+        now: impl Fn() -> u64,
         pending_ttl: u64,
-    ) -> Result<Arc<Request>, ElevationError> {
+        record: impl FnOnce(Arc<Request>) -> F,
+    ) -> Result<Arc<Request>, ElevationError>
+    where
+        F: std::future::Future<Output = Result<(), ElevationError>>,
+    {
         let role = self.role(role)?;
-        let r = Request::new(
+        let _one = self.changing.lock().await;
+        let now = now();
+        let waiting = read(&self.held)
+            .requests
+            .values()
+            .filter(|r| r.requester == requester && r.state_at(now) == State::Pending)
+            .count();
+        if waiting >= MAX_PENDING_PER_REQUESTER {
+            return Err(JitError::TooManyPending {
+                requester: requester.to_owned(),
+                max: MAX_PENDING_PER_REQUESTER,
+            }
+            .into());
+        }
+        let mut id = new_id()?;
+        while self.get(&id).is_some() {
+            id = new_id()?;
+        }
+        let r = Arc::new(Request::new(
             role,
-            new_id()?,
+            id,
             requester,
             subject,
             duration,
             reason,
             now,
             pending_ttl,
-        )?;
-        let _one = self.changing.lock().await;
+        )?);
+        record(r.clone()).await?;
         self.commit(r).await
     }
 
-    /// Applies `step` to request `id` and stores the result; nothing
-    /// changes when the step refuses.
-    pub async fn update<T>(
+    /// Applies `step` to request `id` at the time `now` gives under the
+    /// change lock, has `record` audit the result, then stores it. Nothing
+    /// changes when the step refuses or the record fails.
+    pub async fn update<T, F>(
         &self,
         id: &str,
-        step: impl FnOnce(&mut Request, &JitRole) -> Result<T, JitError>,
-    ) -> Result<(T, Arc<Request>), ElevationError> {
+        now: impl Fn() -> u64,
+        step: impl FnOnce(&mut Request, u64) -> Result<T, JitError>,
+        record: impl FnOnce(&T, Arc<Request>) -> F,
+    ) -> Result<(T, Arc<Request>), ElevationError>
+    where
+        F: std::future::Future<Output = Result<(), ElevationError>>,
+    {
         let _one = self.changing.lock().await;
         let current = self
             .get(id)
             .ok_or_else(|| ElevationError::NotFound(id.to_owned()))?;
-        let role = self.role(&current.role)?;
         let mut next = (*current).clone();
-        let out = step(&mut next, role)?;
+        let out = step(&mut next, now())?;
+        let next = Arc::new(next);
+        record(&out, next.clone()).await?;
         let stored = self.commit(next).await?;
         Ok((out, stored))
     }
 
-    /// Records what [`jit::plan`] found due: each request's state becomes
-    /// expired. Returns the requests changed.
-    pub async fn expire(&self, ids: &[String]) -> Result<Vec<Arc<Request>>, ElevationError> {
+    /// Records what [`jit::plan`] finds due at `now` among `ids`, checked
+    /// again under the change lock (an approval may have landed since the
+    /// plan was made): each such request's state becomes expired, after
+    /// `record` audited it. Returns the requests changed.
+    pub async fn expire<F>(
+        &self,
+        ids: &[String],
+        now: u64,
+        record: impl Fn(Arc<Request>) -> F,
+    ) -> Result<Vec<Arc<Request>>, ElevationError>
+    where
+        F: std::future::Future<Output = Result<(), ElevationError>>,
+    {
         let _one = self.changing.lock().await;
         let mut done = Vec::new();
         for id in ids {
             let Some(current) = self.get(id) else {
                 continue;
             };
+            if jit::plan([&*current], now).0.is_empty() {
+                continue;
+            }
             let mut next = (*current).clone();
             jit::expire(&mut next);
-            if next != *current {
-                done.push(self.commit(next).await?);
-            }
+            let next = Arc::new(next);
+            record(next.clone()).await?;
+            done.push(self.commit(next).await?);
         }
         Ok(done)
     }
 
     /// Writes `r` durably, then shows it in memory. Called with `changing`
     /// held.
-    async fn commit(&self, r: Request) -> Result<Arc<Request>, ElevationError> {
-        let r = Arc::new(r);
+    async fn commit(&self, r: Arc<Request>) -> Result<Arc<Request>, ElevationError> {
         let (store, stored) = (self.store.clone(), r.clone());
         blocking::run(move || put(&store, &stored)).await?;
         {
             let mut held = write(&self.held);
             held.requests.insert(r.id.clone(), r.clone());
-            held.reindex(&self.roles);
+            held.reindex();
         }
         self.changed.notify_one();
         Ok(r)
@@ -306,13 +356,9 @@ pub async fn run(server: Arc<super::Server>, mut stop: tokio::sync::watch::Recei
             })
             .collect();
         if !ids.is_empty() {
-            match server.elevations().expire(&ids).await {
-                Ok(done) => {
-                    for r in done {
-                        audit_expiry(&server, &r, now).await;
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "recording JIT expiry failed"),
+            let audited = |r: Arc<Request>| audit_expiry(&server, r);
+            if let Err(e) = server.elevations().expire(&ids, now, audited).await {
+                tracing::error!(error = %e, "recording JIT expiry failed; retrying");
             }
         }
         let sleep = next
@@ -328,15 +374,20 @@ pub async fn run(server: Arc<super::Server>, mut stop: tokio::sync::watch::Recei
     }
 }
 
-async fn audit_expiry(server: &super::Server, r: &Request, now: u64) {
-    let why = if r.activated_at.is_some() {
-        format!("grant {} for {} ended", r.id, r.subject)
-    } else {
-        format!("request {} expired without enough approvals", r.id)
+/// Audits an expiry at the time it took effect (the grant's end, or the
+/// end of the wait for approvals), whenever the task records it.
+async fn audit_expiry(server: &super::Server, r: Arc<Request>) -> Result<(), ElevationError> {
+    let (why, at) = match (r.activated_at, r.expires_at) {
+        (Some(_), Some(end)) => (format!("grant {} for {} ended", r.id, r.subject), end),
+        _ => (
+            format!("request {} expired without enough approvals", r.id),
+            r.pending_until,
+        ),
     };
-    let mut event = crate::audit::Event::by_server(now, "jit.expire", vec![why]);
+    let mut event = crate::audit::Event::by_server(at, "jit.expire", vec![why]);
     event.resource = format!("jit_role:{}", r.role);
-    if let Err(e) = server.audit().append(event).await {
+    server.audit().append(event).await.map(drop).map_err(|e| {
         tracing::error!(error = %e, id = %r.id, "audit append for a JIT expiry failed");
-    }
+        ElevationError::Audit
+    })
 }

@@ -275,6 +275,9 @@ impl Server {
             issued_at: now,
             expires_at: signed.expires_at,
             revoked_at: None,
+            audience: vec![TOKEN_AUDIENCE.to_owned()],
+            cnf_x5t: None,
+            jit_requests: Vec::new(),
         };
         let record = self
             .tokens()

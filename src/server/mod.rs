@@ -8,6 +8,8 @@ pub mod elevations;
 mod entries;
 mod heads;
 pub mod login;
+pub mod mint;
+pub mod quarantine;
 pub mod rotation;
 pub mod secrets;
 pub mod tokens;

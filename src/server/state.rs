@@ -89,6 +89,7 @@ pub struct Server {
     secrets: super::Secrets,
     tokens: super::Tokens,
     elevations: super::Elevations,
+    quarantines: super::quarantine::Quarantines,
     logins: super::login::Logins,
     federation: Arc<Federation>,
     active: RwLock<Option<Active>>,
@@ -191,6 +192,7 @@ impl Server {
             secrets: super::Secrets::new(store.clone()),
             tokens: super::Tokens::new(store.clone()),
             elevations: super::Elevations::new(store.clone(), config.jit.roles.clone()),
+            quarantines: super::quarantine::Quarantines::new(store.clone()),
             logins: super::login::Logins::default(),
             federation,
             config,
@@ -307,6 +309,11 @@ impl Server {
     /// Just-in-time elevation requests.
     pub fn elevations(&self) -> &super::Elevations {
         &self.elevations
+    }
+
+    /// Quarantined identities.
+    pub fn quarantines(&self) -> &super::quarantine::Quarantines {
+        &self.quarantines
     }
 
     /// The entry registry.

@@ -56,12 +56,43 @@ pub struct TokenRecord {
     pub expires_at: u64,
     /// When it was revoked, if it was.
     pub revoked_at: Option<u64>,
+    /// Its `aud` claim. Records from before audiences were kept had only
+    /// sigil's own.
+    #[serde(default = "sigil_audience")]
+    pub audience: Vec<String>,
+    /// For a token bound to its holder's certificate (RFC 8705): the
+    /// base64url SHA-256 of that certificate (`cnf.x5t#S256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf_x5t: Option<String>,
+    /// The JIT requests whose grants it carries: it is in force only while
+    /// every one of them is active.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jit_requests: Vec<String>,
+}
+
+fn sigil_audience() -> Vec<String> {
+    vec![super::login::TOKEN_AUDIENCE.to_owned()]
+}
+
+/// The `x5t#S256` thumbprint of a DER certificate: base64url (no padding)
+/// of its SHA-256.
+pub fn thumbprint(der: &[u8]) -> String {
+    use base64::Engine;
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
 }
 
 impl TokenRecord {
     /// Whether the token is usable at `now`.
     pub fn live(&self, now: u64) -> bool {
         self.revoked_at.is_none() && now < self.expires_at
+    }
+
+    /// Whether sigil's own API is among its audiences.
+    pub fn for_sigil(&self) -> bool {
+        self.audience
+            .iter()
+            .any(|a| a == super::login::TOKEN_AUDIENCE)
     }
 
     /// The holder's SPIFFE ID, if the record's is valid.
@@ -236,6 +267,20 @@ impl Tokens {
         let index = read(&self.index);
         let d = index.by_jti.get(jti)?;
         index.by_digest.get(d).cloned()
+    }
+
+    /// The `jti` of every held record that `which` picks and that is not
+    /// revoked yet.
+    pub fn matching(&self, which: impl Fn(&TokenRecord) -> bool) -> Vec<String> {
+        let index = read(&self.index);
+        let mut out: Vec<String> = index
+            .by_digest
+            .values()
+            .filter(|r| r.revoked_at.is_none() && which(r))
+            .map(|r| r.jti.clone())
+            .collect();
+        out.sort();
+        out
     }
 
     /// Revokes the token `jti` at `now`, durably. Revoking a revoked token

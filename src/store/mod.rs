@@ -52,9 +52,11 @@ impl Table {
     pub const INTEGRITY: Table = Table("integrity");
     /// Foreign trust domains' bundles (SPIFFE Federation), keyed by trust domain name.
     pub const FEDERATED_BUNDLES: Table = Table("federated_bundles");
+    /// Quarantined identities, keyed by SPIFFE ID.
+    pub const QUARANTINE: Table = Table("quarantine");
 
     /// Every table, for tools that walk the whole store.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::SYS,
         Table::ENTRIES,
         Table::AGENTS,
@@ -68,6 +70,7 @@ impl Table {
         Table::STATE,
         Table::INTEGRITY,
         Table::FEDERATED_BUNDLES,
+        Table::QUARANTINE,
     ];
 
     /// The table's name.

@@ -382,6 +382,19 @@ pub(crate) async fn https(
     token: Option<&str>,
     body: Option<String>,
 ) -> (u16, Value) {
+    let headers: Vec<(&str, &str)> = token.map(|t| ("x-vault-token", t)).into_iter().collect();
+    https_with(addr, ca, method, path, &headers, body).await
+}
+
+/// [`https`] with any request headers.
+async fn https_with(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (u16, Value) {
     let tls = tls_connect(addr, ca).await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
@@ -391,8 +404,8 @@ pub(crate) async fn https(
         .method(http::Method::from_bytes(method.as_bytes()).unwrap())
         .uri(path)
         .header("host", "127.0.0.1");
-    if let Some(t) = token {
-        req = req.header("x-vault-token", t);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let req = req
         .body(http_body_util::Full::new(bytes::Bytes::from(
@@ -636,4 +649,77 @@ async fn a_connection_that_sends_no_request_is_closed() {
         "closed too early: {:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_servers_introspect_tokens_over_http() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let (_, caller) = login_role(&h, &issuer, "deploy").await;
+    let (_, asked) = login_role(&h, &issuer, "deploy").await;
+    let addr = h.server.http_addr.unwrap();
+    let ca = ca_file(&h);
+    let ca = std::path::Path::new(&ca);
+    let bearer = format!("Bearer {caller}");
+    // The RFC's form, with the caller's own token as Authorization.
+    let form = format!("token={asked}&token_type_hint=access_token");
+    let (status, v) = https_with(
+        addr,
+        ca,
+        "POST",
+        "/v1/sigil/introspect",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Some(form),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["active"], true);
+    assert_eq!(v["sub"], "spiffe://example.org/ci/acme/app");
+    assert_eq!(v["aud"], json!(["sigil"]));
+    assert_eq!(v["token_type"], "Bearer");
+    assert!(
+        v["scope"].as_str().unwrap().contains("read:ci/app/*"),
+        "{v}"
+    );
+    assert!(v.get("cnf").is_none(), "a CI token is not bound");
+    // JSON too, with X-Vault-Token.
+    let body = json!({ "token": asked }).to_string();
+    let (status, v) = raw(
+        &h,
+        "POST",
+        "/v1/sigil/introspect",
+        Some(&caller),
+        Some(body),
+    )
+    .await;
+    assert_eq!((status, v["active"].clone()), (200, json!(true)));
+    // Nothing to ask about, and nobody asking.
+    let (status, v) = raw(&h, "POST", "/v1/sigil/introspect", Some(&caller), None).await;
+    assert_eq!(status, 400);
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("missing token"),
+        "{v}"
+    );
+    let body = json!({ "token": asked }).to_string();
+    let (status, _) = raw(&h, "POST", "/v1/sigil/introspect", None, Some(body)).await;
+    assert_eq!(status, 403);
+    // Revoked: inactive, and nothing else is said about it.
+    let (status, _) = raw(&h, "POST", "/v1/auth/token/revoke-self", Some(&asked), None).await;
+    assert_eq!(status, 204);
+    let body = json!({ "token": asked }).to_string();
+    let (status, v) = raw(
+        &h,
+        "POST",
+        "/v1/sigil/introspect",
+        Some(&caller),
+        Some(body),
+    )
+    .await;
+    assert_eq!((status, v), (200, json!({"active": false})));
 }

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use tonic::Code;
 
+mod tokens;
+
 const EXAMPLE: &str = r#"
 trust_domain = "example.org"
 data_dir = "data"
@@ -151,15 +153,23 @@ max_duration = "1h"
 approvals = 2
 "#;
 
-const ALICE: &str = "spiffe://example.org/app/alice";
+pub(crate) const ALICE: &str = "spiffe://example.org/app/alice";
 const CAROL: &str = "spiffe://example.org/app/carol";
 
 /// A server with [`ROLES`] on `clock`, a secret at prod/db/main, admin
 /// entries for /ops/bob, /ops/dave and /ops/carol-admin, and the
 /// operator's clients.
 async fn workflow(clock: Arc<ManualClock>) -> (Harness, sigil::cli::client::Clients) {
+    workflow_with(serde_json::json!({}), clock).await
+}
+
+/// [`workflow`] with `grants` as the policy data's standing grants.
+pub(crate) async fn workflow_with(
+    grants: serde_json::Value,
+    clock: Arc<ManualClock>,
+) -> (Harness, sigil::cli::client::Clients) {
     let h = Harness::start_with_clock(
-        serde_json::json!({}),
+        grants,
         |mut c| {
             let dir = c.data_dir.with_file_name("cfg");
             std::fs::create_dir_all(&dir).unwrap();
@@ -187,7 +197,7 @@ async fn workflow(clock: Arc<ManualClock>) -> (Harness, sigil::cli::client::Clie
     (h, op)
 }
 
-fn ask(role: &str, for_id: &str, secs: i64, reason: &str) -> pb::JitRequestRequest {
+pub(crate) fn ask(role: &str, for_id: &str, secs: i64, reason: &str) -> pb::JitRequestRequest {
     pb::JitRequestRequest {
         role: role.into(),
         for_id: for_id.into(),
@@ -196,14 +206,16 @@ fn ask(role: &str, for_id: &str, secs: i64, reason: &str) -> pb::JitRequestReque
     }
 }
 
-fn approve(id: &str) -> pb::JitApproveRequest {
+pub(crate) fn approve(id: &str) -> pb::JitApproveRequest {
     pb::JitApproveRequest {
         id: id.into(),
         comment: "looks right".into(),
     }
 }
 
-async fn read_code(c: &mut sigil::cli::client::Clients) -> Result<String, tonic::Status> {
+pub(crate) async fn read_code(
+    c: &mut sigil::cli::client::Clients,
+) -> Result<String, tonic::Status> {
     c.secrets
         .get(get("prod/db/main", 0))
         .await
@@ -517,11 +529,43 @@ async fn denial_pending_expiry_and_grant_expiry_follow_the_clock() {
             Code::InvalidArgument,
             "for: ",
         ),
+        (
+            ask("db-read", "spiffe://other.org/app/carol", 60, "x"),
+            Code::InvalidArgument,
+            "for: spiffe://other.org/app/carol is not in trust domain example.org",
+        ),
+        (
+            ask(
+                "db-read",
+                "",
+                60,
+                "fine\napproved by spiffe://example.org/ops/bob",
+            ),
+            Code::InvalidArgument,
+            "the reason may not contain control characters",
+        ),
     ] {
         let e = alice.jit.request(req).await.unwrap_err();
         assert_eq!(e.code(), code, "{e:?}");
         assert!(e.message().starts_with(msg), "{msg}: {}", e.message());
     }
+
+    // An operator names who a grant is for.
+    let e = op
+        .jit
+        .request(ask("db-read", "", 60, "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "an operator has no workload identity: name who the grant is for (--for)"
+    );
+    // An ID nobody has: the policy decides first, then NotFound.
+    let e = bob.jit.approve(approve("jit-0000")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = alice.jit.approve(approve("jit-0000")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
 
     // A denial ends a request for good.
     let denied = alice

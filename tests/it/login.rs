@@ -591,3 +591,40 @@ async fn a_token_is_nothing_while_sealed_and_works_again_after_unseal() {
         .into_inner();
     assert_eq!(crate::secrets::field(&v, "password"), "hunter2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbound_token_is_refused_where_the_policy_requires_binding() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let r = login(&h, "deploy", issuer.sign_rs256(&github_claims(now())))
+        .await
+        .unwrap();
+    let mut c = anonymous(&h, Some(&r.token)).await;
+    c.secrets.get(get("ci/app/db", 0)).await.unwrap();
+
+    // The policy data names secret.get as taking bound tokens only.
+    let data = h.tmp.path().join("policies/grants.json");
+    let doc = serde_json::json!({"sigil": {"grants": {}, "bound_only": ["secret.get"]}});
+    std::fs::write(&data, doc.to_string()).unwrap();
+    let mut op = h.server.clients().await;
+    op.policy.reload(pb::ReloadRequest {}).await.unwrap();
+    let e = c.secrets.get(get("ci/app/db", 0)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(
+        e.message(),
+        "secret.get needs a token bound to the caller's certificate"
+    );
+    // Lookup is not on the list: the same token still looks itself up.
+    c.auth.lookup_self(pb::LookupSelfRequest {}).await.unwrap();
+
+    // A name that is no action refuses the whole data set, naming it.
+    let doc = serde_json::json!({"sigil": {"bound_only": ["secret.gte"]}});
+    std::fs::write(&data, doc.to_string()).unwrap();
+    let e = op.policy.reload(pb::ReloadRequest {}).await.unwrap_err();
+    assert!(
+        e.message()
+            .contains("sigil.bound_only: \"secret.gte\" is not an action name"),
+        "{}",
+        e.message()
+    );
+}

@@ -38,6 +38,7 @@ mod lifecycle;
 mod limits;
 mod login;
 mod policy;
+mod quarantine;
 mod rotation;
 mod secrets;
 mod tamper;

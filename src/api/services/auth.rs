@@ -9,8 +9,10 @@ use crate::api::pb::{self, auth_server::Auth};
 use crate::policy::{Action, Resource};
 use crate::secret::Secret;
 use crate::server::Server;
-use crate::server::TokenRecord;
 use crate::server::login::{Issued, LoginRefused};
+use crate::server::mint::{MintRefused, MintRequest};
+use crate::server::{TokenError, TokenRecord};
+use crate::tls::TlsConnInfo;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -41,6 +43,36 @@ pub(crate) fn info(r: &TokenRecord) -> pb::TokenInfo {
         issued_at: secs(r.issued_at),
         expires_at: secs(r.expires_at),
         revoked_at: r.revoked_at.map_or(0, secs),
+        audience: r.audience.clone(),
+        cnf_x5t_s256: r.cnf_x5t.clone().unwrap_or_default(),
+        jit_requests: r.jit_requests.clone(),
+    }
+}
+
+/// The RFC 7662 answer about `token` at `now` (shared by the gRPC and HTTP
+/// APIs): `active` only when sigil issued it and it is in force (not
+/// expired or revoked, and every JIT request it relies on still active;
+/// a quarantined holder's tokens are revoked). An inactive token's claims
+/// are not shown (RFC 7662 §2.2).
+pub(crate) fn introspection(server: &Server, token: &[u8], now: u64) -> pb::IntrospectResponse {
+    let Some(r) = server
+        .tokens()
+        .authenticate(token, now)
+        .filter(|r| server.token_in_force(r, now))
+    else {
+        return pb::IntrospectResponse::default();
+    };
+    pb::IntrospectResponse {
+        active: true,
+        scope: r.grants.join(" "),
+        sub: r.spiffe_id.clone(),
+        aud: r.audience.clone(),
+        iat: secs(r.issued_at),
+        exp: secs(r.expires_at),
+        jti: r.jti.clone(),
+        token_type: "Bearer".into(),
+        cnf_x5t_s256: r.cnf_x5t.clone().unwrap_or_default(),
+        sigil_jit: r.jit_requests.clone(),
     }
 }
 
@@ -101,8 +133,138 @@ pub(crate) fn presented(caller: &Caller) -> Result<Arc<TokenRecord>, ApiError> {
     }
 }
 
+/// How a refused mint answers.
+fn mint_refused(e: MintRefused) -> ApiError {
+    match e {
+        MintRefused::NotHeld(_) | MintRefused::NotAWorkload => ApiError::Denied(e.to_string()),
+        MintRefused::Issue(_) => ApiError::Internal(e.to_string()),
+        _ => ApiError::InvalidArgument(e.to_string()),
+    }
+}
+
 #[tonic::async_trait]
 impl Auth for AuthService {
+    async fn mint(
+        &self,
+        req: Request<pb::MintTokenRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let m = req.get_ref();
+        let resource = Resource::new("token", Some(m.audience.clone()));
+        let caller = self
+            .gate
+            .authorize(&req, Action::TokenMint, resource.clone())
+            .await?;
+        // The certificate the caller proved itself with is the one the
+        // token is bound to.
+        let leaf = req
+            .extensions()
+            .get::<TlsConnInfo>()
+            .and_then(|t| t.peer.clone());
+        let outcome = match (&caller, leaf) {
+            (Caller::Workload { id, .. }, Some(leaf)) => {
+                let asked = MintRequest {
+                    scopes: m.scopes.clone(),
+                    audience: m.audience.clone(),
+                    ttl: u64::try_from(m.ttl_seconds).unwrap_or(u64::MAX),
+                };
+                self.server
+                    .mint_token(id, crate::server::tokens::thumbprint(&leaf.der), &asked)
+                    .await
+            }
+            _ => Err(MintRefused::NotAWorkload),
+        };
+        let said = match &outcome {
+            Ok(t) => Ok(format!(
+                "minted token {} for {} (audience {}, scope {}{}) until {}",
+                t.record.jti,
+                t.record.spiffe_id,
+                m.audience,
+                t.record.grants.join(" "),
+                if t.record.jit_requests.is_empty() {
+                    String::new()
+                } else {
+                    format!(", JIT {}", t.record.jit_requests.join(" "))
+                },
+                t.record.expires_at
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        self.gate
+            .record_outcome(req.extensions(), Action::TokenMint, &resource, said)
+            .await?;
+        let minted = outcome.map_err(mint_refused)?;
+        Ok(Response::new(pb::LoginResponse {
+            token: String::from_utf8_lossy(minted.token.expose()).into_owned(),
+            info: Some(info(&minted.record)),
+        }))
+    }
+
+    async fn introspect(
+        &self,
+        req: Request<pb::IntrospectRequest>,
+    ) -> Result<Response<pb::IntrospectResponse>, Status> {
+        self.gate
+            .authorize(&req, Action::TokenIntrospect, Resource::kind("token"))
+            .await?;
+        let now = crate::clock::unix_seconds(self.server.now());
+        Ok(Response::new(introspection(
+            &self.server,
+            req.get_ref().token.as_bytes(),
+            now,
+        )))
+    }
+
+    async fn revoke(
+        &self,
+        req: Request<pb::RevokeTokensRequest>,
+    ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
+        let m = req.get_ref();
+        let (resource, which): (Resource, Box<dyn Fn(&TokenRecord) -> bool + Send + Sync>) =
+            match (m.jti.as_str(), m.grant.as_str(), m.subject.as_str()) {
+                (jti, "", "") if !jti.is_empty() => {
+                    let jti = jti.to_owned();
+                    (
+                        Resource::new("token", Some(format!("jti:{jti}"))),
+                        Box::new(move |r| r.jti == jti),
+                    )
+                }
+                ("", grant, "") if !grant.is_empty() => {
+                    let grant = grant.to_owned();
+                    (
+                        Resource::new("token", Some(format!("grant:{grant}"))),
+                        Box::new(move |r| r.jit_requests.contains(&grant)),
+                    )
+                }
+                ("", "", subject) if !subject.is_empty() => {
+                    let subject = subject.to_owned();
+                    (
+                        Resource::new("token", Some(format!("subject:{subject}"))),
+                        Box::new(move |r| r.spiffe_id == subject),
+                    )
+                }
+                _ => {
+                    return Err(ApiError::InvalidArgument(
+                        "give exactly one of jti, grant and subject".into(),
+                    )
+                    .into());
+                }
+            };
+        self.gate
+            .authorize(&req, Action::TokenRevoke, resource.clone())
+            .await?;
+        let revoked = revoke_tokens(&self.server, &*which).await;
+        let said = match &revoked {
+            Ok(jtis) if jtis.is_empty() => Ok("no live token matched".to_owned()),
+            Ok(jtis) => Ok(format!("revoked {}", jtis.join(" "))),
+            Err(e) => Err(e.to_string()),
+        };
+        self.gate
+            .record_outcome(req.extensions(), Action::TokenRevoke, &resource, said)
+            .await?;
+        let revoked = revoked.map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Response::new(pb::RevokeTokensResponse { revoked }))
+    }
+
     async fn login_oidc(
         &self,
         req: Request<pb::LoginOidcRequest>,
@@ -146,4 +308,17 @@ impl Auth for AuthService {
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(Response::new(info(&revoked)))
     }
+}
+
+/// Revokes every live token `which` picks; their `jti`s.
+pub(crate) async fn revoke_tokens(
+    server: &Server,
+    which: &(dyn Fn(&TokenRecord) -> bool + Send + Sync),
+) -> Result<Vec<String>, TokenError> {
+    let now = crate::clock::unix_seconds(server.now());
+    let jtis = server.tokens().matching(which);
+    for jti in &jtis {
+        server.tokens().revoke(jti, now).await?;
+    }
+    Ok(jtis)
 }

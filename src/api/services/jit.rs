@@ -23,6 +23,10 @@ impl JitService {
     }
 }
 
+fn ended_text(r: &Elevation) -> &str {
+    r.ended.as_ref().map_or("", |e| e.text.as_str())
+}
+
 fn role_resource(role: &str) -> Resource {
     Resource::new("jit_role", Some(role.to_owned()))
 }
@@ -74,45 +78,79 @@ impl JitService {
         })
     }
 
-    /// Runs a change to a request through the gate: the decision recorded
-    /// before it acts, the outcome (what changed, or which rule refused it)
-    /// after, both durably.
+    /// Audits a change before it is stored: the step, who and why.
+    async fn record_done(
+        &self,
+        ext: &http::Extensions,
+        action: Action,
+        resource: &Resource,
+        done: String,
+    ) -> Result<(), ElevationError> {
+        self.gate
+            .record_outcome(ext, action, resource, Ok(done))
+            .await
+            .map_err(|_| ElevationError::Audit)
+    }
+
+    /// Runs a change through the gate: the decision recorded before it
+    /// acts; the change itself recorded (by `change`, through
+    /// [`JitService::record_done`]) before it is stored; a refusal by a
+    /// rule recorded after, naming the rule.
     async fn gated<T, F>(
         &self,
         ext: &http::Extensions,
         action: Action,
-        role: &str,
+        resource: &Resource,
         change: impl FnOnce(Caller) -> F,
-        done: impl FnOnce(&T) -> String,
     ) -> Result<T, Status>
     where
         F: std::future::Future<Output = Result<T, ElevationError>>,
     {
-        let resource = role_resource(role);
         let caller = self
             .gate
             .authorize_parts(ext, action, resource.clone())
             .await?;
         let result = change(caller).await;
-        let outcome = match &result {
-            Ok(v) => Ok(done(v)),
-            Err(e) => Err(e.to_string()),
-        };
-        self.gate
-            .record_outcome(ext, action, &resource, outcome)
-            .await?;
+        if let Err(e @ (ElevationError::Rule(_) | ElevationError::NotFound(_))) = &result {
+            self.gate
+                .record_outcome(ext, action, resource, Err(e.to_string()))
+                .await?;
+        }
         Ok(result.map_err(ApiError::from)?)
     }
 
-    /// The role a stored request is for (to name it in the decision), or
-    /// NotFound.
-    fn role_of(&self, id: &str) -> Result<String, Status> {
-        self.server
-            .elevations()
-            .get(id)
-            .map(|r| r.role.clone())
-            .ok_or_else(|| ApiError::from(ElevationError::NotFound(id.to_owned())).into())
+    /// What a change to request `id` is decided on: its role, or, for an
+    /// ID nobody has, the ID itself (the caller learns it does not exist
+    /// only once the policy let them ask).
+    fn resource_of(&self, id: &str) -> Resource {
+        match self.server.elevations().get(id) {
+            Some(r) => role_resource(&r.role),
+            None => Resource::new("jit_request", Some(id.to_owned())),
+        }
     }
+
+    /// A clock for the change lock: the time is read once the change may
+    /// proceed, not when the call arrived.
+    fn clock(&self) -> impl Fn() -> u64 + use<> {
+        let server = self.server.clone();
+        move || clock::unix_seconds(server.now())
+    }
+}
+
+/// The identity a request names with `for`: a workload of this trust
+/// domain.
+fn for_identity(server: &Server, text: &str) -> Result<String, ApiError> {
+    let bad = |m: String| ApiError::InvalidArgument(format!("for: {m}"));
+    let id = SpiffeId::parse(text).map_err(|e| bad(e.to_string()))?;
+    if id.trust_domain_str() != server.trust_domain().as_str() {
+        return Err(bad(format!(
+            "{id} is not in trust domain {}",
+            server.trust_domain().as_str()
+        )));
+    }
+    id.check_workload()
+        .map_err(|_| bad(format!("{id} is not a workload identity")))?;
+    Ok(id.to_string())
 }
 
 #[tonic::async_trait]
@@ -147,43 +185,41 @@ impl Jit for JitService {
         let m = req.get_ref();
         let for_id = match m.for_id.trim() {
             "" => None,
-            id => Some(
-                SpiffeId::parse(id)
-                    .map_err(|e| ApiError::InvalidArgument(format!("for: {e}")))?
-                    .to_string(),
-            ),
+            id => Some(for_identity(&self.server, id)?),
         };
         let duration = u64::try_from(m.duration_seconds)
             .map_err(|_| ApiError::InvalidArgument("duration: must be positive".into()))?;
-        let now = self.now();
         let pending_ttl = self.server.config().jit.pending_ttl;
-        let elevations = self.server.elevations().clone();
-        let (role, reason) = (m.role.clone(), m.reason.clone());
+        let ext = req.extensions();
+        let resource = role_resource(&m.role);
+        let res = &resource;
         let r = self
-            .gated(
-                req.extensions(),
-                Action::JitRequest,
-                &m.role,
-                |caller| async move {
-                    elevations
-                        .create(
-                            &role,
-                            &caller.audit_name(),
-                            for_id.as_deref(),
-                            duration,
-                            &reason,
-                            now,
-                            pending_ttl,
-                        )
-                        .await
-                },
-                |r| {
-                    format!(
-                        "requested {} for {} for {}s: {}",
-                        r.id, r.subject, r.duration, r.reason
+            .gated(ext, Action::JitRequest, &resource, |caller| async move {
+                // An operator is no workload: a grant for `uid:N` would
+                // never apply, so an operator names who it is for.
+                if matches!(caller, Caller::Operator { .. }) && for_id.is_none() {
+                    return Err(ElevationError::Rule(crate::jit::JitError::ForRequired));
+                }
+                self.server
+                    .elevations()
+                    .create(
+                        &m.role,
+                        &caller.audit_name(),
+                        for_id.as_deref(),
+                        duration,
+                        &m.reason,
+                        self.clock(),
+                        pending_ttl,
+                        |r| {
+                            let done = format!(
+                                "requested {} for {} for {}s: {}",
+                                r.id, r.subject, r.duration, r.reason
+                            );
+                            self.record_done(ext, Action::JitRequest, res, done)
+                        },
                     )
-                },
-            )
+                    .await
+            })
             .await?;
         Ok(self.answer(&r))
     }
@@ -193,31 +229,33 @@ impl Jit for JitService {
         req: Request<pb::JitApproveRequest>,
     ) -> Result<Response<pb::JitRequestResponse>, Status> {
         let m = req.get_ref();
-        let role = self.role_of(&m.id)?;
-        let now = self.now();
-        let elevations = self.server.elevations().clone();
-        let (id, comment) = (m.id.clone(), m.comment.clone());
+        let ext = req.extensions();
+        let resource = self.resource_of(&m.id);
+        let res = &resource;
         let (_, r) = self
-            .gated(
-                req.extensions(),
-                Action::JitApprove,
-                &role,
-                |caller| async move {
-                    let by = caller.audit_name();
-                    elevations
-                        .update(&id, |r, role| r.approve(role, &by, &comment, now))
-                        .await
-                },
-                |(approved, r): &(Approved, Arc<Elevation>)| match approved {
-                    Approved::Counted { have, need } => {
-                        format!("approved {} ({have} of {need})", r.id)
-                    }
-                    Approved::Activated { expires_at } => format!(
-                        "approved {}: active for {} until {expires_at}",
-                        r.id, r.subject
-                    ),
-                },
-            )
+            .gated(ext, Action::JitApprove, &resource, |caller| async move {
+                let by = caller.audit_name();
+                self.server
+                    .elevations()
+                    .update(
+                        &m.id,
+                        self.clock(),
+                        |r, now| r.approve(&by, &m.comment, now),
+                        |approved, r| {
+                            let done = match approved {
+                                Approved::Counted { have, need } => {
+                                    format!("approved {} ({have} of {need})", r.id)
+                                }
+                                Approved::Activated { expires_at } => format!(
+                                    "approved {}: active for {} until {expires_at}",
+                                    r.id, r.subject
+                                ),
+                            };
+                            self.record_done(ext, Action::JitApprove, res, done)
+                        },
+                    )
+                    .await
+            })
             .await?;
         Ok(self.answer(&r))
     }
@@ -227,29 +265,25 @@ impl Jit for JitService {
         req: Request<pb::JitDenyRequest>,
     ) -> Result<Response<pb::JitRequestResponse>, Status> {
         let m = req.get_ref();
-        let role = self.role_of(&m.id)?;
-        let now = self.now();
-        let elevations = self.server.elevations().clone();
-        let (id, reason) = (m.id.clone(), m.reason.clone());
+        let ext = req.extensions();
+        let resource = self.resource_of(&m.id);
+        let res = &resource;
         let (_, r) = self
-            .gated(
-                req.extensions(),
-                Action::JitApprove,
-                &role,
-                |caller| async move {
-                    let by = caller.audit_name();
-                    elevations
-                        .update(&id, |r, _| r.deny(&by, &reason, now))
-                        .await
-                },
-                |(_, r): &((), Arc<Elevation>)| {
-                    format!(
-                        "denied {}: {}",
-                        r.id,
-                        r.ended.as_ref().map_or("", |e| e.text.as_str())
+            .gated(ext, Action::JitApprove, &resource, |caller| async move {
+                let by = caller.audit_name();
+                self.server
+                    .elevations()
+                    .update(
+                        &m.id,
+                        self.clock(),
+                        |r, now| r.deny(&by, &m.reason, now),
+                        |(), r| {
+                            let done = format!("denied {}: {}", r.id, ended_text(&r));
+                            self.record_done(ext, Action::JitApprove, res, done)
+                        },
                     )
-                },
-            )
+                    .await
+            })
             .await?;
         Ok(self.answer(&r))
     }
@@ -259,29 +293,25 @@ impl Jit for JitService {
         req: Request<pb::JitRevokeRequest>,
     ) -> Result<Response<pb::JitRequestResponse>, Status> {
         let m = req.get_ref();
-        let role = self.role_of(&m.id)?;
-        let now = self.now();
-        let elevations = self.server.elevations().clone();
-        let (id, reason) = (m.id.clone(), m.reason.clone());
+        let ext = req.extensions();
+        let resource = self.resource_of(&m.id);
+        let res = &resource;
         let (_, r) = self
-            .gated(
-                req.extensions(),
-                Action::JitRevoke,
-                &role,
-                |caller| async move {
-                    let by = caller.audit_name();
-                    elevations
-                        .update(&id, |r, _| r.revoke(&by, &reason, now))
-                        .await
-                },
-                |(_, r): &((), Arc<Elevation>)| {
-                    format!(
-                        "revoked {}: {}",
-                        r.id,
-                        r.ended.as_ref().map_or("", |e| e.text.as_str())
+            .gated(ext, Action::JitRevoke, &resource, |caller| async move {
+                let by = caller.audit_name();
+                self.server
+                    .elevations()
+                    .update(
+                        &m.id,
+                        self.clock(),
+                        |r, now| r.revoke(&by, &m.reason, now),
+                        |(), r| {
+                            let done = format!("revoked {}: {}", r.id, ended_text(&r));
+                            self.record_done(ext, Action::JitRevoke, res, done)
+                        },
                     )
-                },
-            )
+                    .await
+            })
             .await?;
         Ok(self.answer(&r))
     }

@@ -10,6 +10,7 @@ mod jit;
 mod node;
 mod operator;
 mod policy;
+mod quarantine;
 pub(crate) mod secrets;
 
 use super::gate::Gate;
@@ -62,6 +63,9 @@ pub fn router(server: Arc<Server>) -> Result<Routes, tonic_reflection::server::E
             gate.clone(),
             server.clone(),
         )))
+        .add_service(pb::quarantine_server::QuarantineServer::new(
+            quarantine::QuarantineService::new(gate.clone(), server.clone()),
+        ))
         .add_service(pb::auth_server::AuthServer::new(auth::AuthService::new(
             gate.clone(),
             server.clone(),

@@ -125,6 +125,17 @@ fn check_csr(csr: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Nothing is issued for a quarantined identity.
+fn not_quarantined(server: &Server, id: &SpiffeId) -> Result<(), ApiError> {
+    match server.quarantined(id) {
+        Some(q) => Err(ApiError::Denied(format!(
+            "{id} is quarantined: {}",
+            q.reason
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn require_agent(caller: Caller) -> Result<SpiffeId, ApiError> {
     match caller {
         Caller::Agent { id } => Ok(id),
@@ -151,6 +162,7 @@ impl Node for NodeService {
             .await?;
         let msg = req.into_inner();
         let id = spiffe_id(&target)?;
+        not_quarantined(&self.server, &id)?;
         check_csr(&msg.csr)?;
         let (ttl, dns) = match &caller {
             Caller::Agent { id: agent } => {
@@ -199,6 +211,7 @@ impl Node for NodeService {
             .await?;
         let msg = req.into_inner();
         let id = spiffe_id(&target)?;
+        not_quarantined(&self.server, &id)?;
         // Refused before signing: a token too large for validators would otherwise be
         // signed, fail the authority's own check and reach the caller as an internal
         // error.
@@ -310,6 +323,7 @@ async fn push_entries(
     let mut keys = server.key_changes();
     let mut stopping = server.stopping();
     let mut federation = server.federation().changes();
+    let mut quarantines = server.quarantines().changes();
     let mut bundle_sent: Option<String> = None;
     let mut federated_sent = None;
     let mut taints_sent: Option<pb::KeyTaints> = None;
@@ -318,6 +332,7 @@ async fn push_entries(
         changes.borrow_and_update();
         bans.borrow_and_update();
         federation.borrow_and_update();
+        quarantines.borrow_and_update();
         keys.borrow_and_update();
         // Sealed is checked first: sealing also empties the agent records
         // in memory, and a sealed server must say so, not that the agent is
@@ -332,7 +347,10 @@ async fn push_entries(
                 .await;
             return;
         }
-        let authorized = server.entries().authorized_for(&agent);
+        // A quarantined identity's entries are sent as deleted: the agent
+        // drops its SVIDs and ends its Workload API streams.
+        let mut authorized = server.entries().authorized_for(&agent);
+        authorized.retain(|e| server.quarantined(&e.spiffe_id).is_none());
         let mut msg = pb::SyncEntriesResponse {
             synced: first,
             ..Default::default()
@@ -389,6 +407,7 @@ async fn push_entries(
             r = changes.changed() => if r.is_err() { return },
             r = bans.changed() => if r.is_err() { return },
             r = federation.changed() => if r.is_err() { return },
+            r = quarantines.changed() => if r.is_err() { return },
             r = keys.changed() => if r.is_err() { return },
             () = async { let _ = stopping.wait_for(|s| *s).await; } => {
                 let _ = tx.send(Err(ApiError::ShuttingDown.into())).await;

@@ -54,6 +54,9 @@ pub enum LifecycleError {
     /// The JIT elevation requests could not be loaded at unseal.
     #[error("JIT requests: {0}")]
     Elevations(String),
+    /// The quarantines could not be loaded at unseal.
+    #[error("quarantines: {0}")]
+    Quarantines(String),
     /// The sealed store refused or failed (wrong passphrase, not
     /// initialized, corrupt record, I/O).
     #[error(transparent)]

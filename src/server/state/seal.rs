@@ -183,6 +183,11 @@ impl Server {
             .load()
             .map_err(|e| LifecycleError::Elevations(e.to_string()))?;
         tracing::info!(requests, "JIT requests loaded");
+        let quarantined = self
+            .quarantines
+            .load()
+            .map_err(|e| LifecycleError::Quarantines(e.to_string()))?;
+        tracing::info!(quarantined, "quarantines loaded");
         tracing::info!(rotating, "secret rotation schedules loaded");
         tracing::info!(entries = count, foreign_bundles = foreign, "caches loaded");
         Ok(Checked {
@@ -264,6 +269,7 @@ impl Server {
         // Issued tokens are loaded again at unseal; sealed, none is held.
         self.tokens.clear();
         self.elevations.clear();
+        self.quarantines.clear();
         self.report_health();
         tracing::info!("sealed");
     }

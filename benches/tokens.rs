@@ -1,0 +1,201 @@
+//! The token benchmark (SPEC §6): runs the real `sigil server` and measures,
+//! in one run:
+//! - token mints per second over mTLS (`Auth.Mint`: the gate and the PDP,
+//!   the caller's grants checked, an ES256 JWT signed, the record written
+//!   durably and the mint audited twice, durably) at concurrency 32, beside
+//!   the raw limit: ES256 signatures of a token-sized JWT with ring, on the
+//!   same two runtime threads, at the same concurrency;
+//! - introspections per second (`Auth.Introspect`) at concurrency 32.
+//!
+//! Nothing is asserted: timings depend on the machine. Run with
+//! `cargo bench --bench tokens`.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark times itself with the wall clock and waits for processes"
+)]
+
+mod common;
+#[path = "common/sigil_server.rs"]
+mod sigil_server;
+#[path = "common/spread.rs"]
+mod spread;
+
+use common::{BenchResult, Rates, Runner, SLICES, WINDOW, compare, timed};
+use sigil::api::pb;
+use sigil::api::pb::auth_client::AuthClient;
+use sigil::cli::client::Target;
+use sigil_server::SIGIL;
+use spread::spread;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+const MINTER: &str = "spiffe://example.org/bench/minter";
+const CONCURRENCY: usize = 32;
+const INTROSPECT_SPAN: Duration = Duration::from_secs(5);
+
+fn main() -> BenchResult<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let grants = serde_json::json!({ MINTER: ["read:bench/**"] });
+    let (server, _admin) = runtime.block_on(sigil_server::start(
+        dir.path(),
+        grants,
+        "",
+        "sigil-tokens-bench-server.log",
+    ))?;
+    let channel = runtime.block_on(minter_channel(dir.path(), server.port))?;
+    println!(
+        "sigil token benchmark (SPEC §6); server under {}",
+        dir.path().display()
+    );
+    println!(
+        "rates alternate with their raw limit in {SLICES} slices over {} s\n",
+        WINDOW.as_secs()
+    );
+    let rates = compare(mints(&runtime, &channel), raw_signs(&runtime)?)?;
+    println!(
+        "token mint over mTLS, concurrency {CONCURRENCY}  {:>7.0} /s   raw ES256 sign {:>7.0} /s   ratio {:>5.2}  (target >= 0.50)",
+        rates.figure,
+        rates.raw,
+        ratio(&rates)
+    );
+    let token = runtime.block_on(async {
+        let r = AuthClient::new(channel.clone())
+            .mint(mint_request())
+            .await?;
+        BenchResult::Ok(r.into_inner().token)
+    })?;
+    let mut introspections = introspects(&runtime, &channel, token);
+    let (n, secs) = timed(&mut introspections, INTROSPECT_SPAN)?;
+    println!(
+        "token introspection over mTLS, concurrency {CONCURRENCY}  {:>7.0} /s   ({n} in {secs:.1} s)",
+        n as f64 / secs
+    );
+    Ok(())
+}
+
+fn ratio(r: &Rates) -> f64 {
+    r.figure / r.raw
+}
+
+fn mint_request() -> pb::MintTokenRequest {
+    pb::MintTokenRequest {
+        scopes: vec!["read:bench/db".into()],
+        audience: "bench".into(),
+        ttl_seconds: 0,
+    }
+}
+
+/// An mTLS channel authenticated as [`MINTER`], with an SVID minted by the
+/// operator (`sigil svid mint`).
+async fn minter_channel(dir: &Path, port: u16) -> BenchResult<Channel> {
+    let out = dir.join("minter");
+    let status = Command::new(SIGIL)
+        .args([
+            "svid",
+            "mint",
+            "--spiffe-id",
+            MINTER,
+            "--ttl",
+            "1h",
+            "--out",
+        ])
+        .arg(&out)
+        .env("SIGIL_ADMIN_SOCKET", dir.join("admin.sock"))
+        .env("SIGIL_LOG", "error")
+        .status()?;
+    if !status.success() {
+        return Err("svid mint failed".into());
+    }
+    let target = Target::Tls {
+        addr: format!("127.0.0.1:{port}"),
+        ca_bundle: out.join("bundle.pem"),
+        svid_dir: Some(out),
+    };
+    Ok(sigil::cli::client::connect(&target).await?)
+}
+
+fn mints<'a>(rt: &'a tokio::runtime::Runtime, ch: &Channel) -> Runner<'a> {
+    let client = AuthClient::new(ch.clone());
+    Box::new(move |span| {
+        let client = client.clone();
+        rt.block_on(spread(span, CONCURRENCY, move || {
+            let mut c = client.clone();
+            async move {
+                let t = c.mint(mint_request()).await?.into_inner();
+                if t.token.is_empty() {
+                    return Err("empty token".into());
+                }
+                Ok(())
+            }
+        }))
+    })
+}
+
+/// ES256 over a header and claims the size of a minted token's, with a
+/// fresh `jti` each time, as a mint signs.
+fn raw_signs(rt: &tokio::runtime::Runtime) -> BenchResult<Runner<'_>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| "key generation failed")?;
+    let key = Arc::new(
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|_| "key load failed")?,
+    );
+    let header =
+        B64.encode(r#"{"alg":"ES256","kid":"0123456789abcdef0123456789abcdef","typ":"JWT"}"#);
+    Ok(Box::new(move |span| {
+        let (key, header) = (key.clone(), header.clone());
+        rt.block_on(spread(span, CONCURRENCY, move || {
+            let (key, header) = (key.clone(), header.clone());
+            async move {
+                let rng = ring::rand::SystemRandom::new();
+                let mut jti = [0u8; 16];
+                ring::rand::SecureRandom::fill(&rng, &mut jti).map_err(|_| "rng")?;
+                let claims = format!(
+                    r#"{{"aud":["bench"],"cnf":{{"x5t#S256":"{}"}},"exp":1800000900,"iat":1800000000,"jti":"{}","scope":"read:bench/db","sub":"{MINTER}"}}"#,
+                    "A".repeat(43),
+                    hex::encode(jti)
+                );
+                let input = format!("{header}.{}", B64.encode(claims));
+                let sig = key.sign(&rng, input.as_bytes()).map_err(|_| "sign failed")?;
+                let token = format!("{input}.{}", B64.encode(sig.as_ref()));
+                std::hint::black_box(token);
+                // Yield like a mint's await points do, so 32 tasks share the
+                // two threads the same way.
+                tokio::task::yield_now().await;
+                Ok(())
+            }
+        }))
+    }))
+}
+
+fn introspects<'a>(rt: &'a tokio::runtime::Runtime, ch: &Channel, token: String) -> Runner<'a> {
+    let client = AuthClient::new(ch.clone());
+    Box::new(move |span| {
+        let (client, token) = (client.clone(), token.clone());
+        rt.block_on(spread(span, CONCURRENCY, move || {
+            let (mut c, token) = (client.clone(), token.clone());
+            async move {
+                let r = c
+                    .introspect(pb::IntrospectRequest { token })
+                    .await?
+                    .into_inner();
+                if !r.active {
+                    return Err("token not active".into());
+                }
+                Ok(())
+            }
+        }))
+    })
+}

@@ -1,0 +1,214 @@
+//! Scoped tokens minted by a workload for itself (SPEC §3.3 `sigil token
+//! mint`): a sigil token for an audience of its choice, carrying only
+//! grants it holds, bound to the certificate it proved itself with.
+//!
+//! A scope must be covered by one of the caller's standing grants (the
+//! policy data's `data.sigil.grants`) or by a grant of one of its active JIT
+//! requests; a scope only a JIT grant covers ties the token to that request:
+//! the token's `exp` is never later than the request's end, and the token is
+//! in force only while the request is active.
+
+use super::Server;
+use super::login::TOKEN_AUDIENCE;
+use super::tokens::TokenRecord;
+use crate::id::SpiffeId;
+use crate::secret::Secret;
+use crate::secrets::Grant;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most scopes in one token.
+pub const MAX_SCOPES: usize = 32;
+/// Longest audience, in bytes.
+pub const MAX_AUDIENCE: usize = 256;
+/// Lifetime when none is asked for.
+pub const DEFAULT_TTL: u64 = 15 * 60;
+/// Longest lifetime.
+pub const MAX_TTL: u64 = 12 * 3600;
+
+/// What a mint asks for.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    /// `VERB:PATTERN` scopes.
+    pub scopes: Vec<String>,
+    /// The one audience the token is for.
+    pub audience: String,
+    /// Seconds; 0 for the default.
+    pub ttl: u64,
+}
+
+/// A minted token.
+pub struct Minted {
+    /// The token (a bearer credential).
+    pub token: Secret,
+    /// Its record.
+    pub record: Arc<TokenRecord>,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("token", &"[redacted]")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// Why a mint was refused. Each variant names the rule.
+#[derive(Debug, thiserror::Error)]
+pub enum MintRefused {
+    /// No scopes, or too many.
+    #[error("scopes: give 1 to {MAX_SCOPES}")]
+    ScopeCount,
+    /// A scope is not `VERB:PATTERN`.
+    #[error("scope {scope:?}: {message}")]
+    BadScope {
+        /// The scope.
+        scope: String,
+        /// Why.
+        message: String,
+    },
+    /// The audience is empty, too long or not printable.
+    #[error("audience: give 1 to {MAX_AUDIENCE} printable characters")]
+    BadAudience,
+    /// The lifetime is over the maximum.
+    #[error("ttl: at most {MAX_TTL}s")]
+    TtlTooLong,
+    /// The caller holds no grant covering a scope.
+    #[error("scope {0:?} is not covered by a standing grant or an active JIT grant of the caller")]
+    NotHeld(String),
+    /// The caller is not a workload proving its SVID over mTLS.
+    #[error("only a workload proving its SVID over mTLS mints tokens")]
+    NotAWorkload,
+    /// The server could not sign or record the token.
+    #[error("cannot issue the token: {0}")]
+    Issue(String),
+}
+
+impl MintRefused {
+    /// Whether the caller's request is at fault (rather than the server).
+    pub fn is_caller_error(&self) -> bool {
+        !matches!(self, MintRefused::Issue(_))
+    }
+}
+
+fn check_audience(a: &str) -> Result<(), MintRefused> {
+    if a.is_empty() || a.len() > MAX_AUDIENCE || a.chars().any(|c| c.is_control()) {
+        return Err(MintRefused::BadAudience);
+    }
+    Ok(())
+}
+
+impl Server {
+    /// Mints a token for `id`, bound to the certificate with thumbprint
+    /// `x5t` (see the module notes for what it may carry).
+    pub async fn mint_token(
+        &self,
+        id: &SpiffeId,
+        x5t: String,
+        asked: &MintRequest,
+    ) -> Result<Minted, MintRefused> {
+        if asked.scopes.is_empty() || asked.scopes.len() > MAX_SCOPES {
+            return Err(MintRefused::ScopeCount);
+        }
+        check_audience(&asked.audience)?;
+        let ttl = match asked.ttl {
+            0 => DEFAULT_TTL,
+            t if t > MAX_TTL => return Err(MintRefused::TtlTooLong),
+            t => t,
+        };
+        let now = crate::clock::unix_seconds(self.now());
+        let standing = self.pdp().standing_grants(id.as_str()).to_vec();
+        let jit = self.elevations().active_grants(id.as_str(), now);
+        let mut scopes = Vec::with_capacity(asked.scopes.len());
+        let mut requests: Vec<String> = Vec::new();
+        let mut end = now.saturating_add(ttl);
+        for text in &asked.scopes {
+            let scope = Grant::parse(text).map_err(|e| MintRefused::BadScope {
+                scope: text.clone(),
+                message: e.to_string(),
+            })?;
+            if standing.iter().any(|g| g.covers(&scope)) {
+                scopes.push(scope.to_string());
+                continue;
+            }
+            // Of the JIT grants that cover it, the one that lasts longest.
+            let held = jit
+                .iter()
+                .filter(|g| Grant::parse(&g.grant).is_ok_and(|g| g.covers(&scope)))
+                .max_by_key(|g| g.expires_at)
+                .ok_or_else(|| MintRefused::NotHeld(text.clone()))?;
+            end = end.min(held.expires_at);
+            if !requests.contains(&held.request) {
+                requests.push(held.request.clone());
+            }
+            scopes.push(scope.to_string());
+        }
+        let ttl = end.saturating_sub(now);
+        if ttl == 0 {
+            return Err(MintRefused::NotHeld(asked.scopes.join(" ")));
+        }
+        let issue = |e: &dyn std::fmt::Display| MintRefused::Issue(e.to_string());
+        let authority = self.authority().map_err(|e| issue(&e))?;
+        let mut raw = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+            .map_err(|_| issue(&"the random source failed"))?;
+        let jti = hex::encode(raw);
+        let mut claims = Map::new();
+        claims.insert("jti".into(), Value::from(jti.as_str()));
+        claims.insert("scope".into(), Value::from(scopes.join(" ")));
+        if !requests.is_empty() {
+            claims.insert("sigil_jit".into(), Value::from(requests.clone()));
+        }
+        // RFC 8705 §3.1: the confirmation claim names the certificate the
+        // token is bound to; sigil checks it on every presentation.
+        let mut cnf = Map::new();
+        cnf.insert("x5t#S256".into(), Value::from(x5t.as_str()));
+        claims.insert("cnf".into(), Value::Object(cnf));
+        let audience = vec![asked.audience.clone()];
+        let signed = authority
+            .sign_token(id, &audience, claims, Duration::from_secs(ttl), self.now())
+            .map_err(|e| issue(&e))?;
+        let record = TokenRecord {
+            jti,
+            sha256: String::new(),
+            spiffe_id: id.to_string(),
+            method: "mint".into(),
+            role: String::new(),
+            source: "mtls".into(),
+            grants: scopes,
+            issued_at: now,
+            expires_at: signed.expires_at,
+            revoked_at: None,
+            audience,
+            cnf_x5t: Some(x5t),
+            jit_requests: requests,
+        };
+        let record = self
+            .tokens()
+            .record(&signed.token, record, now)
+            .await
+            .map_err(|e| issue(&e))?;
+        Ok(Minted {
+            token: signed.token,
+            record,
+        })
+    }
+
+    /// Whether the token `record` is in force at `now`: live (not expired,
+    /// not revoked), and every JIT request it relies on still active.
+    pub fn token_in_force(&self, record: &TokenRecord, now: u64) -> bool {
+        record.live(now)
+            && record.jit_requests.iter().all(|id| {
+                self.elevations()
+                    .get(id)
+                    .is_some_and(|r| r.state_at(now) == crate::jit::State::Active)
+            })
+    }
+}
+
+/// Whether `audience` is sigil's own.
+pub fn is_sigil_audience(audience: &str) -> bool {
+    audience == TOKEN_AUDIENCE
+}

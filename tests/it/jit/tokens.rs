@@ -1,0 +1,382 @@
+//! Scoped tokens bound to their holder (SPEC §3.3 `sigil token mint`,
+//! `introspect`, `revoke`): a token carries only grants its holder has,
+//! never outlives the JIT grant it needs, speaks only over a connection
+//! with the certificate it is bound to (RFC 8705), and introspects (RFC
+//! 7662) as inactive once anything it relies on ends.
+
+use super::{ALICE, approve, ask, read_code, workflow_with};
+use crate::common::*;
+use crate::secrets::{Harness, get};
+use sigil::api::pb;
+use sigil::cli::client::{Clients, Credential, Target};
+use sigil::clock::ManualClock;
+use sigil::secret::Secret;
+use std::sync::Arc;
+use tonic::Code;
+
+fn grants() -> serde_json::Value {
+    serde_json::json!({ ALICE: ["read:app/alice/*"] })
+}
+
+fn mint(scopes: &[&str], audience: &str, ttl: i64) -> pb::MintTokenRequest {
+    pb::MintTokenRequest {
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        audience: audience.into(),
+        ttl_seconds: ttl,
+    }
+}
+
+/// Clients presenting `token` over a connection with the certificate of
+/// `path` (or with none).
+async fn with_token(h: &Harness, path: Option<&str>, token: &str) -> Clients {
+    let svid_dir = path.map(|p| h.svid_dir(p));
+    let ca_bundle = h.svid_dir("/ops/bob").join("bundle.pem");
+    let channel = sigil::cli::client::connect(&Target::Tls {
+        addr: h.server.addr.to_string(),
+        ca_bundle,
+        svid_dir,
+    })
+    .await
+    .unwrap();
+    let credential = Credential::bearer(&Secret::from(token.to_owned())).unwrap();
+    Clients::with_credential(channel, credential)
+}
+
+async fn introspect(c: &mut Clients, token: &str) -> pb::IntrospectResponse {
+    c.auth
+        .introspect(pb::IntrospectRequest {
+            token: token.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_carries_only_held_scopes_and_ends_with_the_grant_it_needs() {
+    let clock = Arc::new(ManualClock::at_wall_time());
+    let (h, mut op) = workflow_with(grants(), clock.clone()).await;
+    op.secrets
+        .put(crate::secrets::put("app/alice/key", &[("k", "v")], None))
+        .await
+        .unwrap();
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+
+    // A standing grant, or a narrower scope under it.
+    for scope in ["read:app/alice/*", "read:app/alice/key"] {
+        let t = alice
+            .auth
+            .mint(mint(&[scope], "payments", 0))
+            .await
+            .unwrap()
+            .into_inner();
+        let info = t.info.unwrap();
+        assert_eq!(info.grants, vec![scope.to_owned()]);
+        assert_eq!(info.audience, vec!["payments".to_owned()]);
+        assert_eq!(info.expires_at - info.issued_at, 15 * 60, "the default");
+        assert!(info.jit_requests.is_empty());
+        assert_eq!(info.cnf_x5t_s256.len(), 43, "base64url SHA-256");
+    }
+    // Anything wider, or not held at all, is refused by name.
+    for (scope, code, msg) in [
+        (
+            "read:app/**",
+            Code::PermissionDenied,
+            "scope \"read:app/**\" is not covered by a standing grant or an active JIT grant of the caller",
+        ),
+        (
+            "read:prod/db/*",
+            Code::PermissionDenied,
+            "scope \"read:prod/db/*\" is not covered by a standing grant or an active JIT grant of the caller",
+        ),
+        (
+            "raed:app/alice/*",
+            Code::InvalidArgument,
+            "scope \"raed:app/alice/*\": ",
+        ),
+    ] {
+        let e = alice
+            .auth
+            .mint(mint(&[scope], "payments", 0))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{scope}: {e:?}");
+        assert!(e.message().starts_with(msg), "{scope}: {}", e.message());
+    }
+    let e = alice
+        .auth
+        .mint(mint(&["read:app/alice/*"], "payments", 13 * 3600))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "ttl: at most 43200s");
+    // The operator has no certificate to bind to.
+    let e = op
+        .auth
+        .mint(mint(&["read:app/alice/*"], "payments", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // With a JIT grant, the token needs it: its exp is the grant's end.
+    let r = alice
+        .jit
+        .request(ask("db-read", "", 600, "incident 7"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let active = bob
+        .jit
+        .approve(approve(&r.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let t = alice
+        .auth
+        .mint(mint(
+            &["read:prod/db/main", "read:app/alice/*"],
+            "sigil",
+            3600,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let info = t.info.unwrap();
+    assert_eq!(info.expires_at, active.expires_at);
+    assert_eq!(info.jit_requests, vec![r.id.clone()]);
+
+    // Presented with Alice's own certificate it reads; with Bob's, or with
+    // none, it proves nothing.
+    let mut own = with_token(&h, Some("/app/alice"), &t.token).await;
+    assert_eq!(read_code(&mut own).await.unwrap(), "s3cret");
+    for path in [Some("/ops/bob"), None] {
+        let mut other = with_token(&h, path, &t.token).await;
+        let e = read_code(&mut other).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{path:?}");
+        assert_eq!(
+            e.message(),
+            "anonymous callers may not perform secret.get",
+            "{path:?}"
+        );
+    }
+    // A token for another audience does not speak to sigil at all.
+    let payments = alice
+        .auth
+        .mint(mint(&["read:app/alice/*"], "payments", 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut aside = with_token(&h, Some("/app/alice"), &payments).await;
+    let e = aside
+        .secrets
+        .get(get("app/alice/key", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // Resource servers introspect.
+    let seen = introspect(&mut bob, &t.token).await;
+    assert!(seen.active);
+    assert_eq!(seen.sub, ALICE);
+    assert_eq!(seen.aud, vec!["sigil".to_owned()]);
+    assert_eq!(seen.scope, "read:prod/db/main read:app/alice/*");
+    assert_eq!(seen.exp, active.expires_at);
+    assert_eq!(seen.token_type, "Bearer");
+    assert_eq!(seen.sigil_jit, vec![r.id.clone()]);
+    assert!(introspect(&mut bob, &payments).await.active);
+    assert!(!introspect(&mut bob, "not-a-token").await.active);
+
+    // The grant ends: the token stops introspecting as active and stops
+    // reading at once; the token that needs no grant lives on.
+    bob.jit
+        .revoke(pb::JitRevokeRequest {
+            id: r.id.clone(),
+            reason: "done".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        introspect(&mut bob, &t.token).await,
+        pb::IntrospectResponse::default(),
+        "an inactive token shows nothing but active: false"
+    );
+    assert_eq!(
+        read_code(&mut own).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert!(introspect(&mut bob, &payments).await.active);
+    // Time runs out for the rest.
+    clock.advance(std::time::Duration::from_secs(15 * 60));
+    assert!(!introspect(&mut bob, &payments).await.active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_revoked_by_jti_by_grant_and_by_subject() {
+    let (h, mut op) = workflow_with(grants(), Arc::new(ManualClock::at_wall_time())).await;
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+    let mut minted = Vec::new();
+    for _ in 0..3 {
+        minted.push(
+            alice
+                .auth
+                .mint(mint(&["read:app/alice/*"], "payments", 0))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let r = alice
+        .jit
+        .request(ask("db-read", "", 600, "x"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    bob.jit.approve(approve(&r.id)).await.unwrap();
+    let jit_token = alice
+        .auth
+        .mint(mint(&["read:prod/db/*"], "sigil", 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let revoke = |jti: &str, grant: &str, subject: &str| pb::RevokeTokensRequest {
+        jti: jti.into(),
+        grant: grant.into(),
+        subject: subject.into(),
+    };
+    // Only one selector at a time; only admins and operators.
+    let e = op.auth.revoke(revoke("a", "b", "")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "give exactly one of jti, grant and subject");
+    let e = alice.auth.revoke(revoke("", "", ALICE)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let jti0 = minted[0].info.as_ref().unwrap().jti.clone();
+    let got = bob
+        .auth
+        .revoke(revoke(&jti0, "", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(got, vec![jti0]);
+    assert!(!introspect(&mut bob, &minted[0].token).await.active);
+    assert!(introspect(&mut bob, &minted[1].token).await.active);
+
+    let got = op
+        .auth
+        .revoke(revoke("", &r.id, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(got, vec![jit_token.info.as_ref().unwrap().jti.clone()]);
+    assert!(!introspect(&mut bob, &jit_token.token).await.active);
+
+    let mut left: Vec<String> = minted[1..]
+        .iter()
+        .map(|t| t.info.as_ref().unwrap().jti.clone())
+        .collect();
+    left.sort();
+    let got = op
+        .auth
+        .revoke(revoke("", "", ALICE))
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert_eq!(got, left);
+    for t in &minted {
+        assert!(!introspect(&mut bob, &t.token).await.active);
+    }
+    // The revocations are in the audit log by selector.
+    let records = crate::audit::tail(&mut op, 12).await;
+    let outcome = records
+        .iter()
+        .rfind(|r| r["event"]["action"] == "token.revoke")
+        .unwrap();
+    assert_eq!(
+        outcome["event"]["resource"],
+        format!("token:subject:{ALICE}")
+    );
+    assert_eq!(
+        outcome["event"]["reasons"][0],
+        format!("revoked {}", left.join(" "))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_mints_and_introspects() {
+    let (h, _op) = workflow_with(grants(), Arc::new(ManualClock::at_wall_time())).await;
+    let addr = h.server.addr.to_string();
+    let env_of = |path: &str| {
+        let dir = h.svid_dir(path);
+        vec![
+            ("SIGIL_SERVER".to_owned(), addr.clone()),
+            (
+                "SIGIL_CA_BUNDLE".to_owned(),
+                dir.join("bundle.pem").to_str().unwrap().to_owned(),
+            ),
+            (
+                "SIGIL_SVID_DIR".to_owned(),
+                dir.to_str().unwrap().to_owned(),
+            ),
+        ]
+    };
+    let run = |who: &[(String, String)], args: &[&str]| {
+        let env: Vec<(&str, &str)> = who.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        sigil(args, &env)
+    };
+    let alice = env_of("/app/alice");
+    let bob = env_of("/ops/bob");
+    let token = ok(run(
+        &alice,
+        &[
+            "token",
+            "mint",
+            "--scope",
+            "read:app/alice/*",
+            "--audience",
+            "payments",
+            "--ttl",
+            "5m",
+        ],
+    ));
+    let token = token.trim();
+    let out = ok(run(&bob, &["token", "introspect", token]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["active"], true);
+    assert_eq!(v["aud"], serde_json::json!(["payments"]));
+    assert_eq!(v["exp"].as_i64().unwrap() - v["iat"].as_i64().unwrap(), 300);
+    assert!(v["cnf"]["x5t#S256"].is_string());
+    let refused = run(
+        &alice,
+        &[
+            "token",
+            "mint",
+            "--scope",
+            "read:prod/**",
+            "--audience",
+            "payments",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "error: permission denied: scope \"read:prod/**\" is not covered by a standing grant or an active JIT grant of the caller"
+    );
+    let jti = v["jti"].as_str().unwrap();
+    let out = ok(run(&bob, &["token", "revoke", "--jti", jti]));
+    assert_eq!(out.trim(), format!("revoked {jti}"));
+    let out = ok(run(&bob, &["token", "introspect", token]));
+    assert_eq!(out.trim(), "{\n  \"active\": false\n}");
+}
