@@ -28,7 +28,7 @@ mod sigil_server;
 mod spread;
 use common::{BenchResult, Rates, Runner, SLICES, WINDOW, compare};
 use sigil_server::{PASSPHRASE, SIGIL, Server};
-use spread::spread;
+use spread::{bare_once, spread};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -156,24 +156,6 @@ async fn read_once(mut c: SecretsClient<Channel>) -> BenchResult<()> {
         return Err("a read returned no fields".into());
     }
     Ok(())
-}
-
-/// The raw limit of one call: a `Secrets.Get` on the same connection whose
-/// request the service refuses before any work (an empty path fails to
-/// parse before the chokepoint): TLS, HTTP/2, tonic's routing and decoding
-/// and an error reply, nothing of the PDP, the store or the audit log.
-async fn bare_once(mut c: SecretsClient<Channel>) -> BenchResult<()> {
-    match c
-        .get(pb::GetSecretRequest {
-            path: String::new(),
-            version: 0,
-        })
-        .await
-    {
-        Err(s) if s.code() == tonic::Code::InvalidArgument => Ok(()),
-        Err(s) => Err(format!("bare call: {s}").into()),
-        Ok(_) => Err("the bare call was answered with a secret".into()),
-    }
 }
 
 fn reads<'a>(rt: &'a tokio::runtime::Runtime, ch: &Channel, concurrency: usize) -> Runner<'a> {

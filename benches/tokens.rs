@@ -5,6 +5,8 @@
 //!   durably and the mint audited twice, durably) at concurrency 32, beside
 //!   the raw limit: ES256 signatures of a token-sized JWT with ring, on the
 //!   same two runtime threads, at the same concurrency;
+//! - a bare gRPC call on the same channel (refused before any work), for
+//!   scale: a mint is a round trip too, so it cannot go faster;
 //! - introspections per second (`Auth.Introspect`) at concurrency 32.
 //!
 //! Nothing is asserted: timings depend on the machine. Run with
@@ -26,7 +28,7 @@ use sigil::api::pb;
 use sigil::api::pb::auth_client::AuthClient;
 use sigil::cli::client::Target;
 use sigil_server::SIGIL;
-use spread::spread;
+use spread::{bare_once, spread};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use tonic::transport::Channel;
 const MINTER: &str = "spiffe://example.org/bench/minter";
 const CONCURRENCY: usize = 32;
 const INTROSPECT_SPAN: Duration = Duration::from_secs(5);
+const BARE_SPAN: Duration = Duration::from_secs(3);
 
 fn main() -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -65,6 +68,12 @@ fn main() -> BenchResult<()> {
         rates.figure,
         rates.raw,
         ratio(&rates)
+    );
+    let mut bare = bare_calls(&runtime, &channel);
+    let (n, secs) = timed(&mut bare, BARE_SPAN)?;
+    println!(
+        "bare gRPC call over the same mTLS channel, concurrency {CONCURRENCY}  {:>7.0} /s   (refused before any work: the transport's own limit)",
+        n as f64 / secs
     );
     let token = runtime.block_on(async {
         let r = AuthClient::new(channel.clone())
@@ -178,6 +187,14 @@ fn raw_signs(rt: &tokio::runtime::Runtime) -> BenchResult<Runner<'_>> {
             }
         }))
     }))
+}
+
+fn bare_calls<'a>(rt: &'a tokio::runtime::Runtime, ch: &Channel) -> Runner<'a> {
+    let client = sigil::api::pb::secrets_client::SecretsClient::new(ch.clone());
+    Box::new(move |span| {
+        let client = client.clone();
+        rt.block_on(spread(span, CONCURRENCY, move || bare_once(client.clone())))
+    })
 }
 
 fn introspects<'a>(rt: &'a tokio::runtime::Runtime, ch: &Channel, token: String) -> Runner<'a> {

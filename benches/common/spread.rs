@@ -1,7 +1,11 @@
-//! Running one operation from many tasks at once for a while.
+//! Driving a server from many tasks at once for a while, and the bare gRPC
+//! call that is a call's raw limit.
 
 use super::common::BenchResult;
+use sigil::api::pb;
+use sigil::api::pb::secrets_client::SecretsClient;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 /// Runs `op` on `concurrency` tasks until `span` has passed; returns how many completed.
 pub async fn spread<F, Fut>(span: Duration, concurrency: usize, op: F) -> BenchResult<u64>
@@ -28,4 +32,22 @@ where
         total += t.await??;
     }
     Ok(total)
+}
+
+/// The raw limit of one call: a `Secrets.Get` on the same connection whose
+/// request the service refuses before any work (an empty path fails to
+/// parse before the chokepoint): TLS, HTTP/2, tonic's routing and decoding
+/// and an error reply, nothing of the PDP, the store or the audit log.
+pub async fn bare_once(mut c: SecretsClient<Channel>) -> BenchResult<()> {
+    match c
+        .get(pb::GetSecretRequest {
+            path: String::new(),
+            version: 0,
+        })
+        .await
+    {
+        Err(s) if s.code() == tonic::Code::InvalidArgument => Ok(()),
+        Err(s) => Err(format!("bare call: {s}").into()),
+        Ok(_) => Err("the bare call was answered with a secret".into()),
+    }
 }

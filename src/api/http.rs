@@ -25,7 +25,7 @@
 use crate::api::ApiError;
 use crate::api::convert::introspection_json;
 use crate::api::gate::Gate;
-use crate::api::services::auth::{gated_login, introspection, presented};
+use crate::api::services::auth::{gated_introspection, gated_login, presented};
 use crate::api::services::secrets::{gated_read, gated_write, secret};
 use crate::net::Bearer;
 use crate::policy::{Action, Resource};
@@ -370,17 +370,6 @@ async fn token_caller(
 /// object, `{"active": false}` for anything not in force.
 async fn introspect(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    if let Err(e) = app
-        .gate
-        .authorize_parts(
-            &parts.extensions,
-            Action::TokenIntrospect,
-            Resource::kind("token"),
-        )
-        .await
-    {
-        return app.answer(e);
-    }
     let bytes = match body_bytes(body).await {
         Ok(b) => zeroize::Zeroizing::new(b.to_vec()),
         Err(r) => return r,
@@ -406,9 +395,10 @@ async fn introspect(State(app): State<App>, req: Request) -> Response {
             &["missing token: send token=… (form) or {\"token\": \"…\"}"],
         );
     };
-    let now = crate::clock::unix_seconds(app.server.now());
-    let r = introspection(&app.server, token.as_bytes(), now);
-    json_answer(StatusCode::OK, &introspection_json(&r))
+    match gated_introspection(&app.gate, &app.server, &parts.extensions, token.as_bytes()).await {
+        Ok(r) => json_answer(StatusCode::OK, &introspection_json(&r)),
+        Err(e) => app.answer(e),
+    }
 }
 
 async fn lookup_self(State(app): State<App>, req: Request) -> Response {

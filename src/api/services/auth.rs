@@ -133,6 +133,30 @@ pub(crate) fn presented(caller: &Caller) -> Result<Arc<TokenRecord>, ApiError> {
     }
 }
 
+/// An introspection through the gate (shared by the gRPC and HTTP APIs),
+/// recorded like a read: decided, answered, and the record (which token, by
+/// `jti`, and whether it was active) written before the answer goes out and
+/// synced with its group.
+pub(crate) async fn gated_introspection(
+    gate: &Gate,
+    server: &Server,
+    ext: &http::Extensions,
+    token: &[u8],
+) -> Result<pb::IntrospectResponse, ApiError> {
+    let decided = gate
+        .decide(ext, Action::TokenIntrospect, Resource::kind("token"))
+        .await?;
+    let now = crate::clock::unix_seconds(server.now());
+    let r = introspection(server, token, now);
+    let said = if r.active {
+        format!("token {} is active", r.jti)
+    } else {
+        "an inactive or unknown token".to_owned()
+    };
+    decided.record(Ok(said)).await?;
+    Ok(r)
+}
+
 /// How a refused mint answers.
 fn mint_refused(e: MintRefused) -> ApiError {
     match e {
@@ -203,15 +227,14 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
-        self.gate
-            .authorize(&req, Action::TokenIntrospect, Resource::kind("token"))
-            .await?;
-        let now = crate::clock::unix_seconds(self.server.now());
-        Ok(Response::new(introspection(
+        let r = gated_introspection(
+            &self.gate,
             &self.server,
+            req.extensions(),
             req.get_ref().token.as_bytes(),
-            now,
-        )))
+        )
+        .await?;
+        Ok(Response::new(r))
     }
 
     async fn revoke(
