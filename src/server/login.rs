@@ -16,7 +16,7 @@ use crate::oidc::{IssuerPolicy, Jwks, LoginError};
 use crate::secret::Secret;
 use crate::server::TokenRecord;
 use crate::sync::{lock, read, write};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -247,13 +247,8 @@ impl Server {
     ) -> Result<Issued, LoginRefused> {
         let issue = |e: &dyn std::fmt::Display| LoginRefused::Issue(e.to_string());
         let authority = self.authority().map_err(|e| issue(&e))?;
-        let mut raw = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-            .map_err(|_| issue(&"the random source failed"))?;
-        let jti = hex::encode(raw);
-        let mut claims = Map::new();
-        claims.insert("jti".into(), Value::from(jti.as_str()));
-        claims.insert("scope".into(), Value::from(role.grants.join(" ")));
+        let (jti, mut claims) = super::tokens::first_claims(&role.grants)
+            .ok_or_else(|| issue(&"the random source failed"))?;
         claims.insert("sigil_role".into(), Value::from(role.name.as_str()));
         let signed = authority
             .sign_token(

@@ -151,13 +151,8 @@ impl Server {
         }
         let issue = |e: &dyn std::fmt::Display| MintRefused::Issue(e.to_string());
         let authority = self.authority().map_err(|e| issue(&e))?;
-        let mut raw = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-            .map_err(|_| issue(&"the random source failed"))?;
-        let jti = hex::encode(raw);
-        let mut claims = Map::new();
-        claims.insert("jti".into(), Value::from(jti.as_str()));
-        claims.insert("scope".into(), Value::from(scopes.join(" ")));
+        let (jti, mut claims) = super::tokens::first_claims(&scopes)
+            .ok_or_else(|| issue(&"the random source failed"))?;
         if !requests.is_empty() {
             claims.insert("sigil_jit".into(), Value::from(requests.clone()));
         }

@@ -74,6 +74,20 @@ fn sigil_audience() -> Vec<String> {
     vec![super::login::TOKEN_AUDIENCE.to_owned()]
 }
 
+/// A new token's `jti` and the claims every sigil token starts with (`jti`,
+/// `scope`); `None` when the random source failed.
+pub fn first_claims(
+    scopes: &[String],
+) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
+    let mut raw = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).ok()?;
+    let jti = hex::encode(raw);
+    let mut claims = serde_json::Map::new();
+    claims.insert("jti".into(), serde_json::Value::from(jti.as_str()));
+    claims.insert("scope".into(), serde_json::Value::from(scopes.join(" ")));
+    Some((jti, claims))
+}
+
 /// The `x5t#S256` thumbprint of a DER certificate: base64url (no padding)
 /// of its SHA-256.
 pub fn thumbprint(der: &[u8]) -> String {

@@ -197,6 +197,29 @@ pub(crate) async fn workflow_with(
     (h, op)
 }
 
+/// The environment that makes the CLI speak as `spiffe://example.org{path}`
+/// over mTLS.
+pub(crate) fn cli_as(h: &Harness, path: &str) -> Vec<(String, String)> {
+    let dir = h.svid_dir(path);
+    vec![
+        ("SIGIL_SERVER".to_owned(), h.server.addr.to_string()),
+        (
+            "SIGIL_CA_BUNDLE".to_owned(),
+            dir.join("bundle.pem").to_str().unwrap().to_owned(),
+        ),
+        (
+            "SIGIL_SVID_DIR".to_owned(),
+            dir.to_str().unwrap().to_owned(),
+        ),
+    ]
+}
+
+/// Runs the CLI with `args` in the environment `who`.
+pub(crate) fn run(who: &[(String, String)], args: &[&str]) -> std::process::Output {
+    let env: Vec<(&str, &str)> = who.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    sigil(args, &env)
+}
+
 pub(crate) fn ask(role: &str, for_id: &str, secs: i64, reason: &str) -> pb::JitRequestRequest {
     pb::JitRequestRequest {
         role: role.into(),
@@ -693,27 +716,8 @@ async fn denial_pending_expiry_and_grant_expiry_follow_the_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_survive_seal_and_unseal_and_the_cli_runs_the_flow() {
     let (h, mut op) = workflow(Arc::new(ManualClock::at_wall_time())).await;
-    let addr = h.server.addr.to_string();
-    let as_id = |path: &str| {
-        let dir = h.svid_dir(path);
-        vec![
-            ("SIGIL_SERVER".to_owned(), addr.clone()),
-            (
-                "SIGIL_CA_BUNDLE".to_owned(),
-                dir.join("bundle.pem").to_str().unwrap().to_owned(),
-            ),
-            (
-                "SIGIL_SVID_DIR".to_owned(),
-                dir.to_str().unwrap().to_owned(),
-            ),
-        ]
-    };
-    let run = |who: &[(String, String)], args: &[&str]| {
-        let env: Vec<(&str, &str)> = who.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        sigil(args, &env)
-    };
-    let alice = as_id("/app/alice");
-    let bob = as_id("/ops/bob");
+    let alice = cli_as(&h, "/app/alice");
+    let bob = cli_as(&h, "/ops/bob");
     let out = ok(run(
         &alice,
         &[

@@ -265,25 +265,8 @@ impl Jit for JitService {
         req: Request<pb::JitDenyRequest>,
     ) -> Result<Response<pb::JitRequestResponse>, Status> {
         let m = req.get_ref();
-        let ext = req.extensions();
-        let resource = self.resource_of(&m.id);
-        let res = &resource;
-        let (_, r) = self
-            .gated(ext, Action::JitApprove, &resource, |caller| async move {
-                let by = caller.audit_name();
-                self.server
-                    .elevations()
-                    .update(
-                        &m.id,
-                        self.clock(),
-                        |r, now| r.deny(&by, &m.reason, now),
-                        |(), r| {
-                            let done = format!("denied {}: {}", r.id, ended_text(&r));
-                            self.record_done(ext, Action::JitApprove, res, done)
-                        },
-                    )
-                    .await
-            })
+        let r = self
+            .end(req.extensions(), &m.id, &m.reason, Ending::Deny)
             .await?;
         Ok(self.answer(&r))
     }
@@ -293,25 +276,8 @@ impl Jit for JitService {
         req: Request<pb::JitRevokeRequest>,
     ) -> Result<Response<pb::JitRequestResponse>, Status> {
         let m = req.get_ref();
-        let ext = req.extensions();
-        let resource = self.resource_of(&m.id);
-        let res = &resource;
-        let (_, r) = self
-            .gated(ext, Action::JitRevoke, &resource, |caller| async move {
-                let by = caller.audit_name();
-                self.server
-                    .elevations()
-                    .update(
-                        &m.id,
-                        self.clock(),
-                        |r, now| r.revoke(&by, &m.reason, now),
-                        |(), r| {
-                            let done = format!("revoked {}: {}", r.id, ended_text(&r));
-                            self.record_done(ext, Action::JitRevoke, res, done)
-                        },
-                    )
-                    .await
-            })
+        let r = self
+            .end(req.extensions(), &m.id, &m.reason, Ending::Revoke)
             .await?;
         Ok(self.answer(&r))
     }
@@ -367,7 +333,53 @@ impl Jit for JitService {
     }
 }
 
+/// How a request ends early.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// An approver refuses it (decided as `jit.approve`).
+    Deny,
+    /// It is revoked (`jit.revoke`).
+    Revoke,
+}
+
 impl JitService {
+    /// Denies or revokes request `id` with `reason`, through the gate.
+    async fn end(
+        &self,
+        ext: &http::Extensions,
+        id: &str,
+        reason: &str,
+        how: Ending,
+    ) -> Result<Arc<Elevation>, Status> {
+        let (action, done) = match how {
+            Ending::Deny => (Action::JitApprove, "denied"),
+            Ending::Revoke => (Action::JitRevoke, "revoked"),
+        };
+        let resource = self.resource_of(id);
+        let res = &resource;
+        let ((), r) = self
+            .gated(ext, action, &resource, |caller| async move {
+                let by = caller.audit_name();
+                self.server
+                    .elevations()
+                    .update(
+                        id,
+                        self.clock(),
+                        |r, now| match how {
+                            Ending::Deny => r.deny(&by, reason, now),
+                            Ending::Revoke => r.revoke(&by, reason, now),
+                        },
+                        |(), r| {
+                            let said = format!("{done} {}: {}", r.id, ended_text(&r));
+                            self.record_done(ext, action, res, said)
+                        },
+                    )
+                    .await
+            })
+            .await?;
+        Ok(r)
+    }
+
     /// Whether `caller` sees request `r`: operators see all; anyone else the
     /// requests they made or that are for them, and those the policy lets
     /// them approve.

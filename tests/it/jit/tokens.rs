@@ -4,7 +4,7 @@
 //! with the certificate it is bound to (RFC 8705), and introspects (RFC
 //! 7662) as inactive once anything it relies on ends.
 
-use super::{ALICE, approve, ask, read_code, workflow_with};
+use super::{ALICE, approve, ask, cli_as, read_code, run, workflow_with};
 use crate::common::*;
 use crate::secrets::{Harness, get};
 use sigil::api::pb;
@@ -317,27 +317,8 @@ async fn tokens_are_revoked_by_jti_by_grant_and_by_subject() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_mints_and_introspects() {
     let (h, _op) = workflow_with(grants(), Arc::new(ManualClock::at_wall_time())).await;
-    let addr = h.server.addr.to_string();
-    let env_of = |path: &str| {
-        let dir = h.svid_dir(path);
-        vec![
-            ("SIGIL_SERVER".to_owned(), addr.clone()),
-            (
-                "SIGIL_CA_BUNDLE".to_owned(),
-                dir.join("bundle.pem").to_str().unwrap().to_owned(),
-            ),
-            (
-                "SIGIL_SVID_DIR".to_owned(),
-                dir.to_str().unwrap().to_owned(),
-            ),
-        ]
-    };
-    let run = |who: &[(String, String)], args: &[&str]| {
-        let env: Vec<(&str, &str)> = who.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        sigil(args, &env)
-    };
-    let alice = env_of("/app/alice");
-    let bob = env_of("/ops/bob");
+    let alice = cli_as(&h, "/app/alice");
+    let bob = cli_as(&h, "/ops/bob");
     let token = ok(run(
         &alice,
         &[
