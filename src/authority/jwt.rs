@@ -201,6 +201,13 @@ impl JwtKey {
     }
 }
 
+/// The `typ` of a sigil token (RFC 8725 §3.11, explicit typing). It is
+/// signed with the JWT-SVID keys so that it verifies against the bundle, and
+/// a JWT-SVID validator accepts only `JWT` or `JOSE` (JWT-SVID §2.3): no
+/// relying party that follows the standard takes a sigil token, which may
+/// be bound to a certificate, for a JWT-SVID, which is not.
+pub const TOKEN_TYP: &str = "sigil+jwt";
+
 #[derive(serde::Serialize)]
 struct Header<'a> {
     alg: &'static str,
@@ -237,7 +244,7 @@ impl Authority {
             exp,
             iat,
         };
-        let token = self.sign_compact(key, &claims)?;
+        let token = self.sign_compact(key, "JWT", &claims)?;
 
         let checked = check_minted(&token, &key.kid, audiences, spiffe_id, now)?;
         Ok(JwtSvid {
@@ -259,8 +266,9 @@ pub struct SignedToken {
 }
 
 impl Authority {
-    /// Signs a sigil token (an ES256 JWT with the same header and key as a
-    /// JWT-SVID, so it verifies against the trust bundle): `claims` plus
+    /// Signs a sigil token (an ES256 JWT with the key of a JWT-SVID, so it
+    /// verifies against the trust bundle, and its own `typ`, [`TOKEN_TYP`],
+    /// so it is never taken for one): `claims` plus
     /// `sub`, `aud`, `iat` and `exp` (`now + ttl`, capped at the signing
     /// key's expiry). `claims` must not set those four.
     pub fn sign_token(
@@ -276,7 +284,7 @@ impl Authority {
         claims.insert("aud".into(), Value::from(audiences.to_vec()));
         claims.insert("iat".into(), Value::from(iat));
         claims.insert("exp".into(), Value::from(exp));
-        let token = self.sign_compact(key, &claims)?;
+        let token = self.sign_compact(key, TOKEN_TYP, &claims)?;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthorityError::CertificateEncoding {
                 reason: format!("token would be longer than {MAX_TOKEN_LEN} bytes"),
@@ -313,17 +321,18 @@ impl Authority {
         Ok((key, iat, exp))
     }
 
-    /// `claims` as a compact JWS signed by `key` (ES256, header `kid`,
-    /// `typ` JWT).
+    /// `claims` as a compact JWS signed by `key` (ES256, header `kid` and
+    /// `typ`).
     fn sign_compact(
         &self,
         key: &JwtKey,
+        typ: &'static str,
         claims: &impl serde::Serialize,
     ) -> Result<String, AuthorityError> {
         let header = Header {
             alg: "ES256",
             kid: &key.kid,
-            typ: "JWT",
+            typ,
         };
         let mut token = encode_json(&header)?;
         token.push('.');

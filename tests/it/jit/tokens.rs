@@ -172,6 +172,29 @@ async fn a_token_carries_only_held_scopes_and_ends_with_the_grant_it_needs() {
         .unwrap()
         .into_inner()
         .token;
+    // It is signed with the JWT-SVID keys but typed `sigil+jwt`: a JWT-SVID
+    // validator for that audience refuses it (JWT-SVID §2.3), so a copy
+    // cannot be replayed, unbound, as the workload's JWT-SVID.
+    let bundle = op
+        .bundle
+        .get(pb::GetBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let parsed = sigil::authority::Bundle::from_spiffe_json(
+        &sigil::id::TrustDomain::parse(TD).unwrap(),
+        &bundle.spiffe_json,
+    )
+    .unwrap();
+    assert!(matches!(
+        sigil::authority::validate_jwt_svid(
+            &payments,
+            "payments",
+            &parsed.jwt_bundle(),
+            std::time::SystemTime::now()
+        ),
+        Err(sigil::authority::JwtError::BadType)
+    ));
     let mut aside = with_token(&h, Some("/app/alice"), &payments).await;
     let e = aside
         .secrets
