@@ -422,6 +422,31 @@ pub fn plan<'a>(
     (due, next)
 }
 
+/// How long an ended request is kept (for `sigil jit list` and `show`)
+/// before it is dropped from the store, in seconds: 30 days. The audit log
+/// keeps its history for good.
+pub const RETENTION: u64 = 30 * 24 * 3600;
+
+/// When `r` ended, if it has: denied or revoked at that step; expired at
+/// its grant's end, or at the end of its wait for approvals.
+pub fn ended_at(r: &Request) -> Option<u64> {
+    match r.state {
+        State::Denied | State::Revoked => r.ended.as_ref().map(|e| e.at),
+        State::Expired => Some(r.expires_at.unwrap_or(r.pending_until)),
+        State::Pending | State::Active => None,
+    }
+}
+
+/// The requests among `requests` that ended [`RETENTION`] or more before
+/// `now`, to be dropped.
+pub fn prunable<'a>(requests: impl IntoIterator<Item = &'a Request>, now: u64) -> Vec<String> {
+    requests
+        .into_iter()
+        .filter(|r| ended_at(r).is_some_and(|t| t.saturating_add(RETENTION) <= now))
+        .map(|r| r.id.clone())
+        .collect()
+}
+
 /// Applies what [`plan`] found due to `r`.
 pub fn expire(r: &mut Request) {
     if matches!(r.state, State::Pending | State::Active) {

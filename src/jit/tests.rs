@@ -278,3 +278,28 @@ fn a_request_keeps_the_grants_and_threshold_its_role_had() {
         vec![("read:prod/db/*".to_owned(), "r1".to_owned())]
     );
 }
+
+#[test]
+fn ended_requests_are_dropped_after_the_retention_and_open_ones_never() {
+    let role = role(1);
+    let open = request(&role, None);
+    let mut denied = request(&role, None);
+    denied.id = "d".into();
+    denied.deny(BOB, "no", T0 + 10).unwrap();
+    let mut granted = request(&role, None);
+    granted.id = "g".into();
+    granted.approve(BOB, "", T0 + 20).unwrap();
+    let mut gone = granted.clone();
+    gone.id = "x".into();
+    expire(&mut gone);
+    assert_eq!(ended_at(&denied), Some(T0 + 10));
+    assert_eq!(ended_at(&gone), Some(T0 + 620), "its grant's end");
+    assert_eq!(ended_at(&granted), None);
+    let all = [&open, &denied, &granted, &gone];
+    assert!(prunable(all, T0 + 10 + RETENTION - 1).is_empty());
+    assert_eq!(prunable(all, T0 + 10 + RETENTION), vec!["d".to_owned()]);
+    assert_eq!(
+        prunable(all, T0 + 620 + RETENTION),
+        vec!["d".to_owned(), "x".to_owned()]
+    );
+}

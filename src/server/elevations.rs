@@ -319,6 +319,34 @@ impl Elevations {
         Ok(done)
     }
 
+    /// Drops the requests `ids` that [`jit::prunable`] still finds ended long
+    /// enough at `now`, from the store and from memory. Returns how many.
+    pub async fn prune(&self, ids: &[String], now: u64) -> Result<usize, ElevationError> {
+        let _one = self.changing.lock().await;
+        let gone: Vec<String> = {
+            let held = read(&self.held);
+            let still = ids.iter().filter_map(|id| held.requests.get(id));
+            jit::prunable(still.map(|r| &**r), now)
+        };
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let (store, keys) = (self.store.clone(), gone.clone());
+        blocking::run(move || {
+            for id in &keys {
+                store.delete(Table::GRANTS, id.as_bytes())?;
+            }
+            Ok::<_, ElevationError>(())
+        })
+        .await?;
+        let mut held = write(&self.held);
+        for id in &gone {
+            held.requests.remove(id);
+        }
+        held.reindex();
+        Ok(gone.len())
+    }
+
     /// Writes `r` durably, then shows it in memory. Called with `changing`
     /// held.
     async fn commit(&self, r: Arc<Request>) -> Result<Arc<Request>, ElevationError> {
@@ -359,6 +387,13 @@ pub async fn run(server: Arc<super::Server>, mut stop: tokio::sync::watch::Recei
             let audited = |r: Arc<Request>| audit_expiry(&server, r);
             if let Err(e) = server.elevations().expire(&ids, now, audited).await {
                 tracing::error!(error = %e, "recording JIT expiry failed; retrying");
+            }
+        }
+        let old = jit::prunable(requests.iter().map(|r| &**r), now);
+        if !old.is_empty() {
+            match server.elevations().prune(&old, now).await {
+                Ok(n) => tracing::info!(requests = n, "ended JIT requests past retention dropped"),
+                Err(e) => tracing::error!(error = %e, "dropping old JIT requests failed"),
             }
         }
         let sleep = next

@@ -785,3 +785,63 @@ async fn requests_survive_seal_and_unseal_and_the_cli_runs_the_flow() {
     let denied = run(&alice, &["secret", "get", "prod/db/main"]);
     assert_eq!(denied.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_requests_are_dropped_after_thirty_days() {
+    let clock = Arc::new(ManualClock::at_wall_time());
+    let (h, mut op) = workflow(clock.clone()).await;
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+    let mut ids = Vec::new();
+    for reason in ["one", "two"] {
+        ids.push(
+            alice
+                .jit
+                .request(ask("db-read", "", 60, reason))
+                .await
+                .unwrap()
+                .into_inner()
+                .request
+                .unwrap()
+                .id,
+        );
+    }
+    bob.jit
+        .deny(pb::JitDenyRequest {
+            id: ids[0].clone(),
+            reason: "no".into(),
+        })
+        .await
+        .unwrap();
+    // Thirty days on, the denied request goes; the other ended (expired
+    // unapproved) later, and goes too once its own thirty days are up.
+    clock.advance(std::time::Duration::from_secs(30 * 24 * 3600));
+    let listed = |mut op: sigil::cli::client::Clients| async move {
+        op.jit
+            .list(pb::JitListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .requests
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while listed(h.server.clients().await).await.len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "not dropped");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(listed(h.server.clients().await).await, vec![ids[1].clone()]);
+    let e = op
+        .jit
+        .show(pb::JitShowRequest { id: ids[0].clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    clock.advance(std::time::Duration::from_secs(600));
+    while !listed(h.server.clients().await).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "not dropped");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
