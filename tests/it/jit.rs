@@ -220,6 +220,34 @@ pub(crate) fn run(who: &[(String, String)], args: &[&str]) -> std::process::Outp
     sigil(args, &env)
 }
 
+/// The request `c` made with `r`.
+pub(crate) async fn asked(
+    c: &mut sigil::cli::client::Clients,
+    r: pb::JitRequestRequest,
+) -> pb::JitElevation {
+    c.jit
+        .request(r)
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+}
+
+/// The request after `c` approved it.
+pub(crate) async fn approved(
+    c: &mut sigil::cli::client::Clients,
+    a: pb::JitApproveRequest,
+) -> pb::JitElevation {
+    c.jit
+        .approve(a)
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+}
+
 pub(crate) fn ask(role: &str, for_id: &str, secs: i64, reason: &str) -> pb::JitRequestRequest {
     pb::JitRequestRequest {
         role: role.into(),
@@ -254,19 +282,11 @@ async fn an_approved_request_widens_access_at_the_next_request_until_revoked() {
 
     let e = read_code(&mut alice).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    let r = alice
-        .jit
-        .request(ask(
-            "db-read",
-            "",
-            1800,
-            "incident 42: read the replica lag",
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let r = asked(
+        &mut alice,
+        ask("db-read", "", 1800, "incident 42: read the replica lag"),
+    )
+    .await;
     assert_eq!(r.state, "pending");
     assert_eq!((r.requester.as_str(), r.subject.as_str()), (ALICE, ALICE));
     assert_eq!(r.approvals_needed, 1);
@@ -277,14 +297,7 @@ async fn an_approved_request_widens_access_at_the_next_request_until_revoked() {
         Code::PermissionDenied
     );
 
-    let approved = bob
-        .jit
-        .approve(approve(&r.id))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let approved = approved(&mut bob, approve(&r.id)).await;
     assert_eq!(approved.state, "active");
     let now = i64::try_from(sigil::clock::unix_seconds(clock.now())).unwrap();
     assert_eq!(approved.activated_at, now);
@@ -405,14 +418,7 @@ async fn two_distinct_approvers_neither_of_them_the_requester_or_the_subject() {
     let mut eve = h.workload_clients("/app/eve").await;
 
     // Bob (an admin) asks for Carol.
-    let r = bob
-        .jit
-        .request(ask("db-write", CAROL, 600, "schema migration"))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let r = asked(&mut bob, ask("db-write", CAROL, 600, "schema migration")).await;
     assert_eq!(r.subject, CAROL);
     assert_eq!(r.approvals_needed, 2);
     // The requester may not approve, nor the one it is for (also an admin).
@@ -434,14 +440,7 @@ async fn two_distinct_approvers_neither_of_them_the_requester_or_the_subject() {
     assert_eq!(e.message(), sigil::policy::DEFAULT_DENY_REASON);
 
     let mut op = h.server.clients().await;
-    let once = op
-        .jit
-        .approve(approve(&r.id))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let once = approved(&mut op, approve(&r.id)).await;
     assert_eq!((once.state.as_str(), once.approvals.len()), ("pending", 1));
     assert_eq!(once.approvals[0].by, "uid:0");
     // The same approver again is refused and not counted.
@@ -473,14 +472,7 @@ async fn two_distinct_approvers_neither_of_them_the_requester_or_the_subject() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    let twice = dave
-        .jit
-        .approve(approve(&r.id))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let twice = approved(&mut dave, approve(&r.id)).await;
     assert_eq!((twice.state.as_str(), twice.approvals.len()), ("active", 2));
     carol
         .secrets
@@ -591,14 +583,7 @@ async fn denial_pending_expiry_and_grant_expiry_follow_the_clock() {
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // A denial ends a request for good.
-    let denied = alice
-        .jit
-        .request(ask("db-read", "", 600, "curious"))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let denied = asked(&mut alice, ask("db-read", "", 600, "curious")).await;
     let e = bob
         .jit
         .deny(pb::JitDenyRequest {
@@ -629,23 +614,9 @@ async fn denial_pending_expiry_and_grant_expiry_follow_the_clock() {
     );
 
     // A request nobody approves within pending_ttl (10m) expires.
-    let waiting = alice
-        .jit
-        .request(ask("db-read", "", 600, "later"))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let waiting = asked(&mut alice, ask("db-read", "", 600, "later")).await;
     // And one approved now lasts its 10 minutes.
-    let granted = alice
-        .jit
-        .request(ask("db-read", "", 600, "now"))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let granted = asked(&mut alice, ask("db-read", "", 600, "now")).await;
     bob.jit.approve(approve(&granted.id)).await.unwrap();
     assert_eq!(read_code(&mut alice).await.unwrap(), "s3cret");
 
@@ -794,17 +765,7 @@ async fn ended_requests_are_dropped_after_thirty_days() {
     let mut bob = h.workload_clients("/ops/bob").await;
     let mut ids = Vec::new();
     for reason in ["one", "two"] {
-        ids.push(
-            alice
-                .jit
-                .request(ask("db-read", "", 60, reason))
-                .await
-                .unwrap()
-                .into_inner()
-                .request
-                .unwrap()
-                .id,
-        );
+        ids.push(asked(&mut alice, ask("db-read", "", 60, reason)).await.id);
     }
     bob.jit
         .deny(pb::JitDenyRequest {

@@ -4,7 +4,7 @@
 //! with the certificate it is bound to (RFC 8705), and introspects (RFC
 //! 7662) as inactive once anything it relies on ends.
 
-use super::{ALICE, approve, ask, cli_as, read_code, run, workflow_with};
+use super::{ALICE, approve, approved, ask, asked, cli_as, read_code, run, workflow_with};
 use crate::common::*;
 use crate::secrets::{Harness, get};
 use sigil::api::pb;
@@ -120,22 +120,8 @@ async fn a_token_carries_only_held_scopes_and_ends_with_the_grant_it_needs() {
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // With a JIT grant, the token needs it: its exp is the grant's end.
-    let r = alice
-        .jit
-        .request(ask("db-read", "", 600, "incident 7"))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
-    let active = bob
-        .jit
-        .approve(approve(&r.id))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let r = asked(&mut alice, ask("db-read", "", 600, "incident 7")).await;
+    let active = approved(&mut bob, approve(&r.id)).await;
     let t = alice
         .auth
         .mint(mint(
@@ -255,14 +241,7 @@ async fn tokens_are_revoked_by_jti_by_grant_and_by_subject() {
                 .into_inner(),
         );
     }
-    let r = alice
-        .jit
-        .request(ask("db-read", "", 600, "x"))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let r = asked(&mut alice, ask("db-read", "", 600, "x")).await;
     bob.jit.approve(approve(&r.id)).await.unwrap();
     let jit_token = alice
         .auth
