@@ -194,9 +194,10 @@ impl Gate {
         }
         match &r.cnf_x5t {
             None => true,
-            Some(bound) => tls.peer.as_deref().is_some_and(|leaf| {
-                leaf.valid_at(now) && crate::server::tokens::thumbprint(&leaf.der) == *bound
-            }),
+            Some(bound) => tls
+                .peer
+                .as_deref()
+                .is_some_and(|leaf| leaf.valid_at(now) && leaf.x5t() == bound),
         }
     }
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::jws::Part;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
@@ -423,16 +424,9 @@ fn decode(token: &str) -> Result<Decoded<'_>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(malformed("token longer than 16 KiB"));
     }
-    let (signing_input, sig_b64) = token
-        .rsplit_once('.')
-        .ok_or(malformed("token is not three dot-separated parts"))?;
-    let (header_b64, claims_b64) = signing_input
-        .split_once('.')
-        .ok_or(malformed("token is not three dot-separated parts"))?;
-    if claims_b64.contains('.') {
-        return Err(malformed("token is not three dot-separated parts"));
-    }
-    let header = json_object(header_b64, "header")?;
+    let parts =
+        super::jws::split(token).ok_or(malformed("token is not three dot-separated parts"))?;
+    let header = super::jws::json_object(parts.header_b64, Part::Header).map_err(malformed)?;
     match header.get("alg") {
         Some(Value::String(alg)) if alg == "ES256" => {}
         Some(_) => return Err(JwtError::UnsupportedAlgorithm),
@@ -450,34 +444,19 @@ fn decode(token: &str) -> Result<Decoded<'_>, JwtError> {
         Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
         _ => return Err(JwtError::MissingKeyId),
     };
-    let claims = json_object(claims_b64, "claims")?;
+    let claims = super::jws::json_object(parts.claims_b64, Part::Claims).map_err(malformed)?;
     let signature = URL_SAFE_NO_PAD
-        .decode(sig_b64)
+        .decode(parts.sig_b64)
         .map_err(|_| malformed("signature is not unpadded base64url"))?;
     if signature.len() != ES256_SIG_LEN {
         return Err(JwtError::BadSignature);
     }
     Ok(Decoded {
         kid,
-        signing_input,
+        signing_input: parts.signing_input,
         signature,
         claims,
     })
-}
-
-fn json_object(part_b64: &str, what: &'static str) -> Result<Map<String, Value>, JwtError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part_b64).map_err(|_| {
-        malformed(if what == "header" {
-            "header is not unpadded base64url"
-        } else {
-            "claims are not unpadded base64url"
-        })
-    })?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ if what == "header" => Err(malformed("header is not a JSON object")),
-        _ => Err(malformed("claims are not a JSON object")),
-    }
 }
 
 fn check_claims(

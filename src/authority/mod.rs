@@ -17,6 +17,7 @@
 mod bundle;
 mod ca;
 mod csr;
+pub(crate) mod jws;
 mod jwt;
 mod jwt_limits;
 mod keys;

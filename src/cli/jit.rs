@@ -140,17 +140,12 @@ pub(super) async fn run(cli: &Cli, cmd: &JitCmd, out: &Out) -> Result<(), Failur
     Ok(())
 }
 
+/// RFC 3339, or `-` for a time not set (0).
 fn time_text(unix: i64) -> String {
     if unix == 0 {
         return "-".to_owned();
     }
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
+    super::agents::time_text(unix)
 }
 
 fn act_json(a: &pb::JitAct) -> Value {

@@ -1,6 +1,7 @@
 //! `sigil quarantine`: cut a compromised identity off everywhere at once,
 //! lift it, list them (SPEC §3.3).
 
+use super::agents::time_text;
 use super::output::Out;
 use super::{Cli, Failure, status_line};
 use crate::api::pb;
@@ -36,10 +37,6 @@ enum QuarantineCmd {
     },
     /// List quarantined identities.
     List,
-}
-
-fn time_text(at: i64) -> String {
-    super::agents::time_text(at)
 }
 
 fn record_json(r: &pb::QuarantineRecord) -> serde_json::Value {

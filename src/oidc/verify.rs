@@ -137,7 +137,8 @@ pub fn unverified_kid(token: &str) -> Option<String> {
         return None;
     }
     let (header_b64, _) = token.split_once('.')?;
-    let header = json_object(header_b64).ok()?;
+    let header =
+        crate::authority::jws::json_object(header_b64, crate::authority::jws::Part::Header).ok()?;
     match header.get("kid") {
         Some(Value::String(kid)) if !kid.is_empty() => Some(kid.clone()),
         _ => None,
@@ -160,48 +161,19 @@ fn decode(token: &str) -> Result<Parts<'_>, LoginError> {
     if token.len() > MAX_JWT_LEN {
         return Err(LoginError::TooLarge);
     }
-    let (signing_input, sig_b64) = token
-        .rsplit_once('.')
-        .ok_or(malformed("token is not three dot-separated parts"))?;
-    let (header_b64, claims_b64) = signing_input
-        .split_once('.')
-        .ok_or(malformed("token is not three dot-separated parts"))?;
-    if claims_b64.contains('.') {
-        return Err(malformed("token is not three dot-separated parts"));
-    }
-    let header = json_object(header_b64).map_err(|e| match e {
-        PartError::Base64 => malformed("header is not unpadded base64url"),
-        PartError::NotObject => malformed("header is not a JSON object"),
-    })?;
-    let claims = json_object(claims_b64).map_err(|e| match e {
-        PartError::Base64 => malformed("claims are not unpadded base64url"),
-        PartError::NotObject => malformed("claims are not a JSON object"),
-    })?;
+    use crate::authority::jws::{self, Part};
+    let parts = jws::split(token).ok_or(malformed("token is not three dot-separated parts"))?;
+    let header = jws::json_object(parts.header_b64, Part::Header).map_err(malformed)?;
+    let claims = jws::json_object(parts.claims_b64, Part::Claims).map_err(malformed)?;
     let signature = URL_SAFE_NO_PAD
-        .decode(sig_b64)
+        .decode(parts.sig_b64)
         .map_err(|_| malformed("signature is not unpadded base64url"))?;
     Ok(Parts {
         header,
         claims,
-        signing_input,
+        signing_input: parts.signing_input,
         signature,
     })
-}
-
-/// Why one part of a token did not decode.
-enum PartError {
-    Base64,
-    NotObject,
-}
-
-fn json_object(part_b64: &str) -> Result<Map<String, Value>, PartError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part_b64)
-        .map_err(|_| PartError::Base64)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(PartError::NotObject),
-    }
 }
 
 /// The header's `alg`, if the policy allows it. `none` and HMAC get their own refusals,

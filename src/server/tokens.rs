@@ -88,14 +88,6 @@ pub fn first_claims(
     Some((jti, claims))
 }
 
-/// The `x5t#S256` thumbprint of a DER certificate: base64url (no padding)
-/// of its SHA-256.
-pub fn thumbprint(der: &[u8]) -> String {
-    use base64::Engine;
-    let d = ring::digest::digest(&ring::digest::SHA256, der);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
-}
-
 impl TokenRecord {
     /// Whether the token is usable at `now`.
     pub fn live(&self, now: u64) -> bool {

@@ -31,6 +31,8 @@ pub struct PeerLeaf {
     pub id: Option<crate::id::SpiffeId>,
     /// notBefore and notAfter, Unix seconds; `None` if it does not parse.
     validity: Option<(i64, i64)>,
+    /// Its `x5t#S256` thumbprint, computed when a bound token first asks.
+    x5t: std::sync::OnceLock<String>,
 }
 
 impl PeerLeaf {
@@ -44,7 +46,22 @@ impl PeerLeaf {
             )
         });
         let id = peer_spiffe_id(&der);
-        Self { der, id, validity }
+        Self {
+            der,
+            id,
+            validity,
+            x5t: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The certificate's `x5t#S256` thumbprint (RFC 8705 §3.1): base64url,
+    /// unpadded, of the SHA-256 of its DER. Computed once per connection.
+    pub fn x5t(&self) -> &str {
+        self.x5t.get_or_init(|| {
+            use base64::Engine;
+            let d = ring::digest::digest(&ring::digest::SHA256, &self.der);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
+        })
     }
 
     /// Whether the certificate is within its validity at `now` (Unix

@@ -192,7 +192,7 @@ impl Auth for AuthService {
                     ttl: u64::try_from(m.ttl_seconds).unwrap_or(u64::MAX),
                 };
                 self.server
-                    .mint_token(id, crate::server::tokens::thumbprint(&leaf.der), &asked)
+                    .mint_token(id, leaf.x5t().to_owned(), &asked)
                     .await
             }
             _ => Err(MintRefused::NotAWorkload),

@@ -4,7 +4,6 @@ use crate::api::ApiError;
 use crate::api::gate::{Caller, Gate};
 use crate::api::pb::{self, jit_server::Jit};
 use crate::clock;
-use crate::id::SpiffeId;
 use crate::jit::{Act, Approved, Request as Elevation, State};
 use crate::policy::{Action, Resource};
 use crate::server::{ElevationError, Server};
@@ -138,18 +137,16 @@ impl JitService {
 }
 
 /// The identity a request names with `for`: a workload of this trust
-/// domain.
+/// domain, by the same rules as an SVID's subject (not sigil's own).
 fn for_identity(server: &Server, text: &str) -> Result<String, ApiError> {
-    let bad = |m: String| ApiError::InvalidArgument(format!("for: {m}"));
-    let id = SpiffeId::parse(text).map_err(|e| bad(e.to_string()))?;
+    let id = super::node::workload_id(text)
+        .map_err(|e| ApiError::InvalidArgument(format!("for: {e}")))?;
     if id.trust_domain_str() != server.trust_domain().as_str() {
-        return Err(bad(format!(
-            "{id} is not in trust domain {}",
+        return Err(ApiError::InvalidArgument(format!(
+            "for: {id} is not in trust domain {}",
             server.trust_domain().as_str()
         )));
     }
-    id.check_workload()
-        .map_err(|_| bad(format!("{id} is not a workload identity")))?;
     Ok(id.to_string())
 }
 

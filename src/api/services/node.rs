@@ -86,7 +86,13 @@ impl NodeService {
 }
 
 fn spiffe_id(s: &str) -> Result<SpiffeId, ApiError> {
-    let invalid = |e: IdError| ApiError::InvalidArgument(format!("spiffe_id: {e}"));
+    workload_id(s).map_err(|e| ApiError::InvalidArgument(format!("spiffe_id: {e}")))
+}
+
+/// `s` as a workload's SPIFFE ID, or why it cannot be one (shared with
+/// the JIT service's `for`).
+pub(super) fn workload_id(s: &str) -> Result<SpiffeId, String> {
+    let invalid = |e: IdError| e.to_string();
     let id = SpiffeId::parse(s).map_err(invalid)?;
     // SVIDs name workloads: the bare trust domain ID is the CA's, never a leaf's
     // (X509-SVID §3.1) nor a JWT-SVID's `sub` (JWT-SVID §3.1).
@@ -95,9 +101,7 @@ fn spiffe_id(s: &str) -> Result<SpiffeId, ApiError> {
     // an SVID for /sigil/server would let its holder impersonate the server
     // to agents, and one under /sigil/agent/ would make it an agent.
     if id.is_reserved() {
-        return Err(ApiError::InvalidArgument(format!(
-            "spiffe_id: {id} is reserved for sigil's own components"
-        )));
+        return Err(format!("{id} is reserved for sigil's own components"));
     }
     Ok(id)
 }

@@ -140,6 +140,18 @@ fn failed<T>(r: &Result<T, SecretsError>) -> Option<String> {
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
+/// What a secret call's record says it did: `done` of its value, or why it
+/// failed.
+fn outcome<T>(
+    result: &Result<T, SecretsError>,
+    done: impl FnOnce(&T) -> String,
+) -> Result<String, String> {
+    match result {
+        Ok(v) => Ok(done(v)),
+        Err(_) => Err(failed(result).unwrap_or_default()),
+    }
+}
+
 /// A write to a secret through the gate: recorded before it acts, and its
 /// outcome after (shared by the gRPC and HTTP APIs).
 pub(crate) async fn gated_write<T: Send>(
@@ -153,10 +165,7 @@ pub(crate) async fn gated_write<T: Send>(
     let resource = secret(path);
     gate.authorize_parts(ext, action, resource.clone()).await?;
     let result = act.await;
-    let outcome = match &result {
-        Ok(v) => Ok(done(v)),
-        Err(_) => Err(failed(&result).unwrap_or_default()),
-    };
+    let outcome = outcome(&result, done);
     gate.record_outcome(ext, action, &resource, outcome).await?;
     Ok(result?)
 }
@@ -173,10 +182,7 @@ pub(crate) async fn gated_read<T: Send>(
 ) -> Result<T, ApiError> {
     let decided = gate.decide(ext, action, secret(path)).await?;
     let result = act.await;
-    let outcome = match &result {
-        Ok(v) => Ok(done(v)),
-        Err(_) => Err(failed(&result).unwrap_or_default()),
-    };
+    let outcome = outcome(&result, done);
     decided.record(outcome).await?;
     Ok(result?)
 }
