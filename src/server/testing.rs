@@ -25,9 +25,12 @@ use std::time::{Duration, SystemTime};
 /// a hang, not a speed requirement).
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// The next write to `table` stops here until `resume` says go.
+/// The next write to `table` (or read, see [`PausingStore::arm_after_read`])
+/// stops here until `resume` says go.
 struct Pause {
     table: Table,
+    /// Whether it is the next read that stops, once it has read.
+    after_read: bool,
     reached: Sender<()>,
     resume: Receiver<()>,
 }
@@ -54,11 +57,15 @@ impl PausingStore {
     }
 
     fn hold_if_armed(&self, table: Table) {
+        self.hold(table, false);
+    }
+
+    fn hold(&self, table: Table, read: bool) {
         self.note_thread();
         let pause = {
             let mut armed = self.armed.lock().unwrap();
             match armed.as_ref() {
-                Some(p) if p.table == table => armed.take(),
+                Some(p) if p.table == table && p.after_read == read => armed.take(),
                 _ => None,
             }
         };
@@ -86,10 +93,22 @@ impl PausingStore {
 
     /// Holds the next write to `table`; returns (reached, resume).
     pub fn arm(&self, table: Table) -> (Receiver<()>, Sender<()>) {
+        self.arm_at(table, false)
+    }
+
+    /// Holds the next read of `table` once it has read: the moment between
+    /// a writer's read and its write, outside the sealed store's writer
+    /// turn, where another writer can still get in.
+    pub fn arm_after_read(&self, table: Table) -> (Receiver<()>, Sender<()>) {
+        self.arm_at(table, true)
+    }
+
+    fn arm_at(&self, table: Table, after_read: bool) -> (Receiver<()>, Sender<()>) {
         let (reached_tx, reached_rx) = channel();
         let (resume_tx, resume_rx) = channel();
         *self.armed.lock().unwrap() = Some(Pause {
             table,
+            after_read,
             reached: reached_tx,
             resume: resume_rx,
         });
@@ -99,8 +118,9 @@ impl PausingStore {
 
 impl Store for PausingStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.note_thread();
-        self.inner.get(table, key)
+        let read = self.inner.get(table, key);
+        self.hold(table, true);
+        read
     }
 
     fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {

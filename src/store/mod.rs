@@ -10,6 +10,7 @@
 //! write is durable, because every acknowledged write must survive a crash.
 
 pub mod audit_log;
+mod group_sync;
 pub mod sealed;
 pub mod sled_store;
 
@@ -202,6 +203,25 @@ pub trait Store: Send + Sync + 'static {
         expect: &[Expect<'_>],
         ops: &[WriteOp<'_>],
     ) -> Result<Result<(), BatchConflict>, StoreError>;
+
+    /// As [`Store::batch_if`], except that it may return before the batch
+    /// is durable: the caller must [`Store::sync`] before it tells anyone
+    /// the batch was written. For a writer that holds a lock across the
+    /// batch, so the disk wait happens after the lock is released and
+    /// writers queued behind it share one sync. By default, `batch_if`.
+    fn batch_if_unsynced(
+        &self,
+        expect: &[Expect<'_>],
+        ops: &[WriteOp<'_>],
+    ) -> Result<Result<(), BatchConflict>, StoreError> {
+        self.batch_if(expect, ops)
+    }
+
+    /// Makes every write that returned before this call durable. By
+    /// default nothing: a store whose writes are all durable on return.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// All records in `table` whose key starts with `prefix`, ordered by key.
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Records, StoreError>;

@@ -111,6 +111,8 @@ pub struct SealedStore {
     keys: RwLock<Option<Keys>>,
     /// The highest write generation known durable; kept while sealed.
     generation: AtomicU64,
+    /// Held by a write while it reads and replaces the integrity state.
+    writers: integrity::Writers,
 }
 
 impl fmt::Debug for SealedStore {
@@ -130,6 +132,7 @@ impl SealedStore {
             cost,
             keys: RwLock::new(None),
             generation: AtomicU64::new(0),
+            writers: integrity::Writers::default(),
         }
     }
 
@@ -311,7 +314,7 @@ impl SealedStore {
 
     /// Writes `changes` with their digests and generation (see `sealed/integrity.rs`).
     fn commit(&self, keys: &Keys, changes: &[Change<'_>]) -> Result<Commit, SealError> {
-        let done = integrity::commit(self.store.as_ref(), keys, changes, 0)?;
+        let done = integrity::commit(self.store.as_ref(), &self.writers, keys, changes, 0)?;
         if let Commit::Applied { generation, .. } = done {
             self.saw_generation(generation);
         }

@@ -4,15 +4,17 @@
 //! spanning tables is a single atomic sled batch. Every write is followed by
 //! sled's `flush()` and an `fdatasync` of sled's data file: once a write
 //! method returns, the write survives a killed process or a power cut.
-//! A conditional batch is a sled transaction, which sled isolates from every
-//! other read and write on the tree; the flush follows the transaction, so
-//! concurrent writers still share an fsync.
+//! Writers waiting at once share one flush and one `fdatasync`
+//! (`group_sync`). A conditional batch is a sled transaction, which sled
+//! isolates from every other read and write on the tree; the flush follows
+//! the transaction, so it joins the same group.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
+use super::group_sync::GroupSync;
 use super::{BatchConflict, CasConflict, Expect, Records, Store, StoreError, Table, WriteOp};
 
 /// Name of sled's data file inside the store directory (a sled 0.34 detail).
@@ -26,6 +28,8 @@ pub struct SledStore {
     /// sled's data file, kept open to `fdatasync` it after each flush.
     data: std::fs::File,
     dir: PathBuf,
+    /// The flush and fdatasync that concurrent writers share.
+    sync: GroupSync,
 }
 
 impl SledStore {
@@ -53,6 +57,7 @@ impl SledStore {
             db,
             data,
             dir: dir.to_path_buf(),
+            sync: GroupSync::default(),
         })
     }
 
@@ -63,13 +68,15 @@ impl SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         // Durability point: an acknowledged write must be on disk (SPEC §5).
-        self.db.flush().map_err(|e| classify(&self.dir, e))?;
-        // sled 0.34 flushes its log with sync_file_range, which persists
-        // neither the file's metadata nor the drive's write cache; an
-        // fdatasync on the data file does both, so the write survives a
-        // power cut and not only a killed process.
-        self.data.sync_data().map_err(StoreError::Io)?;
-        Ok(())
+        // Concurrent writers share one flush and one fdatasync.
+        self.sync.sync(|| {
+            self.db.flush().map_err(|e| classify(&self.dir, e))?;
+            // sled 0.34 flushes its log with sync_file_range, which persists
+            // neither the file's metadata nor the drive's write cache; an
+            // fdatasync on the data file does both, so the write survives a
+            // power cut and not only a killed process.
+            self.data.sync_data().map_err(StoreError::Io)
+        })
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -201,6 +208,22 @@ impl Store for SledStore {
         expect: &[Expect<'_>],
         ops: &[WriteOp<'_>],
     ) -> Result<Result<(), BatchConflict>, StoreError> {
+        let applied = self.batch_if_unsynced(expect, ops)?;
+        if applied.is_ok() {
+            self.flush()?;
+        }
+        Ok(applied)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
+
+    fn batch_if_unsynced(
+        &self,
+        expect: &[Expect<'_>],
+        ops: &[WriteOp<'_>],
+    ) -> Result<Result<(), BatchConflict>, StoreError> {
         // sled may run the closure again after an internal conflict, so it
         // only reads its arguments.
         let outcome = self.db.transaction(|tx: &TransactionalTree| {
@@ -225,10 +248,7 @@ impl Store for SledStore {
             Ok(())
         });
         match outcome {
-            Ok(()) => {
-                self.flush()?;
-                Ok(Ok(()))
-            }
+            Ok(()) => Ok(Ok(())),
             Err(TransactionError::Abort(conflict)) => Ok(Err(conflict)),
             Err(TransactionError::Storage(e)) => Err(self.err(e)),
         }

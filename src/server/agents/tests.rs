@@ -41,9 +41,10 @@ fn stored(f: &Fixture, id: &SpiffeId) -> AgentRecord {
     serde_json::from_slice(v.expose()).unwrap()
 }
 
-/// Holds the next agent-record write; returns (reached, resume).
-fn arm(f: &Fixture) -> (Receiver<()>, Sender<()>) {
-    f.raw.arm(Table::AGENTS)
+/// Holds the next agent-record read once it has read, before the reader
+/// writes; returns (reached, resume).
+fn arm_after_read(f: &Fixture) -> (Receiver<()>, Sender<()>) {
+    f.raw.arm_after_read(Table::AGENTS)
 }
 
 #[test]
@@ -56,8 +57,8 @@ fn a_ban_during_a_renewal_holds() {
         .unwrap();
     assert!(f.agents.is_active(&id));
 
-    // The renewal reads the record (not banned), then its write stops.
-    let (reached, resume) = arm(&f);
+    // The renewal reads the record (not banned), then stops before writing.
+    let (reached, resume) = arm_after_read(&f);
     let renewal = std::thread::spawn({
         let agents = f.agents.shared.clone();
         let id = id.clone();
@@ -96,7 +97,7 @@ fn a_touch_during_a_ban_does_not_unban() {
         .unwrap();
 
     // A last-seen update, due a minute later, reads the record and stops.
-    let (reached, resume) = arm(&f);
+    let (reached, resume) = arm_after_read(&f);
     let touch = std::thread::spawn({
         let agents = f.agents.shared.clone();
         let id = id.clone();

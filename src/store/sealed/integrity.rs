@@ -21,20 +21,24 @@
 //!   the store holds proves the store was rolled back.
 //!
 //! Every write reads the state and the records it replaces, then applies
-//! records and new state with [`Store::batch_if`] conditioned on both being
-//! unchanged, retrying on a conflict. Concurrent writers in this process (or
-//! another server on a shared database) therefore never lose an update, and
-//! the flush stays one per write. [`Table::SYS`] (the seal metadata) is
+//! records and new state with [`Store::batch_if_unsynced`] conditioned on
+//! both being unchanged, retrying on a conflict, and syncs once it applied.
+//! Writers of one process take turns, and the one whose turn it is applies
+//! the writes queued behind it in the same batch ([`commit`]); a writer
+//! from elsewhere (another server on a shared database) is caught by the
+//! precondition, so no update is ever lost. The sync comes after the turn,
+//! so concurrent writers share it. [`Table::SYS`] (the seal metadata) is
 //! outside the digests: it is authenticated by the key hierarchy itself.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use super::{SealError, seal};
 use crate::keyring::{DerivedKey, Keys};
-use crate::store::{Expect, Store, Table, WriteOp};
+use crate::store::{Expect, Store, StoreError, Table, WriteOp};
 
 /// Key of the state record in [`Table::INTEGRITY`].
 pub(super) const STATE_KEY: &[u8] = b"state";
@@ -215,57 +219,208 @@ pub(super) enum Commit {
     Stale(usize),
 }
 
+/// Sealed writes waiting for their turn (see [`commit`]).
+#[derive(Debug, Default)]
+pub(super) struct Writers {
+    /// Held by the writer applying a group.
+    turn: Mutex<()>,
+    /// Writes not yet applied, in arrival order.
+    queue: Mutex<Vec<Arc<Waiting>>>,
+}
+
+impl Writers {
+    /// Writes waiting in the queue.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        lock(&self.queue).len()
+    }
+}
+
+/// One write in the queue, with its own copy of its changes.
+#[derive(Debug)]
+struct Waiting {
+    changes: Vec<Owned>,
+    min_generation: u64,
+    /// Filled by the writer that applied it.
+    done: Mutex<Option<Result<Commit, SealError>>>,
+}
+
+#[derive(Debug)]
+struct Owned {
+    table: Table,
+    key: Vec<u8>,
+    new: Option<Vec<u8>>,
+    expect: Option<Option<Vec<u8>>>,
+}
+
 /// Applies `changes` with the digests and generation they imply, atomically.
 /// The generation becomes at least `min_generation`.
+///
+/// Every sealed write replaces the one state record, so writers of this
+/// process take turns instead of racing (a race loses all but one attempt).
+/// Each write queues itself, then waits for the turn; the writer that gets
+/// it applies every queued write, its own and those of the writers waiting
+/// behind it, as one batch: the backend's cost per atomic batch (sled rolls
+/// its log buffer for each) and the sync that follows are paid once per
+/// group, not once per write. Each write in a group still stands alone: one
+/// whose precondition fails is left out and reported `Stale`, and the
+/// others apply. The turn ends before the sync, so writers that arrive
+/// meanwhile form the next group while the disk works. The batch's own
+/// precondition still catches a writer from elsewhere.
 pub(super) fn commit(
     store: &dyn Store,
+    writers: &Writers,
     keys: &Keys,
     changes: &[Change<'_>],
     min_generation: u64,
 ) -> Result<Commit, SealError> {
-    let mac = MacKey::new(keys)?;
-    for _ in 0..MAX_ATTEMPTS {
-        if let Some(done) = attempt(store, keys, &mac, changes, min_generation)? {
-            return Ok(done);
+    let mine = Arc::new(Waiting {
+        changes: changes
+            .iter()
+            .map(|c| Owned {
+                table: c.table,
+                key: c.key.to_vec(),
+                new: c.new.clone(),
+                expect: c.expect.map(|e| e.map(<[u8]>::to_vec)),
+            })
+            .collect(),
+        min_generation,
+        done: Mutex::new(None),
+    });
+    lock(&writers.queue).push(mine.clone());
+    let done = {
+        let _turn = lock(&writers.turn);
+        // Applied by the writer that held the turn before, or apply the
+        // group now: it holds this write, since it was queued before.
+        let earlier = lock(&mine.done).take();
+        match earlier {
+            Some(done) => done,
+            None => {
+                let group = std::mem::take(&mut *lock(&writers.queue));
+                apply_group(store, keys, &group, &mine)
+            }
         }
+    }?;
+    if matches!(done, Commit::Applied { .. }) {
+        store.sync()?;
     }
-    Err(SealError::Contended)
+    Ok(done)
 }
 
-/// One read-compute-apply round; `None` when another write got in between.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Applies `group` as one batch, hands every other member its outcome and
+/// returns the outcome of `mine`. A failure of the batch fails every write
+/// in it.
+fn apply_group(
+    store: &dyn Store,
+    keys: &Keys,
+    group: &[Arc<Waiting>],
+    mine: &Arc<Waiting>,
+) -> Result<Commit, SealError> {
+    let outcome = MacKey::new(keys).and_then(|mac| {
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(done) = attempt(store, keys, &mac, group)? {
+                return Ok(done);
+            }
+        }
+        Err(SealError::Contended)
+    });
+    let mut own = None;
+    match outcome {
+        Ok(done) => {
+            for (w, d) in group.iter().zip(done) {
+                if Arc::ptr_eq(w, mine) {
+                    own = Some(Ok(d));
+                } else {
+                    *lock(&w.done) = Some(Ok(d));
+                }
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for w in group.iter().filter(|w| !Arc::ptr_eq(w, mine)) {
+                *lock(&w.done) = Some(Err(SealError::Backend(StoreError::Backend(format!(
+                    "the write grouped with this one failed: {message}"
+                )))));
+            }
+            own = Some(Err(e));
+        }
+    }
+    own.unwrap_or(Err(SealError::Contended))
+}
+
+/// One read-compute-apply round for a group; `None` when another write got
+/// in between.
 fn attempt(
     store: &dyn Store,
     keys: &Keys,
     mac: &MacKey,
-    changes: &[Change<'_>],
-    min_generation: u64,
-) -> Result<Option<Commit>, SealError> {
+    group: &[Arc<Waiting>],
+) -> Result<Option<Vec<Commit>>, SealError> {
     let state_raw = store
         .get(Table::INTEGRITY, STATE_KEY)?
         .ok_or(SealError::IntegrityMissing)?;
     let mut state = State::open(keys, &state_raw)?;
-    // What each change replaces: the stored bytes, or an earlier change to
-    // the same record in this batch.
-    let mut olds: Vec<Option<Vec<u8>>> = Vec::with_capacity(changes.len());
-    let mut first_of_key = Vec::with_capacity(changes.len());
-    for (i, c) in changes.iter().enumerate() {
-        let earlier = changes
-            .get(..i)
-            .unwrap_or_default()
-            .iter()
-            .rposition(|e| e.table == c.table && e.key == c.key);
-        let old = match earlier {
-            Some(j) => changes.get(j).and_then(|e| e.new.clone()),
-            None => store.get(c.table, c.key)?,
-        };
-        if let Some(expected) = c.expect
-            && old.as_deref() != expected
-        {
-            return Ok(Some(Commit::Stale(i)));
+    // What the store held for each record the group touches (read once;
+    // the batch is conditioned on it), and what the group has made of it
+    // so far.
+    let mut stored: BTreeMap<(Table, &[u8]), Option<Vec<u8>>> = BTreeMap::new();
+    let mut now: BTreeMap<(Table, &[u8]), Option<&[u8]>> = BTreeMap::new();
+    let mut results = Vec::with_capacity(group.len());
+    let mut applied_any = false;
+    let mut min_generation = 0;
+    for w in group {
+        // First check every precondition of this write, against the
+        // group's view including its own earlier changes.
+        let mut olds: Vec<Option<Vec<u8>>> = Vec::with_capacity(w.changes.len());
+        let mut stale = None;
+        for (i, c) in w.changes.iter().enumerate() {
+            let at = (c.table, c.key.as_slice());
+            let earlier = w
+                .changes
+                .get(..i)
+                .unwrap_or_default()
+                .iter()
+                .rposition(|e| e.table == c.table && e.key == c.key);
+            let old = match earlier {
+                Some(j) => w.changes.get(j).and_then(|e| e.new.clone()),
+                None => match now.get(&at) {
+                    Some(v) => v.map(<[u8]>::to_vec),
+                    None => {
+                        let v = store.get(c.table, &c.key)?;
+                        stored.insert(at, v.clone());
+                        v
+                    }
+                },
+            };
+            if let Some(expected) = &c.expect
+                && old.as_deref() != expected.as_deref()
+            {
+                stale = Some(i);
+                break;
+            }
+            olds.push(old);
         }
-        state.change(mac, c.table, c.key, old.as_deref(), c.new.as_deref());
-        first_of_key.push(earlier.is_none());
-        olds.push(old);
+        if let Some(i) = stale {
+            results.push(Commit::Stale(i));
+            continue;
+        }
+        for (c, old) in w.changes.iter().zip(&olds) {
+            state.change(mac, c.table, &c.key, old.as_deref(), c.new.as_deref());
+            now.insert((c.table, c.key.as_slice()), c.new.as_deref());
+        }
+        applied_any = true;
+        min_generation = min_generation.max(w.min_generation);
+        results.push(Commit::Applied {
+            existed: olds.iter().map(Option::is_some).collect(),
+            generation: 0,
+        });
+    }
+    if !applied_any {
+        return Ok(Some(results));
     }
     state.generation = state.generation.saturating_add(1).max(min_generation);
     let new_state = state.seal(keys)?;
@@ -274,27 +429,20 @@ fn attempt(
         key: STATE_KEY,
         value: Some(&state_raw),
     }];
-    for ((c, old), first) in changes.iter().zip(&olds).zip(&first_of_key) {
-        if *first {
-            expect.push(Expect {
-                table: c.table,
-                key: c.key,
-                value: old.as_deref(),
-            });
-        }
-    }
-    let mut ops: Vec<WriteOp<'_>> = changes
+    expect.extend(stored.iter().map(|((table, key), value)| Expect {
+        table: *table,
+        key,
+        value: value.as_deref(),
+    }));
+    let mut ops: Vec<WriteOp<'_>> = now
         .iter()
-        .map(|c| match &c.new {
+        .map(|((table, key), value)| match value {
             Some(value) => WriteOp::Put {
-                table: c.table,
-                key: c.key,
+                table: *table,
+                key,
                 value,
             },
-            None => WriteOp::Delete {
-                table: c.table,
-                key: c.key,
-            },
+            None => WriteOp::Delete { table: *table, key },
         })
         .collect();
     ops.push(WriteOp::Put {
@@ -302,13 +450,15 @@ fn attempt(
         key: STATE_KEY,
         value: &new_state,
     });
-    Ok(match store.batch_if(&expect, &ops)? {
-        Ok(()) => Some(Commit::Applied {
-            existed: olds.iter().map(Option::is_some).collect(),
-            generation: state.generation,
-        }),
-        Err(_) => None,
-    })
+    if store.batch_if_unsynced(&expect, &ops)?.is_err() {
+        return Ok(None);
+    }
+    for r in &mut results {
+        if let Commit::Applied { generation, .. } = r {
+            *generation = state.generation;
+        }
+    }
+    Ok(Some(results))
 }
 
 /// Serde helper: 32 bytes as a hex string.

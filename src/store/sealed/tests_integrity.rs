@@ -248,7 +248,126 @@ fn concurrent_writers_lose_no_digest_update() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(s.generation(), 4 * (15 + 5));
+    // One generation per applied batch: each write bumped it, alone or in
+    // a group with others.
+    let generation = s.generation();
+    assert!((1..=80).contains(&generation), "{generation}");
+    assert_eq!(s.scan_prefix(Table::ENTRIES, b"").unwrap().len(), 4 * 10);
     let again = restarted(&raw);
-    assert_eq!(again.open_keys(&pass()).unwrap().generation(), 80);
+    assert_eq!(again.open_keys(&pass()).unwrap().generation(), generation);
+}
+
+/// Writes queued behind a writer's turn are applied together, and each
+/// still stands alone: one whose precondition fails is refused, the others
+/// apply.
+#[test]
+fn writes_queued_behind_a_turn_apply_as_one_group_each_on_its_own_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reached_tx, reached) = std::sync::mpsc::channel();
+    let (resume, resume_rx) = std::sync::mpsc::channel();
+    let holding = Arc::new(HoldNextBatch {
+        inner: SledStore::open(dir.path()).unwrap(),
+        hold: std::sync::Mutex::new(None),
+    });
+    let raw: Arc<dyn Store> = holding.clone();
+    let s = Arc::new(SealedStore::new(raw.clone(), KdfCost::FAST_FOR_TESTS));
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    s.init(&pass(), &TrustDomain::parse("example.org").unwrap(), now)
+        .unwrap();
+    s.create(Table::ENTRIES, b"a", b"1").unwrap();
+    let before = s.generation();
+    // The first writer's batch stops while it holds the turn.
+    *holding.hold.lock().unwrap() = Some((reached_tx, resume_rx));
+    let first = std::thread::spawn({
+        let s = s.clone();
+        move || s.put(Table::ENTRIES, b"first", b"f")
+    });
+    reached.recv_timeout(Duration::from_secs(30)).unwrap();
+    let queued: Vec<_> = [
+        (Table::AGENTS, &b"x"[..], false),
+        (Table::ENTRIES, &b"a"[..], true),
+        (Table::ENTRIES, &b"c"[..], false),
+    ]
+    .into_iter()
+    .map(|(table, key, create)| {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            if create {
+                s.create(table, key, b"2")
+            } else {
+                s.put(table, key, b"2")
+            }
+        })
+    })
+    .collect();
+    while s.writers.queued() < 3 {
+        std::thread::yield_now();
+    }
+    resume.send(()).unwrap();
+    first.join().unwrap().unwrap();
+    let outcomes: Vec<_> = queued.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(outcomes[1], Err(SealError::AlreadyExists)),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
+    // The first batch, then the group.
+    assert_eq!(s.generation(), before + 2);
+    assert_eq!(s.get(Table::ENTRIES, b"a").unwrap().unwrap().expose(), b"1");
+    assert_eq!(s.get(Table::ENTRIES, b"c").unwrap().unwrap().expose(), b"2");
+    assert_eq!(s.get(Table::AGENTS, b"x").unwrap().unwrap().expose(), b"2");
+    let again = restarted(&raw);
+    assert_eq!(again.open_keys(&pass()).unwrap().generation(), before + 2);
+}
+
+/// A sled store whose next conditional batch stops until the test lets it
+/// go.
+struct HoldNextBatch {
+    inner: SledStore,
+    hold: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+}
+
+impl Store for HoldNextBatch {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.inner.put(table, key, value)
+    }
+    fn delete(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        self.inner.delete(table, key)
+    }
+    fn compare_and_swap(
+        &self,
+        table: Table,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Result<(), crate::store::CasConflict>, StoreError> {
+        self.inner.compare_and_swap(table, key, expected, new)
+    }
+    fn batch(&self, ops: &[WriteOp<'_>]) -> Result<(), StoreError> {
+        self.inner.batch(ops)
+    }
+    fn batch_if(
+        &self,
+        expect: &[Expect<'_>],
+        ops: &[WriteOp<'_>],
+    ) -> Result<Result<(), crate::store::BatchConflict>, StoreError> {
+        let held = self.hold.lock().unwrap().take();
+        if let Some((reached, resume)) = held {
+            reached.send(()).unwrap();
+            resume.recv_timeout(Duration::from_secs(30)).unwrap();
+        }
+        self.inner.batch_if(expect, ops)
+    }
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<crate::store::Records, StoreError> {
+        self.inner.scan_prefix(table, prefix)
+    }
 }

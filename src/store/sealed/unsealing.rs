@@ -50,9 +50,13 @@ impl Unsealing<'_> {
     /// write): after an accepted rollback, the store must be ahead of every
     /// generation the audit log has seen, or the next unseal refuses again.
     pub fn advance_generation(&mut self, to: u64) -> Result<(), SealError> {
-        if let Commit::Applied { generation, .. } =
-            integrity::commit(self.store.store.as_ref(), &self.keys, &[], to)?
-        {
+        if let Commit::Applied { generation, .. } = integrity::commit(
+            self.store.store.as_ref(),
+            &self.store.writers,
+            &self.keys,
+            &[],
+            to,
+        )? {
             self.generation = generation;
         }
         Ok(())
