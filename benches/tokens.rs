@@ -1,10 +1,11 @@
 //! The token benchmark (SPEC §6): runs the real `sigil server` and measures,
 //! in one run:
 //! - token mints per second over mTLS (`Auth.Mint`: the gate and the PDP,
-//!   the caller's grants checked, an ES256 JWT signed, the record written
-//!   durably and the mint audited twice, durably) at concurrency 32, beside
-//!   the raw limit: ES256 signatures of a token-sized JWT with ring, on the
-//!   same two runtime threads, at the same concurrency;
+//!   the caller's grants checked, an ES256 JWT signed, the record queued
+//!   for the store and the mint audited durably before the token is
+//!   returned) at concurrency 32 and 256, each beside the raw limit: ES256
+//!   signatures of a token-sized JWT with ring, on the same two runtime
+//!   threads, at concurrency 32;
 //! - a bare gRPC call on the same channel (refused before any work), for
 //!   scale: a mint is a round trip too, so it cannot go faster;
 //! - introspections per second (`Auth.Introspect`) at concurrency 32.
@@ -37,6 +38,9 @@ use tonic::transport::Channel;
 
 const MINTER: &str = "spiffe://example.org/bench/minter";
 const CONCURRENCY: usize = 32;
+/// Many workloads minting at once: each mint waits for two disk syncs (its
+/// audit record, then the chain head), which many mints share.
+const MANY: usize = 256;
 const INTROSPECT_SPAN: Duration = Duration::from_secs(5);
 const BARE_SPAN: Duration = Duration::from_secs(3);
 
@@ -62,13 +66,15 @@ fn main() -> BenchResult<()> {
         "rates alternate with their raw limit in {SLICES} slices over {} s\n",
         WINDOW.as_secs()
     );
-    let rates = compare(mints(&runtime, &channel), raw_signs(&runtime)?)?;
-    println!(
-        "token mint over mTLS, concurrency {CONCURRENCY}  {:>7.0} /s   raw ES256 sign {:>7.0} /s   ratio {:>5.2}  (target >= 0.50)",
-        rates.figure,
-        rates.raw,
-        ratio(&rates)
-    );
+    for concurrency in [CONCURRENCY, MANY] {
+        let rates = compare(mints(&runtime, &channel, concurrency), raw_signs(&runtime)?)?;
+        println!(
+            "token mint over mTLS, concurrency {concurrency:>3}  {:>7.0} /s   raw ES256 sign {:>7.0} /s   ratio {:>5.2}  (target >= 0.50)",
+            rates.figure,
+            rates.raw,
+            ratio(&rates)
+        );
+    }
     let mut bare = bare_calls(&runtime, &channel);
     let (n, secs) = timed(&mut bare, BARE_SPAN)?;
     println!(
@@ -131,11 +137,11 @@ async fn minter_channel(dir: &Path, port: u16) -> BenchResult<Channel> {
     Ok(sigil::cli::client::connect(&target).await?)
 }
 
-fn mints<'a>(rt: &'a tokio::runtime::Runtime, ch: &Channel) -> Runner<'a> {
+fn mints<'a>(rt: &'a tokio::runtime::Runtime, ch: &Channel, concurrency: usize) -> Runner<'a> {
     let client = AuthClient::new(ch.clone());
     Box::new(move |span| {
         let client = client.clone();
-        rt.block_on(spread(span, CONCURRENCY, move || {
+        rt.block_on(spread(span, concurrency, move || {
             let mut c = client.clone();
             async move {
                 let t = c.mint(mint_request()).await?.into_inner();

@@ -409,6 +409,26 @@ impl Decided {
     /// `version 3`) on success, or the failure. The caller may be given what
     /// was read only when this returns `Ok`.
     pub async fn record(self, outcome: Result<String, String>) -> Result<(), ApiError> {
+        let (gate, event) = self.with_outcome(outcome);
+        // A read's record is written (and chained) before anything read is
+        // returned, and is on disk within the same group's fsync moments
+        // later; reads do not wait for the disk (`AuditLog::append_written`).
+        gate.server.audit().append_written(event).await?;
+        Ok(())
+    }
+
+    /// Appends the one record of an operation whose effect reaches nobody
+    /// until this returns (a token is minted, then handed out): the decision
+    /// plus what it did, or the failure, durably. What the operation stored
+    /// before is unreachable until then, so the operation still never takes
+    /// effect without its record; it saves the decision its own fsync.
+    pub async fn settle(self, outcome: Result<String, String>) -> Result<(), ApiError> {
+        let (gate, event) = self.with_outcome(outcome);
+        gate.server.audit().append(event).await?;
+        Ok(())
+    }
+
+    fn with_outcome(self, outcome: Result<String, String>) -> (Gate, Event) {
         let mut event = self.event;
         match outcome {
             Ok(detail) => event.reasons.push(detail),
@@ -417,11 +437,7 @@ impl Decided {
                 event.reasons.push(why);
             }
         }
-        // A read's record is written (and chained) before anything read is
-        // returned, and is on disk within the same group's fsync moments
-        // later; reads do not wait for the disk (`AuditLog::append_written`).
-        self.gate.server.audit().append_written(event).await?;
-        Ok(())
+        (self.gate, event)
     }
 }
 

@@ -10,15 +10,15 @@
 //! check, and makes revocation take effect on the next request.
 //!
 //! Records live in the sealed store (table `tokens`) and in memory; expired
-//! ones are dropped at unseal and as new tokens are issued.
+//! ones are dropped at unseal and as new tokens are issued. One thread
+//! writes the table (see [`Tokens`]).
 
-use super::blocking;
 use crate::id::SpiffeId;
 use crate::secret::Secret;
-use crate::store::{SealError, SealedStore, Table};
+use crate::store::{SealError, SealedStore, SealedWrite, Table};
 use crate::sync::{read, write};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 /// SHA-256 of a token.
@@ -124,6 +124,9 @@ pub enum TokenError {
     /// No record has this `jti`.
     #[error("no token has jti {0}")]
     NotFound(String),
+    /// A write of the token table failed.
+    #[error("cannot write token records: {0}")]
+    Write(String),
     /// The store work did not complete.
     #[error("token store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -133,35 +136,58 @@ pub enum TokenError {
 struct Index {
     by_digest: HashMap<Digest, Arc<TokenRecord>>,
     by_jti: HashMap<String, Digest>,
+    /// `(expires_at, jti)` of every record, so a sweep visits only what
+    /// expired rather than every record held.
+    by_expiry: BTreeSet<(u64, String)>,
 }
 
 impl Index {
     fn insert(&mut self, d: Digest, record: Arc<TokenRecord>) {
         self.by_jti.insert(record.jti.clone(), d);
+        self.by_expiry
+            .insert((record.expires_at, record.jti.clone()));
         self.by_digest.insert(d, record);
     }
 
+    /// Whether a record has expired at `now`.
+    fn any_expired(&self, now: u64) -> bool {
+        self.by_expiry.first().is_some_and(|(at, _)| *at <= now)
+    }
+
     fn remove_expired(&mut self, now: u64) -> Vec<String> {
-        let gone: Vec<String> = self
-            .by_digest
-            .values()
-            .filter(|r| r.expires_at <= now)
-            .map(|r| r.jti.clone())
-            .collect();
-        for jti in &gone {
-            if let Some(d) = self.by_jti.remove(jti) {
+        let mut gone = Vec::new();
+        while let Some((at, _)) = self.by_expiry.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, jti)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            if let Some(d) = self.by_jti.remove(&jti) {
                 self.by_digest.remove(&d);
             }
+            gone.push(jti);
         }
         gone
     }
 }
 
 /// Tokens issued and not yet expired. Cheap to clone.
+///
+/// Every write of the token table goes through one writer thread, in the
+/// order it was made, so a revocation can never be overtaken by the
+/// issuing write it revokes. Issuing does not wait for its record to reach
+/// the disk: the token is handed out once the mint's audit record is
+/// durable (which names the `jti`, holder, scope and expiry), and the
+/// record follows in the writer's next batch, moments later. If the server
+/// dies in between, the token is unknown after the restart and is refused
+/// everywhere: the loss fails closed. A revocation waits until it is on
+/// disk.
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<SealedStore>,
     index: Arc<RwLock<Index>>,
+    writes: std::sync::mpsc::Sender<Write>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -177,26 +203,106 @@ fn decode_digest(hex_digest: &str) -> Option<Digest> {
     bytes.try_into().ok()
 }
 
-/// Writes `record` under its `jti`, durably. Blocks.
-fn put_record(store: &SealedStore, record: &TokenRecord) -> Result<(), TokenError> {
-    let json = serde_json::to_vec(record).map_err(|e| TokenError::Corrupt {
-        jti: record.jti.clone(),
-        message: e.to_string(),
-    })?;
-    store.put(Table::TOKENS, record.jti.as_bytes(), &json)?;
-    Ok(())
+/// A write of the token table, in the order the writer applies them.
+enum Write {
+    /// Store this version of a record.
+    Put(Arc<TokenRecord>),
+    /// Remove the record with this `jti`.
+    Delete(String),
+    /// Answer once every write before it is durable.
+    Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
-/// Issued tokens are swept from memory and the store once this many are
-/// held, at the next issue.
+/// Most writes applied in one batch.
+const MAX_GROUP: usize = 1024;
+
+/// The writer thread: applies queued writes in arrival order, everything
+/// waiting at once as one batch of the sealed store (one integrity update,
+/// one sync), then answers the flushes among them.
+fn write_loop(store: Arc<SealedStore>, rx: std::sync::mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        group.extend(rx.try_iter().take(MAX_GROUP));
+        let mut encoded: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(group.len());
+        let mut flushes = Vec::new();
+        for w in group {
+            match w {
+                Write::Put(r) => match serde_json::to_vec(&*r) {
+                    Ok(json) => encoded.push((r.jti.clone(), Some(json))),
+                    Err(e) => {
+                        tracing::error!(jti = %r.jti, error = %e, "token record does not encode")
+                    }
+                },
+                Write::Delete(jti) => encoded.push((jti, None)),
+                Write::Flush(done) => flushes.push(done),
+            }
+        }
+        let ops: Vec<SealedWrite<'_>> = encoded
+            .iter()
+            .map(|(jti, json)| match json {
+                Some(json) => SealedWrite::Put {
+                    table: Table::TOKENS,
+                    key: jti.as_bytes(),
+                    plaintext: json,
+                },
+                None => SealedWrite::Delete {
+                    table: Table::TOKENS,
+                    key: jti.as_bytes(),
+                },
+            })
+            .collect();
+        let result = if ops.is_empty() {
+            Ok(())
+        } else {
+            store.batch(&ops).map_err(|e| e.to_string())
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, records = ops.len(), "token records not written");
+        }
+        for done in flushes {
+            // A waiter that gave up is not an error.
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+/// Expired tokens are swept from memory and the store at the next issue once
+/// this many are held.
 const SWEEP_AT: usize = 1024;
 
 impl Tokens {
     /// Tokens recorded in `store`.
     pub fn new(store: Arc<SealedStore>) -> Self {
+        let (writes, rx) = std::sync::mpsc::channel();
+        let writer = store.clone();
+        // The thread ends when the last clone of this value is dropped.
+        if let Err(e) = std::thread::Builder::new()
+            .name("token-writer".into())
+            .spawn(move || write_loop(writer, rx))
+        {
+            tracing::error!(error = %e, "cannot start the token writer; token writes will fail");
+        }
         Self {
             store,
             index: Arc::new(RwLock::new(Index::default())),
+            writes,
+        }
+    }
+
+    fn queue(&self, w: Write) -> Result<(), TokenError> {
+        self.writes
+            .send(w)
+            .map_err(|_| TokenError::Write("the token writer has stopped".into()))
+    }
+
+    /// Waits until every write queued before it is durable.
+    async fn flush(&self) -> Result<(), TokenError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.queue(Write::Flush(done))?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(TokenError::Write(e)),
+            Err(_) => Err(TokenError::Write("the token writer has stopped".into())),
         }
     }
 
@@ -231,7 +337,9 @@ impl Tokens {
         *write(&self.index) = Index::default();
     }
 
-    /// Records a token just signed, durably, before it is handed out.
+    /// Records a token just signed: in memory at once (it authenticates
+    /// from the moment this returns) and queued for the store (see
+    /// [`Tokens`] for why issuing does not wait for the disk).
     pub async fn record(
         &self,
         token: &Secret,
@@ -241,21 +349,20 @@ impl Tokens {
         let d = digest(token.expose());
         record.sha256 = hex::encode(d);
         let record = Arc::new(record);
-        let (store, stored) = (self.store.clone(), record.clone());
-        let sweep = read(&self.index).by_digest.len() >= SWEEP_AT;
-        let index = self.index.clone();
-        blocking::run(move || {
-            put_record(&store, &stored)?;
-            if sweep {
-                let gone = write(&index).remove_expired(now);
-                for jti in gone {
-                    store.delete(Table::TOKENS, jti.as_bytes())?;
-                }
-            }
-            Ok::<_, TokenError>(())
-        })
-        .await?;
-        write(&self.index).insert(d, record.clone());
+        let mut index = write(&self.index);
+        let gone = if index.by_digest.len() >= SWEEP_AT && index.any_expired(now) {
+            index.remove_expired(now)
+        } else {
+            Vec::new()
+        };
+        index.insert(d, record.clone());
+        // Queued under the index lock, so the store sees writes in the
+        // order the index made them.
+        for jti in gone {
+            self.queue(Write::Delete(jti))?;
+        }
+        self.queue(Write::Put(record.clone()))?;
+        drop(index);
         Ok(record)
     }
 
@@ -292,21 +399,72 @@ impl Tokens {
     /// Revokes the token `jti` at `now`, durably. Revoking a revoked token
     /// keeps the first time.
     pub async fn revoke(&self, jti: &str, now: u64) -> Result<Arc<TokenRecord>, TokenError> {
-        let current = self
-            .get(jti)
-            .ok_or_else(|| TokenError::NotFound(jti.to_owned()))?;
-        if current.revoked_at.is_some() {
-            return Ok(current);
-        }
-        let mut revoked = (*current).clone();
-        revoked.revoked_at = Some(now);
-        let revoked = Arc::new(revoked);
-        let (store, stored) = (self.store.clone(), revoked.clone());
-        blocking::run(move || put_record(&store, &stored)).await?;
-        let mut index = write(&self.index);
-        if let Some(d) = index.by_jti.get(jti).copied() {
+        let revoked = {
+            let mut index = write(&self.index);
+            let d = index
+                .by_jti
+                .get(jti)
+                .copied()
+                .ok_or_else(|| TokenError::NotFound(jti.to_owned()))?;
+            let current = index
+                .by_digest
+                .get(&d)
+                .cloned()
+                .ok_or_else(|| TokenError::NotFound(jti.to_owned()))?;
+            if current.revoked_at.is_some() {
+                return Ok(current);
+            }
+            let mut revoked = (*current).clone();
+            revoked.revoked_at = Some(now);
+            let revoked = Arc::new(revoked);
+            // Refused from here on; queued after every earlier write.
             index.by_digest.insert(d, revoked.clone());
-        }
+            self.queue(Write::Put(revoked.clone()))?;
+            revoked
+        };
+        self.flush().await?;
         Ok(revoked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn record(jti: &str, expires_at: u64) -> Arc<TokenRecord> {
+        Arc::new(TokenRecord {
+            jti: jti.into(),
+            sha256: String::new(),
+            spiffe_id: "spiffe://example.org/w".into(),
+            method: "mint".into(),
+            role: String::new(),
+            source: "mtls".into(),
+            grants: vec!["read:a".into()],
+            issued_at: 0,
+            expires_at,
+            revoked_at: None,
+            audience: sigil_audience(),
+            cnf_x5t: None,
+            jit_requests: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_sweep_removes_exactly_the_expired_records() {
+        let mut index = Index::default();
+        for (i, exp) in [(1u8, 30), (2, 10), (3, 20), (4, 40)] {
+            index.insert([i; 32], record(&format!("j{i}"), exp));
+        }
+        assert!(!index.any_expired(9));
+        assert!(index.remove_expired(9).is_empty());
+        assert!(index.any_expired(20));
+        assert_eq!(index.remove_expired(20), vec!["j2", "j3"]);
+        assert!(!index.any_expired(29));
+        let left: BTreeSet<&str> = index.by_jti.keys().map(String::as_str).collect();
+        assert_eq!(left, BTreeSet::from(["j1", "j4"]));
+        assert_eq!(index.by_digest.len(), 2);
+        assert!(index.by_digest.contains_key(&[1; 32]));
+        assert!(index.by_digest.contains_key(&[4; 32]));
     }
 }

@@ -174,9 +174,11 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let m = req.get_ref();
         let resource = Resource::new("token", Some(m.audience.clone()));
-        let caller = self
+        // One durable record after the mint, before the token is handed out
+        // (`Decided::settle`): the decision and the token it produced.
+        let decided = self
             .gate
-            .authorize(&req, Action::TokenMint, resource.clone())
+            .decide(req.extensions(), Action::TokenMint, resource)
             .await?;
         // The certificate the caller proved itself with is the one the
         // token is bound to.
@@ -184,7 +186,7 @@ impl Auth for AuthService {
             .extensions()
             .get::<TlsConnInfo>()
             .and_then(|t| t.peer.clone());
-        let outcome = match (&caller, leaf) {
+        let outcome = match (decided.caller(), leaf) {
             (Caller::Workload { id, .. }, Some(leaf)) => {
                 let asked = MintRequest {
                     scopes: m.scopes.clone(),
@@ -213,9 +215,7 @@ impl Auth for AuthService {
             )),
             Err(e) => Err(e.to_string()),
         };
-        self.gate
-            .record_outcome(req.extensions(), Action::TokenMint, &resource, said)
-            .await?;
+        decided.settle(said).await?;
         let minted = outcome.map_err(mint_refused)?;
         Ok(Response::new(pb::LoginResponse {
             token: String::from_utf8_lossy(minted.token.expose()).into_owned(),
