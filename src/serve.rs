@@ -181,6 +181,10 @@ pub async fn run(
         }
         () = deadline => tracing::warn!("requests still open after the drain period were cut off"),
     }
+    // Token records still queued reach the store before the process ends.
+    if let Err(e) = server.tokens().flush().await {
+        tracing::error!(error = %e, "token records queued at shutdown were not written");
+    }
     Ok(())
 }
 

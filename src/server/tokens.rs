@@ -296,7 +296,7 @@ impl Tokens {
     }
 
     /// Waits until every write queued before it is durable.
-    async fn flush(&self) -> Result<(), TokenError> {
+    pub async fn flush(&self) -> Result<(), TokenError> {
         let (done, wait) = tokio::sync::oneshot::channel();
         self.queue(Write::Flush(done))?;
         match wait.await {
@@ -448,6 +448,39 @@ mod tests {
             cnf_x5t: None,
             jit_requests: Vec::new(),
         })
+    }
+
+    /// The writer applies writes in the order they were made: a revocation
+    /// queued right behind the issuing write it revokes is what the store
+    /// keeps, and a flush returns once both are on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_keeps_writes_in_the_order_they_were_made() {
+        let (_dir, _raw, store) = crate::server::testing::unsealed_store();
+        let tokens = Tokens::new(store.clone());
+        let (a, b) = (
+            Secret::from_slice(b"token a"),
+            Secret::from_slice(b"token b"),
+        );
+        tokens
+            .record(&a, (*record("ja", 1_000)).clone(), 10)
+            .await
+            .unwrap();
+        tokens
+            .record(&b, (*record("jb", 1_000)).clone(), 10)
+            .await
+            .unwrap();
+        // Issued tokens authenticate at once, before their records are on disk.
+        assert!(tokens.authenticate(b"token a", 20).is_some());
+        let revoked = tokens.revoke("ja", 30).await.unwrap();
+        assert_eq!(revoked.revoked_at, Some(30));
+        assert!(tokens.authenticate(b"token a", 40).is_none());
+        tokens.flush().await.unwrap();
+
+        let reloaded = Tokens::new(store);
+        assert_eq!(reloaded.load(40).unwrap(), 2);
+        assert_eq!(reloaded.get("ja").unwrap().revoked_at, Some(30));
+        assert!(reloaded.authenticate(b"token a", 40).is_none());
+        assert_eq!(reloaded.authenticate(b"token b", 40).unwrap().jti, "jb");
     }
 
     #[test]

@@ -259,6 +259,11 @@ impl Server {
         if let Err(e) = self.audit.sealing(checkpoint).await {
             tracing::error!(error = %e, "audit checkpoint at seal failed");
         }
+        // Token records still queued reach the store while its keys are
+        // there (a shutdown seals too).
+        if let Err(e) = self.tokens.flush().await {
+            tracing::error!(error = %e, "token records queued at seal were not written");
+        }
         self.store.seal();
         self.entries.clear();
         self.agents.clear();
