@@ -10,7 +10,7 @@
 //!   to a path no route serves: TLS, HTTP/1.1 and an error reply), on the
 //!   same connections;
 //! - JWT logins per second (RS256 verify, bound claims, an ES256 token
-//!   signed, recorded durably, and the login audited) at concurrency 8.
+//!   signed and recorded, and the login audited durably) at concurrency 8.
 //!
 //! Nothing is asserted: timings depend on the machine. Run with
 //! `cargo bench --bench http`.
@@ -110,7 +110,7 @@ fn main() -> BenchResult<()> {
     );
     let (logins, secs) = runtime.block_on(logins(&addr, &tls, &issuer))?;
     println!(
-        "JWT login (RS256 verify, ES256 token, durable record), concurrency {LOGIN_CONCURRENCY}  {:>7.0} /s   ({logins} in {secs:.1} s)",
+        "JWT login (RS256 verify, ES256 token, durable audit), concurrency {LOGIN_CONCURRENCY}  {:>7.0} /s   ({logins} in {secs:.1} s)",
         logins as f64 / secs
     );
     Ok(())
