@@ -419,9 +419,10 @@ impl Decided {
 
     /// Appends the one record of an operation whose effect reaches nobody
     /// until this returns (a token is minted, then handed out): the decision
-    /// plus what it did, or the failure, durably. What the operation stored
-    /// before is unreachable until then, so the operation still never takes
-    /// effect without its record; it saves the decision its own fsync.
+    /// plus what it did, or the failure, durably. Nobody can use what the
+    /// operation made before then (nobody holds the token), so it still
+    /// never takes effect without its record; it saves the decision its own
+    /// fsync.
     pub async fn settle(self, outcome: Result<String, String>) -> Result<(), ApiError> {
         let (gate, event) = self.with_outcome(outcome);
         gate.server.audit().append(event).await?;

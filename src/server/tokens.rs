@@ -203,14 +203,18 @@ fn decode_digest(hex_digest: &str) -> Option<Digest> {
     bytes.try_into().ok()
 }
 
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 /// A write of the token table, in the order the writer applies them.
 enum Write {
-    /// Store this version of a record.
-    Put(Arc<TokenRecord>),
+    /// Store this version of a record; answer the waiter, if any, with the
+    /// outcome of the batch that holds it.
+    Put(Arc<TokenRecord>, Option<Done>),
     /// Remove the record with this `jti`.
     Delete(String),
-    /// Answer once every write before it is durable.
-    Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Answer once every write before it is durable, or with the last
+    /// failure since the previous flush.
+    Flush(Done),
 }
 
 /// Most writes applied in one batch.
@@ -220,19 +224,27 @@ const MAX_GROUP: usize = 1024;
 /// waiting at once as one batch of the sealed store (one integrity update,
 /// one sync), then answers the flushes among them.
 fn write_loop(store: Arc<SealedStore>, rx: std::sync::mpsc::Receiver<Write>) {
+    // The last failure since the last flush: a flush vouches for every
+    // write before it, not only for those in its own batch.
+    let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         group.extend(rx.try_iter().take(MAX_GROUP));
         let mut encoded: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(group.len());
+        let mut waiters = Vec::new();
         let mut flushes = Vec::new();
         for w in group {
             match w {
-                Write::Put(r) => match serde_json::to_vec(&*r) {
-                    Ok(json) => encoded.push((r.jti.clone(), Some(json))),
-                    Err(e) => {
-                        tracing::error!(jti = %r.jti, error = %e, "token record does not encode")
+                Write::Put(r, done) => {
+                    match serde_json::to_vec(&*r) {
+                        Ok(json) => encoded.push((r.jti.clone(), Some(json))),
+                        Err(e) => {
+                            tracing::error!(jti = %r.jti, error = %e, "token record does not encode");
+                            failed = Some(format!("token record {} does not encode", r.jti));
+                        }
                     }
-                },
+                    waiters.extend(done);
+                }
                 Write::Delete(jti) => encoded.push((jti, None)),
                 Write::Flush(done) => flushes.push(done),
             }
@@ -258,10 +270,17 @@ fn write_loop(store: Arc<SealedStore>, rx: std::sync::mpsc::Receiver<Write>) {
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, records = ops.len(), "token records not written");
+            failed = Some(e.clone());
         }
-        for done in flushes {
-            // A waiter that gave up is not an error.
+        // A waiter that gave up is not an error.
+        for done in waiters {
             let _ = done.send(result.clone());
+        }
+        if !flushes.is_empty() {
+            let since = failed.take().map_or(Ok(()), Err);
+            for done in flushes {
+                let _ = done.send(since.clone());
+            }
         }
     }
 }
@@ -361,7 +380,7 @@ impl Tokens {
         for jti in gone {
             self.queue(Write::Delete(jti))?;
         }
-        self.queue(Write::Put(record.clone()))?;
+        self.queue(Write::Put(record.clone(), None))?;
         drop(index);
         Ok(record)
     }
@@ -397,9 +416,10 @@ impl Tokens {
     }
 
     /// Revokes the token `jti` at `now`, durably. Revoking a revoked token
-    /// keeps the first time.
+    /// keeps the first time, and writes it again: the first revocation may
+    /// still be on its way to the disk, or may have failed there.
     pub async fn revoke(&self, jti: &str, now: u64) -> Result<Arc<TokenRecord>, TokenError> {
-        let revoked = {
+        let (revoked, wait) = {
             let mut index = write(&self.index);
             let d = index
                 .by_jti
@@ -411,19 +431,26 @@ impl Tokens {
                 .get(&d)
                 .cloned()
                 .ok_or_else(|| TokenError::NotFound(jti.to_owned()))?;
-            if current.revoked_at.is_some() {
-                return Ok(current);
-            }
-            let mut revoked = (*current).clone();
-            revoked.revoked_at = Some(now);
-            let revoked = Arc::new(revoked);
-            // Refused from here on; queued after every earlier write.
-            index.by_digest.insert(d, revoked.clone());
-            self.queue(Write::Put(revoked.clone()))?;
-            revoked
+            let revoked = if current.revoked_at.is_some() {
+                current
+            } else {
+                let mut revoked = (*current).clone();
+                revoked.revoked_at = Some(now);
+                let revoked = Arc::new(revoked);
+                // Refused from here on.
+                index.by_digest.insert(d, revoked.clone());
+                revoked
+            };
+            // Queued after every earlier write of this record.
+            let (done, wait) = tokio::sync::oneshot::channel();
+            self.queue(Write::Put(revoked.clone(), Some(done)))?;
+            (revoked, wait)
         };
-        self.flush().await?;
-        Ok(revoked)
+        match wait.await {
+            Ok(Ok(())) => Ok(revoked),
+            Ok(Err(e)) => Err(TokenError::Write(e)),
+            Err(_) => Err(TokenError::Write("the token writer has stopped".into())),
+        }
     }
 }
 
@@ -481,6 +508,44 @@ mod tests {
         assert_eq!(reloaded.get("ja").unwrap().revoked_at, Some(30));
         assert!(reloaded.authenticate(b"token a", 40).is_none());
         assert_eq!(reloaded.authenticate(b"token b", 40).unwrap().jti, "jb");
+    }
+
+    /// A failed write is reported to the flush after it, whichever batch
+    /// the flush lands in, and a revocation whose write failed is written
+    /// again when it is retried.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_writes_are_reported_and_a_retried_revocation_is_written() {
+        let (_dir, _raw, store) = crate::server::testing::unsealed_store();
+        let tokens = Tokens::new(store.clone());
+        let a = Secret::from_slice(b"token a");
+        store.seal();
+        tokens
+            .record(&a, (*record("ja", 1_000)).clone(), 10)
+            .await
+            .unwrap();
+        let e = tokens.flush().await.unwrap_err();
+        assert!(
+            matches!(e, TokenError::Write(ref m) if m == "store is sealed"),
+            "{e}"
+        );
+        let e = tokens.revoke("ja", 20).await.unwrap_err();
+        assert!(
+            matches!(e, TokenError::Write(ref m) if m == "store is sealed"),
+            "{e}"
+        );
+        // Refused in memory at once, though not on disk.
+        assert!(tokens.authenticate(b"token a", 30).is_none());
+
+        store
+            .unseal(&Secret::from_slice(b"server test passphrase"))
+            .unwrap();
+        // The revocation's write failed after the last flush: still not on disk.
+        assert!(matches!(tokens.flush().await, Err(TokenError::Write(_))));
+        tokens.flush().await.unwrap();
+        assert_eq!(tokens.revoke("ja", 40).await.unwrap().revoked_at, Some(20));
+        let reloaded = Tokens::new(store);
+        assert_eq!(reloaded.load(50).unwrap(), 1);
+        assert_eq!(reloaded.get("ja").unwrap().revoked_at, Some(20));
     }
 
     #[test]
