@@ -127,17 +127,30 @@ pub(super) async fn login(cli: &Cli, cmd: &LoginCmd, out: &Out) -> Result<(), Fa
         .await
         .map_err(|s| Failure(status_line(&s)))?
         .into_inner();
-    let info = r.info.unwrap_or_default();
+    print_issued(out, &r.token, &r.info.unwrap_or_default(), Vec::new());
+    Ok(())
+}
+
+/// Prints an issued token: alone, or with `--json` beside its record and
+/// the `extra` fields.
+fn print_issued(
+    out: &Out,
+    token: &str,
+    info: &pb::TokenInfo,
+    extra: Vec<(&str, serde_json::Value)>,
+) {
     if out.json {
-        let mut v = info_json(&info);
+        let mut v = info_json(info);
         if let Some(m) = v.as_object_mut() {
-            m.insert("token".into(), json!(r.token));
+            m.insert("token".into(), json!(token));
+            for (k, x) in extra {
+                m.insert(k.into(), x);
+            }
         }
         out.print(&v, String::new);
     } else {
-        println!("{}", r.token);
+        println!("{token}");
     }
-    Ok(())
 }
 
 pub(super) async fn token(cli: &Cli, cmd: &TokenCmd, out: &Out) -> Result<(), Failure> {
@@ -228,18 +241,12 @@ async fn mint(
         .map_err(|s| Failure(status_line(&s)))?
         .into_inner();
     let info = r.info.unwrap_or_default();
-    if out.json {
-        let mut v = info_json(&info);
-        if let Some(m) = v.as_object_mut() {
-            m.insert("token".into(), json!(r.token));
-            m.insert("audience".into(), json!(info.audience));
-            m.insert("cnf".into(), json!({"x5t#S256": info.cnf_x5t_s256}));
-            m.insert("jit_requests".into(), json!(info.jit_requests));
-        }
-        out.print(&v, String::new);
-    } else {
-        println!("{}", r.token);
-    }
+    let extra = vec![
+        ("audience", json!(info.audience)),
+        ("cnf", json!({"x5t#S256": info.cnf_x5t_s256})),
+        ("jit_requests", json!(info.jit_requests)),
+    ];
+    print_issued(out, &r.token, &info, extra);
     Ok(())
 }
 

@@ -217,6 +217,19 @@ enum Write {
     Flush(Done),
 }
 
+/// What the writer said of a write, or that it stopped.
+async fn answered(
+    wait: tokio::sync::oneshot::Receiver<Result<(), String>>,
+) -> Result<(), TokenError> {
+    match wait.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(TokenError::Write(e)),
+        Err(_) => Err(TokenError::Write(WRITER_STOPPED.into())),
+    }
+}
+
+const WRITER_STOPPED: &str = "the token writer has stopped";
+
 /// Most writes applied in one batch.
 const MAX_GROUP: usize = 1024;
 
@@ -311,18 +324,14 @@ impl Tokens {
     fn queue(&self, w: Write) -> Result<(), TokenError> {
         self.writes
             .send(w)
-            .map_err(|_| TokenError::Write("the token writer has stopped".into()))
+            .map_err(|_| TokenError::Write(WRITER_STOPPED.into()))
     }
 
     /// Waits until every write queued before it is durable.
     pub async fn flush(&self) -> Result<(), TokenError> {
         let (done, wait) = tokio::sync::oneshot::channel();
         self.queue(Write::Flush(done))?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(TokenError::Write(e)),
-            Err(_) => Err(TokenError::Write("the token writer has stopped".into())),
-        }
+        answered(wait).await
     }
 
     /// Reads every record (at unseal), deleting expired ones. Blocks.
@@ -446,11 +455,8 @@ impl Tokens {
             self.queue(Write::Put(revoked.clone(), Some(done)))?;
             (revoked, wait)
         };
-        match wait.await {
-            Ok(Ok(())) => Ok(revoked),
-            Ok(Err(e)) => Err(TokenError::Write(e)),
-            Err(_) => Err(TokenError::Write("the token writer has stopped".into())),
-        }
+        answered(wait).await?;
+        Ok(revoked)
     }
 }
 

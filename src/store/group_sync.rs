@@ -16,7 +16,8 @@
 //! the only answer that never acknowledges a write that is not on disk.
 
 use super::StoreError;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use crate::sync::lock;
+use std::sync::{Condvar, Mutex};
 
 /// One store's sync, shared by its writers.
 #[derive(Debug, Default)]
@@ -45,10 +46,6 @@ impl State {
             "an earlier sync of the store failed ({failed}); no write is acknowledged until the server reopens the store"
         )))
     }
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Marks the running sync finished even if it unwinds, so waiters never

@@ -30,6 +30,7 @@
 //! so concurrent writers share it. [`Table::SYS`] (the seal metadata) is
 //! outside the digests: it is authenticated by the key hierarchy itself.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -305,10 +306,6 @@ pub(super) fn commit(
         store.sync()?;
     }
     Ok(done)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Applies `group` as one batch, hands every other member its outcome and
