@@ -18,13 +18,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
-# The interop test's gRPC C-core client: Python grpcio, pinned in
+# The interop tests' Python clients (grpcio, hvac), pinned in
 # tests/python/requirements.txt, in a venv under target/. Rebuilt only when
 # the pins change (or it was never completed).
 pyenv=target/pyenv
 pyreqs=tests/python/requirements.txt
 if ! [ -x "$pyenv/bin/python" ] || ! cmp -s "$pyreqs" "$pyenv/requirements.txt"; then
-  echo "== python venv for the grpcio interop test ($pyenv)"
+  echo "== python venv for the interop tests ($pyenv)"
   rm -rf "$pyenv"
   if ! python3 -m venv "$pyenv"; then
     # Debian's own python3 ships venv (with ensurepip) as a separate package.

@@ -256,19 +256,30 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-async fn health(State(app): State<App>, req: Request) -> Response {
-    // A probe passes the gate like any request (health is public, and
-    // answered while sealed).
+/// The seal state, for the public `sys` routes. A probe passes the gate
+/// like any request (these routes are public, and answered while sealed).
+async fn public_status(
+    app: &App,
+    ext: &http::Extensions,
+) -> Result<crate::store::SealStatus, Response> {
     if let Err(e) = app
         .gate
-        .authorize_parts(req.extensions(), Action::Health, Resource::kind("health"))
+        .authorize_parts(ext, Action::Health, Resource::kind("health"))
         .await
     {
-        return app.answer(e);
+        return Err(app.answer(e));
     }
-    let status = match app.server.status() {
+    app.server
+        .status()
+        .map_err(|_| errors(StatusCode::INTERNAL_SERVER_ERROR, &["internal error"]))
+}
+
+const VERSION: &str = concat!("sigil-", env!("CARGO_PKG_VERSION"));
+
+async fn health(State(app): State<App>, req: Request) -> Response {
+    let status = match public_status(&app, req.extensions()).await {
         Ok(s) => s,
-        Err(_) => return errors(StatusCode::INTERNAL_SERVER_ERROR, &["internal error"]),
+        Err(r) => return r,
     };
     let code = if !status.initialized {
         StatusCode::NOT_IMPLEMENTED
@@ -286,10 +297,45 @@ async fn health(State(app): State<App>, req: Request) -> Response {
         "replication_performance_mode": "disabled",
         "replication_dr_mode": "disabled",
         "server_time_utc": now,
-        "version": concat!("sigil-", env!("CARGO_PKG_VERSION")),
+        "version": VERSION,
         "cluster_name": "sigil",
     });
     (code, axum::Json(body)).into_response()
+}
+
+/// `GET /v1/sys/seal-status`, which `vault status` and hvac's `is_sealed`
+/// read: always 200, the state in the body, as Vault answers. sigil unseals
+/// with one passphrase, so the threshold and share count are 1.
+async fn seal_status(State(app): State<App>, req: Request) -> Response {
+    let status = match public_status(&app, req.extensions()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    json_answer(
+        StatusCode::OK,
+        &json!({
+            "type": "shamir",
+            "initialized": status.initialized,
+            "sealed": status.sealed,
+            "t": 1,
+            "n": 1,
+            "progress": 0,
+            "nonce": "",
+            "version": VERSION,
+            "migration": false,
+            "recovery_seal": false,
+            "storage_type": "sled",
+        }),
+    )
+}
+
+/// `GET /v1/sys/init`: whether the server is initialized (`sigil operator
+/// init` does it; this API does not).
+async fn init_status(State(app): State<App>, req: Request) -> Response {
+    match public_status(&app, req.extensions()).await {
+        Ok(s) => json_answer(StatusCode::OK, &json!({"initialized": s.initialized})),
+        Err(r) => r,
+    }
 }
 
 async fn login(State(app): State<App>, req: Request) -> Response {
@@ -754,6 +800,8 @@ pub fn router(server: Arc<Server>) -> axum::Router {
     };
     axum::Router::new()
         .route("/v1/sys/health", get(health).head(health))
+        .route("/v1/sys/seal-status", get(seal_status))
+        .route("/v1/sys/init", get(init_status))
         .route("/v1/auth/token/lookup-self", get(lookup_self))
         .route(
             "/v1/auth/token/revoke-self",

@@ -7,6 +7,8 @@
 //! vaultrs does not (PUT login, `GET ?list=1`, trailing slashes, 405, 413,
 //! health codes) are checked with raw HTTPS requests.
 
+mod hvac;
+
 use crate::login::oidc_config;
 use crate::oidc_signer::{Issuer, github_claims};
 use crate::secrets::{Harness, put, versions};
@@ -614,6 +616,21 @@ async fn an_operator_certificate_serves_while_sealed_and_health_says_so() {
         .unwrap();
     let (status, body) = https(addr, &ca, "GET", "/v1/sys/health", None, None).await;
     assert_eq!((status, &body["sealed"]), (503, &json!(true)), "{body}");
+    // `vault status` reads seal-status, which answers 200 either way.
+    let (status, body) = https(addr, &ca, "GET", "/v1/sys/seal-status", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["initialized"],
+            &body["sealed"],
+            &body["t"],
+            &body["n"]
+        ),
+        (&json!(true), &json!(true), &json!(1), &json!(1)),
+        "{body}"
+    );
+    let (status, body) = https(addr, &ca, "GET", "/v1/sys/init", None, None).await;
+    assert_eq!((status, body), (200, json!({"initialized": true})));
     // Everything else answers 503 sealed, in Vault's error shape.
     let (status, body) = https(addr, &ca, "GET", "/v1/secret/data/x", Some("t"), None).await;
     assert_eq!(status, 503, "{body}");

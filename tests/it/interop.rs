@@ -5,7 +5,7 @@
 //! with hand-written HTTP/2 frames and with a real grpcio client.
 
 mod frames;
-mod grpcio;
+pub(crate) mod grpcio;
 
 use crate::common::*;
 use frames::Ended;

@@ -13,12 +13,12 @@ const AUDIENCE: &str = "interop";
 const GRPCIO: &str = "1.85.0";
 const HEADER_MISSING: &str = "security header missing from request";
 
-fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The venv's interpreter, or a failure saying how to get it.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let python = root().join("target/pyenv/bin/python");
     assert!(
         python.exists(),
