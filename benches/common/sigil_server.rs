@@ -41,15 +41,14 @@ pub fn toml_str(path: &Path) -> String {
     toml::Value::String(path.display().to_string()).to_string()
 }
 
-/// Starts `sigil server` in `dir` with `grants` as the policy data and
-/// `extra` appended to server.toml, initializes it, and returns it with
-/// operator clients. Its log goes to `$TMP/<log_name>`.
-pub async fn start(
+/// Writes a `sigil server` configuration in `dir`: the shipped policy with
+/// `grants` as the policy data, an unseal passphrase file, a free port, and
+/// `extra` appended to server.toml. Returns server.toml and the port.
+pub fn configure(
     dir: &Path,
     grants: serde_json::Value,
     extra: &str,
-    log_name: &str,
-) -> BenchResult<(Server, Clients)> {
+) -> BenchResult<(std::path::PathBuf, u16)> {
     let port = free_port()?;
     let admin_socket = dir.join("admin.sock");
     let unseal = dir.join("unseal");
@@ -73,6 +72,20 @@ pub async fn start(
             toml_str(&policies),
         ),
     )?;
+    Ok((toml, port))
+}
+
+/// Starts `sigil server` in `dir` (configured by [`configure`]),
+/// initializes it, and returns it with operator clients. Its log goes to
+/// `$TMP/<log_name>`.
+pub async fn start(
+    dir: &Path,
+    grants: serde_json::Value,
+    extra: &str,
+    log_name: &str,
+) -> BenchResult<(Server, Clients)> {
+    let (toml, port) = configure(dir, grants, extra)?;
+    let admin_socket = dir.join("admin.sock");
     let child = Command::new(SIGIL)
         .args(["server", "--config"])
         .arg(&toml)
