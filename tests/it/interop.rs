@@ -6,6 +6,7 @@
 
 mod frames;
 pub(crate) mod grpcio;
+mod pyjwt;
 
 use crate::common::*;
 use frames::Ended;
