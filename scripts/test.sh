@@ -38,6 +38,25 @@ if ! [ -x "$pyenv/bin/python" ] || ! cmp -s "$pyreqs" "$pyenv/requirements.txt";
   cp "$pyreqs" "$pyenv/requirements.txt"
 fi
 
+# The interop test's Node.js Vault client: node-vault, pinned in
+# tests/node/package-lock.json, installed into target/node. Reinstalled only
+# when the lock changes (or the install was never completed). Node and npm
+# are Debian packages; installed if the machine lacks them.
+nodedir=target/node
+nodelock=tests/node/package-lock.json
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "installing: nodejs npm"
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+if ! [ -d "$nodedir/node_modules/node-vault" ] || ! cmp -s "$nodelock" "$nodedir/installed.lock"; then
+  echo "== node modules for the interop test ($nodedir)"
+  rm -rf "$nodedir"
+  mkdir -p "$nodedir"
+  cp tests/node/package.json "$nodelock" "$nodedir/"
+  (cd "$nodedir" && npm ci --no-audit --no-fund --ignore-scripts)
+  cp "$nodelock" "$nodedir/installed.lock"
+fi
+
 # The rotation tests' PostgreSQL server: a throwaway cluster on a free
 # loopback port (scripts/postgres.sh installs Debian's postgresql if needed),
 # stopped and removed when this script exits. Outside /root, because as root

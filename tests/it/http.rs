@@ -8,6 +8,7 @@
 //! health codes) are checked with raw HTTPS requests.
 
 mod hvac;
+mod node_vault;
 
 use crate::login::oidc_config;
 use crate::oidc_signer::{Issuer, github_claims};

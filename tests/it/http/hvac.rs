@@ -19,7 +19,7 @@ const HVAC: &str = "2.4.0";
 
 /// The `deploy` role reads `ci/app/*` and lists `ci`; the `writer` role
 /// reads and writes `ci/app/*`. `ci/app/old` has its first version deleted.
-async fn harness(issuer: &Issuer) -> Harness {
+pub(super) async fn harness(issuer: &Issuer) -> Harness {
     let h = Harness::start_with(json!({}), |mut c| {
         let jwks = c.data_dir.with_file_name("github-jwks.json");
         std::fs::write(&jwks, issuer.jwks_json()).unwrap();
@@ -56,10 +56,33 @@ async fn harness(issuer: &Issuer) -> Harness {
     h
 }
 
-async fn run_hvac(h: &Harness, issuer: &Issuer) -> Value {
-    let jwt_file = h.tmp.path().join("ci.jwt");
+/// A GitHub-Actions-shaped JWT from `issuer`, in a file.
+pub(super) fn jwt_file(h: &Harness, issuer: &Issuer) -> std::path::PathBuf {
+    let path = h.tmp.path().join("ci.jwt");
     let now = sigil::clock::unix_seconds(sigil::clock::now());
-    std::fs::write(&jwt_file, issuer.sign_rs256(&github_claims(now))).unwrap();
+    std::fs::write(&path, issuer.sign_rs256(&github_claims(now))).unwrap();
+    path
+}
+
+/// Runs `cmd` (a client of another stack) and reads the JSON it prints.
+pub(super) async fn run_client(mut cmd: tokio::process::Command, what: &str) -> Value {
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("the {what} client finishes within 120 s"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} client failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+async fn run_hvac(h: &Harness, issuer: &Issuer) -> Value {
+    let jwt_file = jwt_file(h, issuer);
     let mut cmd = tokio::process::Command::new(python());
     cmd.arg(root().join("tests/python/vault_client.py"))
         .arg("--addr")
@@ -70,20 +93,8 @@ async fn run_hvac(h: &Harness, issuer: &Issuer) -> Value {
         .arg("--ca")
         .arg(h.tmp.path().join("data/bundle.pem"))
         .arg("--jwt-file")
-        .arg(&jwt_file)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the hvac client finishes within 120 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "hvac client failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        .arg(&jwt_file);
+    run_client(cmd, "hvac").await
 }
 
 /// An hvac exception: its class and Vault's `errors`.
