@@ -58,6 +58,14 @@ pub enum LoginRefused {
         /// Why.
         message: String,
     },
+    /// The role's SPIFFE ID is quarantined.
+    #[error("{id} is quarantined: {reason}")]
+    Quarantined {
+        /// The interpolated ID.
+        id: String,
+        /// The quarantine's reason.
+        reason: String,
+    },
     /// The server could not sign or record the token.
     #[error("cannot issue the token: {0}")]
     Issue(String),
@@ -233,6 +241,14 @@ impl Server {
         let id = SpiffeId::parse(&id_text).map_err(|e| bad(e.to_string()))?;
         if id.trust_domain_str() != self.trust_domain().as_str() {
             return Err(bad("another trust domain".into()));
+        }
+        // A quarantined identity gets no new token: a CI login is not an
+        // mTLS request, so the gate's quarantine check never sees it.
+        if let Some(q) = self.quarantined(&id) {
+            return Err(LoginRefused::Quarantined {
+                id: id.to_string(),
+                reason: q.reason.clone(),
+            });
         }
         self.issue_token(&id, role, &issuer.name, "oidc", now).await
     }

@@ -192,9 +192,14 @@ impl Server {
     }
 
     /// Whether the token `record` is in force at `now`: live (not expired,
-    /// not revoked), and every JIT request it relies on still active.
+    /// not revoked), its holder not quarantined, and every JIT request it
+    /// relies on still active. A quarantine revokes its holder's tokens when
+    /// it is set; checking it here too keeps any token recorded for the
+    /// holder since then (or whose revocation did not reach the store)
+    /// inactive for introspection.
     pub fn token_in_force(&self, record: &TokenRecord, now: u64) -> bool {
         record.live(now)
+            && self.quarantines().get(&record.spiffe_id).is_none()
             && record.jit_requests.iter().all(|id| {
                 self.elevations()
                     .get(id)

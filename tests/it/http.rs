@@ -741,3 +741,61 @@ async fn resource_servers_introspect_tokens_over_http() {
     .await;
     assert_eq!((status, v), (200, json!({"active": false})));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_ci_identity_cannot_log_in_until_the_quarantine_is_lifted() {
+    const CI: &str = "spiffe://example.org/ci/acme/app";
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let (c, before) = login_role(&h, &issuer, "deploy").await;
+    let accessor = vaultrs::token::lookup_self(&c).await.unwrap().accessor;
+    let mut op = h.server.clients().await;
+    let put = op
+        .quarantine
+        .put(sigil::api::pb::QuarantinePutRequest {
+            spiffe_id: CI.into(),
+            reason: "leaked runner".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(put.tokens_revoked, vec![accessor], "the token issued before");
+    let (status, v) = raw(&h, "GET", "/v1/secret/data/ci/app/db", Some(&before), None).await;
+    assert_eq!((status, v), (403, json!({"errors": ["permission denied"]})));
+
+    // A login is not an mTLS request: the login itself checks the
+    // quarantine, over HTTP and over gRPC, and names it on gRPC.
+    let jwt = issuer.sign_rs256(&github_claims(sigil::clock::unix_seconds(
+        sigil::clock::now(),
+    )));
+    let body = json!({"role": "deploy", "jwt": jwt}).to_string();
+    let (status, v) = raw(&h, "POST", "/v1/auth/jwt/login", None, Some(body.clone())).await;
+    assert_eq!((status, v), (403, json!({"errors": ["permission denied"]})));
+    let e = op
+        .auth
+        .login_oidc(sigil::api::pb::LoginOidcRequest {
+            role: "deploy".into(),
+            jwt: jwt.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert_eq!(e.message(), format!("{CI} is quarantined: leaked runner"));
+
+    op.quarantine
+        .lift(sigil::api::pb::QuarantineLiftRequest {
+            spiffe_id: CI.into(),
+            reason: "runner rebuilt".into(),
+        })
+        .await
+        .unwrap();
+    let (status, v) = raw(&h, "POST", "/v1/auth/jwt/login", None, Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    let token = v["auth"]["client_token"].as_str().unwrap();
+    let (status, v) = raw(&h, "GET", "/v1/secret/data/ci/app/db", Some(token), None).await;
+    assert_eq!(
+        (status, &v["data"]["data"]["password"]),
+        (200, &json!("two")),
+        "{v}"
+    );
+}

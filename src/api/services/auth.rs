@@ -82,6 +82,7 @@ pub(crate) fn refused(e: LoginRefused) -> ApiError {
         LoginRefused::UnknownRole(_) | LoginRefused::Jwt(_) | LoginRefused::BadSubject { .. } => {
             ApiError::InvalidArgument(e.to_string())
         }
+        LoginRefused::Quarantined { .. } => ApiError::Denied(e.to_string()),
         LoginRefused::Keys { .. } | LoginRefused::Issue(_) => ApiError::Internal(e.to_string()),
     }
 }
