@@ -256,15 +256,21 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The seal state, for the public `sys` routes. A probe passes the gate
-/// like any request (these routes are public, and answered while sealed).
+/// The seal state, for the public `sys` routes (`route` names the one
+/// asked, for the audit log). A probe passes the gate like any request
+/// (these routes are public, and answered while sealed).
 async fn public_status(
     app: &App,
     ext: &http::Extensions,
+    route: &str,
 ) -> Result<crate::store::SealStatus, Response> {
     if let Err(e) = app
         .gate
-        .authorize_parts(ext, Action::Health, Resource::kind("health"))
+        .authorize_parts(
+            ext,
+            Action::Health,
+            Resource::new("health", Some(route.to_owned())),
+        )
         .await
     {
         return Err(app.answer(e));
@@ -274,10 +280,15 @@ async fn public_status(
         .map_err(|_| errors(StatusCode::INTERNAL_SERVER_ERROR, &["internal error"]))
 }
 
-const VERSION: &str = concat!("sigil-", env!("CARGO_PKG_VERSION"));
+/// The version the `sys` routes report: semantic, as clients that compare
+/// Vault versions parse it, with sigil named in its build metadata.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+sigil");
+
+/// The cluster name the `sys` routes report.
+const CLUSTER: &str = "sigil";
 
 async fn health(State(app): State<App>, req: Request) -> Response {
-    let status = match public_status(&app, req.extensions()).await {
+    let status = match public_status(&app, req.extensions(), "sys/health").await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -298,41 +309,72 @@ async fn health(State(app): State<App>, req: Request) -> Response {
         "replication_dr_mode": "disabled",
         "server_time_utc": now,
         "version": VERSION,
-        "cluster_name": "sigil",
+        "cluster_name": CLUSTER,
     });
     (code, axum::Json(body)).into_response()
 }
 
 /// `GET /v1/sys/seal-status`, which `vault status` and hvac's `is_sealed`
 /// read: always 200, the state in the body, as Vault answers. sigil unseals
-/// with one passphrase, so the threshold and share count are 1.
+/// with one passphrase, so once initialized the threshold and the share
+/// count are 1 (0 before, as Vault shows them).
 async fn seal_status(State(app): State<App>, req: Request) -> Response {
-    let status = match public_status(&app, req.extensions()).await {
+    let status = match public_status(&app, req.extensions(), "sys/seal-status").await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    json_answer(
-        StatusCode::OK,
-        &json!({
-            "type": "shamir",
-            "initialized": status.initialized,
-            "sealed": status.sealed,
-            "t": 1,
-            "n": 1,
-            "progress": 0,
-            "nonce": "",
-            "version": VERSION,
-            "migration": false,
-            "recovery_seal": false,
-            "storage_type": "sled",
-        }),
-    )
+    let shares = u8::from(status.initialized);
+    let mut body = json!({
+        "type": "shamir",
+        "initialized": status.initialized,
+        "sealed": status.sealed,
+        "t": shares,
+        "n": shares,
+        "progress": 0,
+        "nonce": "",
+        "version": VERSION,
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": "sled",
+    });
+    // Vault names its cluster only while unsealed.
+    if !status.sealed
+        && let Some(m) = body.as_object_mut()
+    {
+        m.insert("cluster_name".into(), json!(CLUSTER));
+        m.insert(
+            "cluster_id".into(),
+            json!(status.trust_domain.unwrap_or_default()),
+        );
+    }
+    json_answer(StatusCode::OK, &body)
+}
+
+/// `GET /v1/sys/leader`, which `vault status` reads after the seal state:
+/// sigil runs as one server, without high availability.
+async fn leader(State(app): State<App>, req: Request) -> Response {
+    match public_status(&app, req.extensions(), "sys/leader").await {
+        Ok(_) => json_answer(
+            StatusCode::OK,
+            &json!({
+                "ha_enabled": false,
+                "is_self": false,
+                "active_time": "0001-01-01T00:00:00Z",
+                "leader_address": "",
+                "leader_cluster_address": "",
+                "performance_standby": false,
+                "performance_standby_last_remote_wal": 0,
+            }),
+        ),
+        Err(r) => r,
+    }
 }
 
 /// `GET /v1/sys/init`: whether the server is initialized (`sigil operator
 /// init` does it; this API does not).
 async fn init_status(State(app): State<App>, req: Request) -> Response {
-    match public_status(&app, req.extensions()).await {
+    match public_status(&app, req.extensions(), "sys/init").await {
         Ok(s) => json_answer(StatusCode::OK, &json!({"initialized": s.initialized})),
         Err(r) => r,
     }
@@ -802,6 +844,7 @@ pub fn router(server: Arc<Server>) -> axum::Router {
         .route("/v1/sys/health", get(health).head(health))
         .route("/v1/sys/seal-status", get(seal_status))
         .route("/v1/sys/init", get(init_status))
+        .route("/v1/sys/leader", get(leader))
         .route("/v1/auth/token/lookup-self", get(lookup_self))
         .route(
             "/v1/auth/token/revoke-self",

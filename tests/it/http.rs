@@ -630,8 +630,24 @@ async fn an_operator_certificate_serves_while_sealed_and_health_says_so() {
         (&json!(true), &json!(true), &json!(1), &json!(1)),
         "{body}"
     );
+    assert_eq!(
+        body["version"],
+        concat!(env!("CARGO_PKG_VERSION"), "+sigil")
+    );
+    assert_eq!(
+        body["cluster_name"],
+        Value::Null,
+        "named only while unsealed"
+    );
     let (status, body) = https(addr, &ca, "GET", "/v1/sys/init", None, None).await;
     assert_eq!((status, body), (200, json!({"initialized": true})));
+    // ... and sys/leader, which it reads next: one server, no HA.
+    let (status, body) = https(addr, &ca, "GET", "/v1/sys/leader", None, None).await;
+    assert_eq!(
+        (status, &body["ha_enabled"]),
+        (200, &json!(false)),
+        "{body}"
+    );
     // Everything else answers 503 sealed, in Vault's error shape.
     let (status, body) = https(addr, &ca, "GET", "/v1/secret/data/x", Some("t"), None).await;
     assert_eq!(status, 503, "{body}");
@@ -759,7 +775,11 @@ async fn a_quarantined_ci_identity_cannot_log_in_until_the_quarantine_is_lifted(
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(put.tokens_revoked, vec![accessor], "the token issued before");
+    assert_eq!(
+        put.tokens_revoked,
+        vec![accessor],
+        "the token issued before"
+    );
     let (status, v) = raw(&h, "GET", "/v1/secret/data/ci/app/db", Some(&before), None).await;
     assert_eq!((status, v), (403, json!({"errors": ["permission denied"]})));
 

@@ -47,9 +47,10 @@ impl JitService {
         clock::unix_seconds(self.server.now())
     }
 
-    /// The answer's form of `r`, its state as of `now`.
+    /// The answer's form of `r`, its state as of `now`: the grants and the
+    /// approvals it was asked under, which are what count, whatever the
+    /// role's configuration says now (or if the role is gone).
     fn shown(&self, r: &Elevation, now: u64) -> pb::JitElevation {
-        let role = self.server.elevations().role(&r.role).ok();
         pb::JitElevation {
             id: r.id.clone(),
             role: r.role.clone(),
@@ -61,13 +62,11 @@ impl JitService {
             pending_until: secs(r.pending_until),
             state: r.state_at(now).as_str().to_owned(),
             approvals: r.approvals.iter().map(act).collect(),
-            approvals_needed: role.map_or(0, |role| role.approvals),
+            approvals_needed: r.approvals_needed,
             activated_at: r.activated_at.map_or(0, secs),
             expires_at: r.expires_at.map_or(0, secs),
             ended: r.ended.as_ref().map(act),
-            grants: role.map_or_else(Vec::new, |role| {
-                role.grants.iter().map(ToString::to_string).collect()
-            }),
+            grants: r.grants.clone(),
         }
     }
 

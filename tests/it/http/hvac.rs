@@ -147,7 +147,8 @@ async fn hvac_logs_in_reads_lists_and_writes_as_against_vault() {
     assert_eq!(deleted["data"], Value::Null, "{py:#}");
     assert_eq!(deleted["metadata"]["version"], 1);
     assert_eq!(deleted["metadata"]["destroyed"], false);
-    assert_ne!(deleted["metadata"]["deletion_time"], "");
+    let deleted_at = deleted["metadata"]["deletion_time"].as_str().unwrap();
+    assert!(!deleted_at.is_empty(), "{py:#}");
     assert_eq!(py["read_deleted_raises"]["error"], "InvalidPath", "{py:#}");
     assert_eq!(py["read_missing"]["error"], "InvalidPath", "{py:#}");
     raised(&py["read_forbidden"], "Forbidden", &["permission denied"]);
