@@ -15,10 +15,11 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
-  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}"
 fi
 
-# The interop tests' Python clients (grpcio, hvac), pinned in
+# The interop tests' Python clients (grpcio, hvac, PyJWT), pinned in
 # tests/python/requirements.txt, in a venv under target/. Rebuilt only when
 # the pins change (or it was never completed).
 pyenv=target/pyenv
@@ -29,7 +30,8 @@ if ! [ -x "$pyenv/bin/python" ] || ! cmp -s "$pyreqs" "$pyenv/requirements.txt";
   if ! python3 -m venv "$pyenv"; then
     # Debian's own python3 ships venv (with ensurepip) as a separate package.
     echo "installing: python3 python3-venv"
-    apt-get update -qq && apt-get install -y -qq python3 python3-venv
+    apt-get update -qq
+    apt-get install -y -qq python3 python3-venv
     rm -rf "$pyenv"
     /usr/bin/python3 -m venv "$pyenv"
   fi
@@ -40,21 +42,31 @@ fi
 
 # The interop test's Node.js Vault client: node-vault, pinned in
 # tests/node/package-lock.json, installed into target/node. Reinstalled only
-# when the lock changes (or the install was never completed). Node and npm
-# are Debian packages; installed if the machine lacks them.
+# when package.json or the lock changes (or the install never completed).
+# Node and npm are Debian packages; installed if the machine lacks them.
 nodedir=target/node
 nodelock=tests/node/package-lock.json
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "installing: nodejs npm"
-  apt-get update -qq && apt-get install -y -qq nodejs npm
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm
 fi
-if ! [ -d "$nodedir/node_modules/node-vault" ] || ! cmp -s "$nodelock" "$nodedir/installed.lock"; then
+# node-vault and axios need Node 18 or later (Debian 12 ships 18).
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 18 ]; then
+  echo "node $(node --version) is too old for the interop test's node-vault: install Node 18 or later" >&2
+  exit 1
+fi
+if ! [ -d "$nodedir/node_modules/node-vault" ] \
+  || ! cmp -s "$nodelock" "$nodedir/package-lock.json" \
+  || ! cmp -s tests/node/package.json "$nodedir/package.json" \
+  || ! [ -e "$nodedir/installed" ]; then
   echo "== node modules for the interop test ($nodedir)"
   rm -rf "$nodedir"
   mkdir -p "$nodedir"
   cp tests/node/package.json "$nodelock" "$nodedir/"
   (cd "$nodedir" && npm ci --no-audit --no-fund --ignore-scripts)
-  cp "$nodelock" "$nodedir/installed.lock"
+  touch "$nodedir/installed"
 fi
 
 # The rotation tests' PostgreSQL server: a throwaway cluster on a free
