@@ -321,7 +321,9 @@ fn elevation_status(e: &ElevationError) -> Status {
         ElevationError::Rule(JitError::NotPending { .. } | JitError::NotRevocable { .. }) => {
             Status::failed_precondition(message)
         }
-        ElevationError::Rule(JitError::SelfApproval { .. }) => Status::permission_denied(message),
+        ElevationError::Rule(JitError::SelfApproval { .. } | JitError::Quarantined { .. }) => {
+            Status::permission_denied(message)
+        }
         ElevationError::Rule(JitError::AlreadyApproved { .. }) => Status::already_exists(message),
         ElevationError::Rule(JitError::TooManyPending { .. }) => {
             Status::resource_exhausted(message)

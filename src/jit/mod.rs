@@ -205,6 +205,15 @@ pub enum JitError {
     /// An operator asking must name who the grant is for.
     #[error("an operator has no workload identity: name who the grant is for (--for)")]
     ForRequired,
+    /// The identity the grant is for is quarantined: no grant is asked for
+    /// it or approved for it until the quarantine is lifted.
+    #[error("{id} is quarantined: {reason}")]
+    Quarantined {
+        /// The identity.
+        id: String,
+        /// The quarantine's reason.
+        reason: String,
+    },
     /// The approver already approved.
     #[error("{by} has already approved request {id}; an approver counts once")]
     AlreadyApproved {

@@ -806,3 +806,50 @@ async fn ended_requests_are_dropped_after_thirty_days() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_grant_is_asked_for_or_approved_for_a_quarantined_identity() {
+    const REASON: &str = "credential leak";
+    let clock = Arc::new(ManualClock::at_wall_time());
+    let (h, mut op) = workflow(clock.clone()).await;
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+    let pending = asked(&mut alice, ask("db-read", "", 600, "incident 7")).await;
+    op.quarantine
+        .put(pb::QuarantinePutRequest {
+            spiffe_id: ALICE.into(),
+            reason: REASON.into(),
+        })
+        .await
+        .unwrap();
+    let quarantined = format!("{ALICE} is quarantined: {REASON}");
+
+    // An operator (or an admin) naming it with --for is refused, by name.
+    let e = op
+        .jit
+        .request(ask("db-read", ALICE, 600, "incident 7, on alice's behalf"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(e.message(), quarantined);
+    // Its request from before cannot be approved into a grant.
+    let e = bob.jit.approve(approve(&pending.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(e.message(), quarantined);
+
+    // Lifted: asking for it works again; the old request stays revoked.
+    op.quarantine
+        .lift(pb::QuarantineLiftRequest {
+            spiffe_id: ALICE.into(),
+            reason: "keys rotated".into(),
+        })
+        .await
+        .unwrap();
+    let again = asked(&mut op, ask("db-read", ALICE, 600, "incident 7, again")).await;
+    assert_eq!(
+        (again.state.as_str(), again.subject.as_str()),
+        ("pending", ALICE)
+    );
+    let e = bob.jit.approve(approve(&pending.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+}

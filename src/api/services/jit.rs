@@ -149,6 +149,17 @@ fn for_identity(server: &Server, text: &str) -> Result<String, ApiError> {
     Ok(id.to_string())
 }
 
+/// Refuses a grant for `id` while it is quarantined.
+fn quarantine_check(server: &Server, id: &str) -> Result<(), crate::jit::JitError> {
+    match server.quarantines().get(id) {
+        Some(q) => Err(crate::jit::JitError::Quarantined {
+            id: id.to_owned(),
+            reason: q.reason.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl Jit for JitService {
     async fn roles(
@@ -196,6 +207,11 @@ impl Jit for JitService {
                 if matches!(caller, Caller::Operator { .. }) && for_id.is_none() {
                     return Err(ElevationError::Rule(crate::jit::JitError::ForRequired));
                 }
+                // A quarantined caller never gets here (the gate denies it);
+                // one named with --for is refused here.
+                if let Some(id) = for_id.as_deref() {
+                    quarantine_check(&self.server, id)?;
+                }
                 self.server
                     .elevations()
                     .create(
@@ -236,7 +252,12 @@ impl Jit for JitService {
                     .update(
                         &m.id,
                         self.clock(),
-                        |r, now| r.approve(&by, &m.comment, now),
+                        |r, now| {
+                            // Checked under the request's lock: no grant
+                            // becomes active for a quarantined identity.
+                            quarantine_check(&self.server, &r.subject)?;
+                            r.approve(&by, &m.comment, now)
+                        },
                         |approved, r| {
                             let done = match approved {
                                 Approved::Counted { have, need } => {
