@@ -494,3 +494,22 @@ pub async fn list_entries(c: &mut Clients) -> pb::ListEntriesResponse {
         .unwrap()
         .into_inner()
 }
+
+/// Runs `cmd`, a client of another stack (Python, Node) that reports what
+/// it did as JSON on stdout, within two minutes, and returns that JSON; a
+/// failed run fails the test with its output.
+pub async fn client_json(mut cmd: tokio::process::Command, what: &str) -> serde_json::Value {
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("the {what} client finishes within 120 s"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} client failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}

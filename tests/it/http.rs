@@ -14,10 +14,34 @@ use crate::login::oidc_config;
 use crate::oidc_signer::{Issuer, github_claims};
 use crate::secrets::{Harness, put, versions};
 use serde_json::{Value, json};
-use sigil::config::{HttpCert, HttpConfig};
+use sigil::config::{HttpCert, HttpConfig, ServerConfig};
 use std::collections::HashMap;
 use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
+
+/// The CI configuration the HTTP API tests share: `issuer`'s keys, the
+/// `deploy` role (reads `ci/app/*` and lists `ci`), a `writer` role (reads
+/// and writes `ci/app/*`), and the HTTP API on with a certificate sigil
+/// issues.
+pub(crate) fn ci_http(issuer: &Issuer, mut c: ServerConfig) -> ServerConfig {
+    let jwks = c.data_dir.with_file_name("github-jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).unwrap();
+    let mut oidc = oidc_config(jwks);
+    let mut writer = oidc.roles[0].clone();
+    writer.name = "writer".into();
+    writer.grants = vec!["read:ci/app/*".into(), "write:ci/app/*".into()];
+    // Listing `ci/` is a list of the path `ci`; `ci/**` is below it.
+    oidc.roles[0].grants.push("list:ci".into());
+    oidc.roles[0].grants.push("list:ci/**".into());
+    oidc.roles.push(writer);
+    c.oidc = oidc;
+    c.http = Some(HttpConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert: HttpCert::Issued(vec!["127.0.0.1".into(), "localhost".into()]),
+        kv_mount: "secret".into(),
+    });
+    c
+}
 
 /// A server with the HTTP API on, the CI roles, grants for one workload,
 /// and a few secrets.
@@ -26,21 +50,7 @@ async fn harness(issuer: &Issuer) -> Harness {
         // The SPIFFE ID's own grants do not reach its tokens: a token may
         // do what its role's scopes say.
         json!({"spiffe://example.org/ci/acme/app": ["read:ci/**"]}),
-        |mut c| {
-            let jwks = c.data_dir.with_file_name("github-jwks.json");
-            std::fs::write(&jwks, issuer.jwks_json()).unwrap();
-            let mut oidc = oidc_config(jwks);
-            // Listing `ci/` is a list of the path `ci`; `ci/**` is below it.
-            oidc.roles[0].grants.push("list:ci".into());
-            oidc.roles[0].grants.push("list:ci/**".into());
-            c.oidc = oidc;
-            c.http = Some(HttpConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                cert: HttpCert::Issued(vec!["127.0.0.1".into(), "localhost".into()]),
-                kv_mount: "secret".into(),
-            });
-            c
-        },
+        |c| ci_http(issuer, c),
     )
     .await;
     let mut admin = h.admin().await;
@@ -272,25 +282,9 @@ async fn writers_allowed_by_policy_write_with_check_and_set() {
     assert_eq!(api_code(&e), Some(400));
 }
 
-/// A server whose `writer` role may read and write `ci/app/*`.
+/// A server with the CI roles and no secrets.
 async fn writer_harness(issuer: &Issuer) -> Harness {
-    Harness::start_with(json!({}), |mut c| {
-        let jwks = c.data_dir.with_file_name("github-jwks.json");
-        std::fs::write(&jwks, issuer.jwks_json()).unwrap();
-        let mut oidc = oidc_config(jwks);
-        let mut writer = oidc.roles[0].clone();
-        writer.name = "writer".into();
-        writer.grants = vec!["read:ci/app/*".into(), "write:ci/app/*".into()];
-        oidc.roles.push(writer);
-        c.oidc = oidc;
-        c.http = Some(HttpConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert: HttpCert::Issued(vec!["127.0.0.1".into()]),
-            kv_mount: "secret".into(),
-        });
-        c
-    })
-    .await
+    Harness::start_with(json!({}), |c| ci_http(issuer, c)).await
 }
 
 async fn login_role(h: &Harness, issuer: &Issuer, role: &str) -> (VaultClient, String) {

@@ -8,37 +8,16 @@
 //! Vault's.
 
 use crate::interop::grpcio::{python, root};
-use crate::login::oidc_config;
 use crate::oidc_signer::{Issuer, github_claims};
 use crate::secrets::{Harness, put, versions};
 use serde_json::{Value, json};
-use sigil::config::{HttpCert, HttpConfig};
-use std::time::Duration;
 
 const HVAC: &str = "2.4.0";
 
 /// The `deploy` role reads `ci/app/*` and lists `ci`; the `writer` role
 /// reads and writes `ci/app/*`. `ci/app/old` has its first version deleted.
 pub(super) async fn harness(issuer: &Issuer) -> Harness {
-    let h = Harness::start_with(json!({}), |mut c| {
-        let jwks = c.data_dir.with_file_name("github-jwks.json");
-        std::fs::write(&jwks, issuer.jwks_json()).unwrap();
-        let mut oidc = oidc_config(jwks);
-        let mut writer = oidc.roles[0].clone();
-        writer.name = "writer".into();
-        writer.grants = vec!["read:ci/app/*".into(), "write:ci/app/*".into()];
-        oidc.roles[0].grants.push("list:ci".into());
-        oidc.roles[0].grants.push("list:ci/**".into());
-        oidc.roles.push(writer);
-        c.oidc = oidc;
-        c.http = Some(HttpConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert: HttpCert::Issued(vec!["127.0.0.1".into()]),
-            kv_mount: "secret".into(),
-        });
-        c
-    })
-    .await;
+    let h = Harness::start_with(json!({}), |c| super::ci_http(issuer, c)).await;
     let mut admin = h.admin().await;
     for (path, value) in [
         ("ci/app/db", "one"),
@@ -57,34 +36,23 @@ pub(super) async fn harness(issuer: &Issuer) -> Harness {
 }
 
 /// A GitHub-Actions-shaped JWT from `issuer`, in a file.
-pub(super) fn jwt_file(h: &Harness, issuer: &Issuer) -> std::path::PathBuf {
+fn jwt_file(h: &Harness, issuer: &Issuer) -> std::path::PathBuf {
     let path = h.tmp.path().join("ci.jwt");
     let now = sigil::clock::unix_seconds(sigil::clock::now());
     std::fs::write(&path, issuer.sign_rs256(&github_claims(now))).unwrap();
     path
 }
 
-/// Runs `cmd` (a client of another stack) and reads the JSON it prints.
-pub(super) async fn run_client(mut cmd: tokio::process::Command, what: &str) -> Value {
-    cmd.kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("the {what} client finishes within 120 s"))
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{what} client failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-async fn run_hvac(h: &Harness, issuer: &Issuer) -> Value {
-    let jwt_file = jwt_file(h, issuer);
-    let mut cmd = tokio::process::Command::new(python());
-    cmd.arg(root().join("tests/python/vault_client.py"))
+/// `program script` with the arguments both Vault client scripts take: the
+/// HTTP API's address, the CA bundle that verifies it, and a CI JWT file.
+pub(super) fn vault_client(
+    program: impl AsRef<std::ffi::OsStr>,
+    script: &str,
+    h: &Harness,
+    issuer: &Issuer,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg(root().join(script))
         .arg("--addr")
         .arg(format!(
             "https://127.0.0.1:{}",
@@ -93,8 +61,13 @@ async fn run_hvac(h: &Harness, issuer: &Issuer) -> Value {
         .arg("--ca")
         .arg(h.tmp.path().join("data/bundle.pem"))
         .arg("--jwt-file")
-        .arg(&jwt_file);
-    run_client(cmd, "hvac").await
+        .arg(jwt_file(h, issuer));
+    cmd
+}
+
+async fn run_hvac(h: &Harness, issuer: &Issuer) -> Value {
+    let cmd = vault_client(python(), "tests/python/vault_client.py", h, issuer);
+    crate::common::client_json(cmd, "hvac").await
 }
 
 /// An hvac exception: its class and Vault's `errors`.

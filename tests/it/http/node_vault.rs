@@ -6,7 +6,7 @@
 //! `noCustomHTTPVerbs`), lookup-self, revoke-self and the revoked token
 //! refused.
 
-use super::hvac::{harness, jwt_file, run_client};
+use super::hvac::{harness, vault_client};
 use crate::interop::grpcio::root;
 use crate::oidc_signer::Issuer;
 use serde_json::json;
@@ -29,21 +29,11 @@ async fn node_vault_logs_in_reads_and_lists_as_against_vault() {
     let modules = node_modules();
     let issuer = Issuer::new();
     let h = harness(&issuer).await;
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(root().join("tests/node/vault_client.js"))
-        .arg("--addr")
-        .arg(format!(
-            "https://127.0.0.1:{}",
-            h.server.http_addr.unwrap().port()
-        ))
-        .arg("--ca")
-        .arg(h.tmp.path().join("data/bundle.pem"))
-        .arg("--jwt-file")
-        .arg(jwt_file(&h, &issuer))
-        .env("NODE_PATH", modules)
+    let mut cmd = vault_client("node", "tests/node/vault_client.js", &h, &issuer);
+    cmd.env("NODE_PATH", modules)
         // node-vault's debug output would carry the login body (the JWT).
         .env_remove("DEBUG");
-    let js = run_client(cmd, "node-vault").await;
+    let js = crate::common::client_json(cmd, "node-vault").await;
     assert_eq!(js["node-vault"], NODE_VAULT);
 
     assert_eq!(js["health"]["ok"]["sealed"], false, "{js:#}");

@@ -7,7 +7,6 @@ use super::{ID, Node};
 use crate::common::TD;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const AUDIENCE: &str = "interop";
 const GRPCIO: &str = "1.85.0";
@@ -37,20 +36,8 @@ async fn run_client(python: &Path, node: &Node) -> Value {
         .arg(&node.server.admin)
         .args(["--audience", AUDIENCE])
         .arg("--proto-dir")
-        .arg(root().join("proto/spiffe"))
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the grpcio client finishes within 120 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "grpcio client failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        .arg(root().join("proto/spiffe"));
+    crate::common::client_json(cmd, "grpcio").await
 }
 
 fn concat_hex(certs: &[spiffe::cert::Certificate]) -> String {

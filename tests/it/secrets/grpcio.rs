@@ -3,7 +3,6 @@
 //! over the admin socket with its default `:authority`.
 
 use super::*;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_puts_gets_and_watches_a_secret() {
@@ -24,19 +23,8 @@ async fn grpcio_puts_gets_and_watches_a_secret() {
         .arg("--proto-dir")
         .arg(root.join("proto"))
         .arg("--value-file")
-        .arg(&value)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the grpcio client finishes within 120 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "grpcio client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        .arg(&value);
+    let got = crate::common::client_json(cmd, "grpcio").await;
     assert_eq!(
         got,
         serde_json::json!({
