@@ -68,7 +68,9 @@ enum Command {
         join_token_file: Option<PathBuf>,
         /// The join token itself. Every local user can read it in the
         /// process list: prefer --join-token-file or $SIGIL_JOIN_TOKEN.
-        #[arg(long, value_name = "TOKEN")]
+        // A token is base64url: one in 64 begins with '-', which is still
+        // the token's value here, not a flag.
+        #[arg(long, value_name = "TOKEN", allow_hyphen_values = true)]
         join_token: Option<String>,
     },
     /// Initialize, unseal, seal and inspect the store.
@@ -282,6 +284,32 @@ pub fn main() -> i32 {
         Err(Failure(msg)) => {
             eprintln!("error: {}", msg.replace('\n', " "));
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn a_join_token_beginning_with_a_hyphen_is_the_tokens_value() {
+        let cli = Cli::try_parse_from([
+            "sigil",
+            "agent",
+            "--config",
+            "agent.toml",
+            "--join-token",
+            "-Xq3_token",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Agent { join_token, .. } => {
+                assert_eq!(join_token.as_deref(), Some("-Xq3_token"));
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
