@@ -146,7 +146,10 @@ impl Gate {
                 source: source.clone(),
             },
         };
-        let decision = match self.quarantine_of(&caller) {
+        let decision = match self
+            .quarantine_of(&caller)
+            .or_else(|| self.quarantine_of_peer(ext))
+        {
             Some(denied) => denied,
             None => self.server.pdp().decide(&input),
         };
@@ -208,6 +211,19 @@ impl Gate {
             Caller::Workload { id, .. } | Caller::Agent { id } | Caller::Token { id, .. } => id,
             Caller::Operator { .. } | Caller::LocalUser { .. } | Caller::Anonymous => return None,
         };
+        let q = self.server.quarantined(id)?;
+        Some(crate::policy::Decision {
+            allow: false,
+            reasons: vec![format!("{id} is quarantined: {}", q.reason)],
+        })
+    }
+
+    /// The denial of a request over an mTLS connection whose certificate
+    /// names a quarantined identity, whoever the request speaks for (a
+    /// bearer token, or nobody): a quarantined workload is cut off, not
+    /// only its own identity.
+    fn quarantine_of_peer(&self, ext: &http::Extensions) -> Option<crate::policy::Decision> {
+        let id = ext.get::<TlsConnInfo>()?.peer.as_deref()?.id.as_ref()?;
         let q = self.server.quarantined(id)?;
         Some(crate::policy::Decision {
             allow: false,

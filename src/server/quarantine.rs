@@ -79,6 +79,10 @@ pub struct Quarantines {
     /// request is one atomic load while none is.
     any: Arc<AtomicBool>,
     changes: watch::Sender<u64>,
+    /// Held across a put's or a removal's store write and memory update, so
+    /// concurrent changes apply whole, one after the other: the store and
+    /// the set in memory end up agreeing, and no change is lost.
+    changing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Quarantines {
@@ -97,12 +101,19 @@ impl Quarantines {
             held: Arc::new(RwLock::new(BTreeMap::new())),
             any: Arc::new(AtomicBool::new(false)),
             changes: watch::channel(0).0,
+            changing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    fn publish(&self, held: BTreeMap<String, Arc<QuarantineRecord>>) {
-        self.any.store(!held.is_empty(), Ordering::Release);
-        *write(&self.held) = held;
+    /// Changes the set in memory and tells its watchers. `any` is set under
+    /// the same write lock as the set, so it always says what the last
+    /// change left.
+    fn publish(&self, change: impl FnOnce(&mut BTreeMap<String, Arc<QuarantineRecord>>)) {
+        {
+            let mut held = write(&self.held);
+            change(&mut held);
+            self.any.store(!held.is_empty(), Ordering::Release);
+        }
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
@@ -119,13 +130,13 @@ impl Quarantines {
             held.insert(id, Arc::new(r));
         }
         let n = held.len();
-        self.publish(held);
+        self.publish(|h| *h = held);
         Ok(n)
     }
 
     /// Forgets every record (at seal): nothing is answered while sealed.
     pub fn clear(&self) {
-        self.publish(BTreeMap::new());
+        self.publish(BTreeMap::clear);
     }
 
     /// The record of `id`, if it is quarantined.
@@ -153,18 +164,20 @@ impl Quarantines {
         })?;
         let store = self.store.clone();
         let key = r.spiffe_id.clone();
+        let _turn = self.changing.lock().await;
         blocking::run(move || {
             store.put(Table::QUARANTINE, key.as_bytes(), &json)?;
             Ok::<_, QuarantineError>(())
         })
         .await?;
-        let mut held = read(&self.held).clone();
-        held.insert(r.spiffe_id.clone(), Arc::new(r));
-        self.publish(held);
+        self.publish(|h| {
+            h.insert(r.spiffe_id.clone(), Arc::new(r));
+        });
         Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<Arc<QuarantineRecord>, QuarantineError> {
+        let _turn = self.changing.lock().await;
         let current = self
             .get(id)
             .ok_or_else(|| QuarantineError::NotQuarantined(id.to_owned()))?;
@@ -175,9 +188,9 @@ impl Quarantines {
             Ok::<_, QuarantineError>(())
         })
         .await?;
-        let mut held = read(&self.held).clone();
-        held.remove(id);
-        self.publish(held);
+        self.publish(|h| {
+            h.remove(id);
+        });
         Ok(current)
     }
 }
@@ -235,8 +248,26 @@ impl Server {
             .quarantines()
             .get(id.as_str())
             .ok_or_else(|| QuarantineError::NotQuarantined(id.to_string()))?;
+        let (tokens, requests) = self.cut_off(id.as_str(), by, &reason, now).await?;
+        Ok(Quarantined {
+            record,
+            tokens,
+            requests,
+        })
+    }
+
+    /// Revokes the tokens `id` holds and the pending or active JIT requests
+    /// made by it or for it, as `by` decided for `reason`; returns their
+    /// `jti`s and IDs.
+    async fn cut_off(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        now: u64,
+    ) -> Result<(Vec<String>, Vec<String>), QuarantineError> {
         let fail = |e: &dyn std::fmt::Display| QuarantineError::Revocation(e.to_string());
-        let tokens = self.tokens().matching(|r| r.spiffe_id == id.as_str());
+        let tokens = self.tokens().matching(|r| r.spiffe_id == id);
         for jti in &tokens {
             self.tokens().revoke(jti, now).await.map_err(|e| fail(&e))?;
         }
@@ -247,7 +278,7 @@ impl Server {
                 r.state_at(now),
                 crate::jit::State::Pending | crate::jit::State::Active
             );
-            if open && (r.subject == id.as_str() || r.requester == id.as_str()) {
+            if open && (r.subject == id || r.requester == id) {
                 self.elevations()
                     .update(
                         &r.id,
@@ -260,22 +291,33 @@ impl Server {
                 requests.push(r.id.clone());
             }
         }
+        Ok((tokens, requests))
+    }
+
+    /// Lifts the quarantine of `id`: issuance and access resume (under the
+    /// policy as always). Revoked tokens and grants stay revoked. A token or
+    /// a JIT request that passed its check in the moment the quarantine was
+    /// being put (before it was in force, after its revocations were
+    /// listed) is revoked here, before access resumes; the answer names
+    /// them.
+    pub async fn lift_quarantine(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<Quarantined, QuarantineError> {
+        check_reason(reason)?;
+        let current = self
+            .quarantines()
+            .get(id)
+            .ok_or_else(|| QuarantineError::NotQuarantined(id.to_owned()))?;
+        let now = crate::clock::unix_seconds(self.now());
+        let (tokens, requests) = self.cut_off(id, &current.by, &current.reason, now).await?;
+        let record = self.quarantines().remove(id).await?;
         Ok(Quarantined {
             record,
             tokens,
             requests,
         })
-    }
-
-    /// Lifts the quarantine of `id`: issuance and access resume (under the
-    /// policy as always). Revoked tokens and grants stay revoked.
-    pub async fn lift_quarantine(
-        &self,
-        id: &str,
-        reason: &str,
-    ) -> Result<Arc<QuarantineRecord>, QuarantineError> {
-        check_reason(reason)?;
-        self.quarantines().remove(id).await
     }
 
     /// Why `id` may get nothing, if it is quarantined.

@@ -813,3 +813,45 @@ async fn a_quarantined_ci_identity_cannot_log_in_until_the_quarantine_is_lifted(
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_workload_cannot_speak_with_another_identitys_token() {
+    use sigil::cli::client::{Clients, Credential, Target};
+    const W: &str = "spiffe://example.org/app/w";
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let (_, ci_token) = login_role(&h, &issuer, "deploy").await;
+    // Over W's own mTLS connection, the CI token speaks for the request.
+    let dir = h.svid_dir("/app/w");
+    let channel = sigil::cli::client::connect(&Target::Tls {
+        addr: h.server.addr.to_string(),
+        ca_bundle: dir.join("bundle.pem"),
+        svid_dir: Some(dir),
+    })
+    .await
+    .unwrap();
+    let credential = Credential::bearer(&sigil::secret::Secret::from(ci_token)).unwrap();
+    let mut w = Clients::with_credential(channel, credential);
+    w.secrets
+        .get(crate::secrets::get("ci/app/db", 0))
+        .await
+        .unwrap();
+    h.server
+        .clients()
+        .await
+        .quarantine
+        .put(sigil::api::pb::QuarantinePutRequest {
+            spiffe_id: W.into(),
+            reason: "compromised pod".into(),
+        })
+        .await
+        .unwrap();
+    // Quarantined, W is cut off whoever its requests claim to speak for.
+    let e = w
+        .secrets
+        .get(crate::secrets::get("ci/app/db", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert_eq!(e.message(), format!("{W} is quarantined: compromised pod"));
+}

@@ -239,3 +239,95 @@ async fn a_quarantined_workload_is_cut_off_everywhere_and_lifting_restores_it() 
     agent.stop().await;
     s.stop().await;
 }
+
+fn put_request(id: &str, reason: &str) -> pb::QuarantinePutRequest {
+    pb::QuarantinePutRequest {
+        spiffe_id: id.into(),
+        reason: reason.into(),
+    }
+}
+
+fn lift_request(id: &str) -> pb::QuarantineLiftRequest {
+    pb::QuarantineLiftRequest {
+        spiffe_id: id.into(),
+        reason: "cleared".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_quarantines_and_lifts_each_take_effect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let c = s.clients().await;
+    for round in 0..20 {
+        let [x, y, z] = ["x", "y", "z"].map(|n| format!("spiffe://example.org/race/{n}{round}"));
+        let (mut a, mut b, mut d) = (
+            c.quarantine.clone(),
+            c.quarantine.clone(),
+            c.quarantine.clone(),
+        );
+        a.put(put_request(&x, "first")).await.unwrap();
+        // Lifting the only quarantine while two others are put: none of the
+        // three may be lost, in the store or in memory.
+        let (lifted, put_y, put_z) = tokio::join!(
+            a.lift(lift_request(&x)),
+            b.put(put_request(&y, "second")),
+            d.put(put_request(&z, "third")),
+        );
+        lifted.unwrap();
+        put_y.unwrap();
+        put_z.unwrap();
+        let held: Vec<String> = a
+            .list(pb::QuarantineListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .records
+            .into_iter()
+            .map(|r| r.spiffe_id)
+            .collect();
+        assert_eq!(held, vec![y.clone(), z.clone()], "round {round}");
+        // A lift finds what it lifts through the same check every request
+        // passes.
+        a.lift(lift_request(&y)).await.unwrap();
+        a.lift(lift_request(&z)).await.unwrap();
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_does_not_bring_a_quarantined_agent_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut c = s.clients().await;
+    let made = c
+        .agents
+        .create_join_token(pb::CreateJoinTokenRequest {
+            ttl_seconds: 0,
+            agent_name: "n9".into(),
+            replace: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.quarantine
+        .put(put_request(&made.agent_id, "stolen host"))
+        .await
+        .unwrap();
+    let id = sigil::id::SpiffeId::parse(&made.agent_id).unwrap();
+    let (_key, csr) = sigil::authority::generate_key_and_csr(&id).unwrap();
+    let e = c
+        .node
+        .attest_agent(pb::AttestAgentRequest {
+            join_token: made.token,
+            csr,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(
+        e.message(),
+        format!("{} is quarantined: stolen host", made.agent_id)
+    );
+    s.stop().await;
+}

@@ -258,6 +258,8 @@ impl Node for NodeService {
             .agents()
             .redeem(&msg.join_token, self.server.now())
             .await?;
+        // A join token does not bring a quarantined agent back.
+        not_quarantined(&self.server, &agent)?;
         let resp = self.agent_svid(&agent, &msg.csr).await?;
         tracing::info!(agent = %agent, "agent attested");
         Ok(Response::new(resp))
@@ -349,6 +351,12 @@ async fn push_entries(
             let _ = tx
                 .send(Err(AgentsError::AgentBanned(agent.clone()).into()))
                 .await;
+            return;
+        }
+        // A quarantined agent's open stream ends, as its next call would be
+        // refused at the gate.
+        if let Err(e) = not_quarantined(&server, &agent) {
+            let _ = tx.send(Err(e.into())).await;
             return;
         }
         // A quarantined identity's entries are sent as deleted: the agent

@@ -84,19 +84,29 @@ impl Quarantine for QuarantineService {
             .await?;
         let done = self.server.lift_quarantine(&m.spiffe_id, &m.reason).await;
         let said = match &done {
-            Ok(r) => Ok(format!(
-                "lifted the quarantine of {} (put for: {}): {}",
-                r.spiffe_id,
-                r.reason,
-                m.reason.trim()
-            )),
+            Ok(l) => {
+                let mut said = format!(
+                    "lifted the quarantine of {} (put for: {}): {}",
+                    l.record.spiffe_id,
+                    l.record.reason,
+                    m.reason.trim()
+                );
+                if !l.tokens.is_empty() || !l.requests.is_empty() {
+                    said.push_str(&format!(
+                        "; revoked first, obtained as it was put: tokens [{}], JIT requests [{}]",
+                        l.tokens.join(" "),
+                        l.requests.join(" ")
+                    ));
+                }
+                Ok(said)
+            }
             Err(e) => Err(e.to_string()),
         };
         self.gate
             .record_outcome(req.extensions(), Action::QuarantineLift, &res, said)
             .await?;
-        let r = done.map_err(ApiError::from)?;
-        Ok(Response::new(record(&r)))
+        let l = done.map_err(ApiError::from)?;
+        Ok(Response::new(record(&l.record)))
     }
 
     async fn list(
