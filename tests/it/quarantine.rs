@@ -331,3 +331,45 @@ async fn a_join_token_does_not_bring_a_quarantined_agent_back() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_agents_open_entry_stream_ends_with_permission_denied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    let mut op = s.clients().await;
+    let agent = TestAgent::start(&s, &tmp.path().join("agent"), "node1").await;
+    let mut stream = agent
+        .agent
+        .session
+        .node()
+        .sync_entries(pb::SyncEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.synced, "{first:?}");
+    op.quarantine
+        .put(put_request(&agent.id, "host compromised"))
+        .await
+        .unwrap();
+    // The next message is the end, naming the quarantine, as the agent's
+    // next call would be refused.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 5 s");
+    let e = end.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(
+        e.message(),
+        format!("{} is quarantined: host compromised", agent.id)
+    );
+    agent.stop().await;
+    s.stop().await;
+}
