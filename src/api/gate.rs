@@ -211,11 +211,7 @@ impl Gate {
             Caller::Workload { id, .. } | Caller::Agent { id } | Caller::Token { id, .. } => id,
             Caller::Operator { .. } | Caller::LocalUser { .. } | Caller::Anonymous => return None,
         };
-        let q = self.server.quarantined(id)?;
-        Some(crate::policy::Decision {
-            allow: false,
-            reasons: vec![format!("{id} is quarantined: {}", q.reason)],
-        })
+        self.quarantine_denial(id)
     }
 
     /// The denial of a request over an mTLS connection whose certificate
@@ -224,10 +220,15 @@ impl Gate {
     /// only its own identity.
     fn quarantine_of_peer(&self, ext: &http::Extensions) -> Option<crate::policy::Decision> {
         let id = ext.get::<TlsConnInfo>()?.peer.as_deref()?.id.as_ref()?;
+        self.quarantine_denial(id)
+    }
+
+    /// The denial naming `id`'s quarantine, if it is quarantined.
+    fn quarantine_denial(&self, id: &SpiffeId) -> Option<crate::policy::Decision> {
         let q = self.server.quarantined(id)?;
         Some(crate::policy::Decision {
             allow: false,
-            reasons: vec![format!("{id} is quarantined: {}", q.reason)],
+            reasons: vec![q.denial()],
         })
     }
 

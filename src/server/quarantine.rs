@@ -38,6 +38,13 @@ pub struct QuarantineRecord {
     pub at: u64,
 }
 
+impl QuarantineRecord {
+    /// What a refusal because of it says: the identity and the reason.
+    pub fn denial(&self) -> String {
+        format!("{} is quarantined: {}", self.spiffe_id, self.reason)
+    }
+}
+
 /// Why a quarantine operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QuarantineError {

@@ -132,10 +132,7 @@ fn check_csr(csr: &[u8]) -> Result<(), ApiError> {
 /// Nothing is issued for a quarantined identity.
 fn not_quarantined(server: &Server, id: &SpiffeId) -> Result<(), ApiError> {
     match server.quarantined(id) {
-        Some(q) => Err(ApiError::Denied(format!(
-            "{id} is quarantined: {}",
-            q.reason
-        ))),
+        Some(q) => Err(ApiError::Denied(q.denial())),
         None => Ok(()),
     }
 }
