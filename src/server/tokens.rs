@@ -179,10 +179,12 @@ impl Index {
 /// issuing write it revokes. Issuing does not wait for its record to reach
 /// the disk: the token is handed out once the mint's audit record is
 /// durable (which names the `jti`, holder, scope and expiry), and the
-/// record follows in the writer's next batch, moments later. If the server
-/// dies in between, the token is unknown after the restart and is refused
-/// everywhere: the loss fails closed. A revocation waits until it is on
-/// disk.
+/// record follows in the writer's next batch, moments later, applied
+/// without a sync of its own: the store's next durable write (the audit
+/// chain head's, at the latest with the next audited change) carries it to
+/// the disk. If the server dies in between, the token is unknown after the
+/// restart and is refused everywhere: the loss fails closed. A revocation
+/// waits until it, and every record before it, is on disk.
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<SealedStore>,
@@ -276,10 +278,16 @@ fn write_loop(store: Arc<SealedStore>, rx: std::sync::mpsc::Receiver<Write>) {
                 },
             })
             .collect();
-        let result = if ops.is_empty() {
-            Ok(())
-        } else {
-            store.batch(&ops).map_err(|e| e.to_string())
+        // A record nobody waits for is not synced on its own (see [`Tokens`]):
+        // the next durable write of the store carries it to the disk. A
+        // revocation or a flush waits for the disk, and for every batch
+        // before it.
+        let durable = !waiters.is_empty() || !flushes.is_empty();
+        let result = match (ops.is_empty(), durable) {
+            (true, false) => Ok(()),
+            (true, true) => store.sync().map_err(|e| e.to_string()),
+            (false, true) => store.batch(&ops).map_err(|e| e.to_string()),
+            (false, false) => store.batch_unsynced(&ops).map_err(|e| e.to_string()),
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, records = ops.len(), "token records not written");

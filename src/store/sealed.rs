@@ -314,9 +314,22 @@ impl SealedStore {
 
     /// Writes `changes` with their digests and generation (see `sealed/integrity.rs`).
     fn commit(&self, keys: &Keys, changes: &[Change<'_>]) -> Result<Commit, SealError> {
-        let done = integrity::commit(self.store.as_ref(), &self.writers, keys, changes, 0)?;
-        if let Commit::Applied { generation, .. } = done {
-            self.saw_generation(generation);
+        self.commit_with(keys, changes, integrity::Sync::Now)
+    }
+
+    fn commit_with(
+        &self,
+        keys: &Keys,
+        changes: &[Change<'_>],
+        sync: integrity::Sync,
+    ) -> Result<Commit, SealError> {
+        let done = integrity::commit(self.store.as_ref(), &self.writers, keys, changes, 0, sync)?;
+        // Audit records carry the generation seen here, and unseal takes an
+        // audit log ahead of the store for a rolled-back store: so only a
+        // generation known to be on disk is published. An unsynced write's
+        // generation is covered by the next durable write's, which is higher.
+        if let (Commit::Applied { generation, .. }, integrity::Sync::Now) = (&done, sync) {
+            self.saw_generation(*generation);
         }
         Ok(done)
     }
@@ -428,6 +441,24 @@ impl SealedStore {
 
     /// Applies encrypted puts and deletes atomically. Durable on return.
     pub fn batch(&self, ops: &[SealedWrite<'_>]) -> Result<(), SealError> {
+        self.batch_with(ops, integrity::Sync::Now)
+    }
+
+    /// Applies encrypted puts and deletes atomically, without waiting for
+    /// the disk: they become durable with the next durable write of the
+    /// store (or the backend's own periodic flush) and are lost, all of
+    /// them or none, if the machine or the process stops before that. For
+    /// writes that a crash may lose.
+    pub fn batch_unsynced(&self, ops: &[SealedWrite<'_>]) -> Result<(), SealError> {
+        self.batch_with(ops, integrity::Sync::Later)
+    }
+
+    /// Waits until every write applied before the call is on disk.
+    pub fn sync(&self) -> Result<(), SealError> {
+        Ok(self.store.sync()?)
+    }
+
+    fn batch_with(&self, ops: &[SealedWrite<'_>], sync: integrity::Sync) -> Result<(), SealError> {
         ops.iter().map(write_table).try_for_each(check_table)?;
         self.unsealed(|keys| {
             let changes = ops
@@ -453,7 +484,7 @@ impl SealedStore {
                     })
                 })
                 .collect::<Result<Vec<_>, SealError>>()?;
-            self.commit(keys, &changes).map(drop)
+            self.commit_with(keys, &changes, sync).map(drop)
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,7 +17,7 @@ use crate::clock;
 pub(super) const MAX_GROUP: usize = 4096;
 
 /// Written groups that may wait for the syncer before the writer waits too.
-const SYNC_BACKLOG: usize = 1;
+const SYNC_BACKLOG: usize = 16;
 
 /// The longest a written read record waits for its fsync (see `sync_loop`).
 const READS_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
@@ -92,45 +92,124 @@ struct Job {
 /// durable waiters, and publishes the head only once it is durable (a head
 /// read from [`super::AuditLog::head`] is never ahead of the disk).
 struct Syncer {
-    tx: std::sync::mpsc::SyncSender<Job>,
+    handoff: Arc<Handoff>,
     handle: std::thread::JoinHandle<()>,
     /// Set when a sync or head save failed: the writer refuses further appends.
     failed: Arc<std::sync::atomic::AtomicBool>,
-    /// The head after the newest group of reads only, written but not yet
-    /// handed to a sync. The writer sends a job only when this was empty, so
-    /// a steady stream of reads wakes the syncer once per sync, not per group.
-    unsynced: Arc<Mutex<Option<ChainHead>>>,
+}
+
+/// What the writer has written and the syncer has not taken yet.
+#[derive(Default)]
+struct Pending {
+    /// Groups someone waits on, oldest first.
+    jobs: Vec<Job>,
+    /// The head after the newest group of reads only (nobody waits on it).
+    reads: Option<ChainHead>,
+    /// The writer has closed: sync what is here, then end.
+    closed: bool,
+}
+
+/// The writer hands written groups to the syncer here. The syncer takes
+/// everything at once when it starts a sync: one fsync covers every record
+/// written before it, so a record waits for at most the sync running when it
+/// was written and the next one, however many groups were written meanwhile.
+#[derive(Default)]
+struct Handoff {
+    pending: Mutex<Pending>,
+    /// Signalled when there is something to sync, or the writer closed.
+    work: Condvar,
+    /// Signalled when the syncer took the pending groups.
+    room: Condvar,
+}
+
+impl Handoff {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        crate::sync::lock(&self.pending)
+    }
+
+    /// Queues a group someone waits on. Waits while [`SYNC_BACKLOG`] groups
+    /// are queued already: when the disk stalls, the writer stops here and
+    /// the bounded queue in front of it fills, so appenders wait instead of
+    /// memory growing.
+    fn push(&self, job: Job) {
+        let mut pending = self.pending();
+        while pending.jobs.len() >= SYNC_BACKLOG {
+            pending = self
+                .room
+                .wait(pending)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        pending.jobs.push(job);
+        self.work.notify_one();
+    }
+
+    /// Notes the head after a group of reads only. Never waits, so an
+    /// appender on an async worker never blocks here; wakes the syncer only
+    /// when nothing was pending, so a steady stream of reads wakes it once
+    /// per sync, not once per group.
+    fn push_reads(&self, head: ChainHead) {
+        let mut pending = self.pending();
+        let idle = pending.jobs.is_empty() && pending.reads.is_none();
+        pending.reads = Some(head);
+        if idle {
+            self.work.notify_one();
+        }
+    }
+
+    /// Ends the syncer once it has synced what is pending.
+    fn close(&self) {
+        self.pending().closed = true;
+        self.work.notify_one();
+    }
+
+    /// Everything pending, once there is something; `None` once the writer
+    /// closed and everything was taken. Reads only are taken at most
+    /// [`READS_SYNC_DELAY`] after they arrived, with whatever came meanwhile:
+    /// under a steady read load an fsync and a head save per group cost more
+    /// than the reads. A group someone waits on ends the wait at once.
+    fn take(&self) -> Option<(Vec<Job>, Option<ChainHead>)> {
+        let mut pending = self.pending();
+        while pending.jobs.is_empty() && pending.reads.is_none() {
+            if pending.closed {
+                return None;
+            }
+            pending = self
+                .work
+                .wait(pending)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let deadline = clock::monotonic() + READS_SYNC_DELAY;
+        while pending.jobs.is_empty() && !pending.closed {
+            let left = deadline.saturating_duration_since(clock::monotonic());
+            if left.is_zero() {
+                break;
+            }
+            pending = self
+                .work
+                .wait_timeout(pending, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        let jobs = std::mem::take(&mut pending.jobs);
+        let reads = pending.reads.take();
+        self.room.notify_all();
+        Some((jobs, reads))
+    }
 }
 
 fn sync_loop(
-    rx: std::sync::mpsc::Receiver<Job>,
+    handoff: &Handoff,
     file: File,
     heads: Arc<dyn HeadStore>,
     shared: Arc<Mutex<ChainHead>>,
-    unsynced: Arc<Mutex<Option<ChainHead>>>,
     failed: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use std::sync::atomic::Ordering;
     let mut synced = crate::sync::lock(&shared).seq;
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        jobs.extend(rx.try_iter());
-        // Groups of reads only (nobody waits for their sync) are synced
-        // together, at most READS_SYNC_DELAY after the first: under a steady
-        // read load an fsync and a head save per group cost more than the
-        // reads. The writer leaves their heads in `unsynced` without waking
-        // this thread; a group someone waits on ends the wait at once.
-        let deadline = clock::monotonic() + READS_SYNC_DELAY;
-        while jobs.iter().all(|j| j.waiters.is_empty()) {
-            let left = deadline.saturating_duration_since(clock::monotonic());
-            match rx.recv_timeout(left) {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        // Taken after the jobs: every record the writer wrote before it
-        // stored this head is in the file, so the fsync below covers it.
-        let reads = crate::sync::lock(&unsynced).take();
+    while let Some((jobs, reads)) = handoff.take() {
+        // Taken together under the hand-off's lock: every record the writer
+        // wrote before it queued these heads is in the file, so the fsync
+        // below covers it.
         let Some(head) = jobs
             .iter()
             .map(|j| j.head)
@@ -297,9 +376,12 @@ impl Chain {
             }
             syncer.take()
         };
-        // Every job sent is synced and answered before the thread ends.
-        if let Some(Syncer { tx, handle, .. }) = syncer {
-            drop(tx);
+        // Every job queued is synced and answered before the thread ends.
+        if let Some(Syncer {
+            handoff, handle, ..
+        }) = syncer
+        {
+            handoff.close();
             let _ = handle.join();
         }
     }
@@ -308,28 +390,23 @@ impl Chain {
 impl Writer {
     fn start_syncer(&self) -> Result<Syncer, AuditError> {
         let file = self.file.try_clone().map_err(io("clone"))?;
-        // One group syncing while the next is written, one more waiting: when
-        // the disk stalls, the writer stops here and the bounded queue in
-        // front of it fills, so appenders wait instead of memory growing.
-        let (tx, rx) = std::sync::mpsc::sync_channel(SYNC_BACKLOG);
+        let handoff = Arc::new(Handoff::default());
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let unsynced = Arc::new(Mutex::new(None));
         let (heads, shared, flag) = (self.heads.clone(), self.shared.clone(), failed.clone());
-        let pending = Arc::clone(&unsynced);
+        let theirs = Arc::clone(&handoff);
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let handle = std::thread::Builder::new()
             .name("audit-sync".to_string())
             .spawn(move || {
                 tracing::dispatcher::with_default(&dispatch, || {
-                    sync_loop(rx, file, heads, shared, pending, flag);
+                    sync_loop(&theirs, file, heads, shared, flag);
                 });
             })
             .map_err(io("spawn syncer"))?;
         Ok(Syncer {
-            tx,
+            handoff,
             handle,
             failed,
-            unsynced,
         })
     }
 
@@ -412,31 +489,13 @@ impl Writer {
             return;
         }
         if durable.is_empty() {
-            // Reads only: a sync is already on its way if a head was waiting.
-            let waiting = crate::sync::lock(&syncer.unsynced).replace(self.head);
-            if waiting.is_some() {
-                return;
-            }
-        }
-        let job = Job {
-            head: self.head,
-            waiters: durable,
-        };
-        if job.waiters.is_empty() {
-            // Reads only: when the channel is full, a job waiting in it takes
-            // this head from `unsynced` once the syncer receives it. Never
-            // waits, so an appender on an async worker never blocks here.
-            if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) = syncer.tx.try_send(job) {
-                self.failed = true;
-            }
+            syncer.handoff.push_reads(self.head);
             return;
         }
-        if let Err(std::sync::mpsc::SendError(job)) = syncer.tx.send(job) {
-            self.failed = true;
-            for (_, waiter) in job.waiters {
-                let _ = waiter.send(Err(AuditError::Failed));
-            }
-        }
+        syncer.handoff.push(Job {
+            head: self.head,
+            waiters: durable,
+        });
     }
 }
 

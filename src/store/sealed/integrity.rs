@@ -274,6 +274,7 @@ pub(super) fn commit(
     keys: &Keys,
     changes: &[Change<'_>],
     min_generation: u64,
+    sync: Sync,
 ) -> Result<Commit, SealError> {
     let mine = Arc::new(Waiting {
         changes: changes
@@ -302,10 +303,20 @@ pub(super) fn commit(
             }
         }
     }?;
-    if matches!(done, Commit::Applied { .. }) {
+    if sync == Sync::Now && matches!(done, Commit::Applied { .. }) {
         store.sync()?;
     }
     Ok(done)
+}
+
+/// Whether a [`commit`] waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sync {
+    /// Durable on return.
+    Now,
+    /// Applied atomically on return, durable with the next sync of the
+    /// store (any durable write's, or the backend's own periodic flush).
+    Later,
 }
 
 /// Applies `group` as one batch, hands every other member its outcome and

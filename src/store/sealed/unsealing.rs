@@ -56,6 +56,7 @@ impl Unsealing<'_> {
             &self.keys,
             &[],
             to,
+            integrity::Sync::Now,
         )? {
             self.generation = generation;
         }
