@@ -180,11 +180,12 @@ impl Index {
 /// the disk: the token is handed out once the mint's audit record is
 /// durable (which names the `jti`, holder, scope and expiry), and the
 /// record follows in the writer's next batch, moments later, applied
-/// without a sync of its own: the store's next durable write (the audit
-/// chain head's, at the latest with the next audited change) carries it to
-/// the disk. If the server dies in between, the token is unknown after the
-/// restart and is refused everywhere: the loss fails closed. A revocation
-/// waits until it, and every record before it, is on disk.
+/// without a sync of its own: the store's next durable write carries it to
+/// the disk (the audit chain head is saved after every audited change, and
+/// the server flushes the writer when it seals or stops). If the server
+/// dies in between, the token is unknown after the restart and is refused
+/// everywhere: the loss fails closed. A revocation waits until it, and
+/// every record before it, is on disk.
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<SealedStore>,
@@ -236,8 +237,9 @@ const WRITER_STOPPED: &str = "the token writer has stopped";
 const MAX_GROUP: usize = 1024;
 
 /// The writer thread: applies queued writes in arrival order, everything
-/// waiting at once as one batch of the sealed store (one integrity update,
-/// one sync), then answers the flushes among them.
+/// waiting at once as one batch of the sealed store (one integrity update),
+/// synced only when a revocation or a flush in it waits for the disk, then
+/// answers the waiters among them.
 fn write_loop(store: Arc<SealedStore>, rx: std::sync::mpsc::Receiver<Write>) {
     // The last failure since the last flush: a flush vouches for every
     // write before it, not only for those in its own batch.
@@ -250,16 +252,21 @@ fn write_loop(store: Arc<SealedStore>, rx: std::sync::mpsc::Receiver<Write>) {
         let mut flushes = Vec::new();
         for w in group {
             match w {
-                Write::Put(r, done) => {
-                    match serde_json::to_vec(&*r) {
-                        Ok(json) => encoded.push((r.jti.clone(), Some(json))),
-                        Err(e) => {
-                            tracing::error!(jti = %r.jti, error = %e, "token record does not encode");
-                            failed = Some(format!("token record {} does not encode", r.jti));
-                        }
+                Write::Put(r, done) => match serde_json::to_vec(&*r) {
+                    Ok(json) => {
+                        encoded.push((r.jti.clone(), Some(json)));
+                        waiters.extend(done);
                     }
-                    waiters.extend(done);
-                }
+                    Err(e) => {
+                        tracing::error!(jti = %r.jti, error = %e, "token record does not encode");
+                        let message = format!("token record {} does not encode", r.jti);
+                        // Its own waiter hears of it now, whatever the batch does.
+                        if let Some(done) = done {
+                            let _ = done.send(Err(message.clone()));
+                        }
+                        failed = Some(message);
+                    }
+                },
                 Write::Delete(jti) => encoded.push((jti, None)),
                 Write::Flush(done) => flushes.push(done),
             }

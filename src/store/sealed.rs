@@ -111,6 +111,9 @@ pub struct SealedStore {
     keys: RwLock<Option<Keys>>,
     /// The highest write generation known durable; kept while sealed.
     generation: AtomicU64,
+    /// The highest generation applied without a sync of its own; published
+    /// by the next [`SealedStore::sync`] (a durable write's is higher).
+    applied: AtomicU64,
     /// Held by a write while it reads and replaces the integrity state.
     writers: integrity::Writers,
 }
@@ -132,6 +135,7 @@ impl SealedStore {
             cost,
             keys: RwLock::new(None),
             generation: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
             writers: integrity::Writers::default(),
         }
     }
@@ -234,6 +238,10 @@ impl SealedStore {
     pub fn open_keys(&self, passphrase: &Secret) -> Result<Unsealing<'_>, SealError> {
         let (meta, _) = self.load_meta()?.ok_or(SealError::NotInitialized)?;
         let keys = Keys::open(&meta, passphrase).map_err(hierarchy_error)?;
+        // The generation read here is published to the audit log, which
+        // must never be ahead of the disk: a batch applied without a sync
+        // before the last seal is synced first.
+        self.store.sync()?;
         let generation = integrity::check(self.store.as_ref(), &keys)?;
         Ok(Unsealing {
             store: self,
@@ -314,22 +322,27 @@ impl SealedStore {
 
     /// Writes `changes` with their digests and generation (see `sealed/integrity.rs`).
     fn commit(&self, keys: &Keys, changes: &[Change<'_>]) -> Result<Commit, SealError> {
-        self.commit_with(keys, changes, integrity::Sync::Now)
+        self.commit_with(keys, changes, integrity::Durability::Now)
     }
 
     fn commit_with(
         &self,
         keys: &Keys,
         changes: &[Change<'_>],
-        sync: integrity::Sync,
+        sync: integrity::Durability,
     ) -> Result<Commit, SealError> {
         let done = integrity::commit(self.store.as_ref(), &self.writers, keys, changes, 0, sync)?;
         // Audit records carry the generation seen here, and unseal takes an
         // audit log ahead of the store for a rolled-back store: so only a
         // generation known to be on disk is published. An unsynced write's
         // generation is covered by the next durable write's, which is higher.
-        if let (Commit::Applied { generation, .. }, integrity::Sync::Now) = (&done, sync) {
-            self.saw_generation(*generation);
+        if let Commit::Applied { generation, .. } = done {
+            match sync {
+                integrity::Durability::Now => self.saw_generation(generation),
+                integrity::Durability::Later => {
+                    self.applied.fetch_max(generation, Ordering::AcqRel);
+                }
+            }
         }
         Ok(done)
     }
@@ -441,7 +454,7 @@ impl SealedStore {
 
     /// Applies encrypted puts and deletes atomically. Durable on return.
     pub fn batch(&self, ops: &[SealedWrite<'_>]) -> Result<(), SealError> {
-        self.batch_with(ops, integrity::Sync::Now)
+        self.batch_with(ops, integrity::Durability::Now)
     }
 
     /// Applies encrypted puts and deletes atomically, without waiting for
@@ -450,15 +463,25 @@ impl SealedStore {
     /// them or none, if the machine or the process stops before that. For
     /// writes that a crash may lose.
     pub fn batch_unsynced(&self, ops: &[SealedWrite<'_>]) -> Result<(), SealError> {
-        self.batch_with(ops, integrity::Sync::Later)
+        self.batch_with(ops, integrity::Durability::Later)
     }
 
-    /// Waits until every write applied before the call is on disk.
+    /// Waits until every write applied before the call is on disk, and
+    /// publishes their generation.
     pub fn sync(&self) -> Result<(), SealError> {
-        Ok(self.store.sync()?)
+        // Read before the sync: the backend's sync covers every write
+        // applied before it was called, so this generation is on disk after.
+        let applied = self.applied.load(Ordering::Acquire);
+        self.store.sync()?;
+        self.saw_generation(applied);
+        Ok(())
     }
 
-    fn batch_with(&self, ops: &[SealedWrite<'_>], sync: integrity::Sync) -> Result<(), SealError> {
+    fn batch_with(
+        &self,
+        ops: &[SealedWrite<'_>],
+        sync: integrity::Durability,
+    ) -> Result<(), SealError> {
         ops.iter().map(write_table).try_for_each(check_table)?;
         self.unsealed(|keys| {
             let changes = ops

@@ -369,6 +369,43 @@ impl HeadStore for HeldHeads {
     }
 }
 
+/// A head store whose saves panic, so the syncer thread ends.
+#[derive(Default)]
+struct PanickingHeads {
+    inner: MemoryHeadStore,
+}
+
+impl HeadStore for PanickingHeads {
+    fn load_head(&self) -> Result<Option<ChainHead>, String> {
+        self.inner.load_head()
+    }
+    fn save_head(&self, _head: &ChainHead) -> Result<(), String> {
+        panic!("the head store broke");
+    }
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+}
+
+/// If the syncer ends (a panic, which the lints rule out in the code it
+/// runs), nobody waits forever: the append it was syncing fails, and so
+/// does every later one, past the hand-off's backlog too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_fail_instead_of_hanging_once_the_syncer_is_gone() {
+    let f = fixture();
+    let log = AuditLog::open(&f.path, Arc::new(PanickingHeads::default())).unwrap();
+    let answered = |r: Result<Result<u64, AuditError>, tokio::time::error::Elapsed>| {
+        r.expect("an append is answered, not left waiting")
+    };
+    let first = answered(tokio::time::timeout(Duration::from_secs(10), log.append(event(1))).await);
+    assert!(matches!(first, Err(AuditError::Closed)), "{first:?}");
+    for i in 2..(2 + 3 * super::writer::SYNC_BACKLOG as u64) {
+        let later =
+            answered(tokio::time::timeout(Duration::from_secs(10), log.append(event(i))).await);
+        assert!(matches!(later, Err(AuditError::Failed)), "{later:?}");
+    }
+}
+
 /// While the writer is stuck, appenders fill the queue up to its bound and
 /// then wait; once it moves again every record is written, none dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,10 +420,10 @@ async fn a_full_queue_makes_appenders_wait_and_drops_nothing() {
     while !heads.entered.load(Ordering::SeqCst) {
         tokio::task::yield_now().await;
     }
-    // While the head save hangs, the writer still writes up to two more
-    // groups (one waiting for the syncer, one it holds); then it stops and
-    // the queue fills.
-    let extra = 2 * super::writer::MAX_GROUP + 16;
+    // While the head save hangs, the writer still writes up to
+    // SYNC_BACKLOG + 1 more groups (those waiting for the syncer, and one
+    // it holds); then it stops and the queue fills.
+    let extra = (super::writer::SYNC_BACKLOG + 1) * super::writer::MAX_GROUP + 16;
     let tasks: Vec<_> = (1..=(QUEUE_LEN + extra) as u64)
         .map(|i| {
             let log = log.clone();
@@ -394,9 +431,13 @@ async fn a_full_queue_makes_appenders_wait_and_drops_nothing() {
         })
         .collect();
     let tx = log.tx.as_ref().unwrap();
-    while tx.capacity() > 0 {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while tx.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the queue fills while the writer is stuck");
     assert_eq!(tx.max_capacity(), QUEUE_LEN);
     for _ in 0..100 {
         tokio::task::yield_now().await;

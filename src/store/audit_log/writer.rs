@@ -17,9 +17,12 @@ use crate::clock;
 pub(super) const MAX_GROUP: usize = 4096;
 
 /// Written groups that may wait for the syncer before the writer waits too.
-const SYNC_BACKLOG: usize = 16;
+/// The syncer takes them all at once, so a few are enough: the writer waits
+/// here only when the disk falls behind.
+pub(super) const SYNC_BACKLOG: usize = 4;
 
-/// The longest a written read record waits for its fsync (see `sync_loop`).
+/// The longest a written read record waits for its fsync to start once the
+/// syncer is free (see [`Handoff::take`]).
 const READS_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The chain head goes to the server log at least this often (in records),
@@ -33,7 +36,8 @@ pub(super) type Waiter = oneshot::Sender<Result<u64, AuditError>>;
 pub(super) enum Ack {
     /// Once the record is written to the file (in the kernel's cache: it
     /// survives the process, not a power loss) and chained; durable at the
-    /// next sync, which starts at most `READS_SYNC_DELAY` later. For reads only.
+    /// next sync, which starts at most `READS_SYNC_DELAY` after the record
+    /// was written, or after the sync running then ends. For reads only.
     Written,
     /// Once the record is on disk and the head is saved.
     Durable,
@@ -105,8 +109,12 @@ struct Pending {
     jobs: Vec<Job>,
     /// The head after the newest group of reads only (nobody waits on it).
     reads: Option<ChainHead>,
+    /// When the oldest of those reads' groups was written.
+    reads_since: Option<std::time::Instant>,
     /// The writer has closed: sync what is here, then end.
     closed: bool,
+    /// The syncer has ended: nothing queued from now on is synced.
+    gone: bool,
 }
 
 /// The writer hands written groups to the syncer here. The syncer takes
@@ -130,17 +138,25 @@ impl Handoff {
     /// Queues a group someone waits on. Waits while [`SYNC_BACKLOG`] groups
     /// are queued already: when the disk stalls, the writer stops here and
     /// the bounded queue in front of it fills, so appenders wait instead of
-    /// memory growing.
-    fn push(&self, job: Job) {
+    /// memory growing. Hands the job back if the syncer has ended.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the Err is the caller's own job handed back, so its waiters can be failed"
+    )]
+    fn push(&self, job: Job) -> Result<(), Job> {
         let mut pending = self.pending();
-        while pending.jobs.len() >= SYNC_BACKLOG {
+        while pending.jobs.len() >= SYNC_BACKLOG && !pending.gone {
             pending = self
                 .room
                 .wait(pending)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        if pending.gone {
+            return Err(job);
+        }
         pending.jobs.push(job);
         self.work.notify_one();
+        Ok(())
     }
 
     /// Notes the head after a group of reads only. Never waits, so an
@@ -150,7 +166,9 @@ impl Handoff {
     fn push_reads(&self, head: ChainHead) {
         let mut pending = self.pending();
         let idle = pending.jobs.is_empty() && pending.reads.is_none();
-        pending.reads = Some(head);
+        if pending.reads.replace(head).is_none() {
+            pending.reads_since = Some(clock::monotonic());
+        }
         if idle {
             self.work.notify_one();
         }
@@ -164,9 +182,10 @@ impl Handoff {
 
     /// Everything pending, once there is something; `None` once the writer
     /// closed and everything was taken. Reads only are taken at most
-    /// [`READS_SYNC_DELAY`] after they arrived, with whatever came meanwhile:
-    /// under a steady read load an fsync and a head save per group cost more
-    /// than the reads. A group someone waits on ends the wait at once.
+    /// [`READS_SYNC_DELAY`] after the first of them was written (or at once,
+    /// if a sync ran longer than that), with whatever came meanwhile: under
+    /// a steady read load an fsync and a head save per group cost more than
+    /// the reads. A group someone waits on ends the wait at once.
     fn take(&self) -> Option<(Vec<Job>, Option<ChainHead>)> {
         let mut pending = self.pending();
         while pending.jobs.is_empty() && pending.reads.is_none() {
@@ -178,7 +197,7 @@ impl Handoff {
                 .wait(pending)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        let deadline = clock::monotonic() + READS_SYNC_DELAY;
+        let deadline = pending.reads_since.unwrap_or_else(clock::monotonic) + READS_SYNC_DELAY;
         while pending.jobs.is_empty() && !pending.closed {
             let left = deadline.saturating_duration_since(clock::monotonic());
             if left.is_zero() {
@@ -192,8 +211,36 @@ impl Handoff {
         }
         let jobs = std::mem::take(&mut pending.jobs);
         let reads = pending.reads.take();
+        pending.reads_since = None;
         self.room.notify_all();
         Some((jobs, reads))
+    }
+}
+
+/// Ends the hand-off with the syncer, however the syncer ends (a panic
+/// included, which the lints rule out): a writer waiting for room, or
+/// queueing later, is told instead of waiting forever, and the waiters of
+/// what was queued are failed.
+struct Gone<'a> {
+    handoff: &'a Handoff,
+    failed: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let jobs = {
+            let mut pending = self.handoff.pending();
+            pending.gone = true;
+            std::mem::take(&mut pending.jobs)
+        };
+        self.handoff.room.notify_all();
+        for job in jobs {
+            for (_, waiter) in job.waiters {
+                let _ = waiter.send(Err(AuditError::Failed));
+            }
+        }
     }
 }
 
@@ -205,6 +252,10 @@ fn sync_loop(
     failed: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use std::sync::atomic::Ordering;
+    let _gone = Gone {
+        handoff,
+        failed: &failed,
+    };
     let mut synced = crate::sync::lock(&shared).seq;
     while let Some((jobs, reads)) = handoff.take() {
         // Taken together under the hand-off's lock: every record the writer
@@ -492,10 +543,16 @@ impl Writer {
             syncer.handoff.push_reads(self.head);
             return;
         }
-        syncer.handoff.push(Job {
+        if let Err(job) = syncer.handoff.push(Job {
             head: self.head,
             waiters: durable,
-        });
+        }) {
+            self.failed = true;
+            self.key = None;
+            for (_, waiter) in job.waiters {
+                let _ = waiter.send(Err(AuditError::Failed));
+            }
+        }
     }
 }
 

@@ -22,12 +22,14 @@
 //!
 //! Every write reads the state and the records it replaces, then applies
 //! records and new state with [`Store::batch_if_unsynced`] conditioned on
-//! both being unchanged, retrying on a conflict, and syncs once it applied.
-//! Writers of one process take turns, and the one whose turn it is applies
-//! the writes queued behind it in the same batch ([`commit`]); a writer
-//! from elsewhere (another server on a shared database) is caught by the
-//! precondition, so no update is ever lost. The sync comes after the turn,
-//! so concurrent writers share it. [`Table::SYS`] (the seal metadata) is
+//! both being unchanged, retrying on a conflict, and syncs once it applied
+//! (unless the writer asked for [`Durability::Later`]: then the next sync
+//! of the store, whoever's, carries it to the disk, records and state
+//! together). Writers of one process take turns, and the one whose turn it
+//! is applies the writes queued behind it in the same batch ([`commit`]); a
+//! writer from elsewhere (another server on a shared database) is caught by
+//! the precondition, so no update is ever lost. The sync comes after the
+//! turn, so concurrent writers share it. [`Table::SYS`] (the seal metadata) is
 //! outside the digests: it is authenticated by the key hierarchy itself.
 
 use crate::sync::lock;
@@ -274,7 +276,7 @@ pub(super) fn commit(
     keys: &Keys,
     changes: &[Change<'_>],
     min_generation: u64,
-    sync: Sync,
+    sync: Durability,
 ) -> Result<Commit, SealError> {
     let mine = Arc::new(Waiting {
         changes: changes
@@ -303,7 +305,7 @@ pub(super) fn commit(
             }
         }
     }?;
-    if sync == Sync::Now && matches!(done, Commit::Applied { .. }) {
+    if sync == Durability::Now && matches!(done, Commit::Applied { .. }) {
         store.sync()?;
     }
     Ok(done)
@@ -311,7 +313,7 @@ pub(super) fn commit(
 
 /// Whether a [`commit`] waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Sync {
+pub(super) enum Durability {
     /// Durable on return.
     Now,
     /// Applied atomically on return, durable with the next sync of the

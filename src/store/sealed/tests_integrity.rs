@@ -94,7 +94,7 @@ fn an_untouched_store_passes_and_every_write_bumps_the_generation() {
 /// must not leave an audit log ahead of the store, which unseal would take
 /// for a rolled-back store.
 #[test]
-fn an_unsynced_batch_publishes_its_generation_only_with_the_next_durable_write() {
+fn an_unsynced_batch_publishes_its_generation_only_once_a_sync_covers_it() {
     let (_dir, raw, s) = initialized();
     s.put(Table::ENTRIES, b"a", b"1").unwrap();
     assert_eq!(s.generation(), 1);
@@ -107,15 +107,22 @@ fn an_unsynced_batch_publishes_its_generation_only_with_the_next_durable_write()
     let stored = s.get(Table::TOKENS, b"t1").unwrap().unwrap();
     assert_eq!(stored.expose(), b"record");
     assert_eq!(s.generation(), 1, "not published before it is on disk");
+    s.sync().unwrap();
+    assert_eq!(s.generation(), 2, "published once a sync covered it");
+    s.batch_unsynced(&[SealedWrite::Delete {
+        table: Table::TOKENS,
+        key: b"t1",
+    }])
+    .unwrap();
     s.put(Table::ENTRIES, b"b", b"2").unwrap();
     assert_eq!(
         s.generation(),
-        3,
+        4,
         "the durable write covers the unsynced one"
     );
-    // The digests include the unsynced record: the store verifies whole.
+    // The digests include the unsynced writes: the store verifies whole.
     let s = restarted(&raw);
-    assert_eq!(s.open_keys(&pass()).unwrap().generation(), 3);
+    assert_eq!(s.open_keys(&pass()).unwrap().generation(), 4);
 }
 
 /// Attack: bytes of a stored record flipped with the server stopped.

@@ -56,7 +56,7 @@ impl Unsealing<'_> {
             &self.keys,
             &[],
             to,
-            integrity::Sync::Now,
+            integrity::Durability::Now,
         )? {
             self.generation = generation;
         }
