@@ -9,6 +9,9 @@
 //!   answered before any work (the same request with the same token header,
 //!   to a path no route serves: TLS, HTTP/1.1 and an error reply), on the
 //!   same connections;
+//! - each of the two alone for a few seconds, with the CPU time the server
+//!   and the clients spent per request (read from `/proc`), which shows
+//!   where a read's extra cost lies;
 //! - JWT logins per second (RS256 verify, bound claims, an ES256 token
 //!   signed and recorded, and the login audited durably) at concurrency 8.
 //!
@@ -45,6 +48,8 @@ use std::time::{Duration, Instant};
 const READ_PATH: &str = "bench/db";
 const LOGIN_CONCURRENCY: usize = 8;
 const LOGIN_SPAN: Duration = Duration::from_secs(5);
+/// How long each kind of request runs alone for its CPU cost.
+const CPU_SPAN: Duration = Duration::from_secs(4);
 
 type Conn = SendRequest<Full<bytes::Bytes>>;
 /// A connection one client task at a time uses.
@@ -108,12 +113,64 @@ fn main() -> BenchResult<()> {
         rates.raw,
         ratio(&rates)
     );
+    // Where the difference goes: each kind alone, with the CPU time the
+    // server and this process (the clients) spent per request.
+    for (what, path, status) in [
+        ("KV read", read_path.as_str(), 200),
+        ("bare request", "/v1/bench/bare", 404),
+    ] {
+        let cpu = cpu_per_request(
+            requests(&runtime, &conns, path, Some(&token), status),
+            server.pid(),
+        )?;
+        println!(
+            "  {what:<12} alone  {:>7.0} /s   CPU per request: server {:>5.1} us, clients {:>5.1} us",
+            cpu.rate, cpu.server_us, cpu.client_us
+        );
+    }
     let (logins, secs) = runtime.block_on(logins(&addr, &tls, &issuer))?;
     println!(
         "JWT login (RS256 verify, ES256 token, durable audit), concurrency {LOGIN_CONCURRENCY}  {:>7.0} /s   ({logins} in {secs:.1} s)",
         logins as f64 / secs
     );
     Ok(())
+}
+
+/// One kind of request run alone, and what it cost.
+struct Cpu {
+    rate: f64,
+    server_us: f64,
+    client_us: f64,
+}
+
+/// Runs `runner` alone (after a short warm-up) and reads the CPU time the
+/// server process and this process spent meanwhile from `/proc`.
+fn cpu_per_request(mut runner: Runner<'_>, server: u32) -> BenchResult<Cpu> {
+    // /proc/<pid>/stat counts in USER_HZ ticks, 100 per second on Linux.
+    const US_PER_TICK: f64 = 10_000.0;
+    let ticks = |pid: u32| -> BenchResult<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) closes.
+        let after = stat.rsplit(')').next().unwrap_or_default();
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let field = |i: usize| -> BenchResult<u64> {
+            Ok(f.get(i).ok_or("short /proc stat")?.parse::<u64>()?)
+        };
+        // utime and stime: fields 14 and 15 of stat, 12 and 13 after `)`.
+        Ok(field(11)? + field(12)?)
+    };
+    let _ = runner(Duration::from_secs(1))?;
+    let (s0, c0) = (ticks(server)?, ticks(std::process::id())?);
+    let start = Instant::now();
+    let n = runner(CPU_SPAN)?;
+    let secs = start.elapsed().as_secs_f64();
+    let (s1, c1) = (ticks(server)?, ticks(std::process::id())?);
+    let per = |t: u64| t as f64 * US_PER_TICK / n.max(1) as f64;
+    Ok(Cpu {
+        rate: n as f64 / secs,
+        server_us: per(s1.saturating_sub(s0)),
+        client_us: per(c1.saturating_sub(c0)),
+    })
 }
 
 fn ratio(r: &Rates) -> f64 {

@@ -22,6 +22,14 @@ pub struct Server {
     pub port: u16,
 }
 
+impl Server {
+    /// The server's process ID.
+    #[allow(dead_code, reason = "not every benchmark reads it")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
