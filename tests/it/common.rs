@@ -299,6 +299,22 @@ pub struct TestAgent {
 }
 
 impl TestAgent {
+    /// Opens the agent's own entry stream to the server (as its session
+    /// does) and reads the first message, which says the agent is synced.
+    pub async fn open_entry_stream(&self) -> tonic::Streaming<pb::SyncEntriesResponse> {
+        let mut stream = self
+            .agent
+            .session
+            .node()
+            .sync_entries(pb::SyncEntriesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert!(first.synced, "{first:?}");
+        stream
+    }
+
     /// Attests a new agent called `name` with a fresh join token and serves
     /// its Workload API on a socket in `dir`.
     pub async fn start(server: &TestServer, dir: &Path, name: &str) -> TestAgent {

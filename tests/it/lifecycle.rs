@@ -299,16 +299,7 @@ async fn an_entry_stream_open_at_seal_ends_with_sealed() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::initialized(tmp.path()).await;
     let agent = TestAgent::start(&s, &tmp.path().join("agent"), "node1").await;
-    let mut stream = agent
-        .agent
-        .session
-        .node()
-        .sync_entries(pb::SyncEntriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let first = stream.message().await.unwrap().unwrap();
-    assert!(first.synced, "{first:?}");
+    let mut stream = agent.open_entry_stream().await;
 
     let mut c = s.clients().await;
     c.operator.seal(pb::SealRequest {}).await.unwrap();

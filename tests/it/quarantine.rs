@@ -338,16 +338,7 @@ async fn a_quarantined_agents_open_entry_stream_ends_with_permission_denied() {
     let s = TestServer::initialized(tmp.path()).await;
     let mut op = s.clients().await;
     let agent = TestAgent::start(&s, &tmp.path().join("agent"), "node1").await;
-    let mut stream = agent
-        .agent
-        .session
-        .node()
-        .sync_entries(pb::SyncEntriesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let first = stream.message().await.unwrap().unwrap();
-    assert!(first.synced, "{first:?}");
+    let mut stream = agent.open_entry_stream().await;
     op.quarantine
         .put(put_request(&agent.id, "host compromised"))
         .await
