@@ -2,7 +2,8 @@
 //! "continuous monitoring", §6 audit appends vs fdatasync; STYLE §10). The
 //! chain is behind one lock: the thread takes it per group, and a read's
 //! record ([`AuditLog::append_written`]) is chained by its own caller when
-//! the lock is free, so the hottest request skips two thread hand-overs.
+//! the lock is free, or by whoever holds the lock before letting it go, so
+//! the hottest request never waits for a hand-over to the thread and back.
 //!
 //! Every [`AuditLog::append`] waits until its record is written, the file is
 //! `fdatasync`ed and the new chain head is saved in the [`HeadStore`]. Events
@@ -252,14 +253,13 @@ impl AuditLog {
         if self.tx.is_none() {
             return Err(AuditError::Closed);
         }
-        // Written on this thread when the chain is free, queued otherwise.
-        // Either way it is chained under the same lock as every other record.
-        let event = match self.chain.try_append_written(event) {
-            Ok(answer) => return answer,
-            Err(event) => event,
-        };
-        self.send(|done| Msg::Append(event, writer::Ack::Written, done))
-            .await
+        // Written on this thread when the chain is free, by its holder
+        // otherwise. Either way it is chained under the same lock as every
+        // other record.
+        match self.chain.append_written(event) {
+            writer::Written::Done(answer) => answer,
+            writer::Written::Waiting(answer) => answer.await.map_err(|_| AuditError::Closed)?,
+        }
     }
 
     /// Hands the writer the chain key and writes `anchor` as the first keyed

@@ -575,3 +575,49 @@ async fn append_throughput() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the test holds the chain, as a committing appender would, while reads queue behind it"
+)]
+async fn reads_that_find_the_chain_busy_are_committed_by_its_holder() {
+    let f = fixture();
+    let log = Arc::new(f.open().unwrap());
+    log.unsealed(key(), anchor()).await.unwrap();
+    let held = log.chain.hold();
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append_written(privileged(i)).await })
+        })
+        .collect();
+    // Every appender gives up spinning and leaves its record for the holder.
+    let deadline = clock::monotonic() + Duration::from_secs(10);
+    while crate::sync::lock(&log.chain.waiting).len() < 8 && clock::monotonic() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(crate::sync::lock(&log.chain.waiting).len(), 8);
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "none is answered while the chain is held"
+    );
+    log.chain.let_go(held);
+    let mut seqs = Vec::new();
+    for t in tasks {
+        let answer = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("letting the chain go commits the waiting reads");
+        seqs.push(answer.unwrap().unwrap());
+    }
+    seqs.sort_unstable();
+    // Sequence 1 is the re-anchor.
+    assert_eq!(seqs, (2..=9).collect::<Vec<u64>>());
+    assert!(crate::sync::lock(&log.chain.waiting).is_empty());
+    let deadline = clock::monotonic() + Duration::from_secs(5);
+    while f.head().seq < 9 && clock::monotonic() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = verify_file(&f.path, Some(&key()), Some(&f.head())).unwrap();
+    assert_eq!(report.records, 9);
+}

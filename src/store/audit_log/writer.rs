@@ -317,9 +317,15 @@ struct Staged {
 
 /// The writer's state and its syncer, behind one lock: the writer thread
 /// takes it for each group from the queue, and an appender of a read's
-/// record takes it directly when it is free ([`Chain::try_append_written`]).
+/// record takes it directly ([`Chain::append_written`]).
 pub(super) struct Chain {
     state: Mutex<Locked>,
+    /// Reads' records whose appenders found the chain busy. Whoever holds
+    /// the chain commits them before letting it go (see [`Chain::release`]),
+    /// so a busy chain never costs a read a wake-up of the writer thread.
+    /// Each waiting request holds one record here, so its length is bounded
+    /// by the requests in flight.
+    pub(super) waiting: Mutex<Vec<Msg>>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -328,7 +334,7 @@ impl std::fmt::Debug for Chain {
     }
 }
 
-struct Locked {
+pub(super) struct Locked {
     writer: Writer,
     /// `None` once the writer thread has closed the log.
     syncer: Option<Syncer>,
@@ -347,6 +353,14 @@ impl Locked {
     }
 }
 
+/// How a read's record was appended by [`Chain::append_written`].
+pub(super) enum Written {
+    /// On the calling thread: the answer.
+    Done(Result<u64, AuditError>),
+    /// By whoever held the chain: the answer comes here once it is written.
+    Waiting(oneshot::Receiver<Result<u64, AuditError>>),
+}
+
 impl Chain {
     /// Starts the syncer and the writer thread, which commits what arrives
     /// on `rx` until every sender is gone, then closes the log.
@@ -360,6 +374,7 @@ impl Chain {
                 writer,
                 syncer: Some(syncer),
             }),
+            waiting: Mutex::new(Vec::new()),
         });
         let thread_chain = Arc::clone(&chain);
         // The writer logs to whatever subscriber the opener uses.
@@ -375,37 +390,89 @@ impl Chain {
     /// the file's tail unknown: the log then refuses further appends, as
     /// after a failed write, instead of chaining onto it.
     fn lock(&self) -> std::sync::MutexGuard<'_, Locked> {
-        self.state.lock().unwrap_or_else(|poisoned| {
-            let mut locked = poisoned.into_inner();
-            locked.writer.failed = true;
-            locked.writer.key = None;
-            locked
-        })
+        self.state.lock().unwrap_or_else(poisoned)
+    }
+
+    /// The state if nobody holds it; `None` if someone does.
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Locked>> {
+        match self.state.try_lock() {
+            Ok(locked) => Some(locked),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(poisoned(p)),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Lets the chain go, then commits the reads that waited for it
+    /// meanwhile, for as long as there are any and the chain is free. A
+    /// record queued while someone held the chain is committed by that
+    /// holder: it checks `waiting` after letting go, and the appender that
+    /// queued it tried the lock after queueing (see [`Chain::append_written`]),
+    /// so either of them finds it.
+    fn release(&self, locked: std::sync::MutexGuard<'_, Locked>) {
+        drop(locked);
+        loop {
+            if crate::sync::lock(&self.waiting).is_empty() {
+                return;
+            }
+            let Some(mut locked) = self.try_lock() else {
+                // The holder checks `waiting` after letting go.
+                return;
+            };
+            let group = std::mem::take(&mut *crate::sync::lock(&self.waiting));
+            locked.commit(group);
+            drop(locked);
+        }
+    }
+
+    /// Holds the chain as an appender does, for a test to queue reads
+    /// behind; [`Chain::release`] lets it go.
+    #[cfg(test)]
+    pub(super) fn hold(&self) -> std::sync::MutexGuard<'_, Locked> {
+        self.lock()
+    }
+
+    /// Lets a held chain go, as an appender does after its commit.
+    #[cfg(test)]
+    pub(super) fn let_go(&self, locked: std::sync::MutexGuard<'_, Locked>) {
+        self.release(locked);
     }
 
     /// Appends a read's record ([`Ack::Written`]) on the calling thread if
-    /// nobody holds the chain: no hand-over to the writer thread and back,
-    /// which costs a read more than the write itself. `Err` when the chain
-    /// is busy (the event handed back): the caller queues it instead. Never waits for the
-    /// lock, so an async worker never blocks on another's write.
-    #[allow(
-        clippy::result_large_err,
-        reason = "the Err is the caller's own event handed back, moved not copied further"
-    )]
-    pub(super) fn try_append_written(
-        &self,
-        event: Event,
-    ) -> Result<Result<u64, AuditError>, Event> {
-        let mut locked = match self.state.try_lock() {
-            Ok(locked) => locked,
-            Err(std::sync::TryLockError::WouldBlock) => return Err(event),
-            Err(std::sync::TryLockError::Poisoned(_)) => return Ok(Err(AuditError::Failed)),
-        };
-        let (done, mut answer) = oneshot::channel();
-        locked.commit(vec![Msg::Append(event, Ack::Written, done)]);
-        drop(locked);
-        // A written-only append is answered inside `commit`.
-        Ok(answer.try_recv().unwrap_or(Err(AuditError::Failed)))
+    /// the chain is free or becomes free within a few microseconds; otherwise
+    /// queues it for whoever holds the chain, who commits it before letting
+    /// go. Either way there is no hand-over to the writer thread and back,
+    /// which costs a read more than the write itself. Never sleeps on the
+    /// lock, so an async worker never blocks behind a group the writer
+    /// thread commits.
+    pub(super) fn append_written(&self, event: Event) -> Written {
+        // Most often the chain is held by another worker appending its own
+        // read, which takes a few microseconds: a short spin is cheaper than
+        // the queued path's wake-up. It is bounded (about fifty pause
+        // instructions in all), so a holder that was descheduled costs the
+        // appender no more than that.
+        const SPIN_ROUNDS: u32 = 3;
+        for round in 0..=SPIN_ROUNDS {
+            if let Some(mut locked) = self.try_lock() {
+                let (done, mut answer) = oneshot::channel();
+                locked.commit(vec![Msg::Append(event, Ack::Written, done)]);
+                self.release(locked);
+                // A written-only append is answered inside `commit`.
+                return Written::Done(answer.try_recv().unwrap_or(Err(AuditError::Failed)));
+            }
+            if round < SPIN_ROUNDS {
+                for _ in 0..(8u32 << round) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let (done, answer) = oneshot::channel();
+        crate::sync::lock(&self.waiting).push(Msg::Append(event, Ack::Written, done));
+        // The holder may have checked `waiting` before the push: whoever
+        // takes the chain now commits it.
+        if let Some(locked) = self.try_lock() {
+            self.release(locked);
+        }
+        Written::Waiting(answer)
     }
 
     fn run(&self, mut rx: mpsc::Receiver<Msg>) {
@@ -417,7 +484,9 @@ impl Chain {
                     Err(_) => break,
                 }
             }
-            self.lock().commit(group);
+            let mut locked = self.lock();
+            locked.commit(group);
+            self.release(locked);
         }
         let syncer = {
             let mut locked = self.lock();
@@ -436,6 +505,18 @@ impl Chain {
             let _ = handle.join();
         }
     }
+}
+
+/// The state of a chain whose holder panicked (which the lints rule out):
+/// the file's tail is unknown, so it refuses further appends, as after a
+/// failed write, instead of chaining onto it.
+fn poisoned(
+    p: std::sync::PoisonError<std::sync::MutexGuard<'_, Locked>>,
+) -> std::sync::MutexGuard<'_, Locked> {
+    let mut locked = p.into_inner();
+    locked.writer.failed = true;
+    locked.writer.key = None;
+    locked
 }
 
 impl Writer {
@@ -645,7 +726,12 @@ fn push(
     mode: Mode<'_>,
 ) -> Result<u64, AuditError> {
     let (line, next) = link(&staged.head, event, generation, mode)?;
-    staged.buf.extend_from_slice(&line);
+    // A group's first line becomes its buffer instead of being copied there.
+    if staged.buf.is_empty() {
+        staged.buf = line;
+    } else {
+        staged.buf.extend_from_slice(&line);
+    }
     staged.head = next;
     Ok(next.seq)
 }
