@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     /// One rotation at a time: the task's and `rotate now`'s.
     rotating: tokio::sync::Mutex<()>,
     rng: ring::rand::SystemRandom,
+    /// Parsed metadata by path, with the sealed bytes it came from: a read
+    /// reuses it while the stored record is byte for byte the same (see
+    /// [`records::cached_meta`]), instead of decrypting and parsing it again.
+    metas: Mutex<records::MetaCache>,
 }
 
 /// The secrets store. Cheap to clone.
@@ -109,6 +113,7 @@ impl Secrets {
                 wake: Notify::new(),
                 rotating: tokio::sync::Mutex::new(()),
                 rng: ring::rand::SystemRandom::new(),
+                metas: Mutex::new(records::MetaCache::default()),
             }),
         }
     }
@@ -202,8 +207,7 @@ impl Secrets {
     ) -> Result<Read, SecretsError> {
         let (s, p) = (&self.shared, path);
         blocking::point_read(|| {
-            let meta = load_meta(&s.store, p)?
-                .0
+            let meta = records::cached_meta(&s.store, &s.metas, p)?
                 .ok_or_else(|| SecretsError::NotFound(p.to_string()))?;
             let version = meta.readable(version)?;
             let fields = read_fields(&s.store, &data_key(p, version))?.ok_or(

@@ -17,7 +17,7 @@ pub mod sled_store;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use sealed::{SealError, SealStatus, SealedStore, SealedWrite, Stamp, Unsealing};
+pub use sealed::{SealError, SealStatus, SealedStore, SealedWrite, Stamp, Unless, Unsealing};
 pub use sled_store::SledStore;
 
 /// A named table. Tables are fixed at compile time and their names never

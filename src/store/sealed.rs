@@ -310,6 +310,30 @@ impl SealedStore {
         f(keys)
     }
 
+    /// The value at (`table`, `key`), decrypted only when its stored bytes
+    /// differ from `known` (the bytes of a value the caller opened before),
+    /// so a caller that keeps what it parsed from a value can reuse it while
+    /// the record is unchanged. The same bytes always open to the same
+    /// value: every key that sealed a record stays in the ring. Sealed, this
+    /// fails like [`SealedStore::get`], whatever the caller knows.
+    pub fn get_unless(
+        &self,
+        table: Table,
+        key: &[u8],
+        known: Option<&[u8]>,
+    ) -> Result<Unless, SealError> {
+        self.with_keys(table, |keys| {
+            let Some(raw) = self.store.get(table, key)? else {
+                return Ok(Unless::Absent);
+            };
+            if known == Some(raw.as_slice()) {
+                return Ok(Unless::Unchanged);
+            }
+            let value = open(keys, table, key, &raw)?;
+            Ok(Unless::Changed { raw, value })
+        })
+    }
+
     /// The decrypted value at (`table`, `key`).
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Secret>, SealError> {
         self.with_keys(table, |keys| {
@@ -553,6 +577,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// it ([`SealedStore::batch_if`]). Opaque: it holds ciphertext only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Stamp(Option<Vec<u8>>);
+
+/// What [`SealedStore::get_unless`] found.
+#[derive(Debug)]
+pub enum Unless {
+    /// Nothing is stored there.
+    Absent,
+    /// The stored bytes are the ones the caller knows.
+    Unchanged,
+    /// Something else is stored: its bytes, and the value they open to.
+    Changed {
+        /// The stored (sealed) bytes.
+        raw: Vec<u8>,
+        /// The decrypted value.
+        value: Secret,
+    },
+}
 
 impl fmt::Debug for Stamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

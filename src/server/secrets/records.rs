@@ -12,7 +12,7 @@
 use super::SecretsError;
 use crate::secret::Secret;
 use crate::secrets::{Fields, SecretMeta, SecretPath};
-use crate::store::{SealError, SealedStore, SealedWrite, Stamp, Table};
+use crate::store::{SealError, SealedStore, SealedWrite, Stamp, Table, Unless};
 
 /// How often a write that lost a compare-and-swap is retried.
 pub(super) const RETRIES: usize = 16;
@@ -48,6 +48,52 @@ pub(super) fn load_meta(
         .transpose()
         .map_err(|e| SecretsError::RecordCorrupt(format!("{path}: {e}")))?;
     Ok((meta, stamp))
+}
+
+/// Most paths whose parsed metadata [`cached_meta`] keeps; it starts over
+/// when full.
+const META_CACHE_CAPACITY: usize = 4096;
+
+/// Parsed metadata by path, each with the sealed bytes it was parsed from.
+/// Metadata only: a secret's values are never kept beyond the read.
+#[derive(Default)]
+pub(super) struct MetaCache(
+    std::collections::HashMap<SecretPath, (std::sync::Arc<[u8]>, std::sync::Arc<SecretMeta>)>,
+);
+
+/// The metadata of `path`, as [`load_meta`] reads it, reusing what `cache`
+/// parsed before while the stored record is unchanged. The store is asked
+/// every time, so a write (by this process or any other) is seen at once,
+/// and a sealed store refuses as it always does.
+pub(super) fn cached_meta(
+    store: &SealedStore,
+    cache: &std::sync::Mutex<MetaCache>,
+    path: &SecretPath,
+) -> Result<Option<std::sync::Arc<SecretMeta>>, SecretsError> {
+    let known = crate::sync::lock(cache).0.get(path).cloned();
+    let found = store.get_unless(
+        Table::META,
+        path.as_str().as_bytes(),
+        known.as_ref().map(|(raw, _)| raw.as_ref()),
+    )?;
+    match found {
+        Unless::Unchanged => Ok(known.map(|(_, meta)| meta)),
+        Unless::Absent => {
+            crate::sync::lock(cache).0.remove(path);
+            Ok(None)
+        }
+        Unless::Changed { raw, value } => {
+            let meta: SecretMeta = serde_json::from_slice(value.expose())
+                .map_err(|e| SecretsError::RecordCorrupt(format!("{path}: {e}")))?;
+            let meta = std::sync::Arc::new(meta);
+            let mut cache = crate::sync::lock(cache);
+            if cache.0.len() >= META_CACHE_CAPACITY {
+                cache.0.clear();
+            }
+            cache.0.insert(path.clone(), (raw.into(), meta.clone()));
+            Ok(Some(meta))
+        }
+    }
 }
 
 pub(super) fn write(
@@ -108,4 +154,57 @@ pub(super) fn read_fields(store: &SealedStore, key: &[u8]) -> Result<Option<Fiel
         .map(|v| Fields::decode(v.expose()))
         .transpose()
         .map_err(SecretsError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+    use super::*;
+    use crate::server::testing::unsealed_store;
+    use std::sync::{Arc, Mutex};
+
+    fn put_meta(store: &SealedStore, path: &SecretPath, meta: &SecretMeta) {
+        let bytes = serde_json::to_vec(meta).unwrap();
+        store
+            .put(Table::META, path.as_str().as_bytes(), &bytes)
+            .unwrap();
+    }
+
+    #[test]
+    fn cached_metadata_follows_every_change_of_the_stored_record() {
+        let (_dir, _raw, store) = unsealed_store();
+        let cache = Mutex::new(MetaCache::default());
+        let path = SecretPath::parse("app/db").unwrap();
+        assert_eq!(cached_meta(&store, &cache, &path).unwrap(), None);
+        let first = SecretMeta::new(10);
+        put_meta(&store, &path, &first);
+        let read = cached_meta(&store, &cache, &path).unwrap().unwrap();
+        assert_eq!(*read, first);
+        let again = cached_meta(&store, &cache, &path).unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&read, &again),
+            "an unchanged record is not parsed again"
+        );
+        // Written straight to the store, past this cache: the next read sees it.
+        let mut second = SecretMeta::new(10);
+        second.updated = 20;
+        put_meta(&store, &path, &second);
+        assert_eq!(
+            *cached_meta(&store, &cache, &path).unwrap().unwrap(),
+            second
+        );
+        store.delete(Table::META, path.as_str().as_bytes()).unwrap();
+        assert_eq!(cached_meta(&store, &cache, &path).unwrap(), None);
+        put_meta(&store, &path, &first);
+        assert_eq!(*cached_meta(&store, &cache, &path).unwrap().unwrap(), first);
+        store.seal();
+        assert!(
+            matches!(
+                cached_meta(&store, &cache, &path),
+                Err(SecretsError::Store(SealError::Sealed))
+            ),
+            "a sealed store refuses, whatever the cache holds"
+        );
+    }
 }

@@ -379,3 +379,54 @@ fn debug_output_hides_keys_and_values() {
     assert!(!shown.contains("hunter22"), "{shown}");
     assert!(shown.contains("8 bytes"), "{shown}");
 }
+
+#[test]
+fn get_unless_opens_only_what_changed_and_refuses_while_sealed() {
+    let (_dir, raw, s) = initialized();
+    assert!(matches!(
+        s.get_unless(Table::SECRETS, b"k", None).unwrap(),
+        Unless::Absent
+    ));
+    s.put(Table::SECRETS, b"k", b"one").unwrap();
+    let Unless::Changed { raw: first, value } = s.get_unless(Table::SECRETS, b"k", None).unwrap()
+    else {
+        panic!("a new record is opened");
+    };
+    assert_eq!(value.expose(), b"one");
+    assert_eq!(
+        raw.get(Table::SECRETS, b"k").unwrap().as_deref(),
+        Some(first.as_slice()),
+        "the stored bytes are handed back"
+    );
+    assert!(matches!(
+        s.get_unless(Table::SECRETS, b"k", Some(&first)).unwrap(),
+        Unless::Unchanged
+    ));
+    // The same plaintext written again is sealed under a fresh nonce: the
+    // bytes differ, so it is opened again.
+    s.put(Table::SECRETS, b"k", b"one").unwrap();
+    let Unless::Changed { raw: second, .. } =
+        s.get_unless(Table::SECRETS, b"k", Some(&first)).unwrap()
+    else {
+        panic!("a rewritten record is opened again");
+    };
+    assert_ne!(first, second);
+    s.delete(Table::SECRETS, b"k").unwrap();
+    assert!(matches!(
+        s.get_unless(Table::SECRETS, b"k", Some(&second)).unwrap(),
+        Unless::Absent
+    ));
+    s.put(Table::SECRETS, b"k", b"two").unwrap();
+    let Unless::Changed { raw: third, .. } = s.get_unless(Table::SECRETS, b"k", None).unwrap()
+    else {
+        panic!("a new record is opened");
+    };
+    s.seal();
+    assert!(
+        matches!(
+            s.get_unless(Table::SECRETS, b"k", Some(&third)),
+            Err(SealError::Sealed)
+        ),
+        "what the caller knows never answers for a sealed store"
+    );
+}
