@@ -177,10 +177,7 @@ async fn in_process(dir: &Path) -> BenchResult<AuthClient<InProcess>> {
         &[],
         std::time::SystemTime::now(),
     )?;
-    let conn = TlsConnInfo {
-        remote: None,
-        peer: Some(Arc::new(PeerLeaf::new(svid.leaf_der))),
-    };
+    let conn = TlsConnInfo::new(None, Some(Arc::new(PeerLeaf::new(svid.leaf_der))));
     let routes = sigil::api::router(server)?;
     Ok(AuthClient::new(InProcess { routes, conn }))
 }

@@ -329,9 +329,7 @@ impl Gate {
             };
         }
         if let Some(tls) = ext.get::<TlsConnInfo>() {
-            let source = tls
-                .remote
-                .map_or_else(|| "tcp:unknown".to_owned(), |a| format!("tcp:{a}"));
+            let source = tls.source().to_owned();
             // A bearer token speaks for the request whatever certificate the
             // connection has: it names exactly what it may do. One that is
             // unknown, expired or revoked proves nothing.
@@ -344,7 +342,9 @@ impl Gate {
                     .filter(|r| self.token_speaks_here(r, tls, now));
                 return match live.and_then(|r| r.subject().map(|id| (id, r))) {
                     Some((id, record)) => {
-                        let source = format!("{source} token:{}", record.jti);
+                        let mut source = source;
+                        source.push_str(" token:");
+                        source.push_str(&record.jti);
                         (Caller::Token { id, record }, Authn::Token, source)
                     }
                     None => (Caller::Anonymous, Authn::None, source),

@@ -117,8 +117,10 @@ fn wrapped<D: serde::Serialize, A: serde::Serialize>(data: D, auth: A) -> Wrappe
 
 /// A JSON answer written from typed data in one pass.
 fn json_answer<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => (
+    // Sized for a typical answer, so writing it seldom reallocates.
+    let mut bytes = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => (
             status,
             [(
                 http::header::CONTENT_TYPE,
@@ -158,7 +160,16 @@ fn request_id() -> String {
             h.get(16..20).unwrap_or_default()
         )
     });
-    format!("{prefix}{:012x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut id = String::with_capacity(prefix.len() + 12);
+    id.push_str(prefix);
+    // The counter as 12 lowercase hex digits, as `{:012x}` writes it,
+    // without the formatter's cost on every answer.
+    for shift in (0..12).rev() {
+        let digit = (n >> (shift * 4)) & 0xf;
+        id.push(char::from_digit(digit as u32, 16).unwrap_or('0'));
+    }
+    id
 }
 
 /// RFC 3339 UTC, as Vault writes times; "" for none.
@@ -950,10 +961,7 @@ async fn serve_connection(
         Ok(Ok(s)) => s,
         _ => return,
     };
-    let info = TlsConnInfo {
-        remote: Some(remote),
-        peer: None,
-    };
+    let info = TlsConnInfo::new(Some(remote), None);
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let router = router.clone();

@@ -170,16 +170,21 @@ pub fn link(
         sealed_records,
         event,
     };
+    // The line is `<hex tag> <body>\n`: the body is written in place after
+    // room for the tag, which is filled in once the body is known.
+    const TAG_HEX: usize = 64;
+    let mut line = Vec::with_capacity(512);
+    line.resize(TAG_HEX + 1, b' ');
     // serde_json escapes control characters, so the body never contains '\n'.
-    let body = serde_json::to_vec(&body).map_err(|e| LinkError::Encode(e.to_string()))?;
+    serde_json::to_writer(&mut line, &body).map_err(|e| LinkError::Encode(e.to_string()))?;
+    let short = || LinkError::Encode("record line shorter than its tag".to_owned());
+    let written = line.get(TAG_HEX + 1..).ok_or_else(short)?;
     let tag = match mode {
-        Mode::Keyed { key, .. } => key.tag(&body),
-        Mode::Unauthenticated => sha256(&body),
+        Mode::Keyed { key, .. } => key.tag(written),
+        Mode::Unauthenticated => sha256(written),
     };
-    let mut line = Vec::with_capacity(64 + 1 + body.len() + 1);
-    line.extend_from_slice(hex::encode(tag).as_bytes());
-    line.push(b' ');
-    line.extend_from_slice(&body);
+    let room = line.get_mut(..TAG_HEX).ok_or_else(short)?;
+    hex::encode_to_slice(tag, room).map_err(|e| LinkError::Encode(e.to_string()))?;
     line.push(b'\n');
     Ok((line, ChainHead { seq, hash: tag }))
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One authorization question: may `subject` do `action` on `resource` now?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Input {
     /// Who is asking, as authenticated by the chokepoint.
     pub subject: Subject,
@@ -24,7 +24,7 @@ pub struct Input {
 }
 
 /// A grant an approved just-in-time request gives the subject until it ends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InputGrant {
     /// `VERB:PATTERN`, as in the policy data.
     pub grant: String,
@@ -35,7 +35,7 @@ pub struct InputGrant {
 }
 
 /// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Subject {
     /// What kind of caller this is.
     pub kind: SubjectKind,
@@ -155,7 +155,7 @@ impl Subject {
 }
 
 /// What kind of caller a [`Subject`] is. Serialized in lower case (`"operator"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectKind {
     /// A person on the host, connected through the admin Unix socket.
@@ -169,7 +169,7 @@ pub enum SubjectKind {
 }
 
 /// How a [`Subject`] authenticated. Serialized in snake case (`"admin_socket"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Authn {
     /// Kernel peer credentials on the admin socket.
@@ -198,7 +198,7 @@ impl Authn {
 pub const MAX_RESOURCE_ID: usize = 512;
 
 /// The thing acted on, e.g. `{kind: "entry", id: "…"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Resource {
     /// The resource type, e.g. `entry`, `bundle`, `svid`, `server`.
     pub kind: String,
@@ -247,7 +247,7 @@ impl Resource {
 }
 
 /// When and from where the request came.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Context {
     /// Request time, Unix seconds (passed in; the PDP never reads the clock).
     pub time: u64,

@@ -84,7 +84,7 @@ pub struct Pdp {
     /// The standing grants in the data documents (`data.sigil.grants`).
     standing: super::grants::Standing,
     /// Decisions already made, by their exact input (see [`Pdp::decide`]).
-    memo: std::sync::Mutex<std::collections::HashMap<String, Decision>>,
+    memo: std::sync::Mutex<std::collections::HashMap<Input, Decision>>,
 }
 
 /// Most decisions remembered; the memo is emptied when it is full. Inputs
@@ -172,19 +172,21 @@ impl Pdp {
     /// remembered and given again, which spares the evaluation for repeated
     /// requests (one workload reading one secret many times a second).
     pub fn decide(&self, input: &Input) -> Decision {
-        let key = match serde_json::to_string(input) {
-            Ok(k) => k,
-            Err(e) => return Decision::deny(format!("policy input not serializable: {e}")),
-        };
+        // Remembered by the input itself (compared whole, not by a digest),
+        // so a remembered decision is only ever reused for an equal input.
         if let Some(d) = self
             .memo
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
+            .get(input)
         {
             return d.clone();
         }
-        let decision = self.evaluate(&key);
+        let json = match serde_json::to_string(input) {
+            Ok(k) => k,
+            Err(e) => return Decision::deny(format!("policy input not serializable: {e}")),
+        };
+        let decision = self.evaluate(&json);
         let mut memo = self
             .memo
             .lock()
@@ -192,7 +194,7 @@ impl Pdp {
         if memo.len() >= MEMO_CAPACITY {
             memo.clear();
         }
-        memo.insert(key, decision.clone());
+        memo.insert(input.clone(), decision.clone());
         decision
     }
 

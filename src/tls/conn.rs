@@ -19,6 +19,27 @@ pub struct TlsConnInfo {
     /// The verified client leaf, if any. Shared: tonic copies the connect
     /// info into every request, and an HTTP/2 connection carries thousands.
     pub peer: Option<Arc<PeerLeaf>>,
+    /// `remote` as audit records name a request's source, written once per
+    /// connection rather than per request.
+    source: Arc<str>,
+}
+
+impl TlsConnInfo {
+    /// The facts of a connection from `remote` whose client presented
+    /// `peer` (if any).
+    pub fn new(remote: Option<SocketAddr>, peer: Option<Arc<PeerLeaf>>) -> Self {
+        let source = remote.map_or_else(|| "tcp:unknown".to_owned(), |a| format!("tcp:{a}"));
+        Self {
+            remote,
+            peer,
+            source: source.into(),
+        }
+    }
+
+    /// The request's source as audit records write it: `tcp:ADDR:PORT`.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
 }
 
 /// A verified client leaf with what the gate reads from it on every request:
@@ -85,13 +106,13 @@ impl TlsConn {
     /// Wraps an accepted stream, capturing the peer's verified chain.
     pub fn new(inner: TlsStream<TcpStream>) -> Self {
         let (tcp, session) = inner.get_ref();
-        let info = TlsConnInfo {
-            remote: tcp.peer_addr().ok(),
-            peer: session
+        let info = TlsConnInfo::new(
+            tcp.peer_addr().ok(),
+            session
                 .peer_certificates()
                 .and_then(|cs| cs.first())
                 .map(|c: &CertificateDer<'_>| Arc::new(PeerLeaf::new(c.as_ref().to_vec()))),
-        };
+        );
         Self { inner, info }
     }
 }
