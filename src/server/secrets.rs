@@ -142,9 +142,11 @@ impl Secrets {
         Ok(n)
     }
 
-    /// Forgets the schedules (at seal).
+    /// Forgets the schedules and the parsed metadata (at seal): a sealed
+    /// server keeps nothing it read from the store.
     pub fn clear(&self) {
         lock(&self.shared.schedules).clear();
+        *lock(&self.shared.metas) = records::MetaCache::default();
     }
 
     /// Every change as it happens.

@@ -14,8 +14,8 @@ use tokio_rustls::server::TlsStream;
 /// presented one, its verified leaf certificate, parsed once per connection.
 #[derive(Clone, Debug)]
 pub struct TlsConnInfo {
-    /// The peer's address.
-    pub remote: Option<SocketAddr>,
+    /// The peer's address; private, so it cannot drift from `source`.
+    remote: Option<SocketAddr>,
     /// The verified client leaf, if any. Shared: tonic copies the connect
     /// info into every request, and an HTTP/2 connection carries thousands.
     pub peer: Option<Arc<PeerLeaf>>,
@@ -34,6 +34,11 @@ impl TlsConnInfo {
             peer,
             source: source.into(),
         }
+    }
+
+    /// The peer's address, if known.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.remote
     }
 
     /// The request's source as audit records write it: `tcp:ADDR:PORT`.

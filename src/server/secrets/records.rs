@@ -207,4 +207,20 @@ mod tests {
             "a sealed store refuses, whatever the cache holds"
         );
     }
+
+    #[tokio::test]
+    async fn a_read_fills_the_cache_and_clearing_at_seal_empties_it() {
+        let (_dir, _raw, store) = unsealed_store();
+        let secrets = crate::server::Secrets::new(store);
+        let path = SecretPath::parse("app/db").unwrap();
+        let fields =
+            crate::secrets::Fields::new(vec![("password".into(), Secret::from_slice(b"pw"))])
+                .unwrap();
+        secrets.put(&path, fields, None, 10).await.unwrap();
+        let read = secrets.get(&path, 0, 10).await.unwrap();
+        assert_eq!(read.version, 1);
+        assert_eq!(crate::sync::lock(&secrets.shared.metas).0.len(), 1);
+        secrets.clear();
+        assert!(crate::sync::lock(&secrets.shared.metas).0.is_empty());
+    }
 }

@@ -407,7 +407,9 @@ impl Chain {
     /// record queued while someone held the chain is committed by that
     /// holder: it checks `waiting` after letting go, and the appender that
     /// queued it tried the lock after queueing (see [`Chain::append_written`]),
-    /// so either of them finds it.
+    /// so either of them finds it. The loop goes on only while others keep
+    /// queueing; each round commits records that belong to requests in
+    /// flight, work that someone must do before those requests answer.
     fn release(&self, locked: std::sync::MutexGuard<'_, Locked>) {
         drop(locked);
         loop {
