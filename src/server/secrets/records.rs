@@ -43,11 +43,14 @@ pub(super) fn load_meta(
     path: &SecretPath,
 ) -> Result<(Option<SecretMeta>, Stamp), SecretsError> {
     let (value, stamp) = store.get_stamped(Table::META, path.as_str().as_bytes())?;
-    let meta = value
-        .map(|v| serde_json::from_slice(v.expose()))
-        .transpose()
-        .map_err(|e| SecretsError::RecordCorrupt(format!("{path}: {e}")))?;
+    let meta = value.map(|v| parse_meta(path, &v)).transpose()?;
     Ok((meta, stamp))
+}
+
+/// A metadata record's plaintext, parsed.
+fn parse_meta(path: &SecretPath, plaintext: &Secret) -> Result<SecretMeta, SecretsError> {
+    serde_json::from_slice(plaintext.expose())
+        .map_err(|e| SecretsError::RecordCorrupt(format!("{path}: {e}")))
 }
 
 /// Most paths whose parsed metadata [`cached_meta`] keeps; it starts over
@@ -83,9 +86,7 @@ pub(super) fn cached_meta(
             Ok(None)
         }
         Unless::Changed { raw, value } => {
-            let meta: SecretMeta = serde_json::from_slice(value.expose())
-                .map_err(|e| SecretsError::RecordCorrupt(format!("{path}: {e}")))?;
-            let meta = std::sync::Arc::new(meta);
+            let meta = std::sync::Arc::new(parse_meta(path, &value)?);
             let mut cache = crate::sync::lock(cache);
             if cache.0.len() >= META_CACHE_CAPACITY {
                 cache.0.clear();

@@ -585,7 +585,7 @@ async fn reads_that_find_the_chain_busy_are_committed_by_its_holder() {
     let f = fixture();
     let log = Arc::new(f.open().unwrap());
     log.unsealed(key(), anchor()).await.unwrap();
-    let held = log.chain.hold();
+    let held = log.chain.lock();
     let tasks: Vec<_> = (0..8u64)
         .map(|i| {
             let log = log.clone();
@@ -602,7 +602,7 @@ async fn reads_that_find_the_chain_busy_are_committed_by_its_holder() {
         tasks.iter().all(|t| !t.is_finished()),
         "none is answered while the chain is held"
     );
-    log.chain.let_go(held);
+    log.chain.release(held);
     let mut seqs = Vec::new();
     for t in tasks {
         let answer = tokio::time::timeout(Duration::from_secs(10), t)

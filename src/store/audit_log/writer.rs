@@ -386,10 +386,9 @@ impl Chain {
         Ok((chain, handle))
     }
 
-    /// The state. A panic while it was held (which the lints rule out) left
-    /// the file's tail unknown: the log then refuses further appends, as
-    /// after a failed write, instead of chaining onto it.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Locked> {
+    /// The state, waiting for it; a poisoned one refuses appends
+    /// ([`poisoned`]). Let it go with [`Chain::release`].
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Locked> {
         self.state.lock().unwrap_or_else(poisoned)
     }
 
@@ -410,7 +409,7 @@ impl Chain {
     /// so either of them finds it. The loop goes on only while others keep
     /// queueing; each round commits records that belong to requests in
     /// flight, work that someone must do before those requests answer.
-    fn release(&self, locked: std::sync::MutexGuard<'_, Locked>) {
+    pub(super) fn release(&self, locked: std::sync::MutexGuard<'_, Locked>) {
         drop(locked);
         loop {
             if crate::sync::lock(&self.waiting).is_empty() {
@@ -424,19 +423,6 @@ impl Chain {
             locked.commit(group);
             drop(locked);
         }
-    }
-
-    /// Holds the chain as an appender does, for a test to queue reads
-    /// behind; [`Chain::release`] lets it go.
-    #[cfg(test)]
-    pub(super) fn hold(&self) -> std::sync::MutexGuard<'_, Locked> {
-        self.lock()
-    }
-
-    /// Lets a held chain go, as an appender does after its commit.
-    #[cfg(test)]
-    pub(super) fn let_go(&self, locked: std::sync::MutexGuard<'_, Locked>) {
-        self.release(locked);
     }
 
     /// Appends a read's record ([`Ack::Written`]) on the calling thread if
