@@ -903,6 +903,97 @@ pub fn fixed_tls(
     Ok(HttpTls::Fixed(Arc::new(config)))
 }
 
+/// A connection accepted and waiting for a thread to serve it.
+struct Accepted {
+    tcp: std::net::TcpStream,
+    remote: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Threads serving the HTTP API's connections, one single-threaded runtime
+/// each; a connection stays on the thread it was given to.
+///
+/// A Vault client keeps a connection open and sends one request after
+/// another on it. On the server's work-stealing runtime each of those
+/// requests woke whichever worker was idle and moved between threads with
+/// its readiness events, and on a busy machine that scheduling cost as much
+/// CPU as a KV read's own work. On its own thread a connection's requests
+/// are read, decided, audited and answered without a thread switch.
+/// Connections are dealt out in turn, so the threads share them evenly.
+fn start_threads(
+    router: &axum::Router,
+    stop: &watch::Receiver<bool>,
+) -> Result<Dealer<Accepted>, std::io::Error> {
+    let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut queues = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (router, stop) = (router.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("sigil-http-{i}"))
+            .spawn(move || runtime.block_on(worker(rx, router, stop)))?;
+        queues.push(tx);
+    }
+    Ok(Dealer { queues, next: 0 })
+}
+
+/// Deals items out to queues in turn.
+struct Dealer<T> {
+    queues: Vec<tokio::sync::mpsc::UnboundedSender<T>>,
+    next: usize,
+}
+
+impl<T> Dealer<T> {
+    /// Gives `item` to the next queue in turn, skipping queues whose reader
+    /// has gone; gives it back when every reader has.
+    fn give(&mut self, mut item: T) -> Result<(), T> {
+        for _ in 0..self.queues.len() {
+            let i = self.next % self.queues.len();
+            self.next = self.next.wrapping_add(1);
+            let Some(queue) = self.queues.get(i) else {
+                break;
+            };
+            match queue.send(item) {
+                Ok(()) => return Ok(()),
+                Err(e) => item = e.0,
+            }
+        }
+        Err(item)
+    }
+}
+
+/// A serving thread: takes connections until the listener stops handing
+/// them out, then lets those it serves finish (each winds down when `stop`
+/// turns true) before the thread ends.
+async fn worker(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    router: axum::Router,
+    stop: watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    while let Some(a) = rx.recv().await {
+        // Registered with this thread's reactor from here on.
+        let tcp = match tokio::net::TcpStream::from_std(a.tcp) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP API connection could not be served");
+                continue;
+            }
+        };
+        let (router, stop) = (router.clone(), stop.clone());
+        conns.spawn(async move {
+            let _permit = a.permit;
+            serve_connection(tcp, a.remote, a.config, router, stop).await;
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}
+
 /// Serves the HTTP API on `listener` until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
@@ -911,6 +1002,13 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let router = router(server);
+    let mut threads = match start_threads(&router, &stop) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the HTTP API's threads; it does not serve");
+            return;
+        }
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -940,12 +1038,28 @@ pub async fn serve(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue;
         };
-        let router = router.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            serve_connection(tcp, remote, config, router, stop).await;
-        });
+        // Answers are small and each is written whole: sending at once
+        // beats waiting to coalesce (Nagle) with nothing else to send.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "HTTP API connection: cannot set TCP_NODELAY");
+        }
+        let tcp = match tcp.into_std() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP API connection could not be handed over");
+                continue;
+            }
+        };
+        let conn = Accepted {
+            tcp,
+            remote,
+            config,
+            permit,
+        };
+        if threads.give(conn).is_err() {
+            tracing::error!("the HTTP API's threads have stopped; it no longer serves");
+            return;
+        }
     }
 }
 
@@ -991,5 +1105,41 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn connections_are_dealt_in_turn_and_skip_a_thread_that_stopped() {
+        let (tx0, mut rx0) = tokio::sync::mpsc::unbounded_channel();
+        let (tx1, mut rx1) = tokio::sync::mpsc::unbounded_channel();
+        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
+        let mut dealer = Dealer {
+            queues: vec![tx0, tx1, tx2],
+            next: 0,
+        };
+        for n in 0..6 {
+            dealer.give(n).unwrap();
+        }
+        let drain = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<u32>| {
+            std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
+        };
+        assert_eq!(drain(&mut rx0), [0, 3]);
+        assert_eq!(drain(&mut rx1), [1, 4]);
+        assert_eq!(drain(&mut rx2), [2, 5]);
+        drop(rx1);
+        for n in 6..10 {
+            dealer.give(n).unwrap();
+        }
+        assert_eq!(drain(&mut rx0), [6, 8]);
+        assert_eq!(drain(&mut rx2), [7, 9]);
+        drop(rx0);
+        drop(rx2);
+        assert_eq!(dealer.give(10), Err(10));
     }
 }
