@@ -136,7 +136,7 @@ pub enum Mode<'a> {
 #[derive(Serialize)]
 struct BodyRef<'a> {
     seq: u64,
-    prev: String,
+    prev: &'a str,
     auth: Auth,
     #[serde(rename = "gen")]
     generation: u64,
@@ -162,9 +162,13 @@ pub fn link(
         Mode::Keyed { sealed_records, .. } => (Auth::Hmac, sealed_records),
         Mode::Unauthenticated => (Auth::None, None),
     };
+    // The previous tag in hex, written on the stack.
+    let mut prev_hex = [0u8; 64];
+    hex::encode_to_slice(prev.hash, &mut prev_hex).map_err(|e| LinkError::Encode(e.to_string()))?;
+    let prev_hex = std::str::from_utf8(&prev_hex).map_err(|e| LinkError::Encode(e.to_string()))?;
     let body = BodyRef {
         seq,
-        prev: hex::encode(prev.hash),
+        prev: prev_hex,
         auth,
         generation,
         sealed_records,
