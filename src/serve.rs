@@ -137,14 +137,16 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    if let (Some(listener), Some(tls)) = (listeners.http, http_tls) {
-        tokio::spawn(crate::api::http::serve(
+    let http = if let (Some(listener), Some(tls)) = (listeners.http, http_tls) {
+        Some(tokio::spawn(crate::api::http::serve(
             listener,
             server.clone(),
             tls,
             stop_rx.clone(),
-        ));
-    }
+        )))
+    } else {
+        None
+    };
     tokio::spawn(crate::server::rotation::run(
         server.clone(),
         stop_rx.clone(),
@@ -180,6 +182,13 @@ pub async fn run(
             b?;
         }
         () = deadline => tracing::warn!("requests still open after the drain period were cut off"),
+    }
+    // The HTTP API drains alongside (its connections are cut off after the
+    // same grace), and is done before the last token records are flushed.
+    if let Some(http) = http
+        && http.await.is_err()
+    {
+        tracing::error!("the HTTP API's listener task panicked");
     }
     // Token records still queued reach the store before the process ends.
     if let Err(e) = server.tokens().flush().await {

@@ -48,6 +48,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod threads;
+
 /// The largest request body accepted (a KV write); larger gets 413.
 pub const MAX_BODY: usize = 1024 * 1024;
 
@@ -911,90 +913,9 @@ struct Accepted {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Threads serving the HTTP API's connections, one single-threaded runtime
-/// each; a connection stays on the thread it was given to.
-///
-/// A Vault client keeps a connection open and sends one request after
-/// another on it. On the server's work-stealing runtime each of those
-/// requests woke whichever worker was idle and moved between threads with
-/// its readiness events, and on a busy machine that scheduling cost as much
-/// CPU as a KV read's own work. On its own thread a connection's requests
-/// are read, decided, audited and answered without a thread switch.
-/// Connections are dealt out in turn, so the threads share them evenly.
-fn start_threads(
-    router: &axum::Router,
-    stop: &watch::Receiver<bool>,
-) -> Result<Dealer<Accepted>, std::io::Error> {
-    let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let mut queues = Vec::with_capacity(n);
-    for i in 0..n {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (router, stop) = (router.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("sigil-http-{i}"))
-            .spawn(move || runtime.block_on(worker(rx, router, stop)))?;
-        queues.push(tx);
-    }
-    Ok(Dealer { queues, next: 0 })
-}
-
-/// Deals items out to queues in turn.
-struct Dealer<T> {
-    queues: Vec<tokio::sync::mpsc::UnboundedSender<T>>,
-    next: usize,
-}
-
-impl<T> Dealer<T> {
-    /// Gives `item` to the next queue in turn, skipping queues whose reader
-    /// has gone; gives it back when every reader has.
-    fn give(&mut self, mut item: T) -> Result<(), T> {
-        for _ in 0..self.queues.len() {
-            let i = self.next % self.queues.len();
-            self.next = self.next.wrapping_add(1);
-            let Some(queue) = self.queues.get(i) else {
-                break;
-            };
-            match queue.send(item) {
-                Ok(()) => return Ok(()),
-                Err(e) => item = e.0,
-            }
-        }
-        Err(item)
-    }
-}
-
-/// A serving thread: takes connections until the listener stops handing
-/// them out, then lets those it serves finish (each winds down when `stop`
-/// turns true) before the thread ends.
-async fn worker(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
-    router: axum::Router,
-    stop: watch::Receiver<bool>,
-) {
-    let mut conns = tokio::task::JoinSet::new();
-    while let Some(a) = rx.recv().await {
-        // Registered with this thread's reactor from here on.
-        let tcp = match tokio::net::TcpStream::from_std(a.tcp) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "HTTP API connection could not be served");
-                continue;
-            }
-        };
-        let (router, stop) = (router.clone(), stop.clone());
-        conns.spawn(async move {
-            let _permit = a.permit;
-            serve_connection(tcp, a.remote, a.config, router, stop).await;
-        });
-        while conns.try_join_next().is_some() {}
-    }
-    while conns.join_next().await.is_some() {}
-}
-
-/// Serves the HTTP API on `listener` until `stop` turns true.
+/// Serves the HTTP API on `listener` until `stop` turns true, then returns
+/// once the connections it served have finished (or were cut off after a
+/// short grace period).
 pub async fn serve(
     listener: TcpListener,
     server: Arc<Server>,
@@ -1002,7 +923,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let router = router(server);
-    let mut threads = match start_threads(&router, &stop) {
+    let mut threads = match threads::Threads::start(&router, &stop).await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the HTTP API's threads; it does not serve");
@@ -1015,7 +936,7 @@ pub async fn serve(
             a = listener.accept() => a,
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
-                    return;
+                    break;
                 }
                 continue;
             }
@@ -1058,9 +979,11 @@ pub async fn serve(
         };
         if threads.give(conn).is_err() {
             tracing::error!("the HTTP API's threads have stopped; it no longer serves");
-            return;
+            break;
         }
     }
+    drop(listener);
+    threads.finish().await;
 }
 
 async fn serve_connection(
@@ -1071,9 +994,14 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        _ => return,
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(s)) => s,
+            _ => return,
+        },
+        // A handshake still going when the server stops is abandoned.
+        _ = stop.wait_for(|s| *s) => return,
     };
     let info = TlsConnInfo::new(Some(remote), None);
     let service =
@@ -1105,41 +1033,5 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
-
-    use super::*;
-
-    #[test]
-    fn connections_are_dealt_in_turn_and_skip_a_thread_that_stopped() {
-        let (tx0, mut rx0) = tokio::sync::mpsc::unbounded_channel();
-        let (tx1, mut rx1) = tokio::sync::mpsc::unbounded_channel();
-        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
-        let mut dealer = Dealer {
-            queues: vec![tx0, tx1, tx2],
-            next: 0,
-        };
-        for n in 0..6 {
-            dealer.give(n).unwrap();
-        }
-        let drain = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<u32>| {
-            std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
-        };
-        assert_eq!(drain(&mut rx0), [0, 3]);
-        assert_eq!(drain(&mut rx1), [1, 4]);
-        assert_eq!(drain(&mut rx2), [2, 5]);
-        drop(rx1);
-        for n in 6..10 {
-            dealer.give(n).unwrap();
-        }
-        assert_eq!(drain(&mut rx0), [6, 8]);
-        assert_eq!(drain(&mut rx2), [7, 9]);
-        drop(rx0);
-        drop(rx2);
-        assert_eq!(dealer.give(10), Err(10));
     }
 }

@@ -855,3 +855,84 @@ async fn a_quarantined_workload_cannot_speak_with_another_identitys_token() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert_eq!(e.message(), format!("{W} is quarantined: compromised pod"));
 }
+
+/// Reads from `stream` until the peer closes it (or fails), for at most
+/// `within`; whether it closed.
+async fn closed_within(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: std::time::Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_closes_http_connections_and_releases_the_server_at_once() {
+    let issuer = Issuer::new();
+    let h = harness(&issuer).await;
+    let addr = h.server.http_addr.unwrap();
+    // A keep-alive connection that has been answered and sits idle, and a
+    // connection that never starts its TLS handshake.
+    let mut idle = tls_connect(addr, std::path::Path::new(&ca_file(&h))).await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        idle.write_all(b"GET /v1/sys/health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(
+            buf.get(..n).unwrap().starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(buf.get(..n).unwrap())
+        );
+    }
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Both are served (the silent one waits in its handshake) before the stop.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let server = std::sync::Arc::downgrade(&h.server.server);
+    let start = std::time::Instant::now();
+    let Harness {
+        tmp: _tmp,
+        server: running,
+    } = h;
+    let stopping = tokio::spawn(running.stop());
+    // At once: not after the 10 s a handshake or an idle connection is
+    // otherwise given, nor after the 2 s grace for requests in flight.
+    let at_once = std::time::Duration::from_secs(1);
+    assert!(
+        closed_within(&mut idle, at_once).await,
+        "the idle connection stayed open"
+    );
+    assert!(
+        closed_within(&mut silent, at_once).await,
+        "the handshaking connection stayed open"
+    );
+    stopping.await.unwrap();
+    let soon = std::time::Duration::from_secs(3);
+    // Nothing the HTTP API ran still holds the server (its store, audit log
+    // and token writer), so another server could open the same data.
+    while server.strong_count() > 0 && start.elapsed() < soon {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        server.strong_count(),
+        0,
+        "the server is still held after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is still open"
+    );
+}
