@@ -14,7 +14,8 @@
 //! The trade-off: a thread busy with one request (a large write, a long
 //! list) delays the other connections it serves, and no other thread can
 //! take them over. Each new connection goes to the thread serving the
-//! fewest, so a busy thread gets no more.
+//! fewest connections, so the threads stay evenly loaded as connections
+//! come and go.
 
 use super::{Accepted, serve_connection};
 use std::sync::Arc;
