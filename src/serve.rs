@@ -143,6 +143,7 @@ pub async fn run(
             server.clone(),
             tls,
             stop_rx.clone(),
+            DRAIN_GRACE,
         )))
     } else {
         None
@@ -183,8 +184,9 @@ pub async fn run(
         }
         () = deadline => tracing::warn!("requests still open after the drain period were cut off"),
     }
-    // The HTTP API drains alongside (its connections are cut off after the
-    // same grace), and is done before the last token records are flushed.
+    // The HTTP API drains alongside (its connections are cut off after
+    // DRAIN_GRACE too), and is done before the last token records are
+    // flushed.
     if let Some(http) = http
         && http.await.is_err()
     {

@@ -914,16 +914,17 @@ struct Accepted {
 }
 
 /// Serves the HTTP API on `listener` until `stop` turns true, then returns
-/// once the connections it served have finished (or were cut off after a
-/// short grace period).
+/// once the connections it served have finished, or were cut off after
+/// `grace`.
 pub async fn serve(
     listener: TcpListener,
     server: Arc<Server>,
     tls: HttpTls,
     mut stop: watch::Receiver<bool>,
+    grace: Duration,
 ) {
     let router = router(server);
-    let mut threads = match threads::Threads::start(&router, &stop).await {
+    let mut threads = match threads::Threads::start(&router, &stop, grace).await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the HTTP API's threads; it does not serve");

@@ -23,10 +23,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// How long a thread's connections may take to finish once the listener
-/// stops; then they are cut off.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
 /// Most threads each serving thread's runtime starts for blocking work (a
 /// write's sync, a scan).
 const MAX_BLOCKING: usize = 64;
@@ -39,10 +35,12 @@ pub(super) struct Threads {
 
 impl Threads {
     /// Starts one thread per core (at least one), each serving the
-    /// connections it is given with `router` until `stop` turns true.
+    /// connections it is given with `router` until `stop` turns true, and
+    /// then giving them `grace` to finish.
     pub(super) async fn start(
         router: &axum::Router,
         stop: &watch::Receiver<bool>,
+        grace: Duration,
     ) -> Result<Self, std::io::Error> {
         let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let mut lanes = Vec::with_capacity(n);
@@ -64,7 +62,7 @@ impl Threads {
                     match runtime {
                         Ok(runtime) => {
                             let _ = built.send(Ok(()));
-                            runtime.block_on(serve_thread(rx, router, stop, load));
+                            runtime.block_on(serve_thread(rx, router, stop, load, grace));
                         }
                         Err(e) => {
                             let _ = built.send(Err(e));
@@ -92,8 +90,8 @@ impl Threads {
     }
 
     /// Stops handing out connections and waits until every thread has
-    /// ended: their connections finished, or were cut off after
-    /// [`DRAIN_GRACE`].
+    /// ended: their connections finished, or were cut off after the grace
+    /// period.
     pub(super) async fn finish(self) {
         drop(self.dealer);
         for handle in self.handles {
@@ -159,12 +157,13 @@ impl Drop for Load {
 
 /// A serving thread: serves the connections it is given until the
 /// listener stops giving them, then lets those it serves finish (each
-/// winds down when `stop` turns true) for at most [`DRAIN_GRACE`].
+/// winds down when `stop` turns true) for at most `grace`.
 async fn serve_thread(
     mut rx: mpsc::UnboundedReceiver<Accepted>,
     router: axum::Router,
     stop: watch::Receiver<bool>,
     live: Arc<AtomicUsize>,
+    grace: Duration,
 ) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -201,7 +200,7 @@ async fn serve_thread(
             ended(done);
         }
     };
-    if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
+    if tokio::time::timeout(grace, drain).await.is_err() {
         tracing::warn!("HTTP API connections still open after the drain period were cut off");
         conns.shutdown().await;
     }
