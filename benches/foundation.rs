@@ -179,6 +179,7 @@ fn event(n: u64) -> Event {
         decision: Verdict::Allow,
         reasons: vec!["operators manage registration entries".to_string()],
         source: "unix:uid=1000".to_string(),
+        token: None,
     }
 }
 

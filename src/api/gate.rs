@@ -6,7 +6,7 @@
 //! fails, the request fails (fail closed).
 
 use super::ApiError;
-use crate::audit::{Event, Verdict};
+use crate::audit::{Event, IssuedToken, Verdict};
 use crate::clock;
 use crate::id::SpiffeId;
 use crate::net::Bearer;
@@ -163,6 +163,7 @@ impl Gate {
             decision: (decision.allow && !sealed).into(),
             reasons: decision.reasons.clone(),
             source,
+            token: None,
         };
         if decision.allow && !sealed {
             return Ok(Decided {
@@ -278,6 +279,21 @@ impl Gate {
         resource: &Resource,
         outcome: Result<String, String>,
     ) -> Result<(), ApiError> {
+        self.record_issue(ext, action, resource, outcome, None)
+            .await
+    }
+
+    /// Like [`Gate::record_outcome`], for an operation that issued a token:
+    /// the record carries the token as the server knows it (`issued`, on
+    /// success), and is the token's durable record (`server::tokens`).
+    pub async fn record_issue(
+        &self,
+        ext: &http::Extensions,
+        action: Action,
+        resource: &Resource,
+        outcome: Result<String, String>,
+        issued: Option<IssuedToken>,
+    ) -> Result<(), ApiError> {
         let (caller, authn, source) = self.authenticate(ext);
         let (decision, reason) = match outcome {
             Ok(done) => (Verdict::Allow, done),
@@ -289,6 +305,7 @@ impl Gate {
             authn: authn.as_str().to_owned(),
             action: action.as_str().to_owned(),
             resource: resource.audit_name(),
+            token: issued.filter(|_| decision == Verdict::Allow).map(Box::new),
             decision,
             reasons: vec![reason],
             source,
@@ -440,8 +457,19 @@ impl Decided {
     /// operation made before then (nobody holds the token), so it still
     /// never takes effect without its record; it saves the decision its own
     /// fsync.
-    pub async fn settle(self, outcome: Result<String, String>) -> Result<(), ApiError> {
-        let (gate, event) = self.with_outcome(outcome);
+    ///
+    /// When the operation issued a token, `issued` is put in the record
+    /// (on success only): the durable record of the issue is also the
+    /// token's record, which the server reads back at unseal.
+    pub async fn settle(
+        self,
+        outcome: Result<String, String>,
+        issued: Option<IssuedToken>,
+    ) -> Result<(), ApiError> {
+        let (gate, mut event) = self.with_outcome(outcome);
+        if event.decision == Verdict::Allow {
+            event.token = issued.map(Box::new);
+        }
         gate.server.audit().append(event).await?;
         Ok(())
     }

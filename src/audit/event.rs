@@ -29,6 +29,48 @@ pub struct Event {
     pub reasons: Vec<String>,
     /// Where the request came from, e.g. `unix:uid=0` or `tcp:127.0.0.1:5555`.
     pub source: String,
+    /// On the record of a token's issue: the token as the server knows it
+    /// (see [`IssuedToken`]). Absent on every other record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Box<IssuedToken>>,
+}
+
+/// A token sigil issued, as the allowed record of its issue carries it: all
+/// the server needs to know the token again after a restart, so the durable
+/// audit record is also the token's durable record (`server::tokens`).
+///
+/// Never the token itself: only its SHA-256, from which the token cannot be
+/// recovered, and the claims it was signed with. The field names are those
+/// of the server's token record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuedToken {
+    /// The `jti` claim.
+    pub jti: String,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+    /// The `sub` claim.
+    pub spiffe_id: String,
+    /// How it was obtained, e.g. `oidc` or `mint`.
+    pub method: String,
+    /// The role it was issued for (empty for a minted token).
+    pub role: String,
+    /// What vouched for the holder, e.g. the OIDC issuer's name or `mtls`.
+    pub source: String,
+    /// Its grants, the `scope` claim.
+    pub grants: Vec<String>,
+    /// `iat`, Unix seconds.
+    pub issued_at: u64,
+    /// `exp`, Unix seconds.
+    pub expires_at: u64,
+    /// The `aud` claim.
+    pub audience: Vec<String>,
+    /// For a token bound to a certificate: `cnf.x5t#S256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf_x5t: Option<String>,
+    /// The JIT requests it relies on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jit_requests: Vec<String>,
 }
 
 /// Allowed, denied or failed; serialized as `"allow"`, `"deny"`, `"failed"`.
@@ -64,6 +106,7 @@ impl Event {
             decision: Verdict::Allow,
             reasons,
             source: "internal".to_owned(),
+            token: None,
         }
     }
 }

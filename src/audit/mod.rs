@@ -45,10 +45,10 @@ mod event;
 mod verify;
 
 pub use chain::{Auth, ChainHead, ChainKey, LinkError, Mode, link};
-pub use event::{Event, SERVER_SUBJECT, Verdict};
+pub use event::{Event, IssuedToken, SERVER_SUBJECT, Verdict};
 pub use verify::{
     Parsed, Record, SealedRun, VerifyError, VerifyReport, allowed_unauthenticated, parse_line,
-    verify,
+    verify, verify_visiting,
 };
 
 /// The action of the keyed record the server writes at unseal (the re-anchor).

@@ -35,6 +35,7 @@ fn event(i: u64) -> Event {
             "line\nbreak \"quoted\"".to_string(),
         ],
         source: "tcp:127.0.0.1:5555".to_string(),
+        token: None,
     }
 }
 

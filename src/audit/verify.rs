@@ -386,6 +386,19 @@ pub fn verify(
     key: Option<&ChainKey>,
     expected_head: Option<&ChainHead>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_visiting(bytes, key, expected_head, &mut |_| {})
+}
+
+/// [`verify`], showing `visit` every record whose tag was checked (keyed
+/// records only when `key` is given), in file order, as it goes. A record
+/// shown may still be followed by one that fails: act on what was shown
+/// only once the whole verification has succeeded.
+pub fn verify_visiting(
+    bytes: &[u8],
+    key: Option<&ChainKey>,
+    expected_head: Option<&ChainHead>,
+    visit: &mut dyn FnMut(&Parsed),
+) -> Result<VerifyReport, VerifyError> {
     let mut walk = Walk::default();
     let mut at_expected: Option<[u8; 32]> = None;
     let mut rest = bytes;
@@ -398,6 +411,9 @@ pub fn verify(
         rest = tail.get(1..).unwrap_or_default();
         let parsed = parse_line(line, record, key)?;
         walk.step(record, &parsed)?;
+        if parsed.checked {
+            visit(&parsed);
+        }
         if expected_head.is_some_and(|h| h.seq == record) {
             at_expected = Some(parsed.tag);
         }

@@ -143,5 +143,6 @@ fn update_event(server: &Server, rel: &Relationship, bundle: &Bundle) -> Event {
             ),
         ],
         source: "internal".to_owned(),
+        token: None,
     }
 }

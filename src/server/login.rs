@@ -293,7 +293,6 @@ impl Server {
         let record = self
             .tokens()
             .record(&signed.token, record, now)
-            .await
             .map_err(|e| issue(&e))?;
         Ok(Issued {
             token: signed.token,

@@ -183,7 +183,6 @@ impl Server {
         let record = self
             .tokens()
             .record(&signed.token, record, now)
-            .await
             .map_err(|e| issue(&e))?;
         Ok(Minted {
             token: signed.token,

@@ -1,5 +1,5 @@
 //! Issued sigil tokens (SPEC §3.3 `sigil login`, `sigil token`): each one
-//! recorded by its `jti` with what it may do, so it can be looked up and
+//! known by its `jti` with what it may do, so it can be looked up and
 //! revoked before it expires.
 //!
 //! The token itself is never stored. A record keeps the SHA-256 of the
@@ -9,16 +9,31 @@
 //! would forge it), costs a hash and a map lookup instead of a signature
 //! check, and makes revocation take effect on the next request.
 //!
-//! Records live in the sealed store (table `tokens`) and in memory; expired
-//! ones are dropped at unseal and as new tokens are issued. One thread
-//! writes the table (see [`Tokens`]).
+//! # Where records live
+//!
+//! A token's record is written once, in the durable audit record of its
+//! issue ([`crate::audit::IssuedToken`]): the mint or login is answered only
+//! after that record is on disk, so every token handed out is known again
+//! after a crash, however soon it comes. At unseal the server reads them
+//! back from the audit log, which unseal verifies whole under the chain key
+//! first: only authenticated records of allowed issues count, and they
+//! cannot be forged or altered without the keys. Issuing therefore writes
+//! nothing to the store.
+//!
+//! A revocation is a durable write of the revoked record to the sealed
+//! store (table `tokens`), which overrides the issue's record at unseal;
+//! the table also holds the records of tokens issued before issue records
+//! carried them. Expired records are dropped from memory as new tokens are
+//! issued, and from the table then and at unseal. One thread writes the
+//! table (see [`Tokens`]).
 
+use crate::audit::IssuedToken;
 use crate::id::SpiffeId;
 use crate::secret::Secret;
 use crate::store::{SealError, SealedStore, SealedWrite, Table};
 use crate::sync::{read, write};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 /// SHA-256 of a token.
@@ -89,6 +104,43 @@ pub fn first_claims(
 }
 
 impl TokenRecord {
+    /// The record of a token as its issue's audit record carries it.
+    pub fn issued(&self) -> IssuedToken {
+        IssuedToken {
+            jti: self.jti.clone(),
+            sha256: self.sha256.clone(),
+            spiffe_id: self.spiffe_id.clone(),
+            method: self.method.clone(),
+            role: self.role.clone(),
+            source: self.source.clone(),
+            grants: self.grants.clone(),
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            audience: self.audience.clone(),
+            cnf_x5t: self.cnf_x5t.clone(),
+            jit_requests: self.jit_requests.clone(),
+        }
+    }
+
+    /// The record of a token read back from its issue's audit record.
+    pub fn from_issued(t: IssuedToken) -> TokenRecord {
+        TokenRecord {
+            jti: t.jti,
+            sha256: t.sha256,
+            spiffe_id: t.spiffe_id,
+            method: t.method,
+            role: t.role,
+            source: t.source,
+            grants: t.grants,
+            issued_at: t.issued_at,
+            expires_at: t.expires_at,
+            revoked_at: None,
+            audience: t.audience,
+            cnf_x5t: t.cnf_x5t,
+            jit_requests: t.jit_requests,
+        }
+    }
+
     /// Whether the token is usable at `now`.
     pub fn live(&self, now: u64) -> bool {
         self.revoked_at.is_none() && now < self.expires_at
@@ -139,6 +191,10 @@ struct Index {
     /// `(expires_at, jti)` of every record, so a sweep visits only what
     /// expired rather than every record held.
     by_expiry: BTreeSet<(u64, String)>,
+    /// The records that have a row in the `tokens` table (revoked, or
+    /// issued before issue records carried them): only these are deleted
+    /// from the store when they expire.
+    stored: HashSet<String>,
 }
 
 impl Index {
@@ -154,6 +210,8 @@ impl Index {
         self.by_expiry.first().is_some_and(|(at, _)| *at <= now)
     }
 
+    /// Drops the records expired at `now`; returns those of them that have a
+    /// row in the store.
     fn remove_expired(&mut self, now: u64) -> Vec<String> {
         let mut gone = Vec::new();
         while let Some((at, _)) = self.by_expiry.first() {
@@ -166,7 +224,9 @@ impl Index {
             if let Some(d) = self.by_jti.remove(&jti) {
                 self.by_digest.remove(&d);
             }
-            gone.push(jti);
+            if self.stored.remove(&jti) {
+                gone.push(jti);
+            }
         }
         gone
     }
@@ -174,18 +234,12 @@ impl Index {
 
 /// Tokens issued and not yet expired. Cheap to clone.
 ///
-/// Every write of the token table goes through one writer thread, in the
-/// order it was made, so a revocation can never be overtaken by the
-/// issuing write it revokes. Issuing does not wait for its record to reach
-/// the disk: the token is handed out once the mint's audit record is
-/// durable (which names the `jti`, holder, scope and expiry), and the
-/// record follows in the writer's next batch, moments later, applied
-/// without a sync of its own: the store's next durable write carries it to
-/// the disk (the audit chain head is saved after every audited change, and
-/// the server flushes the writer when it seals or stops). If the server
-/// dies in between, the token is unknown after the restart and is refused
-/// everywhere: the loss fails closed. A revocation waits until it, and
-/// every record before it, is on disk.
+/// Issuing records a token in memory only: its durable record is the audit
+/// record of the issue (see the module notes). Every write of the `tokens`
+/// table (revocations, and deletions of expired rows) goes through one
+/// writer thread, in the order it was made, so a deletion can never
+/// overtake the revocation it follows. A revocation waits until it, and
+/// every write before it, is on disk.
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<SealedStore>,
@@ -210,9 +264,9 @@ type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// A write of the token table, in the order the writer applies them.
 enum Write {
-    /// Store this version of a record; answer the waiter, if any, with the
+    /// Store this version of a record durably; answer the waiter with the
     /// outcome of the batch that holds it.
-    Put(Arc<TokenRecord>, Option<Done>),
+    Put(Arc<TokenRecord>, Done),
     /// Remove the record with this `jti`.
     Delete(String),
     /// Answer once every write before it is durable, or with the last
@@ -255,15 +309,13 @@ fn write_loop(store: Arc<SealedStore>, rx: std::sync::mpsc::Receiver<Write>) {
                 Write::Put(r, done) => match serde_json::to_vec(&*r) {
                     Ok(json) => {
                         encoded.push((r.jti.clone(), Some(json)));
-                        waiters.extend(done);
+                        waiters.push(done);
                     }
                     Err(e) => {
                         tracing::error!(jti = %r.jti, error = %e, "token record does not encode");
                         let message = format!("token record {} does not encode", r.jti);
                         // Its own waiter hears of it now, whatever the batch does.
-                        if let Some(done) = done {
-                            let _ = done.send(Err(message.clone()));
-                        }
+                        let _ = done.send(Err(message.clone()));
                         failed = Some(message);
                     }
                 },
@@ -285,10 +337,10 @@ fn write_loop(store: Arc<SealedStore>, rx: std::sync::mpsc::Receiver<Write>) {
                 },
             })
             .collect();
-        // A record nobody waits for is not synced on its own (see [`Tokens`]):
-        // the next durable write of the store carries it to the disk. A
-        // revocation or a flush waits for the disk, and for every batch
-        // before it.
+        // A deletion nobody waits for is not synced on its own: the next
+        // durable write of the store carries it to the disk (an expired row
+        // that comes back after a crash is deleted again). A revocation or a
+        // flush waits for the disk, and for every batch before it.
         let durable = !waiters.is_empty() || !flushes.is_empty();
         let result = match (ops.is_empty(), durable) {
             (true, false) => Ok(()),
@@ -349,9 +401,36 @@ impl Tokens {
         answered(wait).await
     }
 
-    /// Reads every record (at unseal), deleting expired ones. Blocks.
-    pub fn load(&self, now: u64) -> Result<usize, TokenError> {
+    /// Loads the records at unseal: `issued`, the tokens the verified audit
+    /// log says were issued (in log order), overridden by the rows of the
+    /// `tokens` table (revocations, and tokens issued before issue records
+    /// carried them). Skips what expired by `now`, and deletes expired rows.
+    /// Blocks.
+    pub fn load(
+        &self,
+        now: u64,
+        issued: impl IntoIterator<Item = IssuedToken>,
+    ) -> Result<usize, TokenError> {
         let mut index = Index::default();
+        let put = |index: &mut Index, record: TokenRecord| {
+            let d = decode_digest(&record.sha256).ok_or_else(|| TokenError::Corrupt {
+                jti: record.jti.clone(),
+                message: "sha256 is not 32 bytes of hex".into(),
+            })?;
+            // A row replaces the issue's record of the same token.
+            if let Some(old) = index.by_jti.get(&record.jti).copied()
+                && let Some(old) = index.by_digest.remove(&old)
+            {
+                index.by_expiry.remove(&(old.expires_at, old.jti.clone()));
+            }
+            index.insert(d, Arc::new(record));
+            Ok::<(), TokenError>(())
+        };
+        for t in issued {
+            if t.expires_at > now {
+                put(&mut index, TokenRecord::from_issued(t))?;
+            }
+        }
         for (key, value) in self.store.scan_prefix(Table::TOKENS, b"")? {
             let jti = String::from_utf8_lossy(&key).into_owned();
             let record: TokenRecord =
@@ -363,11 +442,8 @@ impl Tokens {
                 self.store.delete(Table::TOKENS, &key)?;
                 continue;
             }
-            let d = decode_digest(&record.sha256).ok_or_else(|| TokenError::Corrupt {
-                jti: jti.clone(),
-                message: "sha256 is not 32 bytes of hex".into(),
-            })?;
-            index.insert(d, Arc::new(record));
+            index.stored.insert(record.jti.clone());
+            put(&mut index, record)?;
         }
         let n = index.by_digest.len();
         *write(&self.index) = index;
@@ -380,10 +456,11 @@ impl Tokens {
         *write(&self.index) = Index::default();
     }
 
-    /// Records a token just signed: in memory at once (it authenticates
-    /// from the moment this returns) and queued for the store (see
-    /// [`Tokens`] for why issuing does not wait for the disk).
-    pub async fn record(
+    /// Records a token just signed, in memory: it authenticates from the
+    /// moment this returns. Its durable record is the audit record of its
+    /// issue, which the caller writes before handing the token out (see the
+    /// module notes): put [`TokenRecord::issued`] of the returned record in it.
+    pub fn record(
         &self,
         token: &Secret,
         mut record: TokenRecord,
@@ -404,7 +481,6 @@ impl Tokens {
         for jti in gone {
             self.queue(Write::Delete(jti))?;
         }
-        self.queue(Write::Put(record.clone(), None))?;
         drop(index);
         Ok(record)
     }
@@ -467,7 +543,8 @@ impl Tokens {
             };
             // Queued after every earlier write of this record.
             let (done, wait) = tokio::sync::oneshot::channel();
-            self.queue(Write::Put(revoked.clone(), Some(done)))?;
+            self.queue(Write::Put(revoked.clone(), done))?;
+            index.stored.insert(revoked.jti.clone());
             (revoked, wait)
         };
         answered(wait).await?;
@@ -498,37 +575,43 @@ mod tests {
         })
     }
 
-    /// The writer applies writes in the order they were made: a revocation
-    /// queued right behind the issuing write it revokes is what the store
-    /// keeps, and a flush returns once both are on disk.
+    /// At unseal the records come from the issues' audit records, and a
+    /// revocation's row overrides its token's: the revoked token stays
+    /// refused, the other authenticates, and an expired one is left out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_store_keeps_writes_in_the_order_they_were_made() {
+    async fn a_reload_takes_the_issues_records_and_the_revocations_over_them() {
         let (_dir, _raw, store) = crate::server::testing::unsealed_store();
         let tokens = Tokens::new(store.clone());
         let (a, b) = (
             Secret::from_slice(b"token a"),
             Secret::from_slice(b"token b"),
         );
-        tokens
+        let ra = tokens
             .record(&a, (*record("ja", 1_000)).clone(), 10)
-            .await
             .unwrap();
-        tokens
+        let rb = tokens
             .record(&b, (*record("jb", 1_000)).clone(), 10)
-            .await
             .unwrap();
-        // Issued tokens authenticate at once, before their records are on disk.
+        // Issued tokens authenticate at once.
         assert!(tokens.authenticate(b"token a", 20).is_some());
         let revoked = tokens.revoke("ja", 30).await.unwrap();
         assert_eq!(revoked.revoked_at, Some(30));
         assert!(tokens.authenticate(b"token a", 40).is_none());
         tokens.flush().await.unwrap();
+        // Nothing but the revocation was written to the store.
+        let rows = store.scan_prefix(Table::TOKENS, b"").unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, b"ja");
 
+        let mut expired = (*record("jc", 35)).clone();
+        expired.sha256 = hex::encode([7u8; 32]);
+        let issued = [ra.issued(), rb.issued(), expired.issued()];
         let reloaded = Tokens::new(store);
-        assert_eq!(reloaded.load(40).unwrap(), 2);
+        assert_eq!(reloaded.load(40, issued).unwrap(), 2);
         assert_eq!(reloaded.get("ja").unwrap().revoked_at, Some(30));
         assert!(reloaded.authenticate(b"token a", 40).is_none());
         assert_eq!(reloaded.authenticate(b"token b", 40).unwrap().jti, "jb");
+        assert!(reloaded.get("jc").is_none());
     }
 
     /// A failed write is reported to the flush after it, whichever batch
@@ -539,16 +622,10 @@ mod tests {
         let (_dir, _raw, store) = crate::server::testing::unsealed_store();
         let tokens = Tokens::new(store.clone());
         let a = Secret::from_slice(b"token a");
-        store.seal();
-        tokens
+        let ra = tokens
             .record(&a, (*record("ja", 1_000)).clone(), 10)
-            .await
             .unwrap();
-        let e = tokens.flush().await.unwrap_err();
-        assert!(
-            matches!(e, TokenError::Write(ref m) if m == "store is sealed"),
-            "{e}"
-        );
+        store.seal();
         let e = tokens.revoke("ja", 20).await.unwrap_err();
         assert!(
             matches!(e, TokenError::Write(ref m) if m == "store is sealed"),
@@ -560,12 +637,12 @@ mod tests {
         store
             .unseal(&Secret::from_slice(b"server test passphrase"))
             .unwrap();
-        // The revocation's write failed after the last flush: still not on disk.
+        // The revocation's write failed after the last flush: not on disk.
         assert!(matches!(tokens.flush().await, Err(TokenError::Write(_))));
         tokens.flush().await.unwrap();
         assert_eq!(tokens.revoke("ja", 40).await.unwrap().revoked_at, Some(20));
         let reloaded = Tokens::new(store);
-        assert_eq!(reloaded.load(50).unwrap(), 1);
+        assert_eq!(reloaded.load(50, [ra.issued()]).unwrap(), 1);
         assert_eq!(reloaded.get("ja").unwrap().revoked_at, Some(20));
     }
 
@@ -577,8 +654,10 @@ mod tests {
         }
         assert!(!index.any_expired(9));
         assert!(index.remove_expired(9).is_empty());
+        // Only j2 has a row in the store to delete.
+        index.stored.insert("j2".into());
         assert!(index.any_expired(20));
-        assert_eq!(index.remove_expired(20), vec!["j2", "j3"]);
+        assert_eq!(index.remove_expired(20), vec!["j2"]);
         assert!(!index.any_expired(29));
         let left: BTreeSet<&str> = index.by_jti.keys().map(String::as_str).collect();
         assert_eq!(left, BTreeSet::from(["j1", "j4"]));

@@ -36,7 +36,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{ChainHead, ChainKey, Event, LinkError, VerifyError, VerifyReport, verify};
+use crate::audit::{
+    ChainHead, ChainKey, Event, LinkError, Parsed, VerifyError, VerifyReport, verify,
+    verify_visiting,
+};
 use writer::{Chain, Msg, Writer};
 
 mod tail;
@@ -293,12 +296,24 @@ impl AuditLog {
         key: Option<&ChainKey>,
         head: Option<&ChainHead>,
     ) -> Result<VerifyReport, AuditError> {
+        self.verify_visiting(key, head, &mut |_| {})
+    }
+
+    /// [`AuditLog::verify`], showing `visit` each record whose tag was
+    /// checked (see [`crate::audit::verify_visiting`]).
+    pub fn verify_visiting(
+        &self,
+        key: Option<&ChainKey>,
+        head: Option<&ChainHead>,
+        visit: &mut dyn FnMut(&Parsed),
+    ) -> Result<VerifyReport, AuditError> {
         let bytes = std::fs::read(&self.path).map_err(io("read"))?;
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        Ok(verify(
+        Ok(verify_visiting(
             bytes.get(..complete).unwrap_or_default(),
             key,
             head,
+            visit,
         )?)
     }
 

@@ -119,7 +119,9 @@ pub(crate) async fn gated_login(
         )),
         Err(e) => Err(e.to_string()),
     };
-    gate.record_outcome(ext, Action::AuthLogin, &resource, said)
+    // The record of the login is the token's durable record.
+    let issued = outcome.as_ref().ok().map(|i| i.record.issued());
+    gate.record_issue(ext, Action::AuthLogin, &resource, said, issued)
         .await?;
     outcome.map_err(refused)
 }
@@ -216,7 +218,9 @@ impl Auth for AuthService {
             )),
             Err(e) => Err(e.to_string()),
         };
-        decided.settle(said).await?;
+        // The record of the mint is the token's durable record.
+        let issued = outcome.as_ref().ok().map(|t| t.record.issued());
+        decided.settle(said, issued).await?;
         let minted = outcome.map_err(mint_refused)?;
         Ok(Response::new(pb::LoginResponse {
             token: String::from_utf8_lossy(minted.token.expose()).into_owned(),

@@ -25,7 +25,10 @@
 
 use super::keys::AUTHORITY_KEY;
 use super::{LifecycleError, Server};
-use crate::audit::{ANCHOR_ACTION, CHECKPOINT_ACTION, ChainKey, Event, VerifyError, VerifyReport};
+use crate::audit::{
+    ANCHOR_ACTION, Auth, CHECKPOINT_ACTION, ChainKey, Event, IssuedToken, Verdict, VerifyError,
+    VerifyReport,
+};
 use crate::authority::Authority;
 use crate::clock;
 use crate::secret::Secret;
@@ -91,7 +94,8 @@ impl Server {
             this.store
                 .init(&passphrase, &this.config.trust_domain, this.now())?;
             let key = this.store.chain_key()?;
-            this.prepare(key, None)
+            // A new store: its log holds no keyed record, so no token.
+            this.prepare(key, None, Vec::new())
         })
         .await;
         self.finish_unseal(checked).await?;
@@ -152,13 +156,28 @@ impl Server {
         let mut opened = self.store.open_keys(passphrase)?;
         let head = decode_head(opened.get(Table::STATE, HEAD_KEY)?)?;
         let key = opened.chain_key()?;
+        // The tokens issued and not yet expired, from the records of their
+        // issue: only keyed records, authenticated under the chain key, of
+        // allowed requests (see `server::tokens`). They are used only if
+        // the whole log verifies.
+        let now = crate::clock::unix_seconds(self.now());
+        let mut issued = Vec::new();
         let report = self
             .audit
-            .verify(Some(&key), head.as_ref())
+            .verify_visiting(Some(&key), head.as_ref(), &mut |parsed| {
+                let record = &parsed.record;
+                if record.auth == Auth::Hmac
+                    && record.event.decision == Verdict::Allow
+                    && let Some(t) = &record.event.token
+                    && t.expires_at > now
+                {
+                    issued.push((**t).clone());
+                }
+            })
             .map_err(UnsealRefused::Audit)?;
         let rollback = check_generation(&mut opened, &report, accept_rollback)?;
         opened.publish();
-        self.prepare(key, rollback)
+        self.prepare(key, rollback, issued)
     }
 
     /// With the keys published: the stored authority and the entry and agent
@@ -167,6 +186,7 @@ impl Server {
         &self,
         key: ChainKey,
         rollback: Option<Rollback>,
+        issued: Vec<IssuedToken>,
     ) -> Result<Checked, LifecycleError> {
         let authority = self.load_authority()?;
         let count = self.entries.load()?;
@@ -175,7 +195,7 @@ impl Server {
         let rotating = self.secrets.load()?;
         let tokens = self
             .tokens
-            .load(crate::clock::unix_seconds(self.now()))
+            .load(crate::clock::unix_seconds(self.now()), issued)
             .map_err(|e| LifecycleError::Tokens(e.to_string()))?;
         tracing::info!(tokens, "issued tokens loaded");
         let requests = self

@@ -49,6 +49,7 @@ fn event(i: u64) -> Event {
         decision: Verdict::Allow,
         reasons: vec![],
         source: "unix:uid=0".to_string(),
+        token: None,
     }
 }
 

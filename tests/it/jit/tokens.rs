@@ -225,6 +225,93 @@ async fn a_token_carries_only_held_scopes_and_ends_with_the_grant_it_needs() {
     assert!(!introspect(&mut bob, &payments).await.active);
 }
 
+/// A minted token's durable record is the audit record of its mint, which
+/// carries the token's SHA-256 and claims but never the token. At unseal
+/// the server reads the tokens back from those records: a seal drops every
+/// token from memory, yet after the unseal the token introspects active
+/// and still speaks only over its holder's certificate, and a revoked one
+/// stays revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_tokens_come_back_from_their_mint_records_at_unseal() {
+    let (h, mut op) = workflow_with(grants(), Arc::new(ManualClock::at_wall_time())).await;
+    op.secrets
+        .put(crate::secrets::put("app/alice/key", &[("k", "v")], None))
+        .await
+        .unwrap();
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+    let mut minted = Vec::new();
+    for _ in 0..2 {
+        minted.push(
+            alice
+                .auth
+                .mint(mint(&["read:app/alice/*"], "sigil", 0))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let (kept, revoked) = (&minted[0], &minted[1]);
+    let kept_info = kept.info.clone().unwrap();
+    let records = crate::audit::tail(&mut op, 4).await;
+    let mint_record = records
+        .iter()
+        .find(|r| {
+            r["event"]["action"] == "token.mint" && r["event"]["token"]["jti"] == kept_info.jti
+        })
+        .unwrap();
+    let token = &mint_record["event"]["token"];
+    let digest = ring::digest::digest(&ring::digest::SHA256, kept.token.as_bytes());
+    assert_eq!(token["sha256"], hex::encode(digest.as_ref()));
+    assert_eq!(token["spiffe_id"], ALICE);
+    assert_eq!(token["grants"], serde_json::json!(["read:app/alice/*"]));
+    assert_eq!(token["cnf_x5t"], kept_info.cnf_x5t_s256);
+    assert_eq!(token["expires_at"], kept_info.expires_at);
+    assert!(
+        !mint_record.to_string().contains(&kept.token),
+        "the token itself is never in the log"
+    );
+    let revoked_jti = revoked.info.as_ref().unwrap().jti.clone();
+    bob.auth
+        .revoke(pb::RevokeTokensRequest {
+            jti: revoked_jti,
+            grant: String::new(),
+            subject: String::new(),
+        })
+        .await
+        .unwrap();
+
+    op.operator.seal(pb::SealRequest {}).await.unwrap();
+    assert!(
+        h.server
+            .server
+            .tokens()
+            .authenticate(
+                kept.token.as_bytes(),
+                sigil::clock::unix_seconds(std::time::SystemTime::now())
+            )
+            .is_none(),
+        "no token is held while sealed"
+    );
+    unseal(&mut op).await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+    let r = introspect(&mut bob, &kept.token).await;
+    assert!(r.active);
+    assert_eq!(r.jti, kept_info.jti);
+    assert!(!introspect(&mut bob, &revoked.token).await.active);
+    // Still bound to alice's certificate.
+    let mut own = with_token(&h, Some("/app/alice"), &kept.token).await;
+    own.secrets.get(get("app/alice/key", 0)).await.unwrap();
+    let mut other = with_token(&h, Some("/ops/bob"), &kept.token).await;
+    let e = other
+        .secrets
+        .get(get("app/alice/key", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.message(), "anonymous callers may not perform secret.get");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_revoked_by_jti_by_grant_and_by_subject() {
     let (h, mut op) = workflow_with(grants(), Arc::new(ManualClock::at_wall_time())).await;
