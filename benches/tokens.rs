@@ -2,8 +2,10 @@
 //! - token minting beside the raw limit SPEC §6 names for it, one ES256
 //!   signature of a token-sized JWT with ring on the same two runtime
 //!   threads. A mint is `Auth.Mint` whole: the gate and the PDP, the
-//!   caller's grants checked, an ES256 JWT signed, the record queued for
-//!   the store and the mint audited durably before the token is returned.
+//!   caller's grants checked, an ES256 JWT signed, the token recorded in
+//!   memory and the mint audited durably before the token is returned (that
+//!   audit record, carrying the token's digest and claims, is the token's
+//!   only durable record).
 //!   It is measured twice: in process, through the server's own gRPC router
 //!   and codec with the caller's verified certificate attached as the TLS
 //!   acceptor attaches it (the minting itself, SPEC §6's figure), and

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// log and shown by `sigil audit tail`: they name who did what to which
 /// resource and what the PDP said, never a secret value, key, passphrase or
 /// token. Put identifiers (paths, entry IDs, SPIFFE IDs) in `resource`, not
-/// contents. Nothing here holds a [`crate::secret::Secret`].
+/// contents. Nothing here holds a [`crate::secret::Secret`]; the record of
+/// a token's issue names the token by its SHA-256, from which the token
+/// cannot be recovered ([`IssuedToken`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
