@@ -158,8 +158,8 @@ impl Server {
         let key = opened.chain_key()?;
         // The tokens issued and not yet expired, from the records of their
         // issue: only keyed records, authenticated under the chain key, of
-        // allowed requests (see `server::tokens`). They are used only if
-        // the whole log verifies.
+        // allowed requests (see `server::tokens`), with the store generation
+        // each was written at. They are used only if the whole log verifies.
         let now = crate::clock::unix_seconds(self.now());
         let mut issued = Vec::new();
         let report = self
@@ -171,11 +171,22 @@ impl Server {
                     && let Some(t) = &record.event.token
                     && t.expires_at > now
                 {
-                    issued.push((**t).clone());
+                    issued.push((record.generation, (**t).clone()));
                 }
             })
             .map_err(UnsealRefused::Audit)?;
         let rollback = check_generation(&mut opened, &report, accept_rollback)?;
+        // An older copy of the store, accepted by the operator, lacks the
+        // revocations made after it was taken. A token issued at or after
+        // the copy's generation (issuing does not move it) may have been
+        // revoked since, so it stays unknown, and refused, rather than
+        // coming back unrevoked; one issued before it is kept, as the copy
+        // kept it before issue records carried tokens.
+        let issued = issued
+            .into_iter()
+            .filter(|(generation, _)| rollback.as_ref().is_none_or(|r| *generation < r.store))
+            .map(|(_, t)| t)
+            .collect();
         opened.publish();
         self.prepare(key, rollback, issued)
     }

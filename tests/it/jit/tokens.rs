@@ -312,6 +312,75 @@ async fn minted_tokens_come_back_from_their_mint_records_at_unseal() {
     assert_eq!(e.message(), "anonymous callers may not perform secret.get");
 }
 
+/// An operator who restores an older copy of the store (unseal with
+/// `accept_rollback`) loses the revocations made after the copy. A token
+/// issued since the copy therefore does not come back from its mint's
+/// record (it was revoked, and the revocation is gone): it stays unknown and
+/// introspects inactive. A token issued before the copy is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_store_rollback_forgets_tokens_issued_since_the_copy() {
+    let clock = Arc::new(ManualClock::at_wall_time());
+    let (h, op) = workflow_with(grants(), clock.clone()).await;
+    drop(op);
+    let mut alice = h.workload_clients("/app/alice").await;
+    let before = alice
+        .auth
+        .mint(mint(&["read:app/alice/*"], "payments", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    drop(alice);
+    let bob_svid = h.svid_dir("/ops/bob");
+    assert!(bob_svid.join("svid.pem").exists());
+    let crate::secrets::Harness { tmp, server } = h;
+    let config = server.server.config().clone();
+    server.stop().await;
+    let store = config.data_dir.join("store");
+    let copy = tmp.path().join("store-copy");
+    crate::at_rest::copy_dir(&store, &copy);
+
+    let server = TestServer::start_with_clock(config.clone(), clock.clone()).await;
+    unseal(&mut server.clients().await).await;
+    let h = crate::secrets::Harness { tmp, server };
+    let mut alice = h.workload_clients("/app/alice").await;
+    let after = alice
+        .auth
+        .mint(mint(&["read:app/alice/*"], "payments", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bob = h.workload_clients("/ops/bob").await;
+    bob.auth
+        .revoke(pb::RevokeTokensRequest {
+            jti: after.info.as_ref().unwrap().jti.clone(),
+            grant: String::new(),
+            subject: String::new(),
+        })
+        .await
+        .unwrap();
+    drop((alice, bob));
+    let crate::secrets::Harness { tmp, server } = h;
+    server.stop().await;
+    std::fs::remove_dir_all(&store).unwrap();
+    crate::at_rest::copy_dir(&copy, &store);
+
+    let server = TestServer::start_with_clock(config, clock).await;
+    server
+        .clients()
+        .await
+        .operator
+        .unseal(pb::UnsealRequest {
+            passphrase: PASSPHRASE.as_bytes().to_vec(),
+            accept_rollback: true,
+        })
+        .await
+        .unwrap();
+    let h = crate::secrets::Harness { tmp, server };
+    let mut bob = h.workload_clients("/ops/bob").await;
+    assert!(introspect(&mut bob, &before.token).await.active);
+    assert!(!introspect(&mut bob, &after.token).await.active);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_revoked_by_jti_by_grant_and_by_subject() {
     let (h, mut op) = workflow_with(grants(), Arc::new(ManualClock::at_wall_time())).await;
