@@ -4,6 +4,8 @@
 //! spanning tables is a single atomic sled batch. Every write is followed by
 //! sled's `flush()` and an `fdatasync` of sled's data file: once a write
 //! method returns, the write survives a killed process or a power cut.
+//! Values and pages too large for sled's log live in blob files of their
+//! own, which sled does not sync; the flush syncs them too.
 //! Writers waiting at once share one flush and one `fdatasync`
 //! (`group_sync`). A conditional batch is a sled transaction, which sled
 //! isolates from every other read and write on the tree; the flush follows
@@ -30,6 +32,9 @@ pub struct SledStore {
     dir: PathBuf,
     /// The flush and fdatasync that concurrent writers share.
     sync: GroupSync,
+    /// sled's blob files already synced, with the length they had then
+    /// (see [`SledStore::sync_blobs`]).
+    blobs: std::sync::Mutex<std::collections::HashMap<std::ffi::OsString, u64>>,
 }
 
 impl SledStore {
@@ -58,6 +63,7 @@ impl SledStore {
             data,
             dir: dir.to_path_buf(),
             sync: GroupSync::default(),
+            blobs: std::sync::Mutex::default(),
         })
     }
 
@@ -71,12 +77,56 @@ impl SledStore {
         // Concurrent writers share one flush and one fdatasync.
         self.sync.sync(|| {
             self.db.flush().map_err(|e| classify(&self.dir, e))?;
+            self.sync_blobs().map_err(StoreError::Io)?;
             // sled 0.34 flushes its log with sync_file_range, which persists
             // neither the file's metadata nor the drive's write cache; an
             // fdatasync on the data file does both, so the write survives a
             // power cut and not only a killed process.
             self.data.sync_data().map_err(StoreError::Io)
         })
+    }
+
+    /// Syncs the blob files sled wrote since the last call, and the
+    /// directory that names them. sled 0.34 keeps a value or page larger
+    /// than about 128 KiB (a quarter of its 512 KiB segment) in a file of
+    /// its own under `blobs/`, written when the record is, and never syncs
+    /// it; a secret version may be 512 KiB. Without this, such a write
+    /// would be acknowledged while its bytes were still only in the page
+    /// cache. They are synced before the data file, whose log points at
+    /// them. A file is synced again if its length changed since (it was
+    /// still being written when last seen); names sled has since removed
+    /// are forgotten.
+    fn sync_blobs(&self) -> std::io::Result<()> {
+        let dir = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut synced = crate::sync::lock(&self.blobs);
+        let mut now = std::collections::HashMap::with_capacity(synced.len());
+        let mut new = false;
+        for entry in entries {
+            let entry = entry?;
+            let len = entry.metadata()?.len();
+            let name = entry.file_name();
+            if synced.get(&name) != Some(&len) {
+                std::fs::File::open(entry.path())?.sync_data()?;
+                new = true;
+            }
+            now.insert(name, len);
+        }
+        if new {
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
+        *synced = now;
+        Ok(())
+    }
+
+    /// The blob files synced so far, by name, with their lengths.
+    #[cfg(test)]
+    fn synced_blobs(&self) -> std::collections::HashMap<std::ffi::OsString, u64> {
+        crate::sync::lock(&self.blobs).clone()
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -456,6 +506,31 @@ mod tests {
         }
         let n = s.get(Table::STATE, b"n").unwrap().unwrap();
         assert_eq!(u64::from_be_bytes(n.try_into().unwrap()), 100);
+    }
+
+    /// A value too large for sled's log goes to a blob file of its own,
+    /// which sled never syncs: the write's flush syncs it (with its
+    /// length at the time), and it reads back after a reopen.
+    #[test]
+    fn a_value_kept_in_a_blob_file_is_synced_by_the_write() {
+        let (dir, s) = open();
+        let big = vec![7u8; 300 * 1024];
+        s.put(Table::SECRETS, b"big", &big).unwrap();
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), e.metadata().unwrap().len())
+            })
+            .collect();
+        assert!(!blobs.is_empty(), "sled kept the value in a blob file");
+        let synced = s.synced_blobs();
+        for (name, len) in &blobs {
+            assert_eq!(synced.get(name), Some(len), "{name:?} synced");
+        }
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(Table::SECRETS, b"big").unwrap().unwrap(), big);
     }
 
     #[test]
