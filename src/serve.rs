@@ -185,16 +185,17 @@ pub async fn run(
         () = deadline => tracing::warn!("requests still open after the drain period were cut off"),
     }
     // The HTTP API drains alongside (its connections are cut off after
-    // DRAIN_GRACE too), and is done before the last token records are
-    // flushed.
+    // DRAIN_GRACE too), and is done before the token table's last queued
+    // writes are flushed.
     if let Some(http) = http
         && http.await.is_err()
     {
         tracing::error!("the HTTP API's listener task panicked");
     }
-    // Token records still queued reach the store before the process ends.
+    // Token-table writes still queued (deletions of expired rows) reach the
+    // store before the process ends.
     if let Err(e) = server.tokens().flush().await {
-        tracing::error!(error = %e, "token records queued at shutdown were not written");
+        tracing::error!(error = %e, "token rows queued at shutdown were not written");
     }
     Ok(())
 }

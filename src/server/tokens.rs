@@ -24,7 +24,8 @@
 //! store (table `tokens`), which overrides the issue's record at unseal;
 //! the table also holds the records of tokens issued before issue records
 //! carried them. Expired records are dropped from memory as new tokens are
-//! issued, and from the table then and at unseal. One thread writes the
+//! issued; a row is dropped from the table then or at unseal, a week after
+//! its token expired. One thread writes the
 //! table (see [`Tokens`]).
 
 use crate::audit::IssuedToken;
@@ -33,7 +34,7 @@ use crate::secret::Secret;
 use crate::store::{SealError, SealedStore, SealedWrite, Table};
 use crate::sync::{read, write};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 /// SHA-256 of a token.
@@ -191,11 +192,18 @@ struct Index {
     /// `(expires_at, jti)` of every record, so a sweep visits only what
     /// expired rather than every record held.
     by_expiry: BTreeSet<(u64, String)>,
-    /// The records that have a row in the `tokens` table (revoked, or
-    /// issued before issue records carried them): only these are deleted
-    /// from the store when they expire.
-    stored: HashSet<String>,
+    /// `(expires_at, jti)` of the records that have a row in the `tokens`
+    /// table (revoked, or issued before issue records carried them): only
+    /// these are deleted from the store, [`ROW_KEPT`] after they expire.
+    stored: BTreeSet<(u64, String)>,
 }
+
+/// How long a row of the `tokens` table outlives its token's expiry. A
+/// revoked token's issue record stays in the audit log: if the row went at
+/// `exp` and the clock were then set back before it, the token would load
+/// again unrevoked. A week covers any clock correction short of a gross
+/// misconfiguration.
+const ROW_KEPT: u64 = 7 * 24 * 3600;
 
 impl Index {
     fn insert(&mut self, d: Digest, record: Arc<TokenRecord>) {
@@ -210,10 +218,18 @@ impl Index {
         self.by_expiry.first().is_some_and(|(at, _)| *at <= now)
     }
 
-    /// Drops the records expired at `now`; returns those of them that have a
-    /// row in the store.
+    /// Drops the records expired at `now`; returns the rows of the store
+    /// whose token expired [`ROW_KEPT`] ago, which are dropped too.
     fn remove_expired(&mut self, now: u64) -> Vec<String> {
         let mut gone = Vec::new();
+        while let Some((at, _)) = self.stored.first() {
+            if at.saturating_add(ROW_KEPT) > now {
+                break;
+            }
+            if let Some((_, jti)) = self.stored.pop_first() {
+                gone.push(jti);
+            }
+        }
         while let Some((at, _)) = self.by_expiry.first() {
             if *at > now {
                 break;
@@ -223,9 +239,6 @@ impl Index {
             };
             if let Some(d) = self.by_jti.remove(&jti) {
                 self.by_digest.remove(&d);
-            }
-            if self.stored.remove(&jti) {
-                gone.push(jti);
             }
         }
         gone
@@ -438,12 +451,14 @@ impl Tokens {
                     jti: jti.clone(),
                     message: e.to_string(),
                 })?;
-            if record.expires_at <= now {
+            if record.expires_at.saturating_add(ROW_KEPT) <= now {
                 self.store.delete(Table::TOKENS, &key)?;
                 continue;
             }
-            index.stored.insert(record.jti.clone());
-            put(&mut index, record)?;
+            index.stored.insert((record.expires_at, record.jti.clone()));
+            if record.expires_at > now {
+                put(&mut index, record)?;
+            }
         }
         let n = index.by_digest.len();
         *write(&self.index) = index;
@@ -544,7 +559,9 @@ impl Tokens {
             // Queued after every earlier write of this record.
             let (done, wait) = tokio::sync::oneshot::channel();
             self.queue(Write::Put(revoked.clone(), done))?;
-            index.stored.insert(revoked.jti.clone());
+            index
+                .stored
+                .insert((revoked.expires_at, revoked.jti.clone()));
             (revoked, wait)
         };
         answered(wait).await?;
@@ -654,15 +671,18 @@ mod tests {
         }
         assert!(!index.any_expired(9));
         assert!(index.remove_expired(9).is_empty());
-        // Only j2 has a row in the store to delete.
-        index.stored.insert("j2".into());
+        // Only j2 has a row in the store; it goes a week after j2 expired.
+        index.stored.insert((10, "j2".into()));
         assert!(index.any_expired(20));
-        assert_eq!(index.remove_expired(20), vec!["j2"]);
+        assert!(index.remove_expired(20).is_empty());
         assert!(!index.any_expired(29));
         let left: BTreeSet<&str> = index.by_jti.keys().map(String::as_str).collect();
         assert_eq!(left, BTreeSet::from(["j1", "j4"]));
         assert_eq!(index.by_digest.len(), 2);
         assert!(index.by_digest.contains_key(&[1; 32]));
         assert!(index.by_digest.contains_key(&[4; 32]));
+        // j2's row goes a week after j2 expired, not before.
+        assert!(index.remove_expired(10 + ROW_KEPT - 1).is_empty());
+        assert_eq!(index.remove_expired(10 + ROW_KEPT), vec!["j2"]);
     }
 }

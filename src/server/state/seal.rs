@@ -158,8 +158,9 @@ impl Server {
         let key = opened.chain_key()?;
         // The tokens issued and not yet expired, from the records of their
         // issue: only keyed records, authenticated under the chain key, of
-        // allowed requests (see `server::tokens`), with the store generation
-        // each was written at. They are used only if the whole log verifies.
+        // allowed mints and logins (see `server::tokens`), with the store
+        // generation each was written at. They are used only if the whole
+        // log verifies.
         let now = crate::clock::unix_seconds(self.now());
         let mut issued = Vec::new();
         let report = self
@@ -168,6 +169,7 @@ impl Server {
                 let record = &parsed.record;
                 if record.auth == Auth::Hmac
                     && record.event.decision == Verdict::Allow
+                    && ISSUING_ACTIONS.contains(&record.event.action.as_str())
                     && let Some(t) = &record.event.token
                     && t.expires_at > now
                 {
@@ -175,16 +177,23 @@ impl Server {
                 }
             })
             .map_err(UnsealRefused::Audit)?;
-        let rollback = check_generation(&mut opened, &report, accept_rollback)?;
+        let mut untrusted = decode_untrusted(opened.get(Table::STATE, UNTRUSTED_KEY)?)?;
+        let rollback = check_generation(&mut opened, &report, accept_rollback, &mut untrusted)?;
         // An older copy of the store, accepted by the operator, lacks the
-        // revocations made after it was taken. A token issued at or after
-        // the copy's generation (issuing does not move it) may have been
-        // revoked since, so it stays unknown, and refused, rather than
-        // coming back unrevoked; one issued before it is kept, as the copy
-        // kept it before issue records carried tokens.
+        // revocations made after it was taken. A token whose issue record
+        // is from the copy's generation or later (up to the highest the log
+        // had seen) may have been revoked since, so it stays unknown, and
+        // refused, rather than coming back unrevoked; one issued before is
+        // kept, as the copy kept it before issue records carried tokens.
+        // The ranges are stored with the accepted rollback, so every later
+        // unseal leaves the same tokens out.
         let issued = issued
             .into_iter()
-            .filter(|(generation, _)| rollback.as_ref().is_none_or(|r| *generation < r.store))
+            .filter(|(generation, _)| {
+                !untrusted
+                    .iter()
+                    .any(|(from, to)| (*from..=*to).contains(generation))
+            })
             .map(|(_, t)| t)
             .collect();
         opened.publish();
@@ -290,10 +299,11 @@ impl Server {
         if let Err(e) = self.audit.sealing(checkpoint).await {
             tracing::error!(error = %e, "audit checkpoint at seal failed");
         }
-        // Token records still queued reach the store while its keys are
-        // there (a shutdown seals too).
+        // Deletions of expired token rows still queued reach the store
+        // while its keys are there (a shutdown seals too); revocations
+        // were durable before they returned.
         if let Err(e) = self.tokens.flush().await {
-            tracing::error!(error = %e, "token records queued at seal were not written");
+            tracing::error!(error = %e, "token rows queued at seal were not written");
         }
         self.store.seal();
         self.entries.clear();
@@ -348,10 +358,32 @@ impl Server {
 
 /// Refuses a store older than the log, unless the operator accepts it; an
 /// accepted rollback moves the store's generation past the log's.
+/// The actions whose allowed records carry the tokens they issued.
+const ISSUING_ACTIONS: [&str; 2] = ["token.mint", "auth.login"];
+
+/// Key in [`Table::STATE`] of the store generations (inclusive ranges)
+/// whose token issue records are not trusted: those an accepted rollback
+/// left behind (see `open_checked`).
+const UNTRUSTED_KEY: &[u8] = b"untrusted-token-generations";
+
+fn decode_untrusted(stored: Option<Secret>) -> Result<Vec<(u64, u64)>, SealError> {
+    stored
+        .map(|v| {
+            serde_json::from_slice(v.expose()).map_err(|_| SealError::Corrupt {
+                table: Table::STATE,
+                key: String::from_utf8_lossy(UNTRUSTED_KEY).into_owned(),
+                cause: crate::keyring::KeyringError::RecordAuthenticationFailed,
+            })
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
 fn check_generation(
     opened: &mut Unsealing<'_>,
     report: &VerifyReport,
     accept: bool,
+    untrusted: &mut Vec<(u64, u64)>,
 ) -> Result<Option<Rollback>, LifecycleError> {
     let (store, log) = (opened.generation(), report.generation);
     if log <= store {
@@ -360,7 +392,12 @@ fn check_generation(
     if !accept {
         return Err(UnsealRefused::Rollback { store, log }.into());
     }
-    opened.advance_generation(log.saturating_add(1))?;
+    untrusted.push((store, log));
+    let json = serde_json::to_vec(untrusted).map_err(|e| LifecycleError::Tokens(e.to_string()))?;
+    opened.advance_generation(
+        log.saturating_add(1),
+        &[(Table::STATE, UNTRUSTED_KEY, &json)],
+    )?;
     tracing::warn!(
         store,
         log,

@@ -228,7 +228,7 @@ fn advancing_the_generation_survives_a_restart() {
     s.put(Table::ENTRIES, b"a", b"1").unwrap();
     s.seal();
     let mut opened = s.open_keys(&pass()).unwrap();
-    opened.advance_generation(40).unwrap();
+    opened.advance_generation(40, &[]).unwrap();
     assert_eq!(opened.generation(), 40);
     opened.publish();
     assert_eq!(s.generation(), 40);

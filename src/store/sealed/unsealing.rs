@@ -46,15 +46,33 @@ impl Unsealing<'_> {
         chain_key(&self.keys)
     }
 
-    /// Moves the write generation forward to at least `to` (one durable
-    /// write): after an accepted rollback, the store must be ahead of every
-    /// generation the audit log has seen, or the next unseal refuses again.
-    pub fn advance_generation(&mut self, to: u64) -> Result<(), SealError> {
+    /// Moves the write generation forward to at least `to`, and stores
+    /// `puts` (encrypted, as [`SealedStore::batch`] does) in the same
+    /// durable write: after an accepted rollback, the store must be ahead of
+    /// every generation the audit log has seen, or the next unseal refuses
+    /// again, and what the server must remember of the rollback lands with it.
+    pub fn advance_generation(
+        &mut self,
+        to: u64,
+        puts: &[(Table, &[u8], &[u8])],
+    ) -> Result<(), SealError> {
+        let changes = puts
+            .iter()
+            .map(|&(table, key, plaintext)| {
+                check_table(table)?;
+                Ok(integrity::Change {
+                    table,
+                    key,
+                    new: Some(super::seal(&self.keys, table, key, plaintext)?),
+                    expect: None,
+                })
+            })
+            .collect::<Result<Vec<_>, SealError>>()?;
         if let Commit::Applied { generation, .. } = integrity::commit(
             self.store.store.as_ref(),
             &self.store.writers,
             &self.keys,
-            &[],
+            &changes,
             to,
             integrity::Durability::Now,
         )? {
