@@ -14,11 +14,20 @@ pub const HEAD_KEY: &[u8] = b"audit-head";
 
 /// Parses a stored head.
 pub fn decode_head(stored: Option<Secret>) -> Result<Option<ChainHead>, SealError> {
+    decode_state(stored, HEAD_KEY)
+}
+
+/// Parses the JSON of the [`Table::STATE`] record at `key`; one that does
+/// not parse is reported as corruption of that record.
+pub fn decode_state<T: serde::de::DeserializeOwned>(
+    stored: Option<Secret>,
+    key: &[u8],
+) -> Result<Option<T>, SealError> {
     stored
         .map(|v| {
             serde_json::from_slice(v.expose()).map_err(|_| SealError::Corrupt {
                 table: Table::STATE,
-                key: "audit-head".to_owned(),
+                key: key.escape_ascii().to_string(),
                 cause: KeyringError::RecordAuthenticationFailed,
             })
         })

@@ -31,9 +31,10 @@ use crate::audit::{
 };
 use crate::authority::Authority;
 use crate::clock;
+use crate::policy::Action;
 use crate::secret::Secret;
 use crate::server::blocking;
-use crate::server::heads::{HEAD_KEY, decode_head};
+use crate::server::heads::{HEAD_KEY, decode_head, decode_state};
 use crate::store::audit_log::AuditError;
 use crate::store::{SealError, Table, Unsealing};
 use std::sync::Arc;
@@ -169,7 +170,9 @@ impl Server {
                 let record = &parsed.record;
                 if record.auth == Auth::Hmac
                     && record.event.decision == Verdict::Allow
-                    && ISSUING_ACTIONS.contains(&record.event.action.as_str())
+                    && [Action::TokenMint, Action::AuthLogin]
+                        .iter()
+                        .any(|a| a.as_str() == record.event.action)
                     && let Some(t) = &record.event.token
                     && t.expires_at > now
                 {
@@ -177,7 +180,9 @@ impl Server {
                 }
             })
             .map_err(UnsealRefused::Audit)?;
-        let mut untrusted = decode_untrusted(opened.get(Table::STATE, UNTRUSTED_KEY)?)?;
+        let mut untrusted: Vec<(u64, u64)> =
+            decode_state(opened.get(Table::STATE, UNTRUSTED_KEY)?, UNTRUSTED_KEY)?
+                .unwrap_or_default();
         let rollback = check_generation(&mut opened, &report, accept_rollback, &mut untrusted)?;
         // An older copy of the store, accepted by the operator, lacks the
         // revocations made after it was taken. A token whose issue record
@@ -358,26 +363,10 @@ impl Server {
 
 /// Refuses a store older than the log, unless the operator accepts it; an
 /// accepted rollback moves the store's generation past the log's.
-/// The actions whose allowed records carry the tokens they issued.
-const ISSUING_ACTIONS: [&str; 2] = ["token.mint", "auth.login"];
-
 /// Key in [`Table::STATE`] of the store generations (inclusive ranges)
 /// whose token issue records are not trusted: those an accepted rollback
 /// left behind (see `open_checked`).
 const UNTRUSTED_KEY: &[u8] = b"untrusted-token-generations";
-
-fn decode_untrusted(stored: Option<Secret>) -> Result<Vec<(u64, u64)>, SealError> {
-    stored
-        .map(|v| {
-            serde_json::from_slice(v.expose()).map_err(|_| SealError::Corrupt {
-                table: Table::STATE,
-                key: String::from_utf8_lossy(UNTRUSTED_KEY).into_owned(),
-                cause: crate::keyring::KeyringError::RecordAuthenticationFailed,
-            })
-        })
-        .transpose()
-        .map(Option::unwrap_or_default)
-}
 
 fn check_generation(
     opened: &mut Unsealing<'_>,

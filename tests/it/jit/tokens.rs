@@ -26,6 +26,16 @@ fn mint(scopes: &[&str], audience: &str, ttl: i64) -> pb::MintTokenRequest {
     }
 }
 
+/// A token `alice` mints for herself with her standing grant.
+async fn alice_token(alice: &mut Clients, audience: &str) -> pb::LoginResponse {
+    alice
+        .auth
+        .mint(mint(&["read:app/alice/*"], audience, 0))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Clients presenting `token` over a connection with the certificate of
 /// `path` (or with none).
 async fn with_token(h: &Harness, path: Option<&str>, token: &str) -> Clients {
@@ -242,14 +252,7 @@ async fn minted_tokens_come_back_from_their_mint_records_at_unseal() {
     let mut bob = h.workload_clients("/ops/bob").await;
     let mut minted = Vec::new();
     for _ in 0..2 {
-        minted.push(
-            alice
-                .auth
-                .mint(mint(&["read:app/alice/*"], "sigil", 0))
-                .await
-                .unwrap()
-                .into_inner(),
-        );
+        minted.push(alice_token(&mut alice, "sigil").await);
     }
     let (kept, revoked) = (&minted[0], &minted[1]);
     let kept_info = kept.info.clone().unwrap();
@@ -324,12 +327,7 @@ async fn an_accepted_store_rollback_forgets_tokens_issued_since_the_copy() {
     let (h, op) = workflow_with(grants(), clock.clone()).await;
     drop(op);
     let mut alice = h.workload_clients("/app/alice").await;
-    let before = alice
-        .auth
-        .mint(mint(&["read:app/alice/*"], "payments", 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let before = alice_token(&mut alice, "payments").await;
     drop(alice);
     let bob_svid = h.svid_dir("/ops/bob");
     assert!(bob_svid.join("svid.pem").exists());
@@ -344,12 +342,7 @@ async fn an_accepted_store_rollback_forgets_tokens_issued_since_the_copy() {
     unseal(&mut server.clients().await).await;
     let h = crate::secrets::Harness { tmp, server };
     let mut alice = h.workload_clients("/app/alice").await;
-    let after = alice
-        .auth
-        .mint(mint(&["read:app/alice/*"], "payments", 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let after = alice_token(&mut alice, "payments").await;
     let mut bob = h.workload_clients("/ops/bob").await;
     bob.auth
         .revoke(pb::RevokeTokensRequest {
@@ -395,14 +388,7 @@ async fn tokens_are_revoked_by_jti_by_grant_and_by_subject() {
     let mut bob = h.workload_clients("/ops/bob").await;
     let mut minted = Vec::new();
     for _ in 0..3 {
-        minted.push(
-            alice
-                .auth
-                .mint(mint(&["read:app/alice/*"], "payments", 0))
-                .await
-                .unwrap()
-                .into_inner(),
-        );
+        minted.push(alice_token(&mut alice, "payments").await);
     }
     let r = asked(&mut alice, ask("db-read", "", 600, "x")).await;
     bob.jit.approve(approve(&r.id)).await.unwrap();
