@@ -85,9 +85,20 @@ pub fn monotonic() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// Blocks the calling thread for `d`. Only for the rare blocking path that
-/// must wait for another thread to let go of something (a file lock); async
-/// code waits with `tokio::time`, and a worker thread must never sleep.
+/// CPU time used so far by every thread of this process, if the system
+/// tells it.
+pub fn process_cpu_time() -> Option<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?;
+    let secs = u64::try_from(t.tv_sec()).ok()?;
+    let nanos = u32::try_from(t.tv_nsec()).ok()?;
+    Some(Duration::new(secs, nanos))
+}
+
+/// Blocks the calling thread for `d`. Only for the rare blocking paths that
+/// must wait for another thread to let go of something (a file lock) or
+/// that wait on purpose off the async workers (the audit log's syncer
+/// gathering a busy machine's records into fewer syncs); async code waits
+/// with `tokio::time`, and a worker thread must never sleep.
 pub fn pause_thread(d: Duration) {
     #[allow(
         clippy::disallowed_methods,

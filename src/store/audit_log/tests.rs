@@ -622,3 +622,19 @@ async fn reads_that_find_the_chain_busy_are_committed_by_its_holder() {
     let report = verify_file(&f.path, Some(&key()), Some(&f.head())).unwrap();
     assert_eq!(report.records, 9);
 }
+
+/// Syncs gather records only while the process keeps at least 85% of all
+/// CPUs busy over the measured window.
+#[test]
+fn syncs_gather_only_while_the_cpus_are_busy() {
+    use super::writer::busy;
+    let ms = Duration::from_millis;
+    // 34 ms of CPU over 20 ms on 2 cores is 85%; 33 ms is not.
+    assert!(busy(ms(34), ms(20), 2));
+    assert!(!busy(ms(33), ms(20), 2));
+    // One busy thread of eight is not a busy machine.
+    assert!(!busy(ms(20), ms(20), 8));
+    assert!(busy(ms(160), ms(20), 8));
+    // Nothing measured yet decides nothing.
+    assert!(!busy(ms(5), Duration::ZERO, 2));
+}

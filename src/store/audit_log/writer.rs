@@ -25,6 +25,24 @@ pub(super) const SYNC_BACKLOG: usize = 4;
 /// syncer is free (see [`Handoff::take`]).
 const READS_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// While the process keeps the CPUs busy (see [`Load`]), a sync starts no
+/// sooner than this after the one before, so that it covers more records.
+/// Each sync (an fdatasync, then the head saved to the sealed store, itself
+/// a synced write) costs CPU in the kernel and in the store whatever it
+/// covers; on a saturated machine that CPU is taken from the requests, and
+/// a mint's or a write's durable record waits a little longer instead. When
+/// the CPUs have room, syncs run back to back: a wait would only add
+/// latency.
+pub(super) const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The share of all CPUs (in percent) the process must use for [`GATHER`]
+/// to apply.
+const BUSY_PERCENT: u128 = 85;
+
+/// How long the process's CPU use is measured over before the syncer
+/// decides again whether the machine is busy.
+const LOAD_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The chain head goes to the server log at least this often (in records),
 /// so an outside log collector witnesses it.
 pub(super) const HEAD_LOG_INTERVAL: u64 = 1000;
@@ -244,6 +262,48 @@ impl Drop for Gone<'_> {
     }
 }
 
+/// Whether the process has lately kept the CPUs busy: its CPU time over the
+/// last [`LOAD_WINDOW`] against the wall time on every core.
+struct Load {
+    cores: u128,
+    since: std::time::Instant,
+    cpu: Option<std::time::Duration>,
+    busy: bool,
+}
+
+impl Load {
+    fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self {
+            cores: u128::try_from(cores).unwrap_or(1),
+            since: clock::monotonic(),
+            cpu: clock::process_cpu_time(),
+            busy: false,
+        }
+    }
+
+    /// Whether the machine is busy, measured anew once a window has passed.
+    fn busy(&mut self) -> bool {
+        let wall = self.since.elapsed();
+        if wall >= LOAD_WINDOW {
+            let cpu = clock::process_cpu_time();
+            self.busy = match (self.cpu, cpu) {
+                (Some(before), Some(now)) => busy(now.saturating_sub(before), wall, self.cores),
+                _ => false,
+            };
+            self.since = clock::monotonic();
+            self.cpu = cpu;
+        }
+        self.busy
+    }
+}
+
+/// Whether `cpu` spent over `wall` on `cores` CPUs is at least
+/// [`BUSY_PERCENT`] of all of them.
+pub(super) fn busy(cpu: std::time::Duration, wall: std::time::Duration, cores: u128) -> bool {
+    !wall.is_zero() && cpu.as_nanos() * 100 >= wall.as_nanos() * cores * BUSY_PERCENT
+}
+
 fn sync_loop(
     handoff: &Handoff,
     file: File,
@@ -257,7 +317,19 @@ fn sync_loop(
         failed: &failed,
     };
     let mut synced = crate::sync::lock(&shared).seq;
-    while let Some((jobs, reads)) = handoff.take() {
+    let mut load = Load::new();
+    let mut last = clock::monotonic();
+    loop {
+        if load.busy() {
+            let left = (last + GATHER).saturating_duration_since(clock::monotonic());
+            if !left.is_zero() {
+                clock::pause_thread(left);
+            }
+        }
+        let Some((jobs, reads)) = handoff.take() else {
+            break;
+        };
+        last = clock::monotonic();
         // Taken together under the hand-off's lock: every record the writer
         // wrote before it queued these heads is in the file, so the fsync
         // below covers it.
