@@ -624,17 +624,20 @@ async fn reads_that_find_the_chain_busy_are_committed_by_its_holder() {
 }
 
 /// Syncs gather records only while the process keeps at least 85% of all
-/// CPUs busy over the measured window.
+/// CPUs busy over the measured window, and go on gathering down to 70%.
 #[test]
 fn syncs_gather_only_while_the_cpus_are_busy() {
     use super::writer::busy;
     let ms = Duration::from_millis;
     // 34 ms of CPU over 20 ms on 2 cores is 85%; 33 ms is not.
-    assert!(busy(ms(34), ms(20), 2));
-    assert!(!busy(ms(33), ms(20), 2));
+    assert!(busy(ms(34), ms(20), 2, false));
+    assert!(!busy(ms(33), ms(20), 2, false));
+    // Once gathering, 70% keeps it on; less ends it.
+    assert!(busy(ms(28), ms(20), 2, true));
+    assert!(!busy(ms(27), ms(20), 2, true));
     // One busy thread of eight is not a busy machine.
-    assert!(!busy(ms(20), ms(20), 8));
-    assert!(busy(ms(160), ms(20), 8));
+    assert!(!busy(ms(20), ms(20), 8, false));
+    assert!(busy(ms(160), ms(20), 8, false));
     // Nothing measured yet decides nothing.
-    assert!(!busy(ms(5), Duration::ZERO, 2));
+    assert!(!busy(ms(5), Duration::ZERO, 2, true));
 }

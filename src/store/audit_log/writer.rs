@@ -39,6 +39,11 @@ pub(super) const GATHER: std::time::Duration = std::time::Duration::from_millis(
 /// to apply.
 const BUSY_PERCENT: u128 = 85;
 
+/// Once gathering, the share below which it stops. Gathering itself frees
+/// CPU (that is its point), so a single threshold would switch it off again
+/// on the next measure and on the one after that back on.
+const STILL_BUSY_PERCENT: u128 = 70;
+
 /// How long the process's CPU use is measured over before the syncer
 /// decides again whether the machine is busy.
 const LOAD_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
@@ -288,7 +293,9 @@ impl Load {
         if wall >= LOAD_WINDOW {
             let cpu = clock::process_cpu_time();
             self.busy = match (self.cpu, cpu) {
-                (Some(before), Some(now)) => busy(now.saturating_sub(before), wall, self.cores),
+                (Some(before), Some(now)) => {
+                    busy(now.saturating_sub(before), wall, self.cores, self.busy)
+                }
                 _ => false,
             };
             self.since = clock::monotonic();
@@ -299,9 +306,20 @@ impl Load {
 }
 
 /// Whether `cpu` spent over `wall` on `cores` CPUs is at least
-/// [`BUSY_PERCENT`] of all of them.
-pub(super) fn busy(cpu: std::time::Duration, wall: std::time::Duration, cores: u128) -> bool {
-    !wall.is_zero() && cpu.as_nanos() * 100 >= wall.as_nanos() * cores * BUSY_PERCENT
+/// [`BUSY_PERCENT`] of all of them ([`STILL_BUSY_PERCENT`] if the machine
+/// `was` busy).
+pub(super) fn busy(
+    cpu: std::time::Duration,
+    wall: std::time::Duration,
+    cores: u128,
+    was: bool,
+) -> bool {
+    let percent = if was {
+        STILL_BUSY_PERCENT
+    } else {
+        BUSY_PERCENT
+    };
+    !wall.is_zero() && cpu.as_nanos() * 100 >= wall.as_nanos() * cores * percent
 }
 
 fn sync_loop(
