@@ -119,7 +119,8 @@ impl Server {
             t => t,
         };
         let now = crate::clock::unix_seconds(self.now());
-        let standing = self.pdp().standing_grants(id.as_str()).to_vec();
+        let pdp = self.pdp();
+        let standing = pdp.standing_grants(id.as_str());
         let jit = self.elevations().active_grants(id.as_str(), now);
         let mut scopes = Vec::with_capacity(asked.scopes.len());
         let mut requests: Vec<String> = Vec::new();

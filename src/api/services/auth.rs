@@ -222,8 +222,12 @@ impl Auth for AuthService {
         let issued = outcome.as_ref().ok().map(|t| t.record.issued());
         decided.settle(said, issued).await?;
         let minted = outcome.map_err(mint_refused)?;
+        // A compact JWS is ASCII (base64url and dots).
+        let token = std::str::from_utf8(minted.token.expose())
+            .map_err(|_| ApiError::Internal("the signed token is not ASCII".into()))?
+            .to_owned();
         Ok(Response::new(pb::LoginResponse {
-            token: String::from_utf8_lossy(minted.token.expose()).into_owned(),
+            token,
             info: Some(info(&minted.record)),
         }))
     }
