@@ -289,7 +289,8 @@ impl Load {
 
     /// Whether the machine is busy, measured anew once a window has passed.
     fn busy(&mut self) -> bool {
-        let wall = self.since.elapsed();
+        let at = clock::monotonic();
+        let wall = at.saturating_duration_since(self.since);
         if wall >= LOAD_WINDOW {
             let cpu = clock::process_cpu_time();
             self.busy = match (self.cpu, cpu) {
@@ -298,7 +299,7 @@ impl Load {
                 }
                 _ => false,
             };
-            self.since = clock::monotonic();
+            self.since = at;
             self.cpu = cpu;
         }
         self.busy
