@@ -249,6 +249,8 @@ async fn mint_in_process(mut svc: InProcess, frame: bytes::Bytes) -> BenchResult
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(Body::new(http_body_util::Full::new(frame)))?;
+    std::future::poll_fn(|cx| tower::Service::<http::Request<Body>>::poll_ready(&mut svc, cx))
+        .await?;
     let resp = tower::Service::call(&mut svc, req).await?;
     let status = resp.headers().get("grpc-status").cloned();
     let body = resp.into_body().collect().await?;
@@ -259,8 +261,16 @@ async fn mint_in_process(mut svc: InProcess, frame: bytes::Bytes) -> BenchResult
     if status.as_ref().map(http::HeaderValue::as_bytes) != Some(b"0") {
         return Err(format!("mint answered grpc-status {status:?}").into());
     }
+    // One uncompressed gRPC message: a zero flag, its length, the message.
     let data = body.to_bytes();
-    let answer: pb::LoginResponse = prost::Message::decode(data.get(5..).unwrap_or_default())?;
+    let (prefix, message) = data.split_at_checked(5).ok_or("no gRPC message")?;
+    let declared = prefix.get(1..).and_then(|l| <[u8; 4]>::try_from(l).ok());
+    if prefix.first() != Some(&0)
+        || declared.map(u32::from_be_bytes) != u32::try_from(message.len()).ok()
+    {
+        return Err("not one uncompressed gRPC message".into());
+    }
+    let answer: pb::LoginResponse = prost::Message::decode(message)?;
     if answer.token.is_empty() {
         return Err("empty token".into());
     }

@@ -238,7 +238,9 @@ impl Index {
             let Some((_, d)) = self.by_expiry.pop_first() else {
                 break;
             };
-            if let Some(record) = self.by_digest.remove(&d) {
+            if let Some(record) = self.by_digest.remove(&d)
+                && self.by_jti.get(&record.jti) == Some(&d)
+            {
                 self.by_jti.remove(&record.jti);
             }
         }

@@ -222,9 +222,11 @@ impl Auth for AuthService {
         let issued = outcome.as_ref().ok().map(|t| t.record.issued());
         decided.settle(said, issued).await?;
         let minted = outcome.map_err(mint_refused)?;
-        // A compact JWS is ASCII (base64url and dots).
+        // A compact JWS is ASCII (base64url and dots), built as a String, so
+        // this never fails; if it did, the token would be recorded (and its
+        // mint audited) but never handed out, which grants nothing.
         let token = std::str::from_utf8(minted.token.expose())
-            .map_err(|_| ApiError::Internal("the signed token is not ASCII".into()))?
+            .map_err(|_| ApiError::Internal("the signed token is not UTF-8".into()))?
             .to_owned();
         Ok(Response::new(pb::LoginResponse {
             token,

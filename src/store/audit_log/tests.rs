@@ -458,6 +458,53 @@ async fn a_full_queue_makes_appenders_wait_and_drops_nothing() {
     assert_eq!(verify_file(&f.path, None, None).unwrap().records, total);
 }
 
+/// While the syncer is stuck and the writer waits for room in the
+/// hand-off, the writer has let go of the chain: a read's record is still
+/// written and acknowledged at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_written_while_the_writer_waits_for_the_syncer() {
+    let f = fixture();
+    let heads = Arc::new(HeldHeads::default());
+    let log = Arc::new(AuditLog::open(&f.path, heads.clone()).unwrap());
+    let spawn_append = |i: u64| {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(event(i)).await })
+    };
+    let mut durable = vec![spawn_append(0)];
+    while !heads.entered.load(Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    // The syncer hangs in the head save. One group at a time fills the
+    // hand-off, and the writer then waits with the next.
+    let tx = log.tx.as_ref().unwrap();
+    for i in 1..=(super::writer::SYNC_BACKLOG as u64 + 1) {
+        durable.push(spawn_append(i));
+        while tx.capacity() < QUEUE_LEN {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One more stays in the queue: the writer is waiting.
+    durable.push(spawn_append(100));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(tx.capacity(), QUEUE_LEN - 1);
+    assert!(durable.iter().all(|t| !t.is_finished()));
+    let read = tokio::time::timeout(Duration::from_secs(10), log.append_written(event(200))).await;
+    // Released before anything is asserted, so a failure ends the test
+    // instead of leaving the syncer stuck.
+    *heads.released.lock().unwrap() = true;
+    heads.wake.notify_all();
+    let read = read.expect("a read's record is written while the writer waits for the syncer");
+    let mut seqs = vec![read.unwrap()];
+    for t in durable {
+        seqs.push(t.await.unwrap().unwrap());
+    }
+    seqs.sort_unstable();
+    let total = super::writer::SYNC_BACKLOG as u64 + 4;
+    assert_eq!(seqs, (1..=total).collect::<Vec<u64>>());
+    assert_eq!(verify_file(&f.path, None, None).unwrap().records, total);
+}
+
 /// Captures what the log emits through `tracing`.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -18,7 +18,9 @@ pub(super) const MAX_GROUP: usize = 4096;
 
 /// Written groups that may wait for the syncer before the writer waits too.
 /// The syncer takes them all at once, so a few are enough: the writer waits
-/// here only when the disk falls behind.
+/// here when the disk falls behind or while the syncer gathers ([`GATHER`]).
+/// It waits having let go of the chain, so reads' records are still written
+/// meanwhile.
 pub(super) const SYNC_BACKLOG: usize = 4;
 
 /// The longest a written read record waits for its fsync to start once the
@@ -287,7 +289,8 @@ impl Load {
         }
     }
 
-    /// Whether the machine is busy, measured anew once a window has passed.
+    /// Whether the process keeps the CPUs it may use busy, measured anew
+    /// once a window has passed (so after an idle spell, over that spell).
     fn busy(&mut self) -> bool {
         let at = clock::monotonic();
         let wall = at.saturating_duration_since(self.since);
@@ -432,13 +435,28 @@ pub(super) struct Locked {
 }
 
 impl Locked {
+    /// Commits `group` and queues what must be synced, waiting for room in
+    /// the hand-off while holding the chain: for reads' records, which never
+    /// need the syncer's answer and so never wait there.
     fn commit(&mut self, group: Vec<Msg>) {
+        if let Some((job, handoff)) = self.commit_unqueued(group) {
+            self.writer.queue(job, &handoff);
+        }
+    }
+
+    /// Commits `group` and returns what must be synced, for the caller to
+    /// queue ([`Chain::queue`]) once it has let go of the chain.
+    fn commit_unqueued(&mut self, group: Vec<Msg>) -> Option<(Job, Arc<Handoff>)> {
         match &self.syncer {
-            Some(syncer) => self.writer.commit(group, syncer),
+            Some(syncer) => self
+                .writer
+                .commit(group, syncer)
+                .map(|job| (job, Arc::clone(&syncer.handoff))),
             None => {
                 for msg in group {
                     let _ = waiter_of(msg).1.1.send(Err(AuditError::Closed));
                 }
+                None
             }
         }
     }
@@ -554,6 +572,24 @@ impl Chain {
         Written::Waiting(answer)
     }
 
+    /// Hands a committed group to the syncer, waiting while the hand-off is
+    /// full, without holding the chain: reads' records are written meanwhile.
+    /// Only the writer thread queues groups, so they reach the syncer in the
+    /// order they were chained. A record chained after this group and synced
+    /// before it is queued (a read's) was written after it, so that sync
+    /// covers this group too, and the syncer answers it without another.
+    fn queue(&self, job: Job, handoff: &Handoff) {
+        if let Err(job) = handoff.push(job) {
+            let mut locked = self.lock();
+            locked.writer.failed = true;
+            locked.writer.key = None;
+            drop(locked);
+            for (_, waiter) in job.waiters {
+                let _ = waiter.send(Err(AuditError::Failed));
+            }
+        }
+    }
+
     fn run(&self, mut rx: mpsc::Receiver<Msg>) {
         while let Some(first) = rx.blocking_recv() {
             let mut group = vec![first];
@@ -564,8 +600,11 @@ impl Chain {
                 }
             }
             let mut locked = self.lock();
-            locked.commit(group);
+            let job = locked.commit_unqueued(group);
             self.release(locked);
+            if let Some((job, handoff)) = job {
+                self.queue(job, &handoff);
+            }
         }
         let syncer = {
             let mut locked = self.lock();
@@ -632,15 +671,17 @@ impl Writer {
                 vec!["shutdown".to_owned()],
             );
             let (done, _) = oneshot::channel();
-            self.commit(vec![Msg::Seal { checkpoint, done }], syncer);
+            if let Some(job) = self.commit(vec![Msg::Seal { checkpoint, done }], syncer) {
+                self.queue(job, &syncer.handoff);
+            }
         }
         log_head(&self.head, "shutdown");
     }
 
-    /// Writes and chains one group, answers the waiters that asked only for
-    /// the write, and hands the rest to the syncer, which answers them once
-    /// the group is durable and its head saved.
-    fn commit(&mut self, group: Vec<Msg>, syncer: &Syncer) {
+    /// Writes and chains one group and answers the waiters that asked only
+    /// for the write. Returns the rest, for the syncer, which answers them
+    /// once the group is durable and its head saved.
+    fn commit(&mut self, group: Vec<Msg>, syncer: &Syncer) -> Option<Job> {
         if syncer.failed.load(std::sync::atomic::Ordering::Acquire) && !self.failed {
             self.failed = true;
             self.key = None;
@@ -697,16 +738,23 @@ impl Writer {
             }
         }
         if self.failed || staged.buf.is_empty() && durable.is_empty() {
-            return;
+            return None;
         }
         if durable.is_empty() {
             syncer.handoff.push_reads(self.head);
-            return;
+            return None;
         }
-        if let Err(job) = syncer.handoff.push(Job {
+        Some(Job {
             head: self.head,
             waiters: durable,
-        }) {
+        })
+    }
+
+    /// Hands `job` to the syncer while holding the chain (see
+    /// [`Locked::commit`]); fails its waiters, and everything after it, if
+    /// the syncer has ended.
+    fn queue(&mut self, job: Job, handoff: &Handoff) {
+        if let Err(job) = handoff.push(job) {
             self.failed = true;
             self.key = None;
             for (_, waiter) in job.waiters {
