@@ -580,13 +580,7 @@ impl Chain {
     /// covers this group too, and the syncer answers it without another.
     fn queue(&self, job: Job, handoff: &Handoff) {
         if let Err(job) = handoff.push(job) {
-            let mut locked = self.lock();
-            locked.writer.failed = true;
-            locked.writer.key = None;
-            drop(locked);
-            for (_, waiter) in job.waiters {
-                let _ = waiter.send(Err(AuditError::Failed));
-            }
+            self.lock().writer.refuse(job);
         }
     }
 
@@ -755,11 +749,17 @@ impl Writer {
     /// the syncer has ended.
     fn queue(&mut self, job: Job, handoff: &Handoff) {
         if let Err(job) = handoff.push(job) {
-            self.failed = true;
-            self.key = None;
-            for (_, waiter) in job.waiters {
-                let _ = waiter.send(Err(AuditError::Failed));
-            }
+            self.refuse(job);
+        }
+    }
+
+    /// The syncer has ended: fails `job`'s waiters, and refuses every
+    /// append from now on.
+    fn refuse(&mut self, job: Job) {
+        self.failed = true;
+        self.key = None;
+        for (_, waiter) in job.waiters {
+            let _ = waiter.send(Err(AuditError::Failed));
         }
     }
 }
