@@ -257,6 +257,18 @@ impl Authority {
     }
 }
 
+/// A sigil token's claims: the four every token has, then the token's own,
+/// written straight from the caller's value (no intermediate JSON map).
+#[derive(serde::Serialize)]
+struct TokenClaims<'a, T> {
+    sub: &'a str,
+    aud: &'a [String],
+    iat: u64,
+    exp: u64,
+    #[serde(flatten)]
+    rest: &'a T,
+}
+
 /// A sigil token as signed: the compact JWS and its final `exp`.
 #[derive(Debug)]
 pub struct SignedToken {
@@ -276,16 +288,19 @@ impl Authority {
         &self,
         spiffe_id: &SpiffeId,
         audiences: &[String],
-        mut claims: Map<String, Value>,
+        claims: &impl serde::Serialize,
         ttl: Duration,
         now: SystemTime,
     ) -> Result<SignedToken, AuthorityError> {
         let (key, iat, exp) = self.jwt_window(spiffe_id, audiences, ttl, now)?;
-        claims.insert("sub".into(), Value::from(spiffe_id.as_str()));
-        claims.insert("aud".into(), Value::from(audiences.to_vec()));
-        claims.insert("iat".into(), Value::from(iat));
-        claims.insert("exp".into(), Value::from(exp));
-        let token = self.sign_compact(key, TOKEN_TYP, &claims)?;
+        let all = TokenClaims {
+            sub: spiffe_id.as_str(),
+            aud: audiences,
+            iat,
+            exp,
+            rest: claims,
+        };
+        let token = self.sign_compact(key, TOKEN_TYP, &all)?;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthorityError::CertificateEncoding {
                 reason: format!("token would be longer than {MAX_TOKEN_LEN} bytes"),

@@ -270,7 +270,7 @@ impl Server {
             .sign_token(
                 id,
                 &[TOKEN_AUDIENCE.to_owned()],
-                claims,
+                &claims,
                 role.ttl.as_duration(),
                 self.now(),
             )

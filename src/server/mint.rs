@@ -14,7 +14,6 @@ use super::tokens::TokenRecord;
 use crate::id::SpiffeId;
 use crate::secret::Secret;
 use crate::secrets::Grant;
-use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,25 @@ pub const MAX_AUDIENCE: usize = 256;
 pub const DEFAULT_TTL: u64 = 15 * 60;
 /// Longest lifetime.
 pub const MAX_TTL: u64 = 12 * 3600;
+
+/// A minted token's own claims (beside `sub`, `aud`, `iat`, `exp`): those
+/// of every sigil token (`jti`, `scope`), the JIT requests it relies on, and
+/// the certificate it is bound to.
+#[derive(serde::Serialize)]
+struct MintClaims<'a> {
+    jti: &'a str,
+    scope: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    sigil_jit: &'a [String],
+    cnf: Confirmation<'a>,
+}
+
+/// The `cnf` claim of a certificate-bound token (RFC 8705 §3.1).
+#[derive(serde::Serialize)]
+struct Confirmation<'a> {
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: &'a str,
+}
 
 /// What a mint asks for.
 #[derive(Debug, Clone)]
@@ -152,19 +170,19 @@ impl Server {
         }
         let issue = |e: &dyn std::fmt::Display| MintRefused::Issue(e.to_string());
         let authority = self.authority().map_err(|e| issue(&e))?;
-        let (jti, mut claims) = super::tokens::first_claims(&scopes)
-            .ok_or_else(|| issue(&"the random source failed"))?;
-        if !requests.is_empty() {
-            claims.insert("sigil_jit".into(), Value::from(requests.clone()));
-        }
-        // RFC 8705 §3.1: the confirmation claim names the certificate the
-        // token is bound to; sigil checks it on every presentation.
-        let mut cnf = Map::new();
-        cnf.insert("x5t#S256".into(), Value::from(x5t.as_str()));
-        claims.insert("cnf".into(), Value::Object(cnf));
+        let jti = super::tokens::new_jti().ok_or_else(|| issue(&"the random source failed"))?;
+        let scope = scopes.join(" ");
+        let claims = MintClaims {
+            jti: &jti,
+            scope: &scope,
+            sigil_jit: &requests,
+            // RFC 8705 §3.1: the confirmation claim names the certificate
+            // the token is bound to; sigil checks it on every presentation.
+            cnf: Confirmation { x5t_s256: &x5t },
+        };
         let audience = vec![asked.audience.clone()];
         let signed = authority
-            .sign_token(id, &audience, claims, Duration::from_secs(ttl), self.now())
+            .sign_token(id, &audience, &claims, Duration::from_secs(ttl), self.now())
             .map_err(|e| issue(&e))?;
         let record = TokenRecord {
             jti,

@@ -95,13 +95,19 @@ fn sigil_audience() -> Vec<String> {
 pub fn first_claims(
     scopes: &[String],
 ) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
-    let mut raw = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).ok()?;
-    let jti = hex::encode(raw);
+    let jti = new_jti()?;
     let mut claims = serde_json::Map::new();
     claims.insert("jti".into(), serde_json::Value::from(jti.as_str()));
     claims.insert("scope".into(), serde_json::Value::from(scopes.join(" ")));
     Some((jti, claims))
+}
+
+/// A fresh `jti`: 16 bytes from the system's random source, in hex; `None`
+/// when the random source failed.
+pub fn new_jti() -> Option<String> {
+    let mut raw = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).ok()?;
+    Some(hex::encode(raw))
 }
 
 impl TokenRecord {
@@ -185,10 +191,72 @@ pub enum TokenError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Hashes the index's keys, which are already uniformly random: token
+/// digests (SHA-256 of tokens sigil signed) and `jti`s (hex of 16 bytes
+/// from the system's random source). A keyed SipHash of every key on
+/// every mint, lookup and table resize buys nothing here: flooding a map
+/// with colliding keys needs control over the keys inserted, and only
+/// sigil's own tokens are inserted. A caller can choose the keys it looks
+/// up, but a lookup probes the table as filled by those random keys, so a
+/// chosen key costs no more than any other miss.
+#[derive(Debug, Default, Clone, Copy)]
+struct RandomKeys;
+
+impl std::hash::BuildHasher for RandomKeys {
+    type Hasher = Fold;
+
+    fn build_hasher(&self) -> Fold {
+        Fold(0)
+    }
+}
+
+/// Folds the key's bytes, eight at a time, with one multiply each (the
+/// multiply-rotate step of the Firefox hash): the high bits, which the
+/// table's tags use, depend on every byte.
+#[derive(Debug)]
+struct Fold(u64);
+
+impl Fold {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for Fold {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in words.by_ref() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            for (to, from) in word.iter_mut().zip(rest) {
+                *to = *from;
+            }
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Default)]
 struct Index {
-    by_digest: HashMap<Digest, Arc<TokenRecord>>,
-    by_jti: HashMap<String, Digest>,
+    by_digest: HashMap<Digest, Arc<TokenRecord>, RandomKeys>,
+    by_jti: HashMap<String, Digest, RandomKeys>,
     /// `(expires_at, digest)` of every record, so a sweep visits only what
     /// expired rather than every record held. Keyed by the digest, which
     /// is inline, rather than a copy of the `jti` on the heap: one
