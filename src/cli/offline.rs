@@ -6,9 +6,9 @@ use super::audit_report::Summary;
 use super::output::Out;
 use crate::audit::{ChainHead, ChainKey};
 use crate::policy::Pdp;
-use crate::server::{HEAD_KEY, UnsealRefused, decode_head};
+use crate::server::{UnsealRefused, opened_head};
 use crate::store::audit_log::{AuditError, verify_file};
-use crate::store::{SealedStore, SledStore, Store, Table};
+use crate::store::{SealedStore, SledStore, Store};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ pub(super) fn audit_verify(
     let store = SealedStore::new(raw, crate::keyring::KdfCost::default());
     // Opened, never published: nothing is written.
     let opened = store.open_keys(&passphrase)?;
-    let head = decode_head(opened.get(Table::STATE, HEAD_KEY)?)?;
+    let head = opened_head(&opened)?;
     let key = opened.chain_key()?;
     report(
         &log,

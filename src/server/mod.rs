@@ -14,7 +14,7 @@ pub mod rotation;
 pub mod secrets;
 pub mod tokens;
 pub use heads::SealedHeads as SealedHeadsReader;
-pub use heads::{HEAD_KEY, decode_head};
+pub use heads::{HEAD_KEY, decode_head, opened_head};
 mod state;
 #[cfg(test)]
 mod testing;

@@ -178,10 +178,10 @@ impl Server {
         create_private_dir(&config.data_dir)?;
         let raw: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
         let store = Arc::new(SealedStore::new(raw, config.kdf_cost));
-        let heads = SealedHeads(store.clone());
+        let heads = SealedHeads::new(store.clone());
         let audit = AuditLog::open(
             &config.data_dir.join("audit.log"),
-            Arc::new(SealedHeads(store.clone())),
+            Arc::new(SealedHeads::new(store.clone())),
         )?;
         let pdp = Pdp::compile(&read_policy_dir(&config.policy_dir)?)?;
         let federation = Arc::new(Federation::open(&config, store.clone())?);

@@ -242,11 +242,12 @@ impl SealedStore {
         // must never be ahead of the disk: a batch applied without a sync
         // before the last seal is synced first.
         self.store.sync()?;
-        let generation = integrity::check(self.store.as_ref(), &keys)?;
+        let (generation, anchor) = integrity::check(self.store.as_ref(), &keys)?;
         Ok(Unsealing {
             store: self,
             keys,
             generation,
+            anchor,
         })
     }
 
@@ -355,7 +356,25 @@ impl SealedStore {
         changes: &[Change<'_>],
         sync: integrity::Durability,
     ) -> Result<Commit, SealError> {
-        let done = integrity::commit(self.store.as_ref(), &self.writers, keys, changes, 0, sync)?;
+        self.commit_anchored(keys, changes, None, sync)
+    }
+
+    fn commit_anchored(
+        &self,
+        keys: &Keys,
+        changes: &[Change<'_>],
+        anchor: Option<&str>,
+        sync: integrity::Durability,
+    ) -> Result<Commit, SealError> {
+        let done = integrity::commit(
+            self.store.as_ref(),
+            &self.writers,
+            keys,
+            changes,
+            anchor,
+            0,
+            sync,
+        )?;
         // Audit records carry the generation seen here, and unseal takes an
         // audit log ahead of the store for a rolled-back store: so only a
         // generation known to be on disk is published. An unsynced write's
@@ -369,6 +388,40 @@ impl SealedStore {
             }
         }
         Ok(done)
+    }
+
+    /// Sets the anchor: one short value kept inside the store's integrity
+    /// record (encrypted and authenticated with it, and moving the write
+    /// generation like any write) rather than in a record of its own, so
+    /// that a writer that replaces it often pays for one record, not two.
+    /// With `replaces`, that record (the value's former home) is deleted in
+    /// the same write. Durable on return.
+    pub fn set_anchor(
+        &self,
+        anchor: &str,
+        replaces: Option<(Table, &[u8])>,
+    ) -> Result<(), SealError> {
+        self.unsealed(|keys| {
+            let changes: Vec<Change<'_>> = replaces
+                .into_iter()
+                .map(|(table, key)| {
+                    check_table(table)?;
+                    Ok(Change {
+                        table,
+                        key,
+                        new: None,
+                        expect: None,
+                    })
+                })
+                .collect::<Result<_, SealError>>()?;
+            self.commit_anchored(keys, &changes, Some(anchor), integrity::Durability::Now)
+                .map(drop)
+        })
+    }
+
+    /// The anchor (see [`SealedStore::set_anchor`]), if one was set.
+    pub fn anchor(&self) -> Result<Option<String>, SealError> {
+        self.unsealed(|keys| integrity::anchor(self.store.as_ref(), keys))
     }
 
     /// Encrypts and stores `plaintext` at (`table`, `key`). Durable on return.

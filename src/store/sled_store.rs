@@ -274,6 +274,24 @@ impl Store for SledStore {
         expect: &[Expect<'_>],
         ops: &[WriteOp<'_>],
     ) -> Result<Result<(), BatchConflict>, StoreError> {
+        // One write conditioned on the record it replaces is a
+        // compare-and-swap, which sled logs as one message. A transaction
+        // is logged as two writes of the log: sled first writes a batch
+        // marker in a log buffer of its own (so that recovery applies the
+        // batch whole or not at all), then the records.
+        if let ([e], [op]) = (expect, ops) {
+            let (table, key, new) = match *op {
+                WriteOp::Put { table, key, value } => (table, key, Some(value)),
+                WriteOp::Delete { table, key } => (table, key, None),
+            };
+            if e.table == table && e.key == key {
+                let swapped = self
+                    .db
+                    .compare_and_swap(physical_key(table, key), e.value, new)
+                    .map_err(|e| self.err(e))?;
+                return Ok(swapped.map_err(|_| BatchConflict { failed: 0 }));
+            }
+        }
         // sled may run the closure again after an internal conflict, so it
         // only reads its arguments.
         let outcome = self.db.transaction(|tx: &TransactionalTree| {
@@ -465,6 +483,62 @@ mod tests {
         assert_eq!(s.batch_if(&current, &put).unwrap(), Ok(()));
         assert_eq!(s.get(Table::STATE, b"v").unwrap(), Some(b"2".to_vec()));
         assert_eq!(s.get(Table::ENTRIES, b"e").unwrap(), Some(b"x".to_vec()));
+    }
+
+    /// One write conditioned on its own record (a compare-and-swap for
+    /// sled) keeps the batch contract: applied only on a match, a conflict
+    /// naming precondition 0, deletion included; a write conditioned on
+    /// another record still checks that record.
+    #[test]
+    fn a_write_conditioned_on_its_own_record_is_applied_only_on_a_match() {
+        let (_dir, s) = open();
+        s.put(Table::STATE, b"v", b"1").unwrap();
+        let on = |value: Option<&'static [u8]>| {
+            [Expect {
+                table: Table::STATE,
+                key: b"v",
+                value,
+            }]
+        };
+        let put = [WriteOp::Put {
+            table: Table::STATE,
+            key: b"v",
+            value: b"2",
+        }];
+        assert_eq!(
+            s.batch_if(&on(Some(b"0")), &put).unwrap(),
+            Err(BatchConflict { failed: 0 })
+        );
+        assert_eq!(
+            s.batch_if(&on(None), &put).unwrap(),
+            Err(BatchConflict { failed: 0 })
+        );
+        assert_eq!(s.get(Table::STATE, b"v").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.batch_if(&on(Some(b"1")), &put).unwrap(), Ok(()));
+        assert_eq!(s.get(Table::STATE, b"v").unwrap(), Some(b"2".to_vec()));
+        let delete = [WriteOp::Delete {
+            table: Table::STATE,
+            key: b"v",
+        }];
+        assert_eq!(
+            s.batch_if_unsynced(&on(Some(b"2")), &delete).unwrap(),
+            Ok(())
+        );
+        assert_eq!(s.get(Table::STATE, b"v").unwrap(), None);
+        // Conditioned on another record: that record is what is checked.
+        let other = [Expect {
+            table: Table::ENTRIES,
+            key: b"v",
+            value: Some(b"2"),
+        }];
+        assert_eq!(
+            s.batch_if(&other, &put).unwrap(),
+            Err(BatchConflict { failed: 0 })
+        );
+        assert_eq!(s.get(Table::STATE, b"v").unwrap(), None);
+        s.put(Table::ENTRIES, b"v", b"2").unwrap();
+        assert_eq!(s.batch_if(&other, &put).unwrap(), Ok(()));
+        assert_eq!(s.get(Table::STATE, b"v").unwrap(), Some(b"2".to_vec()));
     }
 
     /// Many threads increment one counter with read + conditional batch and

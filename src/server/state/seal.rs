@@ -34,7 +34,7 @@ use crate::clock;
 use crate::policy::Action;
 use crate::secret::Secret;
 use crate::server::blocking;
-use crate::server::heads::{HEAD_KEY, decode_head, decode_state};
+use crate::server::heads::{decode_state, opened_head};
 use crate::store::audit_log::AuditError;
 use crate::store::{SealError, Table, Unsealing};
 use std::sync::Arc;
@@ -155,7 +155,7 @@ impl Server {
         accept_rollback: bool,
     ) -> Result<Checked, LifecycleError> {
         let mut opened = self.store.open_keys(passphrase)?;
-        let head = decode_head(opened.get(Table::STATE, HEAD_KEY)?)?;
+        let head = opened_head(&opened)?;
         let key = opened.chain_key()?;
         // The tokens issued and not yet expired, from the records of their
         // issue: only keyed records, authenticated under the chain key, of

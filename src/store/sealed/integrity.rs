@@ -19,6 +19,15 @@
 //! - the write generation, bumped by every write. Audit records carry it
 //!   (see `audit`), so an audit log that has seen a higher generation than
 //!   the store holds proves the store was rolled back.
+//! - the anchor: one short value its writer keeps in the state record
+//!   itself rather than in a record of its own (the audit chain head, saved
+//!   at every audit sync). Setting only the anchor changes only the state
+//!   record, which the backend writes as one compare-and-swap: on sled that
+//!   is one log write, where a batch of two records costs two. It is as
+//!   safe there as in a record of its own: nobody without the keys can
+//!   forge or alter it, and putting back an older state record (an older
+//!   anchor) also puts back an older generation, which is the rollback the
+//!   audit log's generations reveal.
 //!
 //! Every write reads the state and the records it replaces, then applies
 //! records and new state with [`Store::batch_if_unsynced`] conditioned on
@@ -92,6 +101,10 @@ pub(super) struct State {
     pub(super) generation: u64,
     /// Digests of non-empty tables, by name.
     tables: BTreeMap<String, TableDigest>,
+    /// The anchor, once one was set (see the module notes). Authenticated
+    /// and encrypted with the rest of the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) anchor: Option<String>,
 }
 
 impl State {
@@ -164,8 +177,8 @@ pub(super) fn initial_state(keys: &Keys) -> Result<Vec<u8>, SealError> {
 }
 
 /// Recomputes every table's digest from the stored bytes and compares it
-/// with the state record; returns the store's generation.
-pub(super) fn check(store: &dyn Store, keys: &Keys) -> Result<u64, SealError> {
+/// with the state record; returns the store's generation and its anchor.
+pub(super) fn check(store: &dyn Store, keys: &Keys) -> Result<(u64, Option<String>), SealError> {
     let raw = store
         .get(Table::INTEGRITY, STATE_KEY)?
         .ok_or(SealError::IntegrityMissing)?;
@@ -191,7 +204,15 @@ pub(super) fn check(store: &dyn Store, keys: &Keys) -> Result<u64, SealError> {
             });
         }
     }
-    Ok(state.generation)
+    Ok((state.generation, state.anchor))
+}
+
+/// The anchor the state record holds now.
+pub(super) fn anchor(store: &dyn Store, keys: &Keys) -> Result<Option<String>, SealError> {
+    let raw = store
+        .get(Table::INTEGRITY, STATE_KEY)?
+        .ok_or(SealError::IntegrityMissing)?;
+    Ok(State::open(keys, &raw)?.anchor)
 }
 
 /// One change in a [`commit`].
@@ -243,6 +264,8 @@ impl Writers {
 #[derive(Debug)]
 struct Waiting {
     changes: Vec<Owned>,
+    /// The anchor to set, if this write sets it.
+    anchor: Option<String>,
     min_generation: u64,
     /// Filled by the writer that applied it.
     done: Mutex<Option<Result<Commit, SealError>>>,
@@ -256,8 +279,9 @@ struct Owned {
     expect: Option<Option<Vec<u8>>>,
 }
 
-/// Applies `changes` with the digests and generation they imply, atomically.
-/// The generation becomes at least `min_generation`.
+/// Applies `changes` with the digests and generation they imply, atomically,
+/// and sets the state's anchor to `anchor` if given. The generation becomes
+/// at least `min_generation`.
 ///
 /// Every sealed write replaces the one state record, so writers of this
 /// process take turns instead of racing (a race loses all but one attempt).
@@ -275,10 +299,12 @@ pub(super) fn commit(
     writers: &Writers,
     keys: &Keys,
     changes: &[Change<'_>],
+    anchor: Option<&str>,
     min_generation: u64,
     sync: Durability,
 ) -> Result<Commit, SealError> {
     let mine = Arc::new(Waiting {
+        anchor: anchor.map(str::to_owned),
         changes: changes
             .iter()
             .map(|c| Owned {
@@ -421,6 +447,9 @@ fn attempt(
         for (c, old) in w.changes.iter().zip(&olds) {
             state.change(mac, c.table, &c.key, old.as_deref(), c.new.as_deref());
             now.insert((c.table, c.key.as_slice()), c.new.as_deref());
+        }
+        if let Some(anchor) = &w.anchor {
+            state.anchor = Some(anchor.clone());
         }
         applied_any = true;
         min_generation = min_generation.max(w.min_generation);

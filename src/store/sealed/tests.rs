@@ -44,7 +44,7 @@ fn initialized() -> (tempfile::TempDir, Arc<dyn Store>, SealedStore) {
 }
 
 /// Every raw record in every table.
-fn raw_dump(raw: &dyn Store) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+pub(super) fn raw_dump(raw: &dyn Store) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
     Table::ALL
         .iter()
         .flat_map(|t| {

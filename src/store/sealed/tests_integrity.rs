@@ -408,3 +408,61 @@ impl Store for HoldNextBatch {
         self.inner.scan_prefix(table, prefix)
     }
 }
+
+#[test]
+fn the_anchor_is_one_authenticated_write_that_moves_the_generation_and_survives_restart() {
+    let (_dir, raw, s) = initialized();
+    assert_eq!(s.anchor().unwrap(), None);
+    s.put(Table::STATE, b"former", b"old home").unwrap();
+    let before = s.generation();
+    // Setting it alone touches only the integrity record.
+    let records = super::tests::raw_dump(raw.as_ref());
+    s.set_anchor("first", None).unwrap();
+    assert_eq!(s.anchor().unwrap().as_deref(), Some("first"));
+    assert_eq!(s.generation(), before + 1);
+    let after: Vec<_> = super::tests::raw_dump(raw.as_ref())
+        .into_iter()
+        .filter(|(t, _, _)| *t != Table::INTEGRITY)
+        .collect();
+    let expected: Vec<_> = records
+        .into_iter()
+        .filter(|(t, _, _)| *t != Table::INTEGRITY)
+        .collect();
+    assert_eq!(after, expected);
+    // With the record it replaces, that record goes in the same write.
+    s.set_anchor("second", Some((Table::STATE, b"former")))
+        .unwrap();
+    assert_eq!(
+        s.get(Table::STATE, b"former")
+            .unwrap()
+            .map(|v| v.expose().to_vec()),
+        None
+    );
+    assert_eq!(s.generation(), before + 2);
+    // Sealed, it is neither read nor written.
+    s.seal();
+    assert!(matches!(s.anchor(), Err(SealError::Sealed)));
+    assert!(matches!(s.set_anchor("x", None), Err(SealError::Sealed)));
+    // After a restart the checks pass, and the unsealing store reads it.
+    let again = restarted(&raw);
+    let opened = again.open_keys(&pass()).unwrap();
+    assert_eq!(opened.anchor(), Some("second"));
+    assert_eq!(opened.generation(), before + 2);
+}
+
+#[test]
+fn an_anchor_restored_from_an_older_copy_of_the_integrity_record_is_a_rollback() {
+    let (_dir, raw, s) = initialized();
+    s.set_anchor("old", None).unwrap();
+    let old_state = raw.get(Table::INTEGRITY, b"state").unwrap().unwrap();
+    let old_generation = s.generation();
+    s.set_anchor("new", None).unwrap();
+    // Someone with the files puts the older integrity record back: it
+    // authenticates (it is a record the store wrote), so what tells it is
+    // the generation, which the audit log has seen go past it.
+    raw.put(Table::INTEGRITY, b"state", &old_state).unwrap();
+    let again = restarted(&raw);
+    let opened = again.open_keys(&pass()).unwrap();
+    assert_eq!(opened.anchor(), Some("old"));
+    assert_eq!(opened.generation(), old_generation);
+}

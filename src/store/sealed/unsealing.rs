@@ -15,6 +15,7 @@ pub struct Unsealing<'a> {
     pub(super) store: &'a SealedStore,
     pub(super) keys: Keys,
     pub(super) generation: u64,
+    pub(super) anchor: Option<String>,
 }
 
 impl fmt::Debug for Unsealing<'_> {
@@ -29,6 +30,12 @@ impl Unsealing<'_> {
     /// The store's write generation, as its integrity record states.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The anchor the store's integrity record holds (see
+    /// [`SealedStore::set_anchor`]).
+    pub fn anchor(&self) -> Option<&str> {
+        self.anchor.as_deref()
     }
 
     /// The decrypted value at (`table`, `key`), read with the opened keys.
@@ -73,6 +80,7 @@ impl Unsealing<'_> {
             &self.store.writers,
             &self.keys,
             &changes,
+            None,
             to,
             integrity::Durability::Now,
         )? {
