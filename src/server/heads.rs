@@ -36,9 +36,18 @@ fn decode_anchor(anchor: &str) -> Result<ChainHead, SealError> {
 
 /// The head a store being unsealed holds: its anchor, or its former record.
 pub fn opened_head(opened: &Unsealing<'_>) -> Result<Option<ChainHead>, SealError> {
-    match opened.anchor() {
+    head_in(opened.anchor(), || opened.get(Table::STATE, HEAD_KEY))
+}
+
+/// The head `anchor` holds or, while no anchor is set, the one in the
+/// former record that `former` reads.
+fn head_in(
+    anchor: Option<&str>,
+    former: impl FnOnce() -> Result<Option<Secret>, SealError>,
+) -> Result<Option<ChainHead>, SealError> {
+    match anchor {
         Some(anchor) => decode_anchor(anchor).map(Some),
-        None => decode_head(opened.get(Table::STATE, HEAD_KEY)?),
+        None => decode_head(former()?),
     }
 }
 
@@ -79,10 +88,9 @@ impl SealedHeads {
 
     /// The stored head, `Err(Sealed)` while sealed.
     pub fn stored(&self) -> Result<Option<ChainHead>, SealError> {
-        match self.store.anchor()? {
-            Some(anchor) => decode_anchor(&anchor).map(Some),
-            None => decode_head(self.store.get(Table::STATE, HEAD_KEY)?),
-        }
+        head_in(self.store.anchor()?.as_deref(), || {
+            self.store.get(Table::STATE, HEAD_KEY)
+        })
     }
 }
 

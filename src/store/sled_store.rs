@@ -279,15 +279,15 @@ impl Store for SledStore {
         // is logged as two writes of the log: sled first writes a batch
         // marker in a log buffer of its own (so that recovery applies the
         // batch whole or not at all), then the records.
-        if let ([e], [op]) = (expect, ops) {
+        if let ([only], [op]) = (expect, ops) {
             let (table, key, new) = match *op {
                 WriteOp::Put { table, key, value } => (table, key, Some(value)),
                 WriteOp::Delete { table, key } => (table, key, None),
             };
-            if e.table == table && e.key == key {
+            if only.table == table && only.key == key {
                 let swapped = self
                     .db
-                    .compare_and_swap(physical_key(table, key), e.value, new)
+                    .compare_and_swap(physical_key(table, key), only.value, new)
                     .map_err(|e| self.err(e))?;
                 return Ok(swapped.map_err(|_| BatchConflict { failed: 0 }));
             }

@@ -179,10 +179,7 @@ pub(super) fn initial_state(keys: &Keys) -> Result<Vec<u8>, SealError> {
 /// Recomputes every table's digest from the stored bytes and compares it
 /// with the state record; returns the store's generation and its anchor.
 pub(super) fn check(store: &dyn Store, keys: &Keys) -> Result<(u64, Option<String>), SealError> {
-    let raw = store
-        .get(Table::INTEGRITY, STATE_KEY)?
-        .ok_or(SealError::IntegrityMissing)?;
-    let state = State::open(keys, &raw)?;
+    let state = read_state(store, keys)?;
     let mac = MacKey::new(keys)?;
     for table in Table::ALL {
         if table == Table::SYS || table == Table::INTEGRITY {
@@ -209,10 +206,15 @@ pub(super) fn check(store: &dyn Store, keys: &Keys) -> Result<(u64, Option<Strin
 
 /// The anchor the state record holds now.
 pub(super) fn anchor(store: &dyn Store, keys: &Keys) -> Result<Option<String>, SealError> {
+    Ok(read_state(store, keys)?.anchor)
+}
+
+/// The state record as stored now, decrypted.
+fn read_state(store: &dyn Store, keys: &Keys) -> Result<State, SealError> {
     let raw = store
         .get(Table::INTEGRITY, STATE_KEY)?
         .ok_or(SealError::IntegrityMissing)?;
-    Ok(State::open(keys, &raw)?.anchor)
+    State::open(keys, &raw)
 }
 
 /// One change in a [`commit`].
