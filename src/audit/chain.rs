@@ -132,9 +132,11 @@ pub enum Mode<'a> {
     Unauthenticated,
 }
 
-/// The body as stored: field order is fixed by this struct.
+/// The body as stored: field order is fixed by this struct. `E` is an
+/// [`Event`] or its JSON already encoded ([`EncodedEvent`]); both write the
+/// same bytes.
 #[derive(Serialize)]
-struct BodyRef<'a> {
+struct BodyRef<'a, E: Serialize + ?Sized> {
     seq: u64,
     prev: &'a str,
     auth: Auth,
@@ -142,7 +144,48 @@ struct BodyRef<'a> {
     generation: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sealed_records: Option<u64>,
-    event: &'a Event,
+    event: &'a E,
+}
+
+/// An event encoded as the JSON its record carries, ahead of linking.
+///
+/// The appender encodes its event on its own thread and hands the writer
+/// one buffer: the writer, which links records one at a time under the
+/// chain's lock, then only copies the JSON into the record and tags it, and
+/// the event's many small allocations are freed where they were made rather
+/// than on the writer's thread.
+#[derive(Debug)]
+pub struct EncodedEvent {
+    json: Box<serde_json::value::RawValue>,
+    allowed_unauthenticated: bool,
+}
+
+impl EncodedEvent {
+    /// Encodes `event`.
+    pub fn new(event: &Event) -> Result<Self, LinkError> {
+        Ok(Self {
+            json: serde_json::value::to_raw_value(event)
+                .map_err(|e| LinkError::Encode(e.to_string()))?,
+            allowed_unauthenticated: super::verify::allowed_unauthenticated(event),
+        })
+    }
+
+    /// Whether the event may be written while sealed
+    /// ([`super::allowed_unauthenticated`]).
+    pub fn allowed_unauthenticated(&self) -> bool {
+        self.allowed_unauthenticated
+    }
+}
+
+/// Something [`link`] can put in a record's `event` field.
+pub trait Linkable: Serialize {}
+impl Linkable for Event {}
+impl Linkable for EncodedEvent {}
+
+impl Serialize for EncodedEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(s)
+    }
 }
 
 /// Makes the record that follows `prev`: the full line, newline included, and
@@ -150,7 +193,7 @@ struct BodyRef<'a> {
 /// durable (see `store::sealed`), which lets unseal tell a restored store.
 pub fn link(
     prev: &ChainHead,
-    event: &Event,
+    event: &impl Linkable,
     generation: u64,
     mode: Mode<'_>,
 ) -> Result<(Vec<u8>, ChainHead), LinkError> {

@@ -44,7 +44,7 @@ mod chain;
 mod event;
 mod verify;
 
-pub use chain::{Auth, ChainHead, ChainKey, LinkError, Mode, link};
+pub use chain::{Auth, ChainHead, ChainKey, EncodedEvent, LinkError, Linkable, Mode, link};
 pub use event::{Event, IssuedToken, SERVER_SUBJECT, Verdict};
 pub use verify::{
     Parsed, Record, SealedRun, VerifyError, VerifyReport, allowed_unauthenticated, parse_line,

@@ -321,6 +321,55 @@ fn the_writer_rule_for_sealed_records() {
         ..event(1)
     };
     assert!(!allowed_unauthenticated(&unknown));
+    // An encoded event carries the same rule.
+    for e in [sealed_event(1, Verdict::Allow), event(3), event(1), unknown] {
+        let encoded = EncodedEvent::new(&e).unwrap();
+        assert_eq!(
+            encoded.allowed_unauthenticated(),
+            allowed_unauthenticated(&e)
+        );
+    }
+}
+
+/// A record linked from an event encoded ahead of time is the record linked
+/// from the event, byte for byte, keyed or not, with a token or without.
+#[test]
+fn an_encoded_event_links_to_the_same_record() {
+    let key = key();
+    let mut with_token = event(2);
+    with_token.token = Some(Box::new(IssuedToken {
+        jti: "0123456789abcdef0123456789abcdef".into(),
+        sha256: "ab".repeat(32),
+        spiffe_id: "spiffe://example.org/w".into(),
+        method: "mint".into(),
+        role: String::new(),
+        source: "mtls".into(),
+        grants: vec!["read:a/*".into()],
+        issued_at: 1,
+        expires_at: 2,
+        audience: vec!["db".into()],
+        cnf_x5t: Some("x5t".into()),
+        jit_requests: vec!["r1".into()],
+    }));
+    let prev = ChainHead {
+        seq: 41,
+        hash: [9; 32],
+    };
+    for e in [event(1), with_token] {
+        let encoded = EncodedEvent::new(&e).unwrap();
+        for mode in [
+            Mode::Keyed {
+                key: &key,
+                sealed_records: None,
+            },
+            Mode::Unauthenticated,
+        ] {
+            assert_eq!(
+                link(&prev, &encoded, 3, mode).unwrap(),
+                link(&prev, &e, 3, mode).unwrap()
+            );
+        }
+    }
 }
 
 #[test]

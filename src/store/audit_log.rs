@@ -37,7 +37,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{
-    ChainHead, ChainKey, Event, LinkError, Parsed, VerifyError, VerifyReport, verify,
+    ChainHead, ChainKey, EncodedEvent, Event, LinkError, Parsed, VerifyError, VerifyReport, verify,
     verify_visiting,
 };
 use writer::{Chain, Msg, Writer};
@@ -241,6 +241,7 @@ impl AuditLog {
     /// Returns the record's sequence number. On error the caller must treat
     /// the audited operation as failed.
     pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
+        let event = EncodedEvent::new(&event)?;
         self.send(|done| Msg::Append(event, writer::Ack::Durable, done))
             .await
     }
@@ -256,6 +257,7 @@ impl AuditLog {
         if self.tx.is_none() {
             return Err(AuditError::Closed);
         }
+        let event = EncodedEvent::new(&event)?;
         // Written on this thread when the chain is free, by its holder
         // otherwise. Either way it is chained under the same lock as every
         // other record.

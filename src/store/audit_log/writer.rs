@@ -8,9 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditError, HeadStore, io, log_head};
-use crate::audit::{
-    CHECKPOINT_ACTION, ChainHead, ChainKey, Event, Mode, allowed_unauthenticated, link,
-};
+use crate::audit::{CHECKPOINT_ACTION, ChainHead, ChainKey, EncodedEvent, Event, Mode, link};
 use crate::clock;
 
 /// The most messages committed by one fsync; bounds the latency of a group.
@@ -71,8 +69,8 @@ pub(super) enum Ack {
 /// What the writer is asked to do, in order.
 #[derive(Debug)]
 pub(super) enum Msg {
-    /// Append one event.
-    Append(Event, Ack, Waiter),
+    /// Append one event, encoded by the appender.
+    Append(EncodedEvent, Ack, Waiter),
     /// Take the chain key and write the re-anchor: the first keyed record
     /// after unseal, stating how many records were written while sealed.
     Unseal {
@@ -541,7 +539,7 @@ impl Chain {
     /// which costs a read more than the write itself. Never sleeps on the
     /// lock, so an async worker never blocks behind a group the writer
     /// thread commits.
-    pub(super) fn append_written(&self, event: Event) -> Written {
+    pub(super) fn append_written(&self, event: EncodedEvent) -> Written {
         // Most often the chain is held by another worker appending its own
         // read, which takes a few microseconds: a short spin is cheaper than
         // the queued path's wake-up. It is bounded (about fifty pause
@@ -778,7 +776,7 @@ fn waiter_of(msg: Msg) -> (Ack, (StageMsg, Waiter)) {
 
 /// A message without its waiter.
 enum StageMsg {
-    Append(Event),
+    Append(EncodedEvent),
     Unseal { key: ChainKey, anchor: Event },
     Seal { checkpoint: Event },
 }
@@ -802,7 +800,7 @@ fn stage(
                 // Verification rejects an unauthenticated "allow" of what a
                 // sealed server refuses; a request that raced a seal to here
                 // must fail rather than write one.
-                None if !allowed_unauthenticated(&event) => {
+                None if !event.allowed_unauthenticated() => {
                     return (Err(AuditError::SealedAllow), done);
                 }
                 None => Mode::Unauthenticated,
@@ -848,7 +846,7 @@ fn stage(
 
 fn push(
     staged: &mut Staged,
-    event: &Event,
+    event: &impl crate::audit::Linkable,
     generation: u64,
     mode: Mode<'_>,
 ) -> Result<u64, AuditError> {
