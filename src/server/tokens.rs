@@ -34,7 +34,7 @@ use crate::secret::Secret;
 use crate::store::{SealError, SealedStore, SealedWrite, Table};
 use crate::sync::{read, write};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 /// SHA-256 of a token.
@@ -295,11 +295,16 @@ impl std::hash::Hasher for Fold {
 struct Index {
     by_digest: HashMap<Digest, Arc<TokenRecord>, RandomKeys>,
     by_jti: HashMap<String, Digest, RandomKeys>,
-    /// `(expires_at, digest)` of every record, so a sweep visits only what
-    /// expired rather than every record held. Keyed by the digest, which
-    /// is inline, rather than a copy of the `jti` on the heap: one
-    /// allocation less for every token held.
-    by_expiry: BTreeSet<(u64, Digest)>,
+    /// `(expires_at, n)` to the digest of every record, `n` counting
+    /// insertions, so a sweep visits only what expired rather than every
+    /// record held. Tokens issued in the same second then follow in the
+    /// order they were issued, so an insertion lands at the right edge of
+    /// the tree (where the last one did) rather than at a random place
+    /// among that second's tokens. The digest is inline, not a copy of the
+    /// `jti` on the heap: one allocation less for every token held.
+    by_expiry: BTreeMap<(u64, u64), Digest>,
+    /// Insertions so far, the `n` of [`Index::by_expiry`].
+    inserted: u64,
     /// `(expires_at, jti)` of the records that have a row in the `tokens`
     /// table (revoked, or issued before issue records carried them): only
     /// these are deleted from the store, [`ROW_KEPT`] after they expire.
@@ -316,13 +321,30 @@ const ROW_KEPT: u64 = 7 * 24 * 3600;
 impl Index {
     fn insert(&mut self, d: Digest, record: Arc<TokenRecord>) {
         self.by_jti.insert(record.jti.clone(), d);
-        self.by_expiry.insert((record.expires_at, d));
+        self.inserted = self.inserted.wrapping_add(1);
+        self.by_expiry.insert((record.expires_at, self.inserted), d);
         self.by_digest.insert(d, record);
+    }
+
+    /// Drops the expiry entry of the record with digest `d`, which expires
+    /// `at`. Looks among the records expiring that second: for loading,
+    /// where a row replaces its token's issue record.
+    fn forget_expiry(&mut self, at: u64, d: &Digest) {
+        let found = self
+            .by_expiry
+            .range((at, 0)..=(at, u64::MAX))
+            .find(|(_, v)| *v == d)
+            .map(|(k, _)| *k);
+        if let Some(k) = found {
+            self.by_expiry.remove(&k);
+        }
     }
 
     /// Whether a record has expired at `now`.
     fn any_expired(&self, now: u64) -> bool {
-        self.by_expiry.first().is_some_and(|(at, _)| *at <= now)
+        self.by_expiry
+            .first_key_value()
+            .is_some_and(|((at, _), _)| *at <= now)
     }
 
     /// Drops the records expired at `now`; returns the rows of the store
@@ -337,7 +359,7 @@ impl Index {
                 gone.push(jti);
             }
         }
-        while let Some((at, _)) = self.by_expiry.first() {
+        while let Some(((at, _), _)) = self.by_expiry.first_key_value() {
             if *at > now {
                 break;
             }
@@ -543,7 +565,7 @@ impl Tokens {
             if let Some(old_d) = index.by_jti.get(&record.jti).copied()
                 && let Some(old) = index.by_digest.remove(&old_d)
             {
-                index.by_expiry.remove(&(old.expires_at, old_d));
+                index.forget_expiry(old.expires_at, &old_d);
             }
             index.insert(d, Arc::new(record));
             Ok::<(), TokenError>(())
@@ -754,6 +776,9 @@ mod tests {
         let issued = [ra.issued(), rb.issued(), expired.issued()];
         let reloaded = Tokens::new(store);
         assert_eq!(reloaded.load(40, issued).unwrap(), 2);
+        // The revocation's row replaced ja's issue record: one expiry entry
+        // for each record held.
+        assert_eq!(read(&reloaded.index).by_expiry.len(), 2);
         assert_eq!(reloaded.get("ja").unwrap().revoked_at, Some(30));
         assert!(reloaded.authenticate(b"token a", 40).is_none());
         assert_eq!(reloaded.authenticate(b"token b", 40).unwrap().jti, "jb");
@@ -810,7 +835,7 @@ mod tests {
         assert_eq!(index.by_digest.len(), 2);
         assert_eq!(
             index.by_expiry,
-            BTreeSet::from([(30, [1; 32]), (40, [4; 32])])
+            BTreeMap::from([((30, 1), [1; 32]), ((40, 4), [4; 32])])
         );
         assert!(index.by_digest.contains_key(&[1; 32]));
         assert!(index.by_digest.contains_key(&[4; 32]));

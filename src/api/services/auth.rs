@@ -202,19 +202,12 @@ impl Auth for AuthService {
             }
             _ => Err(MintRefused::NotAWorkload),
         };
+        // The record's `token` field carries the rest (holder, audience,
+        // scopes, JIT requests, binding), as a login's does.
         let said = match &outcome {
             Ok(t) => Ok(format!(
-                "minted token {} for {} (audience {}, scope {}{}) until {}",
-                t.record.jti,
-                t.record.spiffe_id,
-                m.audience,
-                t.record.grants.join(" "),
-                if t.record.jit_requests.is_empty() {
-                    String::new()
-                } else {
-                    format!(", JIT {}", t.record.jit_requests.join(" "))
-                },
-                t.record.expires_at
+                "minted token {} until {}",
+                t.record.jti, t.record.expires_at
             )),
             Err(e) => Err(e.to_string()),
         };
