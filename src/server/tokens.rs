@@ -105,11 +105,14 @@ pub fn first_claims(
 /// A fresh `jti`, 32 hex digits; `None` when the random source failed (it
 /// is read once per process, for the key of [`JtiSource`]).
 pub fn new_jti() -> Option<String> {
-    static SOURCE: std::sync::OnceLock<Option<JtiSource>> = std::sync::OnceLock::new();
-    SOURCE
-        .get_or_init(JtiSource::new)
-        .as_ref()
-        .map(JtiSource::next)
+    static SOURCE: std::sync::OnceLock<JtiSource> = std::sync::OnceLock::new();
+    if let Some(source) = SOURCE.get() {
+        return Some(source.next());
+    }
+    // Only a key that was read is kept: a random source that failed once
+    // is asked again at the next token, not given up on for good.
+    let source = JtiSource::new()?;
+    Some(SOURCE.get_or_init(|| source).next())
 }
 
 /// Where `jti`s come from: the first 16 bytes of SHA-256 over a secret key
@@ -231,7 +234,9 @@ pub enum TokenError {
 
 /// Hashes the index's keys, which are already uniformly random: token
 /// digests (SHA-256 of tokens sigil signed) and `jti`s (hex of 16 bytes
-/// from the system's random source). A keyed SipHash of every key on
+/// of a keyed hash whose key never leaves the process, [`JtiSource`]; or,
+/// for tokens issued by earlier versions, of the system's random source).
+/// A keyed SipHash of every key on
 /// every mint, lookup and table resize buys nothing here: flooding a map
 /// with colliding keys needs control over the keys inserted, and only
 /// sigil's own tokens are inserted. A caller can choose the keys it looks
@@ -297,10 +302,10 @@ struct Index {
     by_jti: HashMap<String, Digest, RandomKeys>,
     /// `(expires_at, n)` to the digest of every record, `n` counting
     /// insertions, so a sweep visits only what expired rather than every
-    /// record held. Tokens issued in the same second then follow in the
-    /// order they were issued, so an insertion lands at the right edge of
-    /// the tree (where the last one did) rather than at a random place
-    /// among that second's tokens. The digest is inline, not a copy of the
+    /// record held. Tokens expiring in the same second then follow in the
+    /// order they were issued, so an insertion lands at the end of that
+    /// second's run (the tree's right edge, when tokens share a lifetime)
+    /// rather than at a random place among that second's tokens. The digest is inline, not a copy of the
     /// `jti` on the heap: one allocation less for every token held.
     by_expiry: BTreeMap<(u64, u64), Digest>,
     /// Insertions so far, the `n` of [`Index::by_expiry`].
@@ -327,8 +332,8 @@ impl Index {
     }
 
     /// Drops the expiry entry of the record with digest `d`, which expires
-    /// `at`. Looks among the records expiring that second: for loading,
-    /// where a row replaces its token's issue record.
+    /// `at`. Looks among the records expiring that second: only for a
+    /// `jti` loaded twice, which sigil never issues.
     fn forget_expiry(&mut self, at: u64, d: &Digest) {
         let found = self
             .by_expiry
@@ -561,7 +566,8 @@ impl Tokens {
                 jti: record.jti.clone(),
                 message: "sha256 is not 32 bytes of hex".into(),
             })?;
-            // A row replaces the issue's record of the same token.
+            // Two issue records of one `jti` (sigil never issues one twice):
+            // the later one stands.
             if let Some(old_d) = index.by_jti.get(&record.jti).copied()
                 && let Some(old) = index.by_digest.remove(&old_d)
             {
@@ -570,11 +576,10 @@ impl Tokens {
             index.insert(d, Arc::new(record));
             Ok::<(), TokenError>(())
         };
-        for t in issued {
-            if t.expires_at > now {
-                put(&mut index, TokenRecord::from_issued(t))?;
-            }
-        }
+        // The table's rows first: a row replaces the issue record of its
+        // token (a revocation), so that issue record is skipped rather than
+        // loaded and then replaced.
+        let mut rows = Vec::new();
         for (key, value) in self.store.scan_prefix(Table::TOKENS, b"")? {
             let jti = String::from_utf8_lossy(&key).into_owned();
             let record: TokenRecord =
@@ -588,8 +593,18 @@ impl Tokens {
             }
             index.stored.insert((record.expires_at, record.jti.clone()));
             if record.expires_at > now {
-                put(&mut index, record)?;
+                rows.push(record);
             }
+        }
+        let replaced: std::collections::HashSet<String> =
+            index.stored.iter().map(|(_, jti)| jti.clone()).collect();
+        for t in issued {
+            if t.expires_at > now && !replaced.contains(t.jti.as_str()) {
+                put(&mut index, TokenRecord::from_issued(t))?;
+            }
+        }
+        for record in rows {
+            put(&mut index, record)?;
         }
         let n = index.by_digest.len();
         *write(&self.index) = index;
