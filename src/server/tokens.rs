@@ -103,7 +103,7 @@ pub fn first_claims(
 }
 
 /// A fresh `jti`, 32 hex digits; `None` when the random source failed (it
-/// is read once per process, for the key of [`JtiSource`]).
+/// is read for the key of [`JtiSource`], until that succeeds once).
 pub fn new_jti() -> Option<String> {
     static SOURCE: std::sync::OnceLock<JtiSource> = std::sync::OnceLock::new();
     if let Some(source) = SOURCE.get() {
@@ -236,12 +236,12 @@ pub enum TokenError {
 /// digests (SHA-256 of tokens sigil signed) and `jti`s (hex of 16 bytes
 /// of a keyed hash whose key never leaves the process, [`JtiSource`]; or,
 /// for tokens issued by earlier versions, of the system's random source).
-/// A keyed SipHash of every key on
-/// every mint, lookup and table resize buys nothing here: flooding a map
-/// with colliding keys needs control over the keys inserted, and only
-/// sigil's own tokens are inserted. A caller can choose the keys it looks
-/// up, but a lookup probes the table as filled by those random keys, so a
-/// chosen key costs no more than any other miss.
+/// A keyed SipHash of every key on every mint, lookup and table resize
+/// buys nothing here: flooding a map with colliding keys needs control
+/// over the keys inserted, and only sigil's own tokens are inserted. A
+/// caller can choose the keys it looks up, but a lookup probes the table
+/// as filled by those random keys, so a chosen key costs no more than any
+/// other miss.
 #[derive(Debug, Default, Clone, Copy)]
 struct RandomKeys;
 
@@ -305,8 +305,9 @@ struct Index {
     /// record held. Tokens expiring in the same second then follow in the
     /// order they were issued, so an insertion lands at the end of that
     /// second's run (the tree's right edge, when tokens share a lifetime)
-    /// rather than at a random place among that second's tokens. The digest is inline, not a copy of the
-    /// `jti` on the heap: one allocation less for every token held.
+    /// rather than at a random place among that second's tokens. The
+    /// digest is inline, not a copy of the `jti` on the heap: one
+    /// allocation less for every token held.
     by_expiry: BTreeMap<(u64, u64), Digest>,
     /// Insertions so far, the `n` of [`Index::by_expiry`].
     inserted: u64,

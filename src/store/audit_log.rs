@@ -248,11 +248,12 @@ impl AuditLog {
 
     /// Appends `event` and waits until it is written to the log file and
     /// chained, not until it is on disk: an fsync that starts at most 20 ms
-    /// later covers it (reads' records are synced together). For reads, whose record must exist before what was read is
-    /// returned: the record survives a crash of the process, and is lost only
-    /// if the machine loses power within that moment. Everything that
-    /// changes state uses [`AuditLog::append`]. A failed write (or a failed
-    /// sync before it) is an error here too.
+    /// later covers it (reads' records are synced together). For reads,
+    /// whose record must exist before what was read is returned: the record
+    /// survives a crash of the process, and is lost only if the machine
+    /// loses power within that moment. Everything that changes state uses
+    /// [`AuditLog::append`]. A failed write (or a failed sync before it) is
+    /// an error here too.
     pub async fn append_written(&self, event: Event) -> Result<u64, AuditError> {
         if self.tx.is_none() {
             return Err(AuditError::Closed);
