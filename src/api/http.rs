@@ -536,7 +536,7 @@ async fn revoke_self(State(app): State<App>, req: Request) -> Response {
         Err(r) => return r,
     };
     let now = crate::clock::unix_seconds(app.server.now());
-    match app.server.tokens().revoke(&record.jti, now).await {
+    match app.server.tokens().revoke(&record, now).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => app.answer(ApiError::Internal(e.to_string())),
     }

@@ -274,9 +274,13 @@ impl Server {
         now: u64,
     ) -> Result<(Vec<String>, Vec<String>), QuarantineError> {
         let fail = |e: &dyn std::fmt::Display| QuarantineError::Revocation(e.to_string());
-        let tokens = self.tokens().matching(|r| r.spiffe_id == id);
-        for jti in &tokens {
-            self.tokens().revoke(jti, now).await.map_err(|e| fail(&e))?;
+        let mut tokens = Vec::new();
+        for record in self.tokens().matching(|r| r.spiffe_id == id) {
+            self.tokens()
+                .revoke(&record, now)
+                .await
+                .map_err(|e| fail(&e))?;
+            tokens.push(record.jti.clone());
         }
         let why = format!("quarantined: {reason}");
         let mut requests = Vec::new();

@@ -232,16 +232,13 @@ pub enum TokenError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Hashes the index's keys, which are already uniformly random: token
-/// digests (SHA-256 of tokens sigil signed) and `jti`s (hex of 16 bytes
-/// of a keyed hash whose key never leaves the process, [`JtiSource`]; or,
-/// for tokens issued by earlier versions, of the system's random source).
-/// A keyed SipHash of every key on every mint, lookup and table resize
-/// buys nothing here: flooding a map with colliding keys needs control
-/// over the keys inserted, and only sigil's own tokens are inserted. A
-/// caller can choose the keys it looks up, but a lookup probes the table
-/// as filled by those random keys, so a chosen key costs no more than any
-/// other miss.
+/// Hashes the index's keys, which are already uniformly random: digests
+/// (SHA-256) of tokens sigil signed. A keyed SipHash of every key on
+/// every mint, lookup and table resize buys nothing here: flooding a map
+/// with colliding keys needs control over the keys inserted, and only
+/// sigil's own tokens are inserted. A caller can choose the keys it looks
+/// up, but a lookup probes the table as filled by those random keys, so a
+/// chosen key costs no more than any other miss.
 #[derive(Debug, Default, Clone, Copy)]
 struct RandomKeys;
 
@@ -298,19 +295,19 @@ impl std::hash::Hasher for Fold {
 
 #[derive(Default)]
 struct Index {
+    /// Every record held, by its token's digest: the one lookup of a
+    /// presented token. There is no second map by `jti`: each would cost
+    /// every mint another insertion at a random place in a table as large
+    /// as this one, while only a revocation looks a record up by something
+    /// other than its token, and it starts from a record (whose digest it
+    /// has) found by a scan it makes anyway ([`Tokens::matching`]).
     by_digest: HashMap<Digest, Arc<TokenRecord>, RandomKeys>,
-    by_jti: HashMap<String, Digest, RandomKeys>,
-    /// `(expires_at, n)` to the digest of every record, `n` counting
-    /// insertions, so a sweep visits only what expired rather than every
-    /// record held. Tokens expiring in the same second then follow in the
-    /// order they were issued, so an insertion lands at the end of that
-    /// second's run (the tree's right edge, when tokens share a lifetime)
-    /// rather than at a random place among that second's tokens. The
-    /// digest is inline, not a copy of the `jti` on the heap: one
-    /// allocation less for every token held.
-    by_expiry: BTreeMap<(u64, u64), Digest>,
-    /// Insertions so far, the `n` of [`Index::by_expiry`].
-    inserted: u64,
+    /// The digests of the records expiring in each second, so a sweep
+    /// visits only what expired rather than every record held. The tree
+    /// has a key per second, not per token: an insertion finds its
+    /// second among few keys and appends to that second's list, in the
+    /// order tokens were issued.
+    by_expiry: BTreeMap<u64, Vec<Digest>>,
     /// `(expires_at, jti)` of the records that have a row in the `tokens`
     /// table (revoked, or issued before issue records carried them): only
     /// these are deleted from the store, [`ROW_KEPT`] after they expire.
@@ -326,23 +323,22 @@ const ROW_KEPT: u64 = 7 * 24 * 3600;
 
 impl Index {
     fn insert(&mut self, d: Digest, record: Arc<TokenRecord>) {
-        self.by_jti.insert(record.jti.clone(), d);
-        self.inserted = self.inserted.wrapping_add(1);
-        self.by_expiry.insert((record.expires_at, self.inserted), d);
+        self.by_expiry.entry(record.expires_at).or_default().push(d);
         self.by_digest.insert(d, record);
     }
 
-    /// Drops the expiry entry of the record with digest `d`, which expires
-    /// `at`. Looks among the records expiring that second: only for a
-    /// `jti` loaded twice, which sigil never issues.
-    fn forget_expiry(&mut self, at: u64, d: &Digest) {
-        let found = self
-            .by_expiry
-            .range((at, 0)..=(at, u64::MAX))
-            .find(|(_, v)| *v == d)
-            .map(|(k, _)| *k);
-        if let Some(k) = found {
-            self.by_expiry.remove(&k);
+    /// Drops the record with digest `d` and its expiry entry. Looks among
+    /// the records expiring that second: only for a `jti` loaded twice,
+    /// which sigil never issues.
+    fn remove(&mut self, d: &Digest) {
+        let Some(old) = self.by_digest.remove(d) else {
+            return;
+        };
+        if let Some(second) = self.by_expiry.get_mut(&old.expires_at) {
+            second.retain(|x| x != d);
+            if second.is_empty() {
+                self.by_expiry.remove(&old.expires_at);
+            }
         }
     }
 
@@ -350,7 +346,7 @@ impl Index {
     fn any_expired(&self, now: u64) -> bool {
         self.by_expiry
             .first_key_value()
-            .is_some_and(|((at, _), _)| *at <= now)
+            .is_some_and(|(at, _)| *at <= now)
     }
 
     /// Drops the records expired at `now`; returns the rows of the store
@@ -365,17 +361,12 @@ impl Index {
                 gone.push(jti);
             }
         }
-        while let Some(((at, _), _)) = self.by_expiry.first_key_value() {
-            if *at > now {
+        while let Some(second) = self.by_expiry.first_entry() {
+            if *second.key() > now {
                 break;
             }
-            let Some((_, d)) = self.by_expiry.pop_first() else {
-                break;
-            };
-            if let Some(record) = self.by_digest.remove(&d)
-                && self.by_jti.get(&record.jti) == Some(&d)
-            {
-                self.by_jti.remove(&record.jti);
+            for d in second.remove() {
+                self.by_digest.remove(&d);
             }
         }
         gone
@@ -562,17 +553,16 @@ impl Tokens {
         issued: impl IntoIterator<Item = IssuedToken>,
     ) -> Result<usize, TokenError> {
         let mut index = Index::default();
-        let put = |index: &mut Index, record: TokenRecord| {
+        // Two issue records of one `jti` (sigil never issues one twice):
+        // the later one stands. Kept for the load only.
+        let mut by_jti: HashMap<String, Digest> = HashMap::new();
+        let mut put = |index: &mut Index, record: TokenRecord| {
             let d = decode_digest(&record.sha256).ok_or_else(|| TokenError::Corrupt {
                 jti: record.jti.clone(),
                 message: "sha256 is not 32 bytes of hex".into(),
             })?;
-            // Two issue records of one `jti` (sigil never issues one twice):
-            // the later one stands.
-            if let Some(old_d) = index.by_jti.get(&record.jti).copied()
-                && let Some(old) = index.by_digest.remove(&old_d)
-            {
-                index.forget_expiry(old.expires_at, &old_d);
+            if let Some(old) = by_jti.insert(record.jti.clone(), d) {
+                index.remove(&old);
             }
             index.insert(d, Arc::new(record));
             Ok::<(), TokenError>(())
@@ -656,41 +646,39 @@ impl Tokens {
         record.live(now).then(|| record.clone())
     }
 
-    /// The record with `jti`, live or not (until it is swept).
-    pub fn get(&self, jti: &str) -> Option<Arc<TokenRecord>> {
+    /// Every held record that `which` picks and that is not revoked yet,
+    /// in `jti` order.
+    pub fn matching(&self, which: impl Fn(&TokenRecord) -> bool) -> Vec<Arc<TokenRecord>> {
         let index = read(&self.index);
-        let d = index.by_jti.get(jti)?;
-        index.by_digest.get(d).cloned()
-    }
-
-    /// The `jti` of every held record that `which` picks and that is not
-    /// revoked yet.
-    pub fn matching(&self, which: impl Fn(&TokenRecord) -> bool) -> Vec<String> {
-        let index = read(&self.index);
-        let mut out: Vec<String> = index
+        let mut out: Vec<Arc<TokenRecord>> = index
             .by_digest
             .values()
             .filter(|r| r.revoked_at.is_none() && which(r))
-            .map(|r| r.jti.clone())
+            .cloned()
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.jti.cmp(&b.jti));
         out
     }
 
-    /// Revokes the token `jti` at `now`, durably. Revoking a revoked token
-    /// keeps the first time, and writes it again: the first revocation may
-    /// still be on its way to the disk, or may have failed there.
-    pub async fn revoke(&self, jti: &str, now: u64) -> Result<Arc<TokenRecord>, TokenError> {
+    /// Revokes the token of `record` (one this index handed out) at `now`,
+    /// durably. Revoking a revoked token keeps the first time, and writes
+    /// it again: the first revocation may still be on its way to the disk,
+    /// or may have failed there. [`TokenError::NotFound`] if the token is
+    /// no longer held (it expired and was swept).
+    pub async fn revoke(
+        &self,
+        record: &TokenRecord,
+        now: u64,
+    ) -> Result<Arc<TokenRecord>, TokenError> {
+        let jti = record.jti.as_str();
         let (revoked, wait) = {
             let mut index = write(&self.index);
-            let d = index
-                .by_jti
-                .get(jti)
-                .copied()
+            let d = decode_digest(&record.sha256)
                 .ok_or_else(|| TokenError::NotFound(jti.to_owned()))?;
             let current = index
                 .by_digest
                 .get(&d)
+                .filter(|r| r.jti == jti)
                 .cloned()
                 .ok_or_else(|| TokenError::NotFound(jti.to_owned()))?;
             let revoked = if current.revoked_at.is_some() {
@@ -741,6 +729,12 @@ mod tests {
         assert_ne!(a.next(), a.next());
     }
 
+    /// The record with `jti`, live or not (until it is swept).
+    fn held(tokens: &Tokens, jti: &str) -> Option<Arc<TokenRecord>> {
+        let index = read(&tokens.index);
+        index.by_digest.values().find(|r| r.jti == jti).cloned()
+    }
+
     fn record(jti: &str, expires_at: u64) -> Arc<TokenRecord> {
         Arc::new(TokenRecord {
             jti: jti.into(),
@@ -778,7 +772,7 @@ mod tests {
             .unwrap();
         // Issued tokens authenticate at once.
         assert!(tokens.authenticate(b"token a", 20).is_some());
-        let revoked = tokens.revoke("ja", 30).await.unwrap();
+        let revoked = tokens.revoke(&ra, 30).await.unwrap();
         assert_eq!(revoked.revoked_at, Some(30));
         assert!(tokens.authenticate(b"token a", 40).is_none());
         tokens.flush().await.unwrap();
@@ -794,11 +788,12 @@ mod tests {
         assert_eq!(reloaded.load(40, issued).unwrap(), 2);
         // The revocation's row replaced ja's issue record: one expiry entry
         // for each record held.
-        assert_eq!(read(&reloaded.index).by_expiry.len(), 2);
-        assert_eq!(reloaded.get("ja").unwrap().revoked_at, Some(30));
+        let expiring: usize = read(&reloaded.index).by_expiry.values().map(Vec::len).sum();
+        assert_eq!(expiring, 2);
+        assert_eq!(held(&reloaded, "ja").unwrap().revoked_at, Some(30));
         assert!(reloaded.authenticate(b"token a", 40).is_none());
         assert_eq!(reloaded.authenticate(b"token b", 40).unwrap().jti, "jb");
-        assert!(reloaded.get("jc").is_none());
+        assert!(held(&reloaded, "jc").is_none());
     }
 
     /// A failed write is reported to the flush after it, whichever batch
@@ -813,7 +808,7 @@ mod tests {
             .record(&a, (*record("ja", 1_000)).clone(), 10)
             .unwrap();
         store.seal();
-        let e = tokens.revoke("ja", 20).await.unwrap_err();
+        let e = tokens.revoke(&ra, 20).await.unwrap_err();
         assert!(
             matches!(e, TokenError::Write(ref m) if m == "store is sealed"),
             "{e}"
@@ -827,10 +822,60 @@ mod tests {
         // The revocation's write failed after the last flush: not on disk.
         assert!(matches!(tokens.flush().await, Err(TokenError::Write(_))));
         tokens.flush().await.unwrap();
-        assert_eq!(tokens.revoke("ja", 40).await.unwrap().revoked_at, Some(20));
+        assert_eq!(tokens.revoke(&ra, 40).await.unwrap().revoked_at, Some(20));
         let reloaded = Tokens::new(store);
         assert_eq!(reloaded.load(50, [ra.issued()]).unwrap(), 1);
-        assert_eq!(reloaded.get("ja").unwrap().revoked_at, Some(20));
+        assert_eq!(held(&reloaded, "ja").unwrap().revoked_at, Some(20));
+    }
+
+    /// Two issue records of one `jti` at unseal: the later one stands, and
+    /// the earlier one's token neither authenticates nor stays in the
+    /// expiry list.
+    #[test]
+    fn a_jti_loaded_twice_keeps_its_later_record() {
+        let (_dir, _raw, store) = crate::server::testing::unsealed_store();
+        let tokens = Tokens::new(store);
+        let mut first = (*record("ja", 1_000)).clone();
+        first.sha256 = hex::encode(digest(b"token 1"));
+        let mut second = (*record("ja", 2_000)).clone();
+        second.sha256 = hex::encode(digest(b"token 2"));
+        let mut other = (*record("jb", 1_000)).clone();
+        other.sha256 = hex::encode(digest(b"token 3"));
+        let issued = [first.issued(), other.issued(), second.issued()];
+        assert_eq!(tokens.load(10, issued).unwrap(), 2);
+        assert!(tokens.authenticate(b"token 1", 20).is_none());
+        assert_eq!(
+            tokens.authenticate(b"token 2", 20).unwrap().expires_at,
+            2_000
+        );
+        assert_eq!(tokens.authenticate(b"token 3", 20).unwrap().jti, "jb");
+        assert_eq!(
+            read(&tokens.index).by_expiry,
+            BTreeMap::from([
+                (1_000, vec![digest(b"token 3")]),
+                (2_000, vec![digest(b"token 2")])
+            ])
+        );
+    }
+
+    /// Records expiring in one second are listed in issue order and swept
+    /// together.
+    #[test]
+    fn records_expiring_in_one_second_are_swept_together() {
+        let mut index = Index::default();
+        for i in 1..=3u8 {
+            index.insert([i; 32], record(&format!("j{i}"), 50));
+        }
+        index.insert([9; 32], record("j9", 51));
+        assert_eq!(
+            index.by_expiry.get(&50),
+            Some(&vec![[1; 32], [2; 32], [3; 32]])
+        );
+        assert!(!index.any_expired(49));
+        index.remove_expired(50);
+        assert_eq!(index.by_digest.len(), 1);
+        assert!(index.by_digest.contains_key(&[9; 32]));
+        assert_eq!(index.by_expiry, BTreeMap::from([(51, vec![[9; 32]])]));
     }
 
     #[test]
@@ -846,12 +891,11 @@ mod tests {
         assert!(index.any_expired(20));
         assert!(index.remove_expired(20).is_empty());
         assert!(!index.any_expired(29));
-        let left: BTreeSet<&str> = index.by_jti.keys().map(String::as_str).collect();
+        let left: BTreeSet<&str> = index.by_digest.values().map(|r| r.jti.as_str()).collect();
         assert_eq!(left, BTreeSet::from(["j1", "j4"]));
-        assert_eq!(index.by_digest.len(), 2);
         assert_eq!(
             index.by_expiry,
-            BTreeMap::from([((30, 1), [1; 32]), ((40, 4), [4; 32])])
+            BTreeMap::from([(30, vec![[1; 32]]), (40, vec![[4; 32]])])
         );
         assert!(index.by_digest.contains_key(&[1; 32]));
         assert!(index.by_digest.contains_key(&[4; 32]));

@@ -330,7 +330,7 @@ impl Auth for AuthService {
         let revoked = self
             .server
             .tokens()
-            .revoke(&record.jti, now)
+            .revoke(&record, now)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(Response::new(info(&revoked)))
@@ -343,9 +343,10 @@ pub(crate) async fn revoke_tokens(
     which: &(dyn Fn(&TokenRecord) -> bool + Send + Sync),
 ) -> Result<Vec<String>, TokenError> {
     let now = crate::clock::unix_seconds(server.now());
-    let jtis = server.tokens().matching(which);
-    for jti in &jtis {
-        server.tokens().revoke(jti, now).await?;
+    let mut jtis = Vec::new();
+    for record in server.tokens().matching(which) {
+        server.tokens().revoke(&record, now).await?;
+        jtis.push(record.jti.clone());
     }
     Ok(jtis)
 }
