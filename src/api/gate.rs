@@ -292,7 +292,7 @@ impl Gate {
         action: Action,
         resource: &Resource,
         outcome: Result<String, String>,
-        issued: Option<IssuedToken>,
+        issued: Option<Arc<IssuedToken>>,
     ) -> Result<(), ApiError> {
         let (caller, authn, source) = self.authenticate(ext);
         let (decision, reason) = match outcome {
@@ -305,7 +305,7 @@ impl Gate {
             authn: authn.as_str().to_owned(),
             action: action.as_str().to_owned(),
             resource: resource.audit_name(),
-            token: issued.filter(|_| decision == Verdict::Allow).map(Box::new),
+            token: issued.filter(|_| decision == Verdict::Allow),
             decision,
             reasons: vec![reason],
             source,
@@ -464,11 +464,11 @@ impl Decided {
     pub async fn settle(
         self,
         outcome: Result<String, String>,
-        issued: Option<IssuedToken>,
+        issued: Option<Arc<IssuedToken>>,
     ) -> Result<(), ApiError> {
         let (gate, mut event) = self.with_outcome(outcome);
         if event.decision == Verdict::Allow {
-            event.token = issued.map(Box::new);
+            event.token = issued;
         }
         gate.server.audit().append(event).await?;
         Ok(())

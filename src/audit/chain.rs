@@ -132,11 +132,10 @@ pub enum Mode<'a> {
     Unauthenticated,
 }
 
-/// The body as stored: field order is fixed by this struct. `E` is an
-/// [`Event`] or its JSON already encoded ([`EncodedEvent`]); both write the
-/// same bytes.
+/// The body as stored, but for its last field, `event`, which [`link`]
+/// appends: field order is fixed by this struct.
 #[derive(Serialize)]
-struct BodyRef<'a, E: Serialize + ?Sized> {
+struct BodyHead<'a> {
     seq: u64,
     prev: &'a str,
     auth: Auth,
@@ -144,8 +143,11 @@ struct BodyRef<'a, E: Serialize + ?Sized> {
     generation: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sealed_records: Option<u64>,
-    event: &'a E,
 }
+
+/// Room for a [`BodyHead`] as JSON: its longest form, with both counts at
+/// 20 digits, is about 200 bytes.
+const BODY_HEAD_ROOM: usize = 256;
 
 /// An event encoded as the JSON its record carries, ahead of linking.
 ///
@@ -156,16 +158,23 @@ struct BodyRef<'a, E: Serialize + ?Sized> {
 /// than on the writer's thread.
 #[derive(Debug)]
 pub struct EncodedEvent {
-    json: Box<serde_json::value::RawValue>,
+    /// The event as serde_json writes it (so valid UTF-8 JSON).
+    json: Vec<u8>,
     allowed_unauthenticated: bool,
 }
+
+/// The buffer an event is encoded into to begin with: most events, a
+/// token's issue with its record among them, fit, so the encoding does not
+/// copy itself as its buffer grows.
+const EVENT_ROOM: usize = 1024;
 
 impl EncodedEvent {
     /// Encodes `event`.
     pub fn new(event: &Event) -> Result<Self, LinkError> {
+        let mut json = Vec::with_capacity(EVENT_ROOM);
+        event.write_json(&mut json)?;
         Ok(Self {
-            json: serde_json::value::to_raw_value(event)
-                .map_err(|e| LinkError::Encode(e.to_string()))?,
+            json,
             allowed_unauthenticated: super::verify::allowed_unauthenticated(event),
         })
     }
@@ -177,14 +186,34 @@ impl EncodedEvent {
     }
 }
 
-/// Something [`link`] can put in a record's `event` field.
-pub trait Linkable: Serialize {}
-impl Linkable for Event {}
-impl Linkable for EncodedEvent {}
+/// Something [`link`] can put in a record's `event` field: an [`Event`],
+/// or one already encoded ([`EncodedEvent`]). Both write the same bytes.
+pub trait Linkable {
+    /// Appends the event's JSON to `out`.
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), LinkError>;
 
-impl Serialize for EncodedEvent {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(s)
+    /// About how long that JSON is, to size the record's buffer.
+    fn len_hint(&self) -> usize;
+}
+
+impl Linkable for Event {
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), LinkError> {
+        serde_json::to_writer(out, self).map_err(|e| LinkError::Encode(e.to_string()))
+    }
+
+    fn len_hint(&self) -> usize {
+        EVENT_ROOM
+    }
+}
+
+impl Linkable for EncodedEvent {
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), LinkError> {
+        out.extend_from_slice(&self.json);
+        Ok(())
+    }
+
+    fn len_hint(&self) -> usize {
+        self.json.len()
     }
 }
 
@@ -209,21 +238,30 @@ pub fn link(
     let mut prev_hex = [0u8; 64];
     hex::encode_to_slice(prev.hash, &mut prev_hex).map_err(|e| LinkError::Encode(e.to_string()))?;
     let prev_hex = std::str::from_utf8(&prev_hex).map_err(|e| LinkError::Encode(e.to_string()))?;
-    let body = BodyRef {
+    let head = BodyHead {
         seq,
         prev: prev_hex,
         auth,
         generation,
         sealed_records,
-        event,
     };
     // The line is `<hex tag> <body>\n`: the body is written in place after
     // room for the tag, which is filled in once the body is known.
     const TAG_HEX: usize = 64;
-    let mut line = Vec::with_capacity(512);
+    let mut line = Vec::with_capacity(TAG_HEX + 1 + BODY_HEAD_ROOM + event.len_hint() + 2);
     line.resize(TAG_HEX + 1, b' ');
     // serde_json escapes control characters, so the body never contains '\n'.
-    serde_json::to_writer(&mut line, &body).map_err(|e| LinkError::Encode(e.to_string()))?;
+    serde_json::to_writer(&mut line, &head).map_err(|e| LinkError::Encode(e.to_string()))?;
+    // `{…}` becomes `{…,"event":<event>}`: the event is the body's last
+    // field, as if the whole body had been serialized at once.
+    if line.pop() != Some(b'}') {
+        return Err(LinkError::Encode(
+            "record head is not a JSON object".to_owned(),
+        ));
+    }
+    line.extend_from_slice(b",\"event\":");
+    event.write_json(&mut line)?;
+    line.push(b'}');
     let short = || LinkError::Encode("record line shorter than its tag".to_owned());
     let written = line.get(TAG_HEX + 1..).ok_or_else(short)?;
     let tag = match mode {

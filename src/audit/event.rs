@@ -34,7 +34,7 @@ pub struct Event {
     /// On the record of a token's issue: the token as the server knows it
     /// (see [`IssuedToken`]). Absent on every other record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<Box<IssuedToken>>,
+    pub token: Option<std::sync::Arc<IssuedToken>>,
 }
 
 /// A token sigil issued, as the allowed record of its issue carries it: all

@@ -337,7 +337,7 @@ fn the_writer_rule_for_sealed_records() {
 fn an_encoded_event_links_to_the_same_record() {
     let key = key();
     let mut with_token = event(2);
-    with_token.token = Some(Box::new(IssuedToken {
+    with_token.token = Some(std::sync::Arc::new(IssuedToken {
         jti: "0123456789abcdef0123456789abcdef".into(),
         sha256: "ab".repeat(32),
         spiffe_id: "spiffe://example.org/w".into(),
@@ -362,14 +362,46 @@ fn an_encoded_event_links_to_the_same_record() {
                 key: &key,
                 sealed_records: None,
             },
+            Mode::Keyed {
+                key: &key,
+                sealed_records: Some(7),
+            },
             Mode::Unauthenticated,
         ] {
-            assert_eq!(
-                link(&prev, &encoded, 3, mode).unwrap(),
-                link(&prev, &e, 3, mode).unwrap()
-            );
+            let (line, head) = link(&prev, &encoded, 3, mode).unwrap();
+            assert_eq!((line.clone(), head), link(&prev, &e, 3, mode).unwrap());
+            // The body is the whole record serialized as one object, its
+            // fields in the stored order, the event last.
+            let (auth, sealed_records) = match mode {
+                Mode::Keyed { sealed_records, .. } => ("hmac", sealed_records),
+                Mode::Unauthenticated => ("none", None),
+            };
+            let whole = WholeBody {
+                seq: 42,
+                prev: &"09".repeat(32),
+                auth,
+                generation: 3,
+                sealed_records,
+                event: &e,
+            };
+            let mut expected = serde_json::to_vec(&whole).unwrap();
+            expected.push(b'\n');
+            assert_eq!(line.get(65..).unwrap(), expected.as_slice());
         }
     }
+}
+
+/// A record's body as one serialized struct, for comparison.
+#[derive(serde::Serialize)]
+struct WholeBody<'a> {
+    seq: u64,
+    prev: &'a str,
+    auth: &'a str,
+    #[serde(rename = "gen")]
+    generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sealed_records: Option<u64>,
+    event: &'a Event,
 }
 
 #[test]

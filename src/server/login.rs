@@ -10,6 +10,7 @@
 //! cannot turn sigil into a fetcher.
 
 use super::Server;
+use crate::audit::IssuedToken;
 use crate::config::{JwksSource, OidcIssuer, OidcRole};
 use crate::id::SpiffeId;
 use crate::oidc::{IssuerPolicy, Jwks, LoginError};
@@ -275,7 +276,7 @@ impl Server {
                 self.now(),
             )
             .map_err(|e| issue(&e))?;
-        let record = TokenRecord {
+        let record = IssuedToken {
             jti,
             sha256: String::new(),
             spiffe_id: id.to_string(),
@@ -285,7 +286,6 @@ impl Server {
             grants: role.grants.clone(),
             issued_at: now,
             expires_at: signed.expires_at,
-            revoked_at: None,
             audience: vec![TOKEN_AUDIENCE.to_owned()],
             cnf_x5t: None,
             jit_requests: Vec::new(),

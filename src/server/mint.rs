@@ -11,6 +11,7 @@
 use super::Server;
 use super::login::TOKEN_AUDIENCE;
 use super::tokens::TokenRecord;
+use crate::audit::IssuedToken;
 use crate::id::SpiffeId;
 use crate::secret::Secret;
 use crate::secrets::Grant;
@@ -184,7 +185,7 @@ impl Server {
         let signed = authority
             .sign_token(id, &audience, &claims, Duration::from_secs(ttl), self.now())
             .map_err(|e| issue(&e))?;
-        let record = TokenRecord {
+        let record = IssuedToken {
             jti,
             sha256: String::new(),
             spiffe_id: id.to_string(),
@@ -194,7 +195,6 @@ impl Server {
             grants: scopes,
             issued_at: now,
             expires_at: signed.expires_at,
-            revoked_at: None,
             audience,
             cnf_x5t: Some(x5t),
             jit_requests: requests,

@@ -48,9 +48,32 @@ pub fn digest(token: &[u8]) -> Digest {
     out
 }
 
-/// What sigil remembers about a token it issued.
+/// What sigil remembers about a token it issued: the token as the audit
+/// record of its issue carries it ([`IssuedToken`], whose fields it reads
+/// as its own), and whether it was revoked.
+///
+/// The issue's part is shared, not copied: the mint or login hands the
+/// same [`IssuedToken`] to the audit record it writes, and a revocation
+/// makes a new record around it. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Row", into = "Row")]
 pub struct TokenRecord {
+    issued: Arc<IssuedToken>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<u64>,
+}
+
+impl std::ops::Deref for TokenRecord {
+    type Target = IssuedToken;
+
+    fn deref(&self) -> &IssuedToken {
+        &self.issued
+    }
+}
+
+/// A [`TokenRecord`] as a row of the `tokens` table stores it.
+#[derive(Serialize, Deserialize)]
+struct Row {
     /// The `jti` claim.
     pub jti: String,
     /// SHA-256 of the token, hex.
@@ -84,6 +107,49 @@ pub struct TokenRecord {
     /// every one of them is active.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jit_requests: Vec<String>,
+}
+
+impl From<Row> for TokenRecord {
+    fn from(r: Row) -> Self {
+        TokenRecord {
+            issued: Arc::new(IssuedToken {
+                jti: r.jti,
+                sha256: r.sha256,
+                spiffe_id: r.spiffe_id,
+                method: r.method,
+                role: r.role,
+                source: r.source,
+                grants: r.grants,
+                issued_at: r.issued_at,
+                expires_at: r.expires_at,
+                audience: r.audience,
+                cnf_x5t: r.cnf_x5t,
+                jit_requests: r.jit_requests,
+            }),
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+impl From<TokenRecord> for Row {
+    fn from(r: TokenRecord) -> Self {
+        let t = Arc::unwrap_or_clone(r.issued);
+        Row {
+            jti: t.jti,
+            sha256: t.sha256,
+            spiffe_id: t.spiffe_id,
+            method: t.method,
+            role: t.role,
+            source: t.source,
+            grants: t.grants,
+            issued_at: t.issued_at,
+            expires_at: t.expires_at,
+            revoked_at: r.revoked_at,
+            audience: t.audience,
+            cnf_x5t: t.cnf_x5t,
+            jit_requests: t.jit_requests,
+        }
+    }
 }
 
 fn sigil_audience() -> Vec<String> {
@@ -147,45 +213,35 @@ impl JtiSource {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = ring::hmac::sign(&self.key, &n.to_le_bytes());
         // The tag is 32 bytes; its first half is the `jti`.
-        hex::encode(tag.as_ref().get(..16).unwrap_or_default())
+        let mut half = [0u8; 16];
+        half.copy_from_slice(tag.as_ref().get(..16).unwrap_or(&[0; 16]));
+        hex_string(half)
     }
 }
 
+/// `bytes` in lowercase hex. `hex::encode` builds its string a character
+/// at a time; this writes the digits into a buffer and copies it once,
+/// which matters on the path of every token issued.
+fn hex_string<const N: usize>(bytes: [u8; N]) -> String {
+    let mut out = vec![0u8; N * 2];
+    // Cannot fail: the buffer is twice the input's length.
+    if hex::encode_to_slice(bytes, &mut out).is_err() {
+        return hex::encode(bytes);
+    }
+    String::from_utf8(out).unwrap_or_else(|_| hex::encode(bytes))
+}
+
 impl TokenRecord {
-    /// The record of a token as its issue's audit record carries it.
-    pub fn issued(&self) -> IssuedToken {
-        IssuedToken {
-            jti: self.jti.clone(),
-            sha256: self.sha256.clone(),
-            spiffe_id: self.spiffe_id.clone(),
-            method: self.method.clone(),
-            role: self.role.clone(),
-            source: self.source.clone(),
-            grants: self.grants.clone(),
-            issued_at: self.issued_at,
-            expires_at: self.expires_at,
-            audience: self.audience.clone(),
-            cnf_x5t: self.cnf_x5t.clone(),
-            jit_requests: self.jit_requests.clone(),
-        }
+    /// The token as its issue's audit record carries it.
+    pub fn issued(&self) -> Arc<IssuedToken> {
+        self.issued.clone()
     }
 
     /// The record of a token read back from its issue's audit record.
-    pub fn from_issued(t: IssuedToken) -> TokenRecord {
+    pub fn from_issued(issued: Arc<IssuedToken>) -> TokenRecord {
         TokenRecord {
-            jti: t.jti,
-            sha256: t.sha256,
-            spiffe_id: t.spiffe_id,
-            method: t.method,
-            role: t.role,
-            source: t.source,
-            grants: t.grants,
-            issued_at: t.issued_at,
-            expires_at: t.expires_at,
+            issued,
             revoked_at: None,
-            audience: t.audience,
-            cnf_x5t: t.cnf_x5t,
-            jit_requests: t.jit_requests,
         }
     }
 
@@ -550,7 +606,7 @@ impl Tokens {
     pub fn load(
         &self,
         now: u64,
-        issued: impl IntoIterator<Item = IssuedToken>,
+        issued: impl IntoIterator<Item = Arc<IssuedToken>>,
     ) -> Result<usize, TokenError> {
         let mut index = Index::default();
         // Two issue records of one `jti` (sigil never issues one twice):
@@ -611,16 +667,17 @@ impl Tokens {
     /// Records a token just signed, in memory: it authenticates from the
     /// moment this returns. Its durable record is the audit record of its
     /// issue, which the caller writes before handing the token out (see the
-    /// module notes): put [`TokenRecord::issued`] of the returned record in it.
+    /// module notes): put [`TokenRecord::issued`] of the returned record in
+    /// it. `issued` is the token's record with its `sha256` left out.
     pub fn record(
         &self,
         token: &Secret,
-        mut record: TokenRecord,
+        mut issued: IssuedToken,
         now: u64,
     ) -> Result<Arc<TokenRecord>, TokenError> {
         let d = digest(token.expose());
-        record.sha256 = hex::encode(d);
-        let record = Arc::new(record);
+        issued.sha256 = hex_string(d);
+        let record = Arc::new(TokenRecord::from_issued(Arc::new(issued)));
         let mut index = write(&self.index);
         let gone = if index.by_digest.len() >= SWEEP_AT && index.any_expired(now) {
             index.remove_expired(now)
@@ -735,8 +792,8 @@ mod tests {
         index.by_digest.values().find(|r| r.jti == jti).cloned()
     }
 
-    fn record(jti: &str, expires_at: u64) -> Arc<TokenRecord> {
-        Arc::new(TokenRecord {
+    fn issued(jti: &str, expires_at: u64) -> IssuedToken {
+        IssuedToken {
             jti: jti.into(),
             sha256: String::new(),
             spiffe_id: "spiffe://example.org/w".into(),
@@ -746,11 +803,21 @@ mod tests {
             grants: vec!["read:a".into()],
             issued_at: 0,
             expires_at,
-            revoked_at: None,
             audience: sigil_audience(),
             cnf_x5t: None,
             jit_requests: Vec::new(),
-        })
+        }
+    }
+
+    /// The issue record of `jti` for the token with digest `sha256`.
+    fn issued_as(jti: &str, expires_at: u64, sha256: Digest) -> Arc<IssuedToken> {
+        let mut t = issued(jti, expires_at);
+        t.sha256 = hex::encode(sha256);
+        Arc::new(t)
+    }
+
+    fn record(jti: &str, expires_at: u64) -> Arc<TokenRecord> {
+        Arc::new(TokenRecord::from_issued(Arc::new(issued(jti, expires_at))))
     }
 
     /// At unseal the records come from the issues' audit records, and a
@@ -764,12 +831,8 @@ mod tests {
             Secret::from_slice(b"token a"),
             Secret::from_slice(b"token b"),
         );
-        let ra = tokens
-            .record(&a, (*record("ja", 1_000)).clone(), 10)
-            .unwrap();
-        let rb = tokens
-            .record(&b, (*record("jb", 1_000)).clone(), 10)
-            .unwrap();
+        let ra = tokens.record(&a, issued("ja", 1_000), 10).unwrap();
+        let rb = tokens.record(&b, issued("jb", 1_000), 10).unwrap();
         // Issued tokens authenticate at once.
         assert!(tokens.authenticate(b"token a", 20).is_some());
         let revoked = tokens.revoke(&ra, 30).await.unwrap();
@@ -781,9 +844,8 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].0, b"ja");
 
-        let mut expired = (*record("jc", 35)).clone();
-        expired.sha256 = hex::encode([7u8; 32]);
-        let issued = [ra.issued(), rb.issued(), expired.issued()];
+        let expired = issued_as("jc", 35, [7; 32]);
+        let issued = [ra.issued(), rb.issued(), expired];
         let reloaded = Tokens::new(store);
         assert_eq!(reloaded.load(40, issued).unwrap(), 2);
         // The revocation's row replaced ja's issue record: one expiry entry
@@ -804,9 +866,7 @@ mod tests {
         let (_dir, _raw, store) = crate::server::testing::unsealed_store();
         let tokens = Tokens::new(store.clone());
         let a = Secret::from_slice(b"token a");
-        let ra = tokens
-            .record(&a, (*record("ja", 1_000)).clone(), 10)
-            .unwrap();
+        let ra = tokens.record(&a, issued("ja", 1_000), 10).unwrap();
         store.seal();
         let e = tokens.revoke(&ra, 20).await.unwrap_err();
         assert!(
@@ -828,6 +888,27 @@ mod tests {
         assert_eq!(held(&reloaded, "ja").unwrap().revoked_at, Some(20));
     }
 
+    /// A row of the `tokens` table is the record's fields in one flat
+    /// object, `revoked_at` among them, and reads back as the same record;
+    /// a row from before audiences were kept has sigil's own.
+    #[test]
+    fn a_row_is_the_flat_record() {
+        let mut revoked = (*record("ja", 1_000)).clone();
+        revoked.revoked_at = Some(30);
+        let row = serde_json::to_value(&revoked).unwrap();
+        assert_eq!(row["jti"], "ja");
+        assert_eq!(row["spiffe_id"], "spiffe://example.org/w");
+        assert_eq!(row["revoked_at"], 30);
+        assert_eq!(row["grants"], serde_json::json!(["read:a"]));
+        assert!(row.get("cnf_x5t").is_none());
+        let back: TokenRecord = serde_json::from_value(row.clone()).unwrap();
+        assert_eq!(back, revoked);
+        let mut old = row;
+        old.as_object_mut().unwrap().remove("audience");
+        let back: TokenRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(back.audience, sigil_audience());
+    }
+
     /// Two issue records of one `jti` at unseal: the later one stands, and
     /// the earlier one's token neither authenticates nor stays in the
     /// expiry list.
@@ -835,13 +916,11 @@ mod tests {
     fn a_jti_loaded_twice_keeps_its_later_record() {
         let (_dir, _raw, store) = crate::server::testing::unsealed_store();
         let tokens = Tokens::new(store);
-        let mut first = (*record("ja", 1_000)).clone();
-        first.sha256 = hex::encode(digest(b"token 1"));
-        let mut second = (*record("ja", 2_000)).clone();
-        second.sha256 = hex::encode(digest(b"token 2"));
-        let mut other = (*record("jb", 1_000)).clone();
-        other.sha256 = hex::encode(digest(b"token 3"));
-        let issued = [first.issued(), other.issued(), second.issued()];
+        let issued = [
+            issued_as("ja", 1_000, digest(b"token 1")),
+            issued_as("jb", 1_000, digest(b"token 3")),
+            issued_as("ja", 2_000, digest(b"token 2")),
+        ];
         assert_eq!(tokens.load(10, issued).unwrap(), 2);
         assert!(tokens.authenticate(b"token 1", 20).is_none());
         assert_eq!(

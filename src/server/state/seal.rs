@@ -176,7 +176,7 @@ impl Server {
                     && let Some(t) = &record.event.token
                     && t.expires_at > now
                 {
-                    issued.push((record.generation, (**t).clone()));
+                    issued.push((record.generation, t.clone()));
                 }
             })
             .map_err(UnsealRefused::Audit)?;
@@ -211,7 +211,7 @@ impl Server {
         &self,
         key: ChainKey,
         rollback: Option<Rollback>,
-        issued: Vec<IssuedToken>,
+        issued: Vec<std::sync::Arc<IssuedToken>>,
     ) -> Result<Checked, LifecycleError> {
         let authority = self.load_authority()?;
         let count = self.entries.load()?;
