@@ -8,7 +8,8 @@ use std::time::Duration;
 pub type BenchResult<T> = Result<T, Box<dyn Error>>;
 
 /// Runs one side of a comparison for the given time; returns the number of
-/// operations completed within it (see `spread`).
+/// operations completed within it. Every runner stops counting when the
+/// span ends and is timed over the span alone (see `spread`).
 pub type Runner<'a> = Box<dyn FnMut(Duration) -> BenchResult<u64> + 'a>;
 
 /// Total time spent on each comparison (figure and raw limit share it).
