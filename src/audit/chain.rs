@@ -156,7 +156,6 @@ const BODY_HEAD_ROOM: usize = 256;
 /// chain's lock, then only copies the JSON into the record and tags it, and
 /// the event's many small allocations are freed where they were made rather
 /// than on the writer's thread.
-#[derive(Debug)]
 pub struct EncodedEvent {
     /// The event as serde_json writes it (so valid UTF-8 JSON).
     json: Vec<u8>,
@@ -186,9 +185,27 @@ impl EncodedEvent {
     }
 }
 
+impl fmt::Debug for EncodedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedEvent")
+            .field("json", &String::from_utf8_lossy(&self.json))
+            .field("allowed_unauthenticated", &self.allowed_unauthenticated)
+            .finish()
+    }
+}
+
+mod sealed {
+    /// Keeps [`super::Linkable`] to the two kinds below: what it writes
+    /// goes into a tagged record as is, so only a JSON value may.
+    pub trait Sealed {}
+    impl Sealed for super::Event {}
+    impl Sealed for super::EncodedEvent {}
+}
+
 /// Something [`link`] can put in a record's `event` field: an [`Event`],
 /// or one already encoded ([`EncodedEvent`]). Both write the same bytes.
-pub trait Linkable {
+/// Sealed: nothing else may write into a record's body.
+pub trait Linkable: sealed::Sealed {
     /// Appends the event's JSON to `out`.
     fn write_json(&self, out: &mut Vec<u8>) -> Result<(), LinkError>;
 

@@ -13,6 +13,7 @@
 
 use super::Server;
 use super::blocking;
+use super::tokens::TokenError;
 use crate::id::SpiffeId;
 use crate::store::{SealError, SealedStore, Table};
 use crate::sync::{read, write};
@@ -276,11 +277,12 @@ impl Server {
         let fail = |e: &dyn std::fmt::Display| QuarantineError::Revocation(e.to_string());
         let mut tokens = Vec::new();
         for record in self.tokens().matching(|r| r.spiffe_id == id) {
-            self.tokens()
-                .revoke(&record, now)
-                .await
-                .map_err(|e| fail(&e))?;
-            tokens.push(record.jti.clone());
+            match self.tokens().revoke(&record, now).await {
+                Ok(_) => tokens.push(record.jti.clone()),
+                // Expired and swept since the scan: nothing left to revoke.
+                Err(TokenError::NotFound(_)) => {}
+                Err(e) => return Err(fail(&e)),
+            }
         }
         let why = format!("quarantined: {reason}");
         let mut requests = Vec::new();

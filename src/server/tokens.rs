@@ -282,8 +282,9 @@ pub enum TokenError {
         /// What failed.
         message: String,
     },
-    /// No record has this `jti`.
-    #[error("no token has jti {0}")]
+    /// The token with this `jti` is not held: unknown, or expired and
+    /// swept.
+    #[error("no token with jti {0} is held")]
     NotFound(String),
     /// A write of the token table failed.
     #[error("cannot write token records: {0}")]
@@ -357,11 +358,12 @@ impl std::hash::Hasher for Fold {
 #[derive(Default)]
 struct Index {
     /// Every record held, by its token's digest: the one lookup of a
-    /// presented token. There is no second map by `jti`: each would cost
+    /// presented token. There is no second map by `jti`: it would cost
     /// every mint another insertion at a random place in a table as large
-    /// as this one, while only a revocation looks a record up by something
-    /// other than its token, and it starts from a record (whose digest it
-    /// has) found by a scan it makes anyway ([`Tokens::matching`]).
+    /// as this one, while only a revocation needs a record by anything but
+    /// its token, and a revocation starts from a record whose digest it
+    /// has: the presented token's own, or one a scan by holder, `jti` or
+    /// grant found ([`Tokens::matching`]).
     by_digest: HashMap<Digest, Arc<TokenRecord>, RandomKeys>,
     /// The digests of the records expiring in each second, so a sweep
     /// visits only what expired rather than every record held. The tree
@@ -891,6 +893,31 @@ mod tests {
         let reloaded = Tokens::new(store);
         assert_eq!(reloaded.load(50, [ra.issued()]).unwrap(), 1);
         assert_eq!(held(&reloaded, "ja").unwrap().revoked_at, Some(20));
+    }
+
+    /// Revoking a token that expired and was swept since its record was
+    /// found answers `NotFound`, and a record whose digest names another
+    /// token's is not taken for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revoking_a_token_no_longer_held_is_not_found() {
+        let (_dir, _raw, store) = crate::server::testing::unsealed_store();
+        let tokens = Tokens::new(store);
+        let a = Secret::from_slice(b"token a");
+        let ra = tokens.record(&a, issued("ja", 100), 10).unwrap();
+        let mut other = (*ra).clone();
+        other.issued = Arc::new(IssuedToken {
+            jti: "jb".into(),
+            ..(*ra.issued()).clone()
+        });
+        assert!(matches!(
+            tokens.revoke(&other, 20).await,
+            Err(TokenError::NotFound(j)) if j == "jb"
+        ));
+        write(&tokens.index).remove_expired(100);
+        assert!(matches!(
+            tokens.revoke(&ra, 120).await,
+            Err(TokenError::NotFound(j)) if j == "ja"
+        ));
     }
 
     /// A row of the `tokens` table is the record's fields in one flat
