@@ -13,7 +13,6 @@
 
 use super::Server;
 use super::blocking;
-use super::tokens::TokenError;
 use crate::id::SpiffeId;
 use crate::store::{SealError, SealedStore, Table};
 use crate::sync::{read, write};
@@ -275,15 +274,11 @@ impl Server {
         now: u64,
     ) -> Result<(Vec<String>, Vec<String>), QuarantineError> {
         let fail = |e: &dyn std::fmt::Display| QuarantineError::Revocation(e.to_string());
-        let mut tokens = Vec::new();
-        for record in self.tokens().matching(|r| r.spiffe_id == id) {
-            match self.tokens().revoke(&record, now).await {
-                Ok(_) => tokens.push(record.jti.clone()),
-                // Expired and swept since the scan: nothing left to revoke.
-                Err(TokenError::NotFound(_)) => {}
-                Err(e) => return Err(fail(&e)),
-            }
-        }
+        let tokens = self
+            .tokens()
+            .revoke_matching(|r| r.spiffe_id == id, now)
+            .await
+            .map_err(|e| fail(&e))?;
         let why = format!("quarantined: {reason}");
         let mut requests = Vec::new();
         for r in self.elevations().list() {

@@ -214,11 +214,7 @@ impl JtiSource {
         let n = self
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut block = [0u8; 16];
-        for (to, from) in block.iter_mut().zip(n.to_le_bytes()) {
-            *to = from;
-        }
-        let mut block = aes_gcm::aes::Block::from(block);
+        let mut block = aes_gcm::aes::Block::from(u128::from(n).to_le_bytes());
         self.cipher.encrypt_block(&mut block);
         hex_string(block.into())
     }
@@ -363,7 +359,7 @@ struct Index {
     /// as this one, while only a revocation needs a record by anything but
     /// its token, and a revocation starts from a record whose digest it
     /// has: the presented token's own, or one a scan by holder, `jti` or
-    /// grant found ([`Tokens::matching`]).
+    /// grant found ([`Tokens::revoke_matching`]).
     by_digest: HashMap<Digest, Arc<TokenRecord>, RandomKeys>,
     /// The digests of the records expiring in each second, so a sweep
     /// visits only what expired rather than every record held. The tree
@@ -712,7 +708,7 @@ impl Tokens {
 
     /// Every held record that `which` picks and that is not revoked yet,
     /// in `jti` order.
-    pub fn matching(&self, which: impl Fn(&TokenRecord) -> bool) -> Vec<Arc<TokenRecord>> {
+    fn matching(&self, which: impl Fn(&TokenRecord) -> bool) -> Vec<Arc<TokenRecord>> {
         let index = read(&self.index);
         let mut out: Vec<Arc<TokenRecord>> = index
             .by_digest
@@ -722,6 +718,26 @@ impl Tokens {
             .collect();
         out.sort_by(|a, b| a.jti.cmp(&b.jti));
         out
+    }
+
+    /// Revokes every held token `which` picks that is not revoked yet, at
+    /// `now`, durably; their `jti`s, in order. A token that expired and
+    /// was swept between the scan and its turn is skipped: there is
+    /// nothing left to revoke.
+    pub async fn revoke_matching(
+        &self,
+        which: impl Fn(&TokenRecord) -> bool,
+        now: u64,
+    ) -> Result<Vec<String>, TokenError> {
+        let mut jtis = Vec::new();
+        for record in self.matching(which) {
+            match self.revoke(&record, now).await {
+                Ok(_) => jtis.push(record.jti.clone()),
+                Err(TokenError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(jtis)
     }
 
     /// Revokes the token of `record` (one this index handed out) at `now`,
