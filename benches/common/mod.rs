@@ -9,7 +9,9 @@ pub type BenchResult<T> = Result<T, Box<dyn Error>>;
 
 /// Runs one side of a comparison for the given time; returns the number of
 /// operations completed within it. Every runner stops counting when the
-/// span ends and is timed over the span alone (see `spread`).
+/// span ends and is timed over the span alone; one that starts many tasks
+/// at once (`spread`) lets its load settle before the span starts, and a
+/// comparison that uses it does so on both sides.
 pub type Runner<'a> = Box<dyn FnMut(Duration) -> BenchResult<u64> + 'a>;
 
 /// Total time spent on each comparison (figure and raw limit share it).

@@ -59,7 +59,7 @@ impl Caller {
         match self {
             Caller::Operator { uid } | Caller::LocalUser { uid } => format!("uid:{uid}"),
             Caller::Workload { id, .. } | Caller::Agent { id } | Caller::Token { id, .. } => {
-                id.to_string()
+                id.as_str().to_owned()
             }
             Caller::Anonymous => "anonymous".into(),
         }

@@ -232,7 +232,13 @@ impl Resource {
     /// The resource as written in audit records: `kind` or `kind:id`.
     pub fn audit_name(&self) -> String {
         match &self.id {
-            Some(id) => format!("{}:{id}", self.kind),
+            Some(id) => {
+                let mut name = String::with_capacity(self.kind.len() + 1 + id.len());
+                name.push_str(&self.kind);
+                name.push(':');
+                name.push_str(id);
+                name
+            }
             None => self.kind.clone(),
         }
     }

@@ -98,6 +98,8 @@ pub(crate) const GRANT_TABLE: &[(&str, &str, bool)] = &[
 fn grant_patterns_match_as_documented() {
     for (grant, p, want) in GRANT_TABLE {
         let g = Grant::parse(grant).unwrap();
+        // A grant reads back as its text: minted scopes are that text.
+        assert_eq!(g.to_string(), *grant);
         assert_eq!(g.allows(Verb::Read, &path(p)), *want, "{grant} on {p}");
         assert!(!g.allows(Verb::Write, &path(p)), "{grant} is read only");
     }

@@ -149,8 +149,10 @@ impl Server {
                 scope: text.clone(),
                 message: e.to_string(),
             })?;
+            // A grant that parses is written back exactly as its text (its
+            // verb and pattern are kept as given), so the text is the scope.
             if standing.iter().any(|g| g.covers(&scope)) {
-                scopes.push(scope.to_string());
+                scopes.push(text.clone());
                 continue;
             }
             // Of the JIT grants that cover it, the one that lasts longest.
@@ -163,7 +165,7 @@ impl Server {
             if !requests.contains(&held.request) {
                 requests.push(held.request.clone());
             }
-            scopes.push(scope.to_string());
+            scopes.push(text.clone());
         }
         let ttl = end.saturating_sub(now);
         if ttl == 0 {
@@ -188,7 +190,7 @@ impl Server {
         let record = IssuedToken {
             jti,
             sha256: String::new(),
-            spiffe_id: id.to_string(),
+            spiffe_id: id.as_str().to_owned(),
             method: "mint".into(),
             role: String::new(),
             source: "mtls".into(),

@@ -205,10 +205,16 @@ impl Auth for AuthService {
         // The record's `token` field carries the rest (holder, audience,
         // scopes, JIT requests, binding), as a login's does.
         let said = match &outcome {
-            Ok(t) => Ok(format!(
-                "minted token {} until {}",
-                t.record.jti, t.record.expires_at
-            )),
+            Ok(t) => {
+                // Into a string of its final size: `format!` would guess
+                // short and grow it.
+                let mut said = String::with_capacity(40 + t.record.jti.len());
+                said.push_str("minted token ");
+                said.push_str(&t.record.jti);
+                said.push_str(" until ");
+                said.push_str(itoa::Buffer::new().format(t.record.expires_at));
+                Ok(said)
+            }
             Err(e) => Err(e.to_string()),
         };
         // The record of the mint is the token's durable record.
