@@ -191,9 +191,8 @@ async fn in_process(dir: &Path) -> BenchResult<InProcess> {
         std::time::SystemTime::now(),
     )?;
     let conn = TlsConnInfo::new(None, Some(Arc::new(PeerLeaf::new(svid.leaf_der))));
-    // Prepared as `sigil server` serves it: tonic's `serve_with_incoming`
-    // prepares the routes it is given, which lets axum settle its internals
-    // once instead of on every request.
+    // Prepared, as `sigil server` serves it: tonic's server prepares the
+    // routes it is given.
     let routes = sigil::api::router(server)?.prepare();
     Ok(InProcess { routes, conn })
 }

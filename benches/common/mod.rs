@@ -9,12 +9,13 @@ pub type BenchResult<T> = Result<T, Box<dyn Error>>;
 
 /// Runs one side of a comparison for the given time; returns the number of
 /// operations completed within it. Every runner stops counting when the
-/// span ends and is timed over the span alone; one that starts many tasks
-/// at once (`spread`) lets its load settle before the span starts, and a
-/// comparison that uses it does so on both sides.
+/// span ends and is timed over the span alone. `spread` also lets its load
+/// settle before the span starts; a comparison that uses it does so on
+/// both sides.
 pub type Runner<'a> = Box<dyn FnMut(Duration) -> BenchResult<u64> + 'a>;
 
-/// Total time spent on each comparison (figure and raw limit share it).
+/// Time counted for each comparison (figure and raw limit share it);
+/// warm-up, settling and drains come on top.
 pub const WINDOW: Duration = Duration::from_secs(9);
 /// How many alternating slices a window is cut into (half for each side).
 /// Short slices (150 ms a side) pair each side with the load the other just
