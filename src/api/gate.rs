@@ -42,7 +42,7 @@ pub enum Caller {
         /// The token's `sub`.
         id: SpiffeId,
         /// Its record: role, grants, `jti`.
-        record: Arc<crate::server::TokenRecord>,
+        record: crate::server::TokenRecord,
     },
     /// A sigil agent (SPIFFE ID under `/sigil/agent/`).
     Agent {
@@ -361,7 +361,7 @@ impl Gate {
                     Some((id, record)) => {
                         let mut source = source;
                         source.push_str(" token:");
-                        source.push_str(&record.jti);
+                        source.push_str(&record.jti().to_string());
                         (Caller::Token { id, record }, Authn::Token, source)
                     }
                     None => (Caller::Anonymous, Authn::None, source),

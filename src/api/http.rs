@@ -437,7 +437,7 @@ async fn login(State(app): State<App>, req: Request) -> Response {
     let r = &issued.record;
     let auth = json!({
         "client_token": String::from_utf8_lossy(issued.token.expose()),
-        "accessor": r.jti,
+        "accessor": r.jti().to_string(),
         "policies": r.grants,
         "token_policies": r.grants,
         "metadata": {"role": r.role, "spiffe_id": r.spiffe_id},
@@ -455,7 +455,7 @@ async fn token_caller(
     app: &App,
     ext: &http::Extensions,
     action: Action,
-) -> Result<Arc<crate::server::TokenRecord>, Response> {
+) -> Result<crate::server::TokenRecord, Response> {
     let caller = app
         .gate
         .authorize_parts(ext, action, Resource::kind("token"))
@@ -509,7 +509,7 @@ async fn lookup_self(State(app): State<App>, req: Request) -> Response {
     };
     let now = crate::clock::unix_seconds(app.server.now());
     ok(json!({
-        "accessor": record.jti,
+        "accessor": record.jti().to_string(),
         "creation_time": record.issued_at,
         "creation_ttl": record.expires_at.saturating_sub(record.issued_at),
         "display_name": format!("{}-{}", record.source, record.role),

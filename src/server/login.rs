@@ -89,7 +89,10 @@ pub struct Issued {
     /// The token (a bearer credential).
     pub token: Secret,
     /// Its record.
-    pub record: Arc<TokenRecord>,
+    pub record: TokenRecord,
+    /// Its record as the audit record of its issue carries it (the token's
+    /// durable record).
+    pub issued: Arc<IssuedToken>,
 }
 
 struct KeySet {
@@ -290,13 +293,14 @@ impl Server {
             cnf_x5t: None,
             jit_requests: Vec::new(),
         };
-        let record = self
+        let (record, issued) = self
             .tokens()
             .record(&signed.token, record, now)
             .map_err(|e| issue(&e))?;
         Ok(Issued {
             token: signed.token,
             record,
+            issued,
         })
     }
 }

@@ -62,7 +62,10 @@ pub struct Minted {
     /// The token (a bearer credential).
     pub token: Secret,
     /// Its record.
-    pub record: Arc<TokenRecord>,
+    pub record: TokenRecord,
+    /// Its record as the audit record of its issue carries it (the token's
+    /// durable record).
+    pub issued: Arc<IssuedToken>,
 }
 
 impl std::fmt::Debug for Minted {
@@ -70,7 +73,7 @@ impl std::fmt::Debug for Minted {
         f.debug_struct("Minted")
             .field("token", &"[redacted]")
             .field("record", &self.record)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,13 +204,14 @@ impl Server {
             cnf_x5t: Some(x5t),
             jit_requests: requests,
         };
-        let record = self
+        let (record, issued) = self
             .tokens()
             .record(&signed.token, record, now)
             .map_err(|e| issue(&e))?;
         Ok(Minted {
             token: signed.token,
             record,
+            issued,
         })
     }
 

@@ -25,4 +25,4 @@ pub use entries::{Entries, EntriesError};
 pub use secrets::{Secrets, SecretsError, VersionsChange};
 pub use state::read_policy_dir;
 pub use state::{KeyCause, LifecycleError, Server, ServerError, UnsealRefused, own_uid};
-pub use tokens::{TokenError, TokenRecord, Tokens};
+pub use tokens::{Jti, TokenError, TokenRecord, Tokens};

@@ -11,7 +11,7 @@ use crate::secret::Secret;
 use crate::server::Server;
 use crate::server::login::{Issued, LoginRefused};
 use crate::server::mint::{MintRefused, MintRequest};
-use crate::server::{TokenError, TokenRecord};
+use crate::server::{Jti, TokenError, TokenRecord};
 use crate::tls::TlsConnInfo;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -35,7 +35,7 @@ fn secs(t: u64) -> i64 {
 /// A token record as the API shows it.
 pub(crate) fn info(r: &TokenRecord) -> pb::TokenInfo {
     pb::TokenInfo {
-        jti: r.jti.clone(),
+        jti: r.jti().to_string(),
         spiffe_id: r.spiffe_id.clone(),
         role: r.role.clone(),
         issuer: r.source.clone(),
@@ -69,7 +69,7 @@ pub(crate) fn introspection(server: &Server, token: &[u8], now: u64) -> pb::Intr
         aud: r.audience.clone(),
         iat: secs(r.issued_at),
         exp: secs(r.expires_at),
-        jti: r.jti.clone(),
+        jti: r.jti().to_string(),
         token_type: "Bearer".into(),
         cnf_x5t_s256: r.cnf_x5t.clone().unwrap_or_default(),
         sigil_jit: r.jit_requests.clone(),
@@ -115,19 +115,19 @@ pub(crate) async fn gated_login(
     let said = match &outcome {
         Ok(i) => Ok(format!(
             "issued token {} to {} until {}",
-            i.record.jti, i.record.spiffe_id, i.record.expires_at
+            i.issued.jti, i.record.spiffe_id, i.record.expires_at
         )),
         Err(e) => Err(e.to_string()),
     };
     // The record of the login is the token's durable record.
-    let issued = outcome.as_ref().ok().map(|i| i.record.issued());
+    let issued = outcome.as_ref().ok().map(|i| i.issued.clone());
     gate.record_issue(ext, Action::AuthLogin, &resource, said, issued)
         .await?;
     outcome.map_err(refused)
 }
 
 /// The token the caller presented, or why there is none.
-pub(crate) fn presented(caller: &Caller) -> Result<Arc<TokenRecord>, ApiError> {
+pub(crate) fn presented(caller: &Caller) -> Result<TokenRecord, ApiError> {
     match caller {
         Caller::Token { record, .. } => Ok(record.clone()),
         _ => Err(ApiError::Unauthenticated(
@@ -208,9 +208,9 @@ impl Auth for AuthService {
             Ok(t) => {
                 // Into a string of its final size: `format!` would guess
                 // short and grow it.
-                let mut said = String::with_capacity(40 + t.record.jti.len());
+                let mut said = String::with_capacity(40 + t.issued.jti.len());
                 said.push_str("minted token ");
-                said.push_str(&t.record.jti);
+                said.push_str(&t.issued.jti);
                 said.push_str(" until ");
                 said.push_str(itoa::Buffer::new().format(t.record.expires_at));
                 Ok(said)
@@ -218,7 +218,7 @@ impl Auth for AuthService {
             Err(e) => Err(e.to_string()),
         };
         // The record of the mint is the token's durable record.
-        let issued = outcome.as_ref().ok().map(|t| t.record.issued());
+        let issued = outcome.as_ref().ok().map(|t| t.issued.clone());
         decided.settle(said, issued).await?;
         let minted = outcome.map_err(mint_refused)?;
         // A compact JWS is ASCII (base64url and dots), built as a String, so
@@ -255,11 +255,9 @@ impl Auth for AuthService {
         let (resource, which): (Resource, Box<dyn Fn(&TokenRecord) -> bool + Send + Sync>) =
             match (m.jti.as_str(), m.grant.as_str(), m.subject.as_str()) {
                 (jti, "", "") if !jti.is_empty() => {
-                    let jti = jti.to_owned();
-                    (
-                        Resource::new("token", Some(format!("jti:{jti}"))),
-                        Box::new(move |r| r.jti == jti),
-                    )
+                    let resource = Resource::new("token", Some(format!("jti:{jti}")));
+                    let jti = Jti::new(jti);
+                    (resource, Box::new(move |r| *r.jti() == jti))
                 }
                 ("", grant, "") if !grant.is_empty() => {
                     let grant = grant.to_owned();
