@@ -27,6 +27,7 @@
 //! issued; a row is dropped from the table then or at unseal, a week after
 //! its token expired. One thread writes the
 //! table (see [`Tokens`]).
+
 use crate::audit::IssuedToken;
 use crate::id::SpiffeId;
 use crate::secret::Secret;
@@ -1022,20 +1023,21 @@ mod tests {
             t.audience = vec![format!("aud-{i}")];
             t
         };
-        for i in 0..200u32 {
+        // Distinct digests for the `i`th token.
+        let nth = |i: u32| {
             let mut d = [0u8; 32];
             d[..4].copy_from_slice(&i.to_le_bytes());
             d[31] = 1;
-            put(&mut index, d, &alike(i, 50));
+            d
+        };
+        for i in 0..200u32 {
+            put(&mut index, nth(i), &alike(i, 50));
         }
         assert_eq!(index.holders.table.len(), 202);
         index.remove_expired(50);
         assert_eq!(jtis(&index), BTreeSet::from(["jb".to_owned()]));
         for i in 1000..1100u32 {
-            let mut d = [0u8; 32];
-            d[..4].copy_from_slice(&i.to_le_bytes());
-            d[31] = 2;
-            put(&mut index, d, &alike(i, 90));
+            put(&mut index, nth(i), &alike(i, 90));
         }
         // jb's holder and the hundred new ones.
         assert_eq!(index.holders.table.len(), 101);
