@@ -13,6 +13,7 @@ use crate::net::Bearer;
 use crate::policy::{Action, Authn, Context, Input, InputGrant, Resource, Subject};
 use crate::server::{Server, TokenRecord};
 use crate::tls::TlsConnInfo;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use tonic::transport::server::UdsConnectInfo;
 
@@ -360,8 +361,8 @@ impl Gate {
                 return match live.and_then(|r| r.subject().map(|id| (id, r))) {
                     Some((id, record)) => {
                         let mut source = source;
-                        source.push_str(" token:");
-                        source.push_str(&record.jti().to_string());
+                        // Writing into a String cannot fail.
+                        let _ = write!(source, " token:{}", record.jti());
                         (Caller::Token { id, record }, Authn::Token, source)
                     }
                     None => (Caller::Anonymous, Authn::None, source),
