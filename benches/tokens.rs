@@ -10,7 +10,9 @@
 //!   and codec with the caller's verified certificate attached as the TLS
 //!   acceptor attaches it (the minting itself, SPEC §6's figure), and
 //!   against the real `sigil server` over mTLS (minting plus the network
-//!   round trip), at concurrency 32 and 512;
+//!   round trip), at concurrency 32 and 512. The targeted line (in
+//!   process, 512 in flight) is measured in three windows and the median
+//!   printed, each window's ratio beside it;
 //! - a bare gRPC call on the mTLS channel (refused before any work), for
 //!   scale: a mint over the network is a round trip too, so it cannot go
 //!   faster;
@@ -54,6 +56,13 @@ const CONCURRENCY: usize = 32;
 /// for the disk; at 256 the server idles for a quarter of a core between
 /// groups, so the figure would measure the disk's latency, not minting.
 const MANY: usize = 512;
+/// Windows measured for the targeted line; the median is printed, every
+/// window's ratio beside it. On a shared host one 9-second window's ratio
+/// moves by about ±0.05 around its mean from one window to the next (the
+/// mint, which allocates, writes and waits on disk syncs, feels a busy
+/// neighbour more than the raw signature's tight loop does); the median of
+/// three is steadier and shows the spread.
+const TARGET_WINDOWS: usize = 3;
 const INTROSPECT_SPAN: Duration = Duration::from_secs(5);
 const BARE_SPAN: Duration = Duration::from_secs(3);
 
@@ -83,19 +92,31 @@ fn main() -> BenchResult<()> {
     let local = runtime.block_on(in_process(local_dir.path()))?;
     // The target is for the server kept busy; with few mints in flight the
     // cores wait on the disk syncs that make each mint's record durable.
-    for (concurrency, note) in [
-        (CONCURRENCY, "(bound by the disk's sync latency)"),
-        (MANY, "(target >= 0.50)"),
-    ] {
-        let rates = compare(
-            local_mints(&runtime, &local, concurrency),
-            raw_signs(&runtime)?,
-        )?;
+    for (concurrency, windows) in [(CONCURRENCY, 1), (MANY, TARGET_WINDOWS)] {
+        let mut all = (0..windows)
+            .map(|_| {
+                compare(
+                    local_mints(&runtime, &local, concurrency),
+                    raw_signs(&runtime)?,
+                )
+            })
+            .collect::<BenchResult<Vec<Rates>>>()?;
+        all.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+        let rates = all.get(all.len() / 2).ok_or("no window measured")?;
+        let note = if windows == 1 {
+            "(bound by the disk's sync latency)".to_owned()
+        } else {
+            let each: Vec<String> = all.iter().map(|r| format!("{:.2}", ratio(r))).collect();
+            format!(
+                "(median of {windows} windows: {}; target >= 0.50)",
+                each.join(" ")
+            )
+        };
         println!(
             "token mint in process,  concurrency {concurrency:>3}  {:>7.0} /s   raw ES256 sign {:>7.0} /s   ratio {:>5.2}  {note}",
             rates.figure,
             rates.raw,
-            ratio(&rates)
+            ratio(rates)
         );
     }
     let remote = AuthClient::new(channel.clone());
