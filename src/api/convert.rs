@@ -74,3 +74,48 @@ pub fn introspection_json(r: &super::pb::IntrospectResponse) -> serde_json::Valu
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::pb::IntrospectResponse;
+    use serde_json::json;
+
+    #[test]
+    fn an_introspection_shows_binding_and_grants_only_while_active() {
+        let bound = IntrospectResponse {
+            active: true,
+            scope: "read:prod/db/main".into(),
+            sub: "spiffe://example.org/app".into(),
+            aud: vec!["sigil".into()],
+            iat: 100,
+            exp: 700,
+            jti: "0f".into(),
+            token_type: "Bearer".into(),
+            cnf_x5t_s256: "x5t".into(),
+            sigil_jit: vec!["jit-1".into()],
+        };
+        assert_eq!(
+            introspection_json(&bound),
+            json!({
+                "active": true,
+                "scope": "read:prod/db/main",
+                "sub": "spiffe://example.org/app",
+                "aud": ["sigil"],
+                "iat": 100,
+                "exp": 700,
+                "jti": "0f",
+                "token_type": "Bearer",
+                "cnf": {"x5t#S256": "x5t"},
+                "sigil_jit": ["jit-1"],
+            })
+        );
+        // RFC 7662 §2.2: an inactive token's answer says nothing else,
+        // whatever the response carries.
+        let ended = IntrospectResponse {
+            active: false,
+            ..bound
+        };
+        assert_eq!(introspection_json(&ended), json!({ "active": false }));
+    }
+}

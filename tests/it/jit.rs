@@ -606,6 +606,25 @@ async fn denial_pending_expiry_and_grant_expiry_follow_the_clock() {
         .unwrap();
     assert_eq!(d.state, "denied");
     assert_eq!(d.ended.unwrap().text, "not without a ticket");
+    // The denial is audited with who, when and why (decided as an approval).
+    let records = crate::audit::tail(&mut op, 1).await;
+    let record = &records[0]["event"];
+    assert_eq!(
+        (
+            record["subject"].as_str(),
+            record["action"].as_str(),
+            record["time"].as_u64()
+        ),
+        (
+            Some("spiffe://example.org/ops/bob"),
+            Some("jit.approve"),
+            Some(sigil::clock::unix_seconds(clock.now()))
+        )
+    );
+    assert_eq!(
+        record["reasons"].as_array().unwrap().last().unwrap(),
+        &format!("denied {}: not without a ticket", denied.id)
+    );
     let e = bob.jit.approve(approve(&denied.id)).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert_eq!(
@@ -617,7 +636,7 @@ async fn denial_pending_expiry_and_grant_expiry_follow_the_clock() {
     let waiting = asked(&mut alice, ask("db-read", "", 600, "later")).await;
     // And one approved now lasts its 10 minutes.
     let granted = asked(&mut alice, ask("db-read", "", 600, "now")).await;
-    bob.jit.approve(approve(&granted.id)).await.unwrap();
+    let active = approved(&mut bob, approve(&granted.id)).await;
     assert_eq!(read_code(&mut alice).await.unwrap(), "s3cret");
 
     clock.advance(std::time::Duration::from_secs(9 * 60));
@@ -654,17 +673,36 @@ async fn denial_pending_expiry_and_grant_expiry_follow_the_clock() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let records = crate::audit::tail(&mut op, 10).await;
-        let reasons: Vec<String> = records
+        let expiries: Vec<&serde_json::Value> = records
             .iter()
             .filter(|r| r["event"]["action"] == "jit.expire")
-            .map(|r| r["event"]["reasons"][0].as_str().unwrap().to_owned())
             .collect();
-        if reasons.len() == 2 {
-            assert!(reasons.contains(&format!(
-                "request {} expired without enough approvals",
-                waiting.id
-            )));
-            assert!(reasons.contains(&format!("grant {} for {ALICE} ended", granted.id)));
+        if expiries.len() == 2 {
+            // Recorded by the server, timed when each took effect.
+            let mut when: Vec<(String, i64)> = expiries
+                .iter()
+                .map(|r| {
+                    assert_eq!(r["event"]["subject"], "sigil-server", "{r}");
+                    (
+                        r["event"]["reasons"][0].as_str().unwrap().to_owned(),
+                        r["event"]["time"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            when.sort();
+            assert_eq!(
+                when,
+                vec![
+                    (
+                        format!("grant {} for {ALICE} ended", granted.id),
+                        active.expires_at
+                    ),
+                    (
+                        format!("request {} expired without enough approvals", waiting.id),
+                        waiting.pending_until
+                    ),
+                ]
+            );
             break;
         }
         assert!(
@@ -755,6 +793,55 @@ async fn requests_survive_seal_and_unseal_and_the_cli_runs_the_flow() {
     ok(run(&bob, &["jit", "revoke", &id, "--reason", "shift over"]));
     let denied = run(&alice, &["secret", "get", "prod/db/main"]);
     assert_eq!(denied.status.code(), Some(1));
+    let out = ok(run(&bob, &["--json", "jit", "list", "--state", "revoked"]));
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["ended"]["text"], "shift over");
+
+    // An admin asks on Carol's behalf (--for): neither the one who asked
+    // nor the one it is for may approve it.
+    let carol = cli_as(&h, "/app/carol");
+    let out = ok(run(
+        &bob,
+        &[
+            "--json",
+            "jit",
+            "request",
+            "--role",
+            "db-write",
+            "--for",
+            CAROL,
+            "--duration",
+            "10m",
+            "--reason",
+            "schema migration",
+        ],
+    ));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&r["requester"], &r["subject"], &r["approvals_needed"]),
+        (
+            &serde_json::json!("spiffe://example.org/ops/bob"),
+            &serde_json::json!(CAROL),
+            &serde_json::json!(2)
+        )
+    );
+    let id = r["id"].as_str().unwrap();
+    for (who, name) in [(&bob, "spiffe://example.org/ops/bob"), (&carol, CAROL)] {
+        let refused = run(who, &["jit", "approve", id]);
+        assert_eq!(refused.status.code(), Some(1), "{name}");
+        assert_eq!(
+            String::from_utf8_lossy(&refused.stderr).trim(),
+            format!(
+                "error: permission denied: {name} may not approve request {id}: it is their own"
+            )
+        );
+    }
+    let out = ok(run(&bob, &["--json", "jit", "show", id]));
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["state"], "pending");
+    assert_eq!(shown["approvals"], serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -254,6 +254,58 @@ fn lift_request(id: &str) -> pb::QuarantineLiftRequest {
     }
 }
 
+/// A quarantine is kept in the sealed store: a server stopped and started
+/// again on the same data still holds it, and still refuses to issue for
+/// the identity, naming the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_survives_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::initialized(tmp.path()).await;
+    s.clients()
+        .await
+        .quarantine
+        .put(put_request(WEB, REASON))
+        .await
+        .unwrap();
+    let config = s.server.config().clone();
+    s.stop().await;
+
+    let s = TestServer::start_with(config).await;
+    let mut op = s.clients().await;
+    unseal(&mut op).await;
+    let listed = op
+        .quarantine
+        .list(pb::QuarantineListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let held: Vec<(&str, &str, &str)> = listed
+        .iter()
+        .map(|r| (r.spiffe_id.as_str(), r.reason.as_str(), r.by.as_str()))
+        .collect();
+    assert_eq!(held, vec![(WEB, REASON, "uid:0")]);
+    let admin = s.admin.to_str().unwrap().to_owned();
+    let out = tmp.path().join("web");
+    let refused = sigil(
+        &[
+            "svid",
+            "mint",
+            "--spiffe-id",
+            WEB,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("SIGIL_ADMIN_SOCKET", &admin)],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        format!("error: permission denied: {WEB} is quarantined: {REASON}")
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_quarantines_and_lifts_each_take_effect() {
     let tmp = tempfile::tempdir().unwrap();

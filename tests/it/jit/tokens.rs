@@ -235,6 +235,120 @@ async fn a_token_carries_only_held_scopes_and_ends_with_the_grant_it_needs() {
     assert!(!introspect(&mut bob, &payments).await.active);
 }
 
+/// A grant that runs out ends the token that needs it on the same clock: up
+/// to the grant's last second the token introspects active and reads, from
+/// its end on it does neither; a token minted from a standing grant lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_ends_when_the_grant_it_needs_runs_out() {
+    let clock = Arc::new(ManualClock::at_wall_time());
+    let (h, _op) = workflow_with(grants(), clock.clone()).await;
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+    let r = asked(&mut alice, ask("db-read", "", 600, "incident 9")).await;
+    let active = approved(&mut bob, approve(&r.id)).await;
+    let t = alice
+        .auth
+        .mint(mint(&["read:prod/db/main"], "sigil", 3600))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t.info.as_ref().unwrap().expires_at, active.expires_at);
+    let standing = alice_token(&mut alice, "payments").await;
+    let mut own = with_token(&h, Some("/app/alice"), &t.token).await;
+
+    clock.advance(std::time::Duration::from_secs(599));
+    assert!(introspect(&mut bob, &t.token).await.active);
+    assert_eq!(read_code(&mut own).await.unwrap(), "s3cret");
+    clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(
+        introspect(&mut bob, &t.token).await,
+        pb::IntrospectResponse::default()
+    );
+    let e = read_code(&mut own).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.message(), "anonymous callers may not perform secret.get");
+    assert!(introspect(&mut bob, &standing.token).await.active);
+    // A new token cannot reach past the grant either.
+    let e = alice
+        .auth
+        .mint(mint(&["read:prod/db/main"], "sigil", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
+
+/// Quarantine revokes an active grant with the tokens minted under it, and
+/// lifting the quarantine gives neither back: the identity is back to its
+/// standing grants, and may mint from them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_revokes_an_active_grant_and_lifting_it_does_not_restore_it() {
+    const REASON: &str = "token found in a public gist";
+    let (h, mut op) = workflow_with(grants(), Arc::new(ManualClock::at_wall_time())).await;
+    let mut alice = h.workload_clients("/app/alice").await;
+    let mut bob = h.workload_clients("/ops/bob").await;
+    let r = asked(&mut alice, ask("db-read", "", 600, "incident 10")).await;
+    approved(&mut bob, approve(&r.id)).await;
+    assert_eq!(read_code(&mut alice).await.unwrap(), "s3cret");
+    let t = alice
+        .auth
+        .mint(mint(&["read:prod/db/main"], "sigil", 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let put = op
+        .quarantine
+        .put(pb::QuarantinePutRequest {
+            spiffe_id: ALICE.into(),
+            reason: REASON.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(put.requests_revoked, vec![r.id.clone()]);
+    assert_eq!(
+        put.tokens_revoked,
+        vec![t.info.as_ref().unwrap().jti.clone()]
+    );
+    let shown = bob
+        .jit
+        .show(pb::JitShowRequest { id: r.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(shown.state, "revoked");
+    let ended = shown.ended.unwrap();
+    assert_eq!(
+        (ended.by.as_str(), ended.text.as_str()),
+        ("uid:0", format!("quarantined: {REASON}").as_str())
+    );
+    assert!(!introspect(&mut bob, &t.token).await.active);
+
+    op.quarantine
+        .lift(pb::QuarantineLiftRequest {
+            spiffe_id: ALICE.into(),
+            reason: "gist deleted, keys rotated".into(),
+        })
+        .await
+        .unwrap();
+    let e = read_code(&mut alice).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(!introspect(&mut bob, &t.token).await.active);
+    let shown = bob
+        .jit
+        .show(pb::JitShowRequest { id: r.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(shown.state, "revoked");
+    let again = alice_token(&mut alice, "payments").await;
+    assert!(introspect(&mut bob, &again.token).await.active);
+}
+
 /// A minted token's durable record is the audit record of its mint, which
 /// carries the token's SHA-256 and claims but never the token. At unseal
 /// the server reads the tokens back from those records: a seal drops every
@@ -511,4 +625,53 @@ async fn the_cli_mints_and_introspects() {
     assert_eq!(out.trim(), format!("revoked {jti}"));
     let out = ok(run(&bob, &["token", "introspect", token]));
     assert_eq!(out.trim(), "{\n  \"active\": false\n}");
+
+    // By the grant a token relies on, then by its holder.
+    let asked = ok(run(
+        &alice,
+        &[
+            "--json",
+            "jit",
+            "request",
+            "--role",
+            "db-read",
+            "--duration",
+            "10m",
+            "--reason",
+            "incident 8",
+        ],
+    ));
+    let grant = serde_json::from_str::<serde_json::Value>(&asked).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(run(&bob, &["jit", "approve", &grant]));
+    let mint_json = |scope: &str| {
+        let out = ok(run(
+            &alice,
+            &[
+                "--json",
+                "token",
+                "mint",
+                "--scope",
+                scope,
+                "--audience",
+                "sigil",
+            ],
+        ));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let under_grant = mint_json("read:prod/db/main");
+    let standing = mint_json("read:app/alice/*");
+    let out = ok(run(&bob, &["token", "revoke", "--grant", &grant]));
+    assert_eq!(out.trim(), format!("revoked {under_grant}"));
+    let out = ok(run(&bob, &["token", "revoke", "--subject", ALICE]));
+    assert_eq!(out.trim(), format!("revoked {standing}"));
+    let out = ok(run(&bob, &["token", "revoke", "--subject", ALICE]));
+    assert_eq!(out.trim(), "no live token matched");
+    let refused = run(&alice, &["token", "revoke", "--subject", ALICE]);
+    assert_eq!(refused.status.code(), Some(1));
 }
