@@ -248,6 +248,24 @@ pub(crate) async fn approved(
         .unwrap()
 }
 
+/// Request `id` as `c` is shown it.
+pub(crate) async fn shown(c: &mut sigil::cli::client::Clients, id: &str) -> pb::JitElevation {
+    c.jit
+        .show(pb::JitShowRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+}
+
+/// The request `sigil --json jit request ARGS` made in the environment `who`.
+pub(crate) fn cli_request(who: &[(String, String)], args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "jit", "request"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(run(who, &all))).unwrap()
+}
+
 pub(crate) fn ask(role: &str, for_id: &str, secs: i64, reason: &str) -> pb::JitRequestRequest {
     pb::JitRequestRequest {
         role: role.into(),
@@ -453,14 +471,7 @@ async fn two_distinct_approvers_neither_of_them_the_requester_or_the_subject() {
             r.id
         )
     );
-    let shown = op
-        .jit
-        .show(pb::JitShowRequest { id: r.id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
+    let shown = shown(&mut op, &r.id).await;
     assert_eq!(
         (shown.state.as_str(), shown.approvals.len()),
         ("pending", 1)
@@ -727,12 +738,9 @@ async fn requests_survive_seal_and_unseal_and_the_cli_runs_the_flow() {
     let (h, mut op) = workflow(Arc::new(ManualClock::at_wall_time())).await;
     let alice = cli_as(&h, "/app/alice");
     let bob = cli_as(&h, "/ops/bob");
-    let out = ok(run(
+    let r = cli_request(
         &alice,
         &[
-            "--json",
-            "jit",
-            "request",
             "--role",
             "db-read",
             "--duration",
@@ -740,8 +748,7 @@ async fn requests_survive_seal_and_unseal_and_the_cli_runs_the_flow() {
             "--reason",
             "on call",
         ],
-    ));
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    );
     let id = r["id"].as_str().unwrap().to_owned();
     assert_eq!(r["state"], "pending");
     assert_eq!(r["duration"], "30m");
@@ -802,12 +809,9 @@ async fn requests_survive_seal_and_unseal_and_the_cli_runs_the_flow() {
     // An admin asks on Carol's behalf (--for): neither the one who asked
     // nor the one it is for may approve it.
     let carol = cli_as(&h, "/app/carol");
-    let out = ok(run(
+    let r = cli_request(
         &bob,
         &[
-            "--json",
-            "jit",
-            "request",
             "--role",
             "db-write",
             "--for",
@@ -817,8 +821,7 @@ async fn requests_survive_seal_and_unseal_and_the_cli_runs_the_flow() {
             "--reason",
             "schema migration",
         ],
-    ));
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    );
     assert_eq!(
         (&r["requester"], &r["subject"], &r["approvals_needed"]),
         (

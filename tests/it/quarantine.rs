@@ -22,6 +22,31 @@ fn permission_denied<E: std::fmt::Debug>(e: &E) -> bool {
     format!("{e:?}") == "NoIdentityIssued"
 }
 
+/// The quarantines `c` is shown.
+async fn quarantined(c: &mut sigil::cli::client::Clients) -> Vec<pb::QuarantineRecord> {
+    c.quarantine
+        .list(pb::QuarantineListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .records
+}
+
+/// `sigil svid mint` for [`WEB`] into `out`, as the operator of `s`.
+fn mint_web_svid(s: &TestServer, out: &std::path::Path) -> std::process::Output {
+    sigil(
+        &[
+            "svid",
+            "mint",
+            "--spiffe-id",
+            WEB,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("SIGIL_ADMIN_SOCKET", s.admin.to_str().unwrap())],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_workload_is_cut_off_everywhere_and_lifting_restores_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -39,20 +64,7 @@ async fn a_quarantined_workload_is_cut_off_everywhere_and_lifting_restores_it() 
 
     // The workload also holds an SVID file and a token minted with it.
     let dir = tmp.path().join("web");
-    let admin = s.admin.to_str().unwrap().to_owned();
-    let mint_svid = |out: &std::path::Path| {
-        sigil(
-            &[
-                "svid",
-                "mint",
-                "--spiffe-id",
-                WEB,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[("SIGIL_ADMIN_SOCKET", &admin)],
-        )
-    };
+    let mint_svid = |out: &std::path::Path| mint_web_svid(&s, out);
     ok(mint_svid(&dir));
     let mut web = s.tls_clients(&dir.join("bundle.pem"), Some(&dir)).await;
     let token = web
@@ -165,13 +177,7 @@ async fn a_quarantined_workload_is_cut_off_everywhere_and_lifting_restores_it() 
         })
         .await
         .unwrap();
-    let listed = op
-        .quarantine
-        .list(pb::QuarantineListRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .records;
+    let listed = quarantined(&mut op).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].reason, REASON);
     let mut web = s.tls_clients(&dir.join("bundle.pem"), Some(&dir)).await;
@@ -273,31 +279,13 @@ async fn a_quarantine_survives_a_server_restart() {
     let s = TestServer::start_with(config).await;
     let mut op = s.clients().await;
     unseal(&mut op).await;
-    let listed = op
-        .quarantine
-        .list(pb::QuarantineListRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .records;
+    let listed = quarantined(&mut op).await;
     let held: Vec<(&str, &str, &str)> = listed
         .iter()
         .map(|r| (r.spiffe_id.as_str(), r.reason.as_str(), r.by.as_str()))
         .collect();
     assert_eq!(held, vec![(WEB, REASON, "uid:0")]);
-    let admin = s.admin.to_str().unwrap().to_owned();
-    let out = tmp.path().join("web");
-    let refused = sigil(
-        &[
-            "svid",
-            "mint",
-            "--spiffe-id",
-            WEB,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[("SIGIL_ADMIN_SOCKET", &admin)],
-    );
+    let refused = mint_web_svid(&s, &tmp.path().join("web"));
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&refused.stderr).trim(),

@@ -4,7 +4,9 @@
 //! with the certificate it is bound to (RFC 8705), and introspects (RFC
 //! 7662) as inactive once anything it relies on ends.
 
-use super::{ALICE, approve, approved, ask, asked, cli_as, read_code, run, workflow_with};
+use super::{
+    ALICE, approve, approved, ask, asked, cli_as, cli_request, read_code, run, shown, workflow_with,
+};
 use crate::common::*;
 use crate::secrets::{Harness, get};
 use sigil::api::pb;
@@ -310,16 +312,9 @@ async fn quarantine_revokes_an_active_grant_and_lifting_it_does_not_restore_it()
         put.tokens_revoked,
         vec![t.info.as_ref().unwrap().jti.clone()]
     );
-    let shown = bob
-        .jit
-        .show(pb::JitShowRequest { id: r.id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
-    assert_eq!(shown.state, "revoked");
-    let ended = shown.ended.unwrap();
+    let revoked = shown(&mut bob, &r.id).await;
+    assert_eq!(revoked.state, "revoked");
+    let ended = revoked.ended.unwrap();
     assert_eq!(
         (ended.by.as_str(), ended.text.as_str()),
         ("uid:0", format!("quarantined: {REASON}").as_str())
@@ -336,15 +331,7 @@ async fn quarantine_revokes_an_active_grant_and_lifting_it_does_not_restore_it()
     let e = read_code(&mut alice).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(!introspect(&mut bob, &t.token).await.active);
-    let shown = bob
-        .jit
-        .show(pb::JitShowRequest { id: r.id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap();
-    assert_eq!(shown.state, "revoked");
+    assert_eq!(shown(&mut bob, &r.id).await.state, "revoked");
     let again = alice_token(&mut alice, "payments").await;
     assert!(introspect(&mut bob, &again.token).await.active);
 }
@@ -627,12 +614,9 @@ async fn the_cli_mints_and_introspects() {
     assert_eq!(out.trim(), "{\n  \"active\": false\n}");
 
     // By the grant a token relies on, then by its holder.
-    let asked = ok(run(
+    let asked = cli_request(
         &alice,
         &[
-            "--json",
-            "jit",
-            "request",
             "--role",
             "db-read",
             "--duration",
@@ -640,11 +624,8 @@ async fn the_cli_mints_and_introspects() {
             "--reason",
             "incident 8",
         ],
-    ));
-    let grant = serde_json::from_str::<serde_json::Value>(&asked).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    );
+    let grant = asked["id"].as_str().unwrap().to_owned();
     ok(run(&bob, &["jit", "approve", &grant]));
     let mint_json = |scope: &str| {
         let out = ok(run(
