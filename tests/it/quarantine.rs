@@ -64,8 +64,7 @@ async fn a_quarantined_workload_is_cut_off_everywhere_and_lifting_restores_it() 
 
     // The workload also holds an SVID file and a token minted with it.
     let dir = tmp.path().join("web");
-    let mint_svid = |out: &std::path::Path| mint_web_svid(&s, out);
-    ok(mint_svid(&dir));
+    ok(mint_web_svid(&s, &dir));
     let mut web = s.tls_clients(&dir.join("bundle.pem"), Some(&dir)).await;
     let token = web
         .auth
@@ -161,7 +160,7 @@ async fn a_quarantined_workload_is_cut_off_everywhere_and_lifting_restores_it() 
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(e.message(), format!("{WEB} is quarantined: {REASON}"));
     // Nothing is issued for it, to anyone.
-    let refused = mint_svid(&tmp.path().join("again"));
+    let refused = mint_web_svid(&s, &tmp.path().join("again"));
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&refused.stderr).trim(),
@@ -231,7 +230,7 @@ async fn a_quarantined_workload_is_cut_off_everywhere_and_lifting_restores_it() 
         c.fetch_x509_svid().await.unwrap().spiffe_id().to_string(),
         WEB
     );
-    ok(mint_svid(&tmp.path().join("again")));
+    ok(mint_web_svid(&s, &tmp.path().join("again")));
     let e = op
         .quarantine
         .lift(pb::QuarantineLiftRequest {
@@ -246,14 +245,14 @@ async fn a_quarantined_workload_is_cut_off_everywhere_and_lifting_restores_it() 
     s.stop().await;
 }
 
-fn put_request(id: &str, reason: &str) -> pb::QuarantinePutRequest {
+pub(crate) fn put_request(id: &str, reason: &str) -> pb::QuarantinePutRequest {
     pb::QuarantinePutRequest {
         spiffe_id: id.into(),
         reason: reason.into(),
     }
 }
 
-fn lift_request(id: &str) -> pb::QuarantineLiftRequest {
+pub(crate) fn lift_request(id: &str) -> pb::QuarantineLiftRequest {
     pb::QuarantineLiftRequest {
         spiffe_id: id.into(),
         reason: "cleared".into(),

@@ -8,6 +8,7 @@ use super::{
     ALICE, approve, approved, ask, asked, cli_as, cli_request, read_code, run, shown, workflow_with,
 };
 use crate::common::*;
+use crate::quarantine::{lift_request, put_request};
 use crate::secrets::{Harness, get};
 use sigil::api::pb;
 use sigil::cli::client::{Clients, Credential, Target};
@@ -300,10 +301,7 @@ async fn quarantine_revokes_an_active_grant_and_lifting_it_does_not_restore_it()
 
     let put = op
         .quarantine
-        .put(pb::QuarantinePutRequest {
-            spiffe_id: ALICE.into(),
-            reason: REASON.into(),
-        })
+        .put(put_request(ALICE, REASON))
         .await
         .unwrap()
         .into_inner();
@@ -321,13 +319,7 @@ async fn quarantine_revokes_an_active_grant_and_lifting_it_does_not_restore_it()
     );
     assert!(!introspect(&mut bob, &t.token).await.active);
 
-    op.quarantine
-        .lift(pb::QuarantineLiftRequest {
-            spiffe_id: ALICE.into(),
-            reason: "gist deleted, keys rotated".into(),
-        })
-        .await
-        .unwrap();
+    op.quarantine.lift(lift_request(ALICE)).await.unwrap();
     let e = read_code(&mut alice).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(!introspect(&mut bob, &t.token).await.active);
